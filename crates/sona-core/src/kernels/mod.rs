@@ -1,0 +1,203 @@
+//! Dense `f32` kernels over slices.
+//!
+//! Each kernel has three bodies: [`scalar`] (the reference, obviously correct, used by tests),
+//! [`portable`] (independent accumulators in fixed-width chunks that LLVM vectorises for SSE/NEON),
+//! and, on x86-64, an AVX2+FMA body in [`x86`] chosen at run time. `std::simd` is nightly-only, and
+//! `f32::mul_add` without the `fma` target feature is a slow library call, so neither is used.
+//!
+//! Matrices are row-major and contiguous: element `(i, j)` of a `rows × cols` matrix is `m[i * cols + j]`.
+//! Kernels assume lengths were validated by the caller (see [`crate::validate`]) and assert them, so a bug
+//! panics instead of reading out of bounds; the Python boundary turns such a panic into `InternalError`.
+
+pub mod portable;
+pub mod scalar;
+mod topk;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+pub use topk::top_k;
+
+/// Which body the dispatching kernels use on this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimdLevel {
+    /// AVX2 + FMA intrinsics (x86-64 with both features at run time).
+    Avx2Fma,
+    /// Chunked independent accumulators, auto-vectorised for the baseline target (SSE2 or NEON).
+    Portable,
+}
+
+impl SimdLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            SimdLevel::Avx2Fma => "avx2+fma",
+            SimdLevel::Portable => {
+                if cfg!(target_arch = "aarch64") {
+                    "neon (portable)"
+                } else {
+                    "portable"
+                }
+            }
+        }
+    }
+}
+
+/// The level detected on this machine (cached by `std`'s feature detection).
+#[inline]
+pub fn simd_level() -> SimdLevel {
+    if has_avx2_fma() {
+        SimdLevel::Avx2Fma
+    } else {
+        SimdLevel::Portable
+    }
+}
+
+#[inline(always)]
+fn has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+macro_rules! dispatch {
+    ($name:ident ( $($arg:expr),* )) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx2_fma() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked just above); lengths were asserted.
+                return unsafe { x86::$name($($arg),*) };
+            }
+        }
+        portable::$name($($arg),*)
+    }};
+}
+
+/// `Σ a_i b_i`.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot: length mismatch");
+    dispatch!(dot(a, b))
+}
+
+/// `Σ a_i²`.
+#[inline]
+pub fn norm_sq(a: &[f32]) -> f32 {
+    dispatch!(dot(a, a))
+}
+
+/// Scales `a` to unit L2 norm in place and returns its previous norm. A zero vector is left unchanged
+/// (and `0.0` returned) so that callers can decide what a zero query means.
+#[inline]
+pub fn normalize(a: &mut [f32]) -> f32 {
+    let n = norm_sq(a).sqrt();
+    if n > 0.0 && n.is_finite() {
+        scale(1.0 / n, a);
+    }
+    n
+}
+
+/// Cosine similarity; `0.0` when either vector is zero.
+#[inline]
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "cosine: length mismatch");
+    let (ab, aa, bb) = dot3(a, b);
+    let denom = (aa * bb).sqrt();
+    if denom > 0.0 {
+        (ab / denom).clamp(-1.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
+/// `(a·b, a·a, b·b)` in one pass.
+#[inline]
+pub fn dot3(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
+    assert_eq!(a.len(), b.len(), "dot3: length mismatch");
+    dispatch!(dot3(a, b))
+}
+
+/// `y ← y + alpha · x`.
+#[inline]
+pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "axpy: length mismatch");
+    dispatch!(axpy(alpha, x, y))
+}
+
+/// `x ← alpha · x`.
+#[inline]
+pub fn scale(alpha: f32, x: &mut [f32]) {
+    dispatch!(scale(alpha, x))
+}
+
+/// `y = M x` for a row-major `rows × cols` matrix (`x` has `cols` values, `y` has `rows`).
+#[inline]
+pub fn matvec(m: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
+    assert_eq!(m.len(), rows * cols, "matvec: matrix size");
+    assert_eq!(x.len(), cols, "matvec: x length");
+    assert_eq!(y.len(), rows, "matvec: y length");
+    for (yi, row) in y.iter_mut().zip(m.chunks_exact(cols.max(1))) {
+        *yi = dot(row, x);
+    }
+    if cols == 0 {
+        y.fill(0.0);
+    }
+}
+
+/// `y = Mᵀ x` for a row-major `rows × cols` matrix (`x` has `rows` values, `y` has `cols`).
+/// Walks rows in order (one axpy each), so memory is read contiguously.
+#[inline]
+pub fn matvec_t(m: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
+    assert_eq!(m.len(), rows * cols, "matvec_t: matrix size");
+    assert_eq!(x.len(), rows, "matvec_t: x length");
+    assert_eq!(y.len(), cols, "matvec_t: y length");
+    y.fill(0.0);
+    if cols == 0 {
+        return;
+    }
+    for (&xi, row) in x.iter().zip(m.chunks_exact(cols)) {
+        if xi != 0.0 {
+            axpy(xi, row, y);
+        }
+    }
+}
+
+/// Rank-r outer-product update `M ← M + alpha · Σ_k u_k v_kᵀ`.
+///
+/// `u` holds the `r` column factors back to back (`r × rows`), `v` the row factors (`r × cols`).
+/// With `r = 1` this is BLAS `ger`.
+#[inline]
+pub fn rank_update(
+    m: &mut [f32],
+    rows: usize,
+    cols: usize,
+    alpha: f32,
+    u: &[f32],
+    v: &[f32],
+    r: usize,
+) {
+    assert_eq!(m.len(), rows * cols, "rank_update: matrix size");
+    assert_eq!(u.len(), r * rows, "rank_update: u size");
+    assert_eq!(v.len(), r * cols, "rank_update: v size");
+    if cols == 0 || rows == 0 {
+        return;
+    }
+    for (i, row) in m.chunks_exact_mut(cols).enumerate() {
+        for k in 0..r {
+            let c = alpha * u[k * rows + i];
+            if c != 0.0 {
+                axpy(c, &v[k * cols..(k + 1) * cols], row);
+            }
+        }
+    }
+}
+
+/// `out_i = row_i(M) · q` for every row of a row-major `rows × cols` matrix (the scan behind
+/// exact search; pair it with [`top_k`]).
+#[inline]
+pub fn batch_dot(m: &[f32], rows: usize, cols: usize, q: &[f32], out: &mut [f32]) {
+    matvec(m, rows, cols, q, out)
+}

@@ -1,0 +1,20 @@
+//! SONA core: the pieces every other crate shares.
+//!
+//! - [`kernels`]: dense `f32` kernels over slices (dot, norms, axpy, mat-vec, rank-r updates, top-k),
+//!   each with a scalar reference and a runtime-dispatched fast path.
+//! - [`types`]: the canonical records of SPEC §2 (trajectories, decisions, patterns, verdicts).
+//! - [`checkpoint`]: the versioned, checksummed file container every component saves into.
+//! - [`error`]: the one error type, mirrored in Python as the `SonaError` hierarchy.
+//! - [`rng`]: a small seeded RNG so every experiment is reproducible.
+//! - [`validate`]: input checks shared by every public entry point.
+
+pub mod checkpoint;
+pub mod error;
+pub mod kernels;
+pub mod rng;
+pub mod types;
+pub mod validate;
+
+pub use checkpoint::Checkpoint;
+pub use error::{Result, SonaError};
+pub use rng::SeededRng;

@@ -1,0 +1,174 @@
+//! The canonical records of SPEC §2: one definition each, mirrored in Python.
+
+use serde::{Deserialize, Serialize};
+
+/// Global, monotonic, never-reused trajectory id.
+pub type TrajectoryId = u64;
+/// Global pattern id (fresh on creation, kept through merges by the surviving pattern).
+pub type PatternId = u64;
+
+/// Where a reward came from. Rewards only ever come from outside the model (SPEC §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum RewardSource {
+    /// A rating given by a user or the application.
+    #[default]
+    Explicit,
+    /// Derived from behaviour (retry, abandon, copy...).
+    Implicit,
+    /// A judge model's score.
+    Judge,
+}
+
+impl RewardSource {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "explicit" => Some(Self::Explicit),
+            "implicit" => Some(Self::Implicit),
+            "judge" => Some(Self::Judge),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Explicit => "explicit",
+            Self::Implicit => "implicit",
+            Self::Judge => "judge",
+        }
+    }
+}
+
+/// One intermediate state of a multi-step agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub activation: Vec<f32>,
+    pub reward: Option<f32>,
+}
+
+/// What the router decided for one query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Chosen model tier (0 = cheapest).
+    pub tier: u8,
+    /// Probability the policy gave the chosen tier (for importance weighting).
+    pub propensity: f32,
+    /// Utility of every tier (`r̂_k − cost_weight · cost_k`).
+    pub utilities: Vec<f32>,
+    /// Continuous generation parameters (temperature, top_p, context bin...).
+    pub params: Vec<f32>,
+}
+
+/// One query's full record, from request to feedback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trajectory {
+    pub id: TrajectoryId,
+    pub query: Vec<f32>,
+    pub adapted: Vec<f32>,
+    pub steps: Vec<Step>,
+    pub decision: Option<Decision>,
+    pub retrieved: Vec<PatternId>,
+    /// In `[0, 1]` once feedback arrived.
+    pub reward: Option<f32>,
+    pub reward_source: Option<RewardSource>,
+    pub latency_us: u32,
+    pub ts_ms: u64,
+    pub tenant: Option<String>,
+}
+
+/// Running reward statistics of one arm (tier) of one pattern: Welford's count/mean/M2, so two
+/// arms merge exactly (Chan et al.) when patterns merge.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ArmStats {
+    pub count: u64,
+    pub mean: f64,
+    pub m2: f64,
+}
+
+impl ArmStats {
+    /// Adds one observation.
+    pub fn push(&mut self, x: f64) {
+        self.count += 1;
+        let delta = x - self.mean;
+        self.mean += delta / self.count as f64;
+        self.m2 += delta * (x - self.mean);
+    }
+
+    /// Exact combination of two disjoint samples.
+    pub fn merge(&self, other: &ArmStats) -> ArmStats {
+        if self.count == 0 {
+            return *other;
+        }
+        if other.count == 0 {
+            return *self;
+        }
+        let n = self.count + other.count;
+        let delta = other.mean - self.mean;
+        let mean = self.mean + delta * other.count as f64 / n as f64;
+        let m2 =
+            self.m2 + other.m2 + delta * delta * (self.count as f64 * other.count as f64) / n as f64;
+        ArmStats { count: n, mean, m2 }
+    }
+
+    /// Unbiased sample variance (0 with fewer than 2 observations).
+    pub fn variance(&self) -> f64 {
+        if self.count < 2 {
+            0.0
+        } else {
+            self.m2 / (self.count - 1) as f64
+        }
+    }
+}
+
+/// A cluster of similar trajectories and what worked for them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pattern {
+    pub id: PatternId,
+    /// 0 concrete, ≥ 1 abstraction.
+    pub level: u8,
+    /// Unit-norm centroid.
+    pub centroid: Vec<f32>,
+    pub support: u32,
+    /// One entry per tier.
+    pub arms: Vec<ArmStats>,
+    pub avg_reward: f32,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    pub last_access_ms: u64,
+    pub access_count: u64,
+    pub exemplars: Vec<TrajectoryId>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// A statistically supported recommendation for one pattern.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub pattern_id: PatternId,
+    pub recommended_tier: u8,
+    pub params: Vec<f32>,
+    pub confidence: f32,
+    /// Holm-adjusted p-value of the recommended arm against the default arm.
+    pub p_value: f64,
+    pub support: u32,
+    /// Mean reward of the recommended arm minus the default arm's.
+    pub improvement: f32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arm_merge_equals_pooled() {
+        let xs = [0.1, 0.5, 0.9, 0.3, 1.0, 0.0, 0.7];
+        let mut all = ArmStats::default();
+        let mut a = ArmStats::default();
+        let mut b = ArmStats::default();
+        for (i, &x) in xs.iter().enumerate() {
+            all.push(x);
+            if i < 3 { a.push(x) } else { b.push(x) }
+        }
+        let m = a.merge(&b);
+        assert_eq!(m.count, all.count);
+        assert!((m.mean - all.mean).abs() < 1e-12);
+        assert!((m.variance() - all.variance()).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,133 @@
+//! Every dispatched kernel against the scalar reference, on the lengths that exercise each code path
+//! (empty, single, below/at/above one and four vector widths, typical embedding sizes, odd large).
+
+use proptest::prelude::*;
+use sona_core::kernels::{self, scalar};
+
+const LENGTHS: &[usize] = &[0, 1, 7, 8, 15, 16, 31, 32, 33, 767, 768, 4097];
+
+fn close(a: f32, b: f32, scale: f32) -> bool {
+    (a - b).abs() <= 1e-5 * scale.max(1.0)
+}
+
+fn vec_of(len: usize) -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(-4.0f32..4.0, len)
+}
+
+fn pair() -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
+    prop::sample::select(LENGTHS).prop_flat_map(|n| (vec_of(n), vec_of(n)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn dot_matches((a, b) in pair()) {
+        let mag: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum();
+        prop_assert!(close(kernels::dot(&a, &b), scalar::dot(&a, &b), mag));
+        prop_assert!(close(kernels::portable::dot(&a, &b), scalar::dot(&a, &b), mag));
+    }
+
+    #[test]
+    fn dot3_and_cosine_match((a, b) in pair()) {
+        let (ab, aa, bb) = kernels::dot3(&a, &b);
+        let (rab, raa, rbb) = scalar::dot3(&a, &b);
+        prop_assert!(close(ab, rab, raa.max(rbb)));
+        prop_assert!(close(aa, raa, raa));
+        prop_assert!(close(bb, rbb, rbb));
+        let c = kernels::cosine(&a, &b);
+        let rc = if raa > 0.0 && rbb > 0.0 { rab / (raa * rbb).sqrt() } else { 0.0 };
+        prop_assert!((c - rc).abs() < 1e-4, "{c} vs {rc}");
+    }
+
+    #[test]
+    fn axpy_and_scale_match((x, y) in pair(), alpha in -3.0f32..3.0) {
+        let mut fast = y.clone();
+        let mut slow = y.clone();
+        kernels::axpy(alpha, &x, &mut fast);
+        scalar::axpy(alpha, &x, &mut slow);
+        for (f, s) in fast.iter().zip(&slow) {
+            prop_assert!(close(*f, *s, s.abs()));
+        }
+        kernels::scale(alpha, &mut fast);
+        scalar::scale(alpha, &mut slow);
+        for (f, s) in fast.iter().zip(&slow) {
+            prop_assert!(close(*f, *s, s.abs()));
+        }
+    }
+
+    #[test]
+    fn normalize_gives_unit_norm(a in prop::sample::select(LENGTHS).prop_flat_map(vec_of)) {
+        let mut v = a.clone();
+        let n = kernels::normalize(&mut v);
+        prop_assert!(close(n, scalar::dot(&a, &a).sqrt(), n));
+        if n > 1e-3 {
+            prop_assert!((kernels::norm_sq(&v) - 1.0).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn matvec_and_transpose_match(
+        rows in prop::sample::select(&[0usize, 1, 3, 17][..]),
+        cols in prop::sample::select(LENGTHS),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = sona_core::SeededRng::new(seed);
+        let mut m = vec![0.0f32; rows * cols];
+        rng.fill_normal(&mut m, 1.0);
+        let mut x = vec![0.0f32; cols];
+        rng.fill_normal(&mut x, 1.0);
+        let mut xt = vec![0.0f32; rows];
+        rng.fill_normal(&mut xt, 1.0);
+
+        let (mut y, mut ry) = (vec![1.0f32; rows], vec![0.0f32; rows]);
+        kernels::matvec(&m, rows, cols, &x, &mut y);
+        scalar::matvec(&m, rows, cols, &x, &mut ry);
+        let scale = (cols as f32).sqrt() * 4.0;
+        for (a, b) in y.iter().zip(&ry) { prop_assert!(close(*a, *b, scale)); }
+
+        let (mut yt, mut ryt) = (vec![1.0f32; cols], vec![0.0f32; cols]);
+        kernels::matvec_t(&m, rows, cols, &xt, &mut yt);
+        scalar::matvec_t(&m, rows, cols, &xt, &mut ryt);
+        for (a, b) in yt.iter().zip(&ryt) { prop_assert!(close(*a, *b, 4.0 * (rows as f32).sqrt())); }
+    }
+
+    #[test]
+    fn rank_update_matches(
+        rows in 0usize..20,
+        cols in prop::sample::select(LENGTHS),
+        r in 1usize..5,
+        alpha in -2.0f32..2.0,
+        seed in any::<u64>(),
+    ) {
+        let mut rng = sona_core::SeededRng::new(seed);
+        let mut m = vec![0.0f32; rows * cols];
+        rng.fill_normal(&mut m, 1.0);
+        let mut u = vec![0.0f32; r * rows];
+        rng.fill_normal(&mut u, 1.0);
+        let mut v = vec![0.0f32; r * cols];
+        rng.fill_normal(&mut v, 1.0);
+        let mut fast = m.clone();
+        kernels::rank_update(&mut fast, rows, cols, alpha, &u, &v, r);
+        scalar::rank_update(&mut m, rows, cols, alpha, &u, &v, r);
+        for (a, b) in fast.iter().zip(&m) { prop_assert!(close(*a, *b, 8.0)); }
+    }
+}
+
+#[test]
+fn batch_dot_and_top_k_find_the_nearest_row() {
+    let mut rng = sona_core::SeededRng::new(11);
+    let (rows, cols) = (500, 64);
+    let mut m = vec![0.0f32; rows * cols];
+    rng.fill_normal(&mut m, 1.0);
+    for row in m.chunks_exact_mut(cols) {
+        kernels::normalize(row);
+    }
+    let q = m[123 * cols..124 * cols].to_vec();
+    let mut scores = vec![0.0; rows];
+    kernels::batch_dot(&m, rows, cols, &q, &mut scores);
+    let top = kernels::top_k(&scores, 5);
+    assert_eq!(top[0].0, 123);
+    assert!((top[0].1 - 1.0).abs() < 1e-5);
+    assert!(top.windows(2).all(|w| w[0].1 >= w[1].1));
+}

@@ -1,0 +1,33 @@
+//! `sona._sona`: the Python binding of the SONA core.
+//!
+//! This is the only crate that knows PyO3. Each submodule mirrors one core crate and registers its
+//! functions and classes flat in `sona._sona`; the typed Python layer in `python/sona/` re-exports
+//! them under `sona.lora`, `sona.ewc`, `sona.reasoning`, ...
+//!
+//! Conventions every binding follows:
+//! - every entry point runs inside [`errors::guard`], which turns a `SonaError` into its Python
+//!   exception and a Rust panic into `sona.InternalError` (never an abort);
+//! - vectors come in as C-contiguous float32 numpy arrays read without copying ([`convert`]);
+//!   anything else raises; the Python layer converts float64 / non-contiguous input first;
+//! - classes are `#[pyclass(frozen)]` with interior mutability (a lock or an atomic snapshot), so a
+//!   method never holds a Python-level borrow across a call, and long work releases the GIL.
+
+mod convert;
+mod errors;
+mod ewc;
+mod kernels;
+mod lora;
+mod reasoning;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _sona(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    errors::register(m)?;
+    kernels::register(m)?;
+    lora::register(m)?;
+    ewc::register(m)?;
+    reasoning::register(m)?;
+    Ok(())
+}

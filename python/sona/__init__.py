@@ -1,0 +1,38 @@
+"""SONA — Self-Optimizing Neural Architecture.
+
+A self-improving layer for LLM applications: per query it adapts the query representation with LoRA,
+recalls what worked for similar queries (ReasoningBank), routes to the cheapest model tier that will
+answer well, and learns from feedback at three timescales without forgetting what already works.
+
+The heavy lifting is in a Rust core (``sona._sona``); this package is its typed Python surface.
+Components are usable on their own: :mod:`sona.kernels` today, ``sona.lora``, ``sona.ewc`` and
+``sona.reasoning`` as they land.
+"""
+
+from __future__ import annotations
+
+from sona._sona import __version__
+from sona.errors import (
+    CheckpointError,
+    ConfigError,
+    DimensionError,
+    InternalError,
+    InvalidInputError,
+    NonFiniteError,
+    NumericalError,
+    SonaError,
+    UnknownIdError,
+)
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DimensionError",
+    "InternalError",
+    "InvalidInputError",
+    "NonFiniteError",
+    "NumericalError",
+    "SonaError",
+    "UnknownIdError",
+    "__version__",
+]

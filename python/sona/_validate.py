@@ -1,0 +1,53 @@
+"""Input conversion shared by the Python wrappers.
+
+The Rust extension accepts only C-contiguous float32 arrays (read without copying). These helpers
+bring anything array-like to that form — converting float64, lists and strided views — and raise
+:class:`~sona.errors.DimensionError` for the wrong rank or length before Rust is called.
+NaN/Inf are rejected by the extension itself, so every path checks them exactly once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sona.errors import DimensionError, InvalidInputError
+
+F32Array = npt.NDArray[np.float32]
+
+
+def as_f32(x: Any, name: str, ndim: int, shape: tuple[int | None, ...] | None = None) -> F32Array:
+    """Return ``x`` as a C-contiguous float32 array of rank ``ndim`` (a no-op when it already is).
+
+    ``shape`` may fix some dimensions (``None`` leaves one free); mismatches raise DimensionError.
+    """
+    if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous:
+        arr = x
+    else:
+        try:
+            arr = np.ascontiguousarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"{name}: cannot convert to a float32 array ({exc})") from exc
+        if isinstance(x, np.ndarray) and x.dtype.kind not in "fiub":
+            raise InvalidInputError(f"{name}: expected a numeric array, got dtype {x.dtype}")
+    if arr.ndim != ndim:
+        raise DimensionError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
+    if shape is not None:
+        for axis, (want, got) in enumerate(zip(shape, arr.shape, strict=True)):
+            if want is not None and want != got:
+                raise DimensionError(
+                    f"{name}: expected size {want} on axis {axis}, got shape {arr.shape}"
+                )
+    return arr
+
+
+def as_vector(x: Any, name: str, dim: int | None = None) -> F32Array:
+    """A 1-D float32 vector, optionally of length ``dim``."""
+    return as_f32(x, name, 1, (dim,))
+
+
+def as_matrix(x: Any, name: str, cols: int | None = None) -> F32Array:
+    """A 2-D float32 row-major matrix, optionally with ``cols`` columns."""
+    return as_f32(x, name, 2, (None, cols))
