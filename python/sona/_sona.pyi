@@ -42,4 +42,6 @@ def simd_level() -> str: ...
 
 # --- ewc (crates/sona-py/src/ewc.rs) -----------------------------------------------------------
 
+# --- index (crates/sona-py/src/index.rs) -------------------------------------------------------
+
 # --- reasoning (crates/sona-py/src/reasoning.rs) -----------------------------------------------

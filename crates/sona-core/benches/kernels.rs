@@ -97,7 +97,15 @@ fn rank_update_r2(bencher: Bencher, d: usize) {
     let (u, _) = vecs(d * r, 10);
     let v = vec![0.25; r * r];
     bencher.bench_local(|| {
-        kernels::rank_update(black_box(&mut m), d, r, 1e-4, black_box(&u), black_box(&v), r)
+        kernels::rank_update(
+            black_box(&mut m),
+            d,
+            r,
+            1e-4,
+            black_box(&u),
+            black_box(&v),
+            r,
+        )
     });
 }
 

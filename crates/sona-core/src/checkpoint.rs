@@ -105,8 +105,17 @@ impl Checkpoint {
 
     /// Stores an `f32` tensor; `shape`'s product must equal `values.len()`.
     pub fn put_f32(&mut self, name: &str, shape: &[usize], values: &[f32]) {
-        assert_eq!(shape.iter().product::<usize>(), values.len(), "put_f32 {name}: shape");
-        self.push(name, DType::F32, shape, values.iter().flat_map(|v| v.to_le_bytes()));
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "put_f32 {name}: shape"
+        );
+        self.push(
+            name,
+            DType::F32,
+            shape,
+            values.iter().flat_map(|v| v.to_le_bytes()),
+        );
     }
 
     /// Stores a `u64` vector.
@@ -126,7 +135,10 @@ impl Checkpoint {
             .get(name)
             .ok_or_else(|| SonaError::checkpoint(format!("missing tensor {name:?}")))?;
         if e.dtype != dtype {
-            return Err(SonaError::checkpoint(format!("tensor {name:?} has dtype {:?}", e.dtype)));
+            return Err(SonaError::checkpoint(format!(
+                "tensor {name:?} has dtype {:?}",
+                e.dtype
+            )));
         }
         let n: usize = e.shape.iter().product();
         let elem = match dtype {
@@ -138,7 +150,9 @@ impl Checkpoint {
             .and_then(|len| e.offset.checked_add(len))
             .is_some_and(|end| end <= self.data.len());
         if !in_bounds {
-            return Err(SonaError::checkpoint(format!("tensor {name:?} out of bounds")));
+            return Err(SonaError::checkpoint(format!(
+                "tensor {name:?} out of bounds"
+            )));
         }
         Ok((e, n))
     }
@@ -202,7 +216,9 @@ impl Checkpoint {
         }
         let format = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
         if format != FORMAT {
-            return Err(SonaError::checkpoint(format!("unsupported container format {format}")));
+            return Err(SonaError::checkpoint(format!(
+                "unsupported container format {format}"
+            )));
         }
         let hlen = u64::from_le_bytes(body[12..20].try_into().expect("8 bytes")) as usize;
         let hend = 20usize
@@ -281,7 +297,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
-            assert!(matches!(Checkpoint::from_bytes(&b, "test", 2), Err(SonaError::Checkpoint(_))));
+            assert!(matches!(
+                Checkpoint::from_bytes(&b, "test", 2),
+                Err(SonaError::Checkpoint(_))
+            ));
         }
         for n in 0..bytes.len() {
             assert!(Checkpoint::from_bytes(&bytes[..n], "test", 2).is_err());

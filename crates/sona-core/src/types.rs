@@ -103,8 +103,9 @@ impl ArmStats {
         let n = self.count + other.count;
         let delta = other.mean - self.mean;
         let mean = self.mean + delta * other.count as f64 / n as f64;
-        let m2 =
-            self.m2 + other.m2 + delta * delta * (self.count as f64 * other.count as f64) / n as f64;
+        let m2 = self.m2
+            + other.m2
+            + delta * delta * (self.count as f64 * other.count as f64) / n as f64;
         ArmStats { count: n, mean, m2 }
     }
 
@@ -164,7 +165,11 @@ mod tests {
         let mut b = ArmStats::default();
         for (i, &x) in xs.iter().enumerate() {
             all.push(x);
-            if i < 3 { a.push(x) } else { b.push(x) }
+            if i < 3 {
+                a.push(x)
+            } else {
+                b.push(x)
+            }
         }
         let m = a.merge(&b);
         assert_eq!(m.count, all.count);

@@ -53,7 +53,9 @@ pub fn check_reward(r: f32) -> Result<()> {
     if r.is_finite() && (0.0..=1.0).contains(&r) {
         Ok(())
     } else {
-        Err(SonaError::invalid(format!("reward must be in [0, 1], got {r}")))
+        Err(SonaError::invalid(format!(
+            "reward must be in [0, 1], got {r}"
+        )))
     }
 }
 
@@ -63,7 +65,9 @@ pub fn check_range(what: &str, x: f64, lo: f64, hi: f64) -> Result<()> {
     if x.is_finite() && x >= lo && x <= hi {
         Ok(())
     } else {
-        Err(SonaError::Config(format!("{what} must be in [{lo}, {hi}], got {x}")))
+        Err(SonaError::Config(format!(
+            "{what} must be in [{lo}, {hi}], got {x}"
+        )))
     }
 }
 
@@ -74,7 +78,10 @@ mod tests {
     #[test]
     fn rejects_bad_vectors() {
         assert!(check_vec("x", &[1.0, 2.0], 2).is_ok());
-        assert!(matches!(check_vec("x", &[1.0], 2), Err(SonaError::Dimension { .. })));
+        assert!(matches!(
+            check_vec("x", &[1.0], 2),
+            Err(SonaError::Dimension { .. })
+        ));
         assert!(matches!(
             check_vec("x", &[1.0, f32::NAN], 2),
             Err(SonaError::NonFinite { index: 1, .. })

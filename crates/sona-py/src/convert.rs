@@ -5,7 +5,10 @@
 //! (`sona._validate`) converts float64 or strided input before calling in, so only direct users of
 //! `sona._sona` see these errors. Finite-ness is checked here too, before any state is touched.
 
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 use sona_core::{validate, SonaError};
 
@@ -42,25 +45,41 @@ fn wrong(what: &str, want_ndim: usize, obj: &Bound<'_, PyAny>) -> SonaError {
 }
 
 /// A read-only 1-D float32 view; finite-ness is checked.
-pub(crate) fn vec1<'py>(what: &str, obj: &Bound<'py, PyAny>) -> BindResult<PyReadonlyArray1<'py, f32>> {
-    let arr = obj.cast::<PyArray1<f32>>().map_err(|_| wrong(what, 1, obj))?;
-    let ro = arr.try_readonly().map_err(|e| SonaError::invalid(format!("{what}: {e}")))?;
+pub(crate) fn vec1<'py>(
+    what: &str,
+    obj: &Bound<'py, PyAny>,
+) -> BindResult<PyReadonlyArray1<'py, f32>> {
+    let arr = obj
+        .cast::<PyArray1<f32>>()
+        .map_err(|_| wrong(what, 1, obj))?;
+    let ro = arr
+        .try_readonly()
+        .map_err(|e| SonaError::invalid(format!("{what}: {e}")))?;
     let s = ro.as_slice().map_err(|_| wrong(what, 1, obj))?;
     validate::check_finite(what, s)?;
     Ok(ro)
 }
 
 /// A read-only 2-D float32 view (C order); finite-ness is checked.
-pub(crate) fn mat2<'py>(what: &str, obj: &Bound<'py, PyAny>) -> BindResult<PyReadonlyArray2<'py, f32>> {
-    let arr = obj.cast::<PyArray2<f32>>().map_err(|_| wrong(what, 2, obj))?;
-    let ro = arr.try_readonly().map_err(|e| SonaError::invalid(format!("{what}: {e}")))?;
+pub(crate) fn mat2<'py>(
+    what: &str,
+    obj: &Bound<'py, PyAny>,
+) -> BindResult<PyReadonlyArray2<'py, f32>> {
+    let arr = obj
+        .cast::<PyArray2<f32>>()
+        .map_err(|_| wrong(what, 2, obj))?;
+    let ro = arr
+        .try_readonly()
+        .map_err(|e| SonaError::invalid(format!("{what}: {e}")))?;
     let s = ro.as_slice().map_err(|_| wrong(what, 2, obj))?;
     validate::check_finite(what, s)?;
     Ok(ro)
 }
 
 /// The contiguous slice of a view returned by [`vec1`] or [`mat2`] (contiguity was checked there).
-pub(crate) fn slice<'a, D: ndarray::Dimension>(ro: &'a numpy::PyReadonlyArray<'_, f32, D>) -> &'a [f32] {
+pub(crate) fn slice<'a, D: ndarray::Dimension>(
+    ro: &'a numpy::PyReadonlyArray<'_, f32, D>,
+) -> &'a [f32] {
     ro.as_slice().expect("contiguity checked on conversion")
 }
 
@@ -70,7 +89,12 @@ pub(crate) fn out1(py: Python<'_>, v: Vec<f32>) -> Bound<'_, PyArray1<f32>> {
 }
 
 /// A new `rows × cols` numpy array owning `v` (row-major).
-pub(crate) fn out2(py: Python<'_>, v: Vec<f32>, rows: usize, cols: usize) -> BindResult<Bound<'_, PyArray2<f32>>> {
+pub(crate) fn out2(
+    py: Python<'_>,
+    v: Vec<f32>,
+    rows: usize,
+    cols: usize,
+) -> BindResult<Bound<'_, PyArray2<f32>>> {
     let a = ndarray::Array2::from_shape_vec((rows, cols), v)
         .map_err(|e| SonaError::Internal(format!("shape: {e}")))?;
     Ok(numpy::IntoPyArray::into_pyarray(a, py))

@@ -38,7 +38,12 @@ struct ErrorTypes {
 
 static TYPES: PyOnceLock<ErrorTypes> = PyOnceLock::new();
 
-fn make(py: Python<'_>, name: &str, bases: &[&Bound<'_, PyType>], doc: &str) -> PyResult<Py<PyType>> {
+fn make(
+    py: Python<'_>,
+    name: &str,
+    bases: &[&Bound<'_, PyType>],
+    doc: &str,
+) -> PyResult<Py<PyType>> {
     let ns = PyDict::new(py);
     ns.set_item("__module__", "sona")?;
     ns.set_item("__doc__", doc)?;
@@ -54,7 +59,12 @@ fn build(py: Python<'_>) -> PyResult<ErrorTypes> {
     let exc = PyException::type_object(py);
     let value = PyValueError::type_object(py);
     let key = PyKeyError::type_object(py);
-    let base = make(py, "SonaError", &[&exc], "Base class of every error SONA raises.")?;
+    let base = make(
+        py,
+        "SonaError",
+        &[&exc],
+        "Base class of every error SONA raises.",
+    )?;
     let b = base.bind(py).clone();
     let invalid = make(
         py,
@@ -64,13 +74,48 @@ fn build(py: Python<'_>) -> PyResult<ErrorTypes> {
     )?;
     let inv = invalid.bind(py).clone();
     Ok(ErrorTypes {
-        dimension: make(py, "DimensionError", &[&b, &value], "A vector or matrix has the wrong length or shape.")?,
-        non_finite: make(py, "NonFiniteError", &[&inv], "An input contains NaN or Inf.")?,
-        config: make(py, "ConfigError", &[&b, &value], "A configuration value is out of range.")?,
-        unknown_id: make(py, "UnknownIdError", &[&b, &key], "An id or token is unknown or was already used.")?,
-        checkpoint: make(py, "CheckpointError", &[&b], "A saved file is corrupted, truncated or mismatched.")?,
-        numerical: make(py, "NumericalError", &[&b], "An update was refused because it would make weights non-finite.")?,
-        internal: make(py, "InternalError", &[&b], "An internal bug (including a Rust panic caught at the boundary).")?,
+        dimension: make(
+            py,
+            "DimensionError",
+            &[&b, &value],
+            "A vector or matrix has the wrong length or shape.",
+        )?,
+        non_finite: make(
+            py,
+            "NonFiniteError",
+            &[&inv],
+            "An input contains NaN or Inf.",
+        )?,
+        config: make(
+            py,
+            "ConfigError",
+            &[&b, &value],
+            "A configuration value is out of range.",
+        )?,
+        unknown_id: make(
+            py,
+            "UnknownIdError",
+            &[&b, &key],
+            "An id or token is unknown or was already used.",
+        )?,
+        checkpoint: make(
+            py,
+            "CheckpointError",
+            &[&b],
+            "A saved file is corrupted, truncated or mismatched.",
+        )?,
+        numerical: make(
+            py,
+            "NumericalError",
+            &[&b],
+            "An update was refused because it would make weights non-finite.",
+        )?,
+        internal: make(
+            py,
+            "InternalError",
+            &[&b],
+            "An internal bug (including a Rust panic caught at the boundary).",
+        )?,
         invalid,
         base,
     })
@@ -109,7 +154,10 @@ pub(crate) fn guard<T>(py: Python<'_>, f: impl FnOnce() -> Result<T, BindError>)
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(to_pyerr(py, SonaError::Internal(format!("Rust panic: {msg}"))))
+            Err(to_pyerr(
+                py,
+                SonaError::Internal(format!("Rust panic: {msg}")),
+            ))
         }
     }
 }

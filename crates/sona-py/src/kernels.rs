@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use sona_core::{kernels as k, SonaError};
 
 use crate::convert::{mat2, out1, out2, slice, vec1};
-use crate::errors::{guard, BindResult, _panic_for_tests};
+use crate::errors::{_panic_for_tests, guard, BindResult};
 
 fn same_len(what: &str, a: &[f32], b: &[f32]) -> BindResult<()> {
     if a.len() != b.len() {
@@ -74,7 +74,11 @@ fn axpy<'py>(
 
 /// `alpha * x` as a new array.
 #[pyfunction]
-fn scale<'py>(py: Python<'py>, alpha: f32, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+fn scale<'py>(
+    py: Python<'py>,
+    alpha: f32,
+    x: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
     guard(py, || {
         check_scalar("alpha", alpha)?;
         let mut out = slice(&vec1("x", x)?).to_vec();
@@ -85,7 +89,11 @@ fn scale<'py>(py: Python<'py>, alpha: f32, x: &Bound<'py, PyAny>) -> PyResult<Bo
 
 /// `M @ x` for a 2-D `M`.
 #[pyfunction]
-fn matvec<'py>(py: Python<'py>, m: &Bound<'py, PyAny>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+fn matvec<'py>(
+    py: Python<'py>,
+    m: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
     guard(py, || {
         let (m, x) = (mat2("m", m)?, vec1("x", x)?);
         let (rows, cols) = (m.shape()[0], m.shape()[1]);
@@ -101,7 +109,11 @@ fn matvec<'py>(py: Python<'py>, m: &Bound<'py, PyAny>, x: &Bound<'py, PyAny>) ->
 
 /// `M.T @ x` for a 2-D `M`.
 #[pyfunction]
-fn matvec_t<'py>(py: Python<'py>, m: &Bound<'py, PyAny>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+fn matvec_t<'py>(
+    py: Python<'py>,
+    m: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
     guard(py, || {
         let (m, x) = (mat2("m", m)?, vec1("x", x)?);
         let (rows, cols) = (m.shape()[0], m.shape()[1]);
@@ -145,7 +157,11 @@ fn rank_update<'py>(
 
 /// `M @ q` (one score per row), the scan behind exact search.
 #[pyfunction]
-fn batch_dot<'py>(py: Python<'py>, m: &Bound<'py, PyAny>, q: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+fn batch_dot<'py>(
+    py: Python<'py>,
+    m: &Bound<'py, PyAny>,
+    q: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f32>>> {
     matvec(py, m, q)
 }
 
@@ -174,7 +190,11 @@ fn check_scalar(what: &str, x: f32) -> BindResult<()> {
     if x.is_finite() {
         Ok(())
     } else {
-        Err(SonaError::NonFinite { what: what.into(), index: 0 }.into())
+        Err(SonaError::NonFinite {
+            what: what.into(),
+            index: 0,
+        }
+        .into())
     }
 }
 

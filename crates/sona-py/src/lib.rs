@@ -15,6 +15,7 @@
 mod convert;
 mod errors;
 mod ewc;
+mod index;
 mod kernels;
 mod lora;
 mod reasoning;
@@ -28,6 +29,7 @@ fn _sona(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kernels::register(m)?;
     lora::register(m)?;
     ewc::register(m)?;
+    index::register(m)?;
     reasoning::register(m)?;
     Ok(())
 }

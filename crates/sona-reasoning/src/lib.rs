@@ -1,3 +1,6 @@
-//! ReasoningBank: trajectories, patterns, vector index and memory graph.
+//! ReasoningBank: trajectories, patterns, vector index and memory graph (SPEC §2, §5).
 //!
-//! Not implemented yet: this crate compiles so the workspace layout is final; see the open issues.
+//! - [`index`]: the [`index::VectorIndex`] trait over unit vectors (cosine = inner product), an exact
+//!   flat index (small sets, and the oracle in tests) and an approximate index for large sets.
+
+pub mod index;

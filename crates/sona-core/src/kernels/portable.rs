@@ -45,11 +45,7 @@ pub fn dot3(a: &[f32], b: &[f32]) -> (f32, f32, f32) {
         t_aa += x * x;
         t_bb += y * y;
     }
-    (
-        reduce(&ab) + t_ab,
-        reduce(&aa) + t_aa,
-        reduce(&bb) + t_bb,
-    )
+    (reduce(&ab) + t_ab, reduce(&aa) + t_aa, reduce(&bb) + t_bb)
 }
 
 #[inline]
