@@ -69,7 +69,10 @@ def test_python_layer_converts_float64_and_strided_input(rng: np.random.Generato
     a = rng.standard_normal(64)  # float64
     b = rng.standard_normal(128)[::2]  # non-contiguous
     assert abs(kernels.dot(a, b) - float(a @ b)) < 1e-4
-    assert abs(kernels.cosine(a.tolist(), b) - float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))) < 1e-5
+    assert (
+        abs(kernels.cosine(a.tolist(), b) - float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)))
+        < 1e-5
+    )
     m = rng.standard_normal((8, 64))
     np.testing.assert_allclose(kernels.matvec(m.T.copy().T, a), m @ a, rtol=1e-4, atol=1e-4)
     assert kernels.simd_level() in {"avx2+fma", "portable", "neon (portable)"}

@@ -1,7 +1,7 @@
 """The ``sona`` command line.
 
 ``sona --version``, ``sona info`` (version, SIMD level, build), and the entry points of the built-in
-jobs: ``sona demo``, ``sona eval <name>`` and ``sona bench <name>``. Each evaluation module registers
+jobs: ``sona demo``, ``sona eval <name>``, ``sona bench <name>``. Each evaluation module registers
 itself in :data:`EVALS` / :data:`BENCHES` with a function taking the parsed arguments.
 """
 
@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and docs)."""
     _load_jobs()
     parser = argparse.ArgumentParser(
-        prog="sona", description="SONA: self-optimizing routing and adaptation for LLM applications."
+        prog="sona",
+        description="SONA: self-optimizing routing and adaptation for LLM applications.",
     )
     parser.add_argument("--version", action="version", version=f"sona {sona.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -57,6 +57,13 @@ proptest! {
     }
 
     #[test]
+    fn copy_is_exact((src, dst) in pair()) {
+        let mut out = dst.clone();
+        kernels::copy(&src, &mut out);
+        prop_assert_eq!(out, src);
+    }
+
+    #[test]
     fn normalize_gives_unit_norm(a in prop::sample::select(LENGTHS).prop_flat_map(vec_of)) {
         let mut v = a.clone();
         let n = kernels::normalize(&mut v);

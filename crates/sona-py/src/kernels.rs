@@ -165,13 +165,12 @@ fn batch_dot<'py>(
     matvec(py, m, q)
 }
 
+/// `(indices, scores)` as returned by [`top_k`].
+type TopK<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>);
+
 /// Indices and values of the `k` largest scores, best first (`k` is capped at the length).
 #[pyfunction]
-fn top_k<'py>(
-    py: Python<'py>,
-    scores: &Bound<'py, PyAny>,
-    k: usize,
-) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>)> {
+fn top_k<'py>(py: Python<'py>, scores: &Bound<'py, PyAny>, k: usize) -> PyResult<TopK<'py>> {
     guard(py, || {
         let top = k::top_k(slice(&vec1("scores", scores)?), k);
         let idx: Vec<i64> = top.iter().map(|&(i, _)| i as i64).collect();

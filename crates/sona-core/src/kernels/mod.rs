@@ -51,6 +51,9 @@ pub fn simd_level() -> SimdLevel {
     }
 }
 
+/// Below this many columns, matrix kernels use plain loops instead of one vector call per row.
+const NARROW: usize = 16;
+
 #[inline(always)]
 fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -127,6 +130,16 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     dispatch!(axpy(alpha, x, y))
 }
 
+/// `dst ← src`. On x86-64 this is a vector loop rather than `memcpy`: glibc 2.36 on this project's AMD
+/// machines copies buffers whose size is a multiple of 4 KiB with `rep movsb` at ~0.3 B/cycle
+/// (6 µs for 16 KiB instead of 0.2 µs; see docs/decisions.md), and embedding sizes (1024, 4096 floats)
+/// hit exactly that case.
+#[inline]
+pub fn copy(src: &[f32], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "copy: length mismatch");
+    dispatch!(copy(src, dst))
+}
+
 /// `x ← alpha · x`.
 #[inline]
 pub fn scale(alpha: f32, x: &mut [f32]) {
@@ -139,11 +152,19 @@ pub fn matvec(m: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
     assert_eq!(m.len(), rows * cols, "matvec: matrix size");
     assert_eq!(x.len(), cols, "matvec: x length");
     assert_eq!(y.len(), rows, "matvec: y length");
-    for (yi, row) in y.iter_mut().zip(m.chunks_exact(cols.max(1))) {
-        *yi = dot(row, x);
-    }
     if cols == 0 {
         y.fill(0.0);
+        return;
+    }
+    if cols < NARROW {
+        // Rows too short for a vector body: a call per row would cost more than the row itself.
+        for (yi, row) in y.iter_mut().zip(m.chunks_exact(cols)) {
+            *yi = row.iter().zip(x).map(|(a, b)| a * b).sum();
+        }
+        return;
+    }
+    for (yi, row) in y.iter_mut().zip(m.chunks_exact(cols)) {
+        *yi = dot(row, x);
     }
 }
 
@@ -185,11 +206,18 @@ pub fn rank_update(
     if cols == 0 || rows == 0 {
         return;
     }
-    for (i, row) in m.chunks_exact_mut(cols).enumerate() {
-        for k in 0..r {
-            let c = alpha * u[k * rows + i];
-            if c != 0.0 {
-                axpy(c, &v[k * cols..(k + 1) * cols], row);
+    for k in 0..r {
+        let uk = &u[k * rows..(k + 1) * rows];
+        let vk = &v[k * cols..(k + 1) * cols];
+        for (row, &ui) in m.chunks_exact_mut(cols).zip(uk) {
+            let c = alpha * ui;
+            if cols < NARROW {
+                // Rows too short for a vector body: inline loops beat a call per row (4x at cols = 2).
+                for (mij, vkj) in row.iter_mut().zip(vk) {
+                    *mij += c * vkj;
+                }
+            } else if c != 0.0 {
+                axpy(c, vk, row);
             }
         }
     }

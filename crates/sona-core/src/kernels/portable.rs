@@ -87,3 +87,8 @@ fn reduce(acc: &[f32]) -> f32 {
     }
     v[0]
 }
+
+#[inline]
+pub fn copy(src: &[f32], dst: &mut [f32]) {
+    dst.copy_from_slice(src);
+}

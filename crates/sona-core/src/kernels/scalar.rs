@@ -59,3 +59,9 @@ pub fn rank_update(
         }
     }
 }
+
+pub fn copy(src: &[f32], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = *s;
+    }
+}

@@ -172,3 +172,27 @@ pub unsafe fn scale(alpha: f32, x: &mut [f32]) {
         i += 1;
     }
 }
+
+/// # Safety
+/// The CPU must support AVX2; `src` and `dst` must have equal length.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn copy(src: &[f32], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+    let mut i = 0;
+    // SAFETY: i + 16 <= n (resp. 8) keeps loads and stores inside both slices.
+    unsafe {
+        while i + 16 <= n {
+            let a = _mm256_loadu_ps(ps.add(i));
+            let b = _mm256_loadu_ps(ps.add(i + 8));
+            _mm256_storeu_ps(pd.add(i), a);
+            _mm256_storeu_ps(pd.add(i + 8), b);
+            i += 16;
+        }
+        while i + 8 <= n {
+            _mm256_storeu_ps(pd.add(i), _mm256_loadu_ps(ps.add(i)));
+            i += 8;
+        }
+    }
+    dst[i..n].copy_from_slice(&src[i..n]);
+}
