@@ -60,6 +60,13 @@ fn axpy(bencher: Bencher, d: usize) {
     bencher.bench_local(|| kernels::axpy(black_box(1e-3), black_box(&x), black_box(&mut y)));
 }
 
+/// The finiteness check every public entry point runs on its inputs.
+#[divan::bench(args = DIMS)]
+fn all_finite(bencher: Bencher, d: usize) {
+    let (a, _) = vecs(d, 15);
+    bencher.bench_local(|| kernels::all_finite(black_box(&a)));
+}
+
 #[divan::bench(args = DIMS)]
 fn copy(bencher: Bencher, d: usize) {
     let (a, mut b) = vecs(d, 14);

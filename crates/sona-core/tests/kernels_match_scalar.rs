@@ -57,6 +57,20 @@ proptest! {
     }
 
     #[test]
+    fn all_finite_finds_any_bad_value(
+        a in prop::sample::select(LENGTHS).prop_flat_map(vec_of),
+        pos in any::<prop::sample::Index>(),
+        bad in prop::sample::select(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY][..]),
+    ) {
+        prop_assert!(kernels::all_finite(&a));
+        if !a.is_empty() {
+            let mut b = a.clone();
+            b[pos.index(a.len())] = bad;
+            prop_assert!(!kernels::all_finite(&b));
+        }
+    }
+
+    #[test]
     fn copy_is_exact((src, dst) in pair()) {
         let mut out = dst.clone();
         kernels::copy(&src, &mut out);
