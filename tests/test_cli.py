@@ -25,6 +25,8 @@ def test_info_reports_simd_level(capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(capsys.readouterr().out)
     assert data["version"] == sona.__version__
     assert data["simd"] in {"avx2+fma", "portable", "neon (portable)"}
+    assert "sona-core" in data["crates"]
+    assert data["build"] in {"debug", "release"}
 
 
 def test_console_script_runs() -> None:

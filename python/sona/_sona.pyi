@@ -11,6 +11,8 @@ _F32: TypeAlias = npt.NDArray[np.float32]
 
 __version__: str
 
+def build_info() -> dict[str, object]: ...
+
 # --- errors (crates/sona-py/src/errors.rs) -----------------------------------------------------
 
 class SonaError(Exception): ...

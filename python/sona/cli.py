@@ -25,13 +25,15 @@ BENCHES: dict[str, Command] = {}
 
 def info() -> dict[str, Any]:
     """What this build of SONA is and what it detected on this machine."""
+    build = _sona.build_info()
     return {
         "version": sona.__version__,
         "simd": _sona.simd_level(),
+        "build": build["profile"],
+        "crates": build["crates"],
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "components": ["kernels"],
     }
 
 

@@ -21,10 +21,36 @@ mod lora;
 mod reasoning;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// How this extension was built: profile, target, SIMD body in use and the core crates compiled in.
+#[pyfunction]
+fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("version", env!("CARGO_PKG_VERSION"))?;
+    d.set_item(
+        "profile",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
+    d.set_item("target_arch", std::env::consts::ARCH)?;
+    d.set_item("target_os", std::env::consts::OS)?;
+    d.set_item("simd", sona_core::kernels::simd_level().name())?;
+    d.set_item(
+        "crates",
+        vec!["sona-core", "sona-lora", "sona-ewc", "sona-reasoning"],
+    )?;
+    d.set_item("abi3", "cp311")?;
+    Ok(d)
+}
 
 #[pymodule]
 fn _sona(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(build_info, m)?)?;
     errors::register(m)?;
     kernels::register(m)?;
     lora::register(m)?;
