@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import sona
-from sona import _sona
+from sona import _sona, demo
 
 #: name -> (help, add_arguments, run). Filled by the evaluation modules as they land.
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -46,11 +46,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
             shown = ", ".join(value) if isinstance(value, list) else value
             print(f"{key:>10}: {shown}")
     return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    print("sona demo: the end-to-end demo arrives with the engine; here is what this build has.")
-    return _cmd_info(args)
 
 
 def _add_group(
@@ -90,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_info.add_argument("--json", action="store_true", help="print JSON")
     p_info.set_defaults(func=_cmd_info)
 
-    p_demo = sub.add_parser("demo", help="run the end-to-end demo on built-in data")
-    p_demo.add_argument("--json", action="store_true", help="print JSON")
-    p_demo.set_defaults(func=_cmd_demo)
+    p_demo = sub.add_parser("demo", help="a short tour that shows SONA learning on built-in data")
+    demo.add_arguments(p_demo)
+    p_demo.set_defaults(func=demo.run)
 
     _add_group(sub, "eval", "run a built-in evaluation (see SPEC §11)", EVALS)
     _add_group(sub, "bench", "run a latency/throughput benchmark", BENCHES)
