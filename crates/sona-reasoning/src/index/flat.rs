@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use sona_core::{kernels, validate, Result, SonaError};
+use sona_core::{kernels, Checkpoint, Result, SonaError};
 
-use super::{IdFilter, VectorIndex};
+use super::{check_batch, unit_vector, IdFilter, VectorIndex};
 
 /// Exact index: rows are stored contiguously; delete swaps the last row into the hole.
 #[derive(Debug, Clone, Default)]
@@ -39,12 +39,32 @@ impl FlatIndex {
     }
 
     pub(crate) fn unit(&self, what: &str, v: &[f32]) -> Result<Vec<f32>> {
-        validate::check_vec(what, v, self.dim)?;
-        let mut u = v.to_vec();
-        if kernels::normalize(&mut u) == 0.0 {
-            return Err(SonaError::invalid(format!("{what} is the zero vector")));
-        }
-        Ok(u)
+        unit_vector(what, v, self.dim)
+    }
+
+    /// Bytes held per stored vector (payload, id, and the id→row map entry, approximately).
+    pub fn bytes_per_vector(&self) -> usize {
+        // A hashbrown entry is the (key, value) pair plus one control byte, at load factor ≤ 7/8.
+        self.dim * 4 + 8 + (16 + 1) * 8 / 7
+    }
+
+    /// Reads an index written by [`VectorIndex::write_into`] under `prefix`, checking ids are unique
+    /// and rows finite and non-zero (rows are re-normalised, so a valid file loads bit-identically).
+    pub(crate) fn read_from(ck: &Checkpoint, prefix: &str, dim: usize) -> Result<Self> {
+        let mut idx = FlatIndex::new(dim)
+            .map_err(|e| SonaError::checkpoint(format!("bad index header: {e}")))?;
+        let ids = ck.get_u64(&format!("{prefix}ids"))?;
+        let data = ck.get_f32_shaped(&format!("{prefix}vectors"), &[ids.len(), dim])?;
+        idx.add_batch(&ids, &data)
+            .map_err(|e| SonaError::checkpoint(format!("invalid flat index data: {e}")))?;
+        Ok(idx)
+    }
+
+    /// Scores of every row against a unit query.
+    fn scores(&self, q: &[f32]) -> Vec<f32> {
+        let mut scores = vec![0.0f32; self.ids.len()];
+        kernels::batch_dot(&self.data, self.ids.len(), self.dim, q, &mut scores);
+        scores
     }
 }
 
@@ -99,20 +119,58 @@ impl VectorIndex for FlatIndex {
         filter: Option<IdFilter<'_>>,
     ) -> Result<Vec<(u64, f32)>> {
         let q = self.unit("query", query)?;
-        let mut scores = vec![0.0f32; self.ids.len()];
-        kernels::batch_dot(&self.data, self.ids.len(), self.dim, &q, &mut scores);
-        if let Some(keep) = filter {
-            for (s, &id) in scores.iter_mut().zip(&self.ids) {
-                if !keep(id) {
-                    *s = f32::NAN;
+        match filter {
+            None => Ok(kernels::top_k(&self.scores(&q), k)
+                .into_iter()
+                .map(|(i, s)| (self.ids[i], s))
+                .collect()),
+            Some(keep) => {
+                // Select among the rows that pass only, so a filter never returns fewer than
+                // min(k, passing rows) hits. Rows are scored one by one: a selective filter then
+                // costs only the predicate for most rows.
+                let (mut rows, mut scores) = (Vec::new(), Vec::new());
+                for (i, &id) in self.ids.iter().enumerate() {
+                    if keep(id) {
+                        rows.push(i);
+                        scores.push(kernels::dot(
+                            &self.data[i * self.dim..(i + 1) * self.dim],
+                            &q,
+                        ));
+                    }
                 }
+                Ok(kernels::top_k(&scores, k)
+                    .into_iter()
+                    .map(|(j, s)| (self.ids[rows[j]], s))
+                    .collect())
             }
         }
-        Ok(kernels::top_k(&scores, k)
-            .into_iter()
-            .filter(|(_, s)| !s.is_nan())
-            .map(|(i, s)| (self.ids[i], s))
-            .collect())
+    }
+
+    fn add_batch(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        check_batch(self, ids, vectors)?;
+        self.data.reserve(vectors.len());
+        self.ids.reserve(ids.len());
+        self.slot.reserve(ids.len());
+        for (&id, row) in ids.iter().zip(vectors.chunks_exact(self.dim)) {
+            let start = self.data.len();
+            self.data.extend_from_slice(row);
+            kernels::normalize(&mut self.data[start..]);
+            self.slot.insert(id, self.ids.len());
+            self.ids.push(id);
+        }
+        Ok(())
+    }
+
+    fn write_into(&self, ck: &mut Checkpoint, prefix: &str) -> Result<()> {
+        ck.set_meta(&format!("{prefix}index_kind"), &"flat")?;
+        ck.set_meta(&format!("{prefix}dim"), &self.dim)?;
+        ck.put_u64(&format!("{prefix}ids"), &self.ids);
+        ck.put_f32(
+            &format!("{prefix}vectors"),
+            &[self.ids.len(), self.dim],
+            &self.data,
+        );
+        Ok(())
     }
 }
 

@@ -1,0 +1,181 @@
+//! Best-first search of one graph layer (Malkov & Yashunin 2018, Algorithm 2), with the result set
+//! restricted to accepted nodes so that tombstones and filtered-out ids still route the search but are
+//! never returned (the approach of hnswlib's `searchBaseLayerST`).
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use super::HnswIndex;
+
+/// A node and its similarity to the query; ordered by similarity, then slot (deterministic ties).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Scored {
+    pub sim: f32,
+    pub slot: u32,
+}
+
+impl Eq for Scored {}
+
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.sim
+            .total_cmp(&other.sim)
+            .then(other.slot.cmp(&self.slot))
+    }
+}
+
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Which slots were seen during one search: a slot is visited when `marks[slot] == epoch`, so
+/// clearing is one increment instead of a pass over every slot.
+#[derive(Debug, Default)]
+pub(super) struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+}
+
+impl Visited {
+    /// Starts a new search over `n` slots.
+    pub fn reset(&mut self, n: usize) {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+    }
+
+    /// Marks `slot`; `true` if it was not marked yet in this search.
+    #[inline]
+    pub fn insert(&mut self, slot: u32) -> bool {
+        let m = &mut self.marks[slot as usize];
+        if *m == self.epoch {
+            false
+        } else {
+            *m = self.epoch;
+            true
+        }
+    }
+}
+
+/// Asks the CPU to start loading the first cache lines of a vector we are about to score.
+#[inline(always)]
+fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = v.as_ptr() as *const i8;
+        // SAFETY: a prefetch is only a hint: it never faults, even past the end of `v`, and SSE is part
+        // of the x86-64 baseline.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_prefetch(p, _MM_HINT_T0);
+            _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+impl HnswIndex {
+    /// Greedy walk on `level` from `cur` to a local maximum of similarity (upper layers, `ef = 1`).
+    pub(super) fn greedy(&self, q: &[f32], mut cur: Scored, level: usize) -> Scored {
+        loop {
+            let mut changed = false;
+            for &n in self.neighbors(cur.slot, level) {
+                let sim = self.sim(q, n);
+                if sim > cur.sim {
+                    cur = Scored { sim, slot: n };
+                    changed = true;
+                }
+            }
+            if !changed {
+                return cur;
+            }
+        }
+    }
+
+    /// The (up to) `ef` accepted nodes most similar to `q` reachable on `level` from `entry`, best first.
+    ///
+    /// Every visited node may route the search; only nodes with `accept(slot)` enter the result set.
+    /// While fewer than `ef` accepted nodes were found, the search keeps expanding (so a selective
+    /// filter degrades to a wider search instead of returning too few hits).
+    pub(super) fn search_layer(
+        &self,
+        q: &[f32],
+        entry: &[Scored],
+        ef: usize,
+        level: usize,
+        visited: &mut Visited,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        visited.reset(self.ids.len());
+        let mut candidates: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef * 4);
+        let mut top: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(ef + 1);
+        for &e in entry {
+            if visited.insert(e.slot) {
+                candidates.push(e);
+                if accept(e.slot) {
+                    top.push(Reverse(e));
+                    if top.len() > ef {
+                        top.pop();
+                    }
+                }
+            }
+        }
+        let mut bound = if top.len() >= ef {
+            top.peek().map_or(f32::NEG_INFINITY, |r| r.0.sim)
+        } else {
+            f32::NEG_INFINITY
+        };
+        while let Some(c) = candidates.pop() {
+            if c.sim < bound {
+                break;
+            }
+            let ns = self.neighbors(c.slot, level);
+            if let Some(&first) = ns.first() {
+                prefetch(self.vector(first));
+            }
+            for (i, &n) in ns.iter().enumerate() {
+                if let Some(&next) = ns.get(i + 1) {
+                    prefetch(self.vector(next));
+                }
+                if !visited.insert(n) {
+                    continue;
+                }
+                let sim = self.sim(q, n);
+                if top.len() < ef || sim > bound {
+                    candidates.push(Scored { sim, slot: n });
+                    if accept(n) {
+                        top.push(Reverse(Scored { sim, slot: n }));
+                        if top.len() > ef {
+                            top.pop();
+                        }
+                        if top.len() >= ef {
+                            bound = top.peek().map_or(f32::NEG_INFINITY, |r| r.0.sim);
+                        }
+                    }
+                }
+            }
+        }
+        top.into_sorted_vec().into_iter().map(|r| r.0).collect()
+    }
+
+    /// Takes a visited set from the pool (or makes one): searches run concurrently under `&self`.
+    pub(super) fn take_visited(&self) -> Visited {
+        self.visited_pool.lock().pop().unwrap_or_default()
+    }
+
+    pub(super) fn give_visited(&self, v: Visited) {
+        let mut pool = self.visited_pool.lock();
+        if pool.len() < 64 {
+            pool.push(v);
+        }
+    }
+}
