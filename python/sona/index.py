@@ -83,8 +83,8 @@ class VectorIndex:
         kind: str = "flat",
         *,
         m: int = 16,
-        ef_construction: int = 128,
-        ef_search: int = 64,
+        ef_construction: int = 100,
+        ef_search: int = 32,
         seed: int = 0x534F4E41,
     ) -> None:
         self._inner = _sona.VectorIndex(dim, kind, m, ef_construction, ef_search, seed)

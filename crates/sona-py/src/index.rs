@@ -107,7 +107,7 @@ pub struct PyVectorIndex {
 #[pymethods]
 impl PyVectorIndex {
     #[new]
-    #[pyo3(signature = (dim, kind = "flat", m = 16, ef_construction = 128, ef_search = 64, seed = 0x534f_4e41))]
+    #[pyo3(signature = (dim, kind = "flat", m = 16, ef_construction = 100, ef_search = 32, seed = 0x534f_4e41))]
     fn new(
         py: Python<'_>,
         dim: usize,

@@ -13,6 +13,7 @@
 mod any;
 mod flat;
 mod hnsw;
+mod quant;
 pub mod synthetic;
 
 pub use any::{load, AnyIndex, IndexKind};

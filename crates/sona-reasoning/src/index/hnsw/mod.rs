@@ -1,8 +1,10 @@
 //! Approximate search on a hierarchical navigable small-world graph (HNSW, Malkov & Yashunin 2018).
 //!
-//! Layout: every inserted vector owns a *slot*. Vectors live in one contiguous `slots × dim` buffer,
-//! layer-0 adjacency in one fixed-stride `u32` buffer (`[count, n_1 … n_{2M}]` per slot), and the rare
-//! upper-layer lists in a small per-slot buffer, so a search touches few allocations.
+//! Layout: every inserted vector owns a *slot*. Vectors live in one contiguous `slots × dim` buffer
+//! (plus its 8-bit quantised copy, which the graph walk reads: see [`super::quant`]), layer-0
+//! adjacency in one fixed-stride `u32` buffer (`[count, n_1 … n_{2M}]` per slot), and the rare
+//! upper-layer lists in a small per-slot buffer, so a search touches few allocations. The final
+//! candidates are re-scored with the exact vectors, so returned similarities are exact cosines.
 //!
 //! Insert is incremental (Algorithm 1 with the neighbour-selection heuristic, Algorithm 4) and is
 //! visible to the next search. Delete marks the slot as a tombstone: it keeps routing searches (the
@@ -19,7 +21,8 @@ use std::collections::HashMap;
 use parking_lot::Mutex;
 use sona_core::{kernels, Result, SeededRng, SonaError};
 
-use self::search::{Scored, Visited};
+use self::search::{Probe, Scored, Visited};
+use super::quant::{dot_i8, quantize};
 use super::{check_batch, unit_vector, IdFilter, VectorIndex};
 
 /// Highest layer a node may be drawn at (the expected top layer of 10⁹ nodes with M = 4 is ~15).
@@ -42,8 +45,8 @@ impl Default for HnswParams {
     fn default() -> Self {
         HnswParams {
             m: 16,
-            ef_construction: 128,
-            ef_search: 64,
+            ef_construction: 100,
+            ef_search: 32,
             seed: 0x534f_4e41,
         }
     }
@@ -77,6 +80,9 @@ pub struct HnswIndex {
     params: HnswParams,
     /// Unit vectors, `slots × dim`, row = slot.
     vectors: Vec<f32>,
+    /// 8-bit codes of `vectors` (same layout) and their per-slot scales: what the graph walk reads.
+    codes: Vec<i8>,
+    scales: Vec<f32>,
     /// Id of each slot (also for tombstones, whose id may since have been reused by a live slot).
     ids: Vec<u64>,
     deleted: Vec<bool>,
@@ -112,6 +118,8 @@ impl Clone for HnswIndex {
             dim: self.dim,
             params: self.params,
             vectors: self.vectors.clone(),
+            codes: self.codes.clone(),
+            scales: self.scales.clone(),
             ids: self.ids.clone(),
             deleted: self.deleted.clone(),
             n_deleted: self.n_deleted,
@@ -137,6 +145,8 @@ impl HnswIndex {
             dim,
             params,
             vectors: Vec::new(),
+            codes: Vec::new(),
+            scales: Vec::new(),
             ids: Vec::new(),
             deleted: Vec::new(),
             n_deleted: 0,
@@ -192,6 +202,8 @@ impl HnswIndex {
             .map(|u| u.capacity() * 4 + std::mem::size_of::<Vec<u32>>())
             .sum();
         self.vectors.capacity() * 4
+            + self.codes.capacity()
+            + self.scales.capacity() * 4
             + self.ids.capacity() * 8
             + self.deleted.capacity()
             + self.levels.capacity()
@@ -220,6 +232,8 @@ impl HnswIndex {
 
     fn reserve(&mut self, n: usize) {
         self.vectors.reserve(n * self.dim);
+        self.codes.reserve(n * self.dim);
+        self.scales.reserve(n);
         self.ids.reserve(n);
         self.deleted.reserve(n);
         self.levels.reserve(n);
@@ -240,8 +254,33 @@ impl HnswIndex {
     }
 
     #[inline]
-    fn sim(&self, q: &[f32], slot: u32) -> f32 {
+    pub(super) fn code(&self, slot: u32) -> &[i8] {
+        let s = slot as usize * self.dim;
+        &self.codes[s..s + self.dim]
+    }
+
+    /// Quantised similarity of a probe to a slot (the graph walk's metric).
+    #[inline]
+    fn sim(&self, q: &Probe, slot: u32) -> f32 {
+        dot_i8(&q.codes, self.code(slot)) as f32 * q.scale * self.scales[slot as usize]
+    }
+
+    /// Quantised similarity between two slots (the neighbour-selection metric).
+    #[inline]
+    fn sim_slots(&self, a: u32, b: u32) -> f32 {
+        dot_i8(self.code(a), self.code(b)) as f32 * self.scales[a as usize] * self.scales[b as usize]
+    }
+
+    /// Exact similarity of a unit query to a slot.
+    #[inline]
+    fn exact_sim(&self, q: &[f32], slot: u32) -> f32 {
         kernels::dot(q, self.vector(slot))
+    }
+
+    fn probe(&self, unit: &[f32]) -> Probe {
+        let mut codes = vec![0i8; self.dim];
+        let scale = quantize(unit, &mut codes);
+        Probe { codes, scale }
     }
 
     #[inline]
@@ -291,11 +330,7 @@ impl HnswIndex {
             if kept.len() >= m {
                 break;
             }
-            let cv = self.vector(c.slot);
-            if kept
-                .iter()
-                .all(|&k| kernels::dot(cv, self.vector(k)) < c.sim)
-            {
+            if kept.iter().all(|&k| self.sim_slots(c.slot, k) < c.sim) {
                 kept.push(c.slot);
             }
         }
@@ -312,12 +347,11 @@ impl HnswIndex {
             self.set_neighbors(from, level, &list);
             return;
         }
-        let base = self.vector(from);
         let mut cands: Vec<Scored> = current
             .iter()
             .chain(std::iter::once(&to))
             .map(|&s| Scored {
-                sim: kernels::dot(base, self.vector(s)),
+                sim: self.sim_slots(from, s),
                 slot: s,
             })
             .collect();
@@ -330,7 +364,10 @@ impl HnswIndex {
     fn insert_unit(&mut self, id: u64, unit: &[f32], visited: &mut Visited) {
         let slot = u32::try_from(self.ids.len()).expect("fewer than 2^32 slots");
         let level = self.random_level();
+        let q = self.probe(unit);
         self.vectors.extend_from_slice(unit);
+        self.codes.extend_from_slice(&q.codes);
+        self.scales.push(q.scale);
         self.ids.push(id);
         self.deleted.push(false);
         self.levels.push(level as u8);
@@ -343,7 +380,7 @@ impl HnswIndex {
             self.max_level = level;
             return;
         };
-        let q = unit;
+        let q = &q;
         let mut cur = Scored {
             sim: self.sim(q, entry),
             slot: entry,
@@ -375,7 +412,7 @@ impl HnswIndex {
         for s in 0..self.ids.len() as u32 {
             if accept(s) {
                 slots.push(s);
-                scores.push(self.sim(q, s));
+                scores.push(self.exact_sim(q, s));
             }
         }
         kernels::top_k(&scores, k)
@@ -461,17 +498,23 @@ impl VectorIndex for HnswIndex {
         let accept = |s: u32| {
             !self.deleted[s as usize] && filter.is_none_or(|keep| keep(self.ids[s as usize]))
         };
+        let probe = self.probe(&q);
         let mut cur = Scored {
-            sim: self.sim(&q, entry),
+            sim: self.sim(&probe, entry),
             slot: entry,
         };
         for l in (1..=self.max_level).rev() {
-            cur = self.greedy(&q, cur, l);
+            cur = self.greedy(&probe, cur, l);
         }
         let ef = self.params.ef_search.max(k);
         let mut visited = self.take_visited();
-        let found = self.search_layer(&q, &[cur], ef, 0, &mut visited, &accept);
+        let mut found = self.search_layer(&probe, &[cur], ef, 0, &mut visited, &accept);
         self.give_visited(visited);
+        // Re-score the candidates exactly: the order and the similarities returned are exact.
+        for c in &mut found {
+            c.sim = self.exact_sim(&q, c.slot);
+        }
+        found.sort_unstable_by(|a, b| b.cmp(a));
         if found.len() < k.min(self.slot_of.len()) {
             // Too few acceptable nodes were reachable (selective filter, or a region cut off by
             // tombstones): answer exactly, so a result never silently misses existing matches.

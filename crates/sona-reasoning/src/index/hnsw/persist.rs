@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use sona_core::{kernels, Checkpoint, Result, SeededRng, SonaError};
 
 use super::{HnswIndex, HnswParams, MAX_LEVEL};
+use crate::index::quant::quantize;
 
 fn bad(msg: impl Into<String>) -> SonaError {
     SonaError::checkpoint(format!("invalid hnsw index: {}", msg.into()))
@@ -133,6 +134,14 @@ impl HnswIndex {
                 return Err(bad(format!("live id {} appears twice", ids[s])));
             }
         }
+        let mut codes = vec![0i8; vectors.len()];
+        let scales = vectors
+            .chunks_exact(dim)
+            .zip(codes.chunks_exact_mut(dim))
+            .map(|(v, c)| quantize(v, c))
+            .collect();
+        idx.codes = codes;
+        idx.scales = scales;
         idx.vectors = vectors;
         idx.ids = ids;
         idx.deleted = deleted;

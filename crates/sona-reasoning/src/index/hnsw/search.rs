@@ -30,6 +30,12 @@ impl PartialOrd for Scored {
     }
 }
 
+/// A query as the graph walk sees it: its 8-bit codes and scale.
+pub(super) struct Probe {
+    pub codes: Vec<i8>,
+    pub scale: f32,
+}
+
 /// Which slots were seen during one search: a slot is visited when `marks[slot] == epoch`, so
 /// clearing is one increment instead of a pass over every slot.
 #[derive(Debug, Default)]
@@ -64,13 +70,13 @@ impl Visited {
     }
 }
 
-/// Asks the CPU to start loading the first cache lines of a vector we are about to score.
+/// Asks the CPU to start loading the first cache lines of a code we are about to score.
 #[inline(always)]
-fn prefetch(v: &[f32]) {
+fn prefetch(v: &[i8]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = v.as_ptr() as *const i8;
+        let p = v.as_ptr();
         // SAFETY: a prefetch is only a hint: it never faults, even past the end of `v`, and SSE is part
         // of the x86-64 baseline.
         #[allow(unused_unsafe)]
@@ -85,7 +91,7 @@ fn prefetch(v: &[f32]) {
 
 impl HnswIndex {
     /// Greedy walk on `level` from `cur` to a local maximum of similarity (upper layers, `ef = 1`).
-    pub(super) fn greedy(&self, q: &[f32], mut cur: Scored, level: usize) -> Scored {
+    pub(super) fn greedy(&self, q: &Probe, mut cur: Scored, level: usize) -> Scored {
         loop {
             let mut changed = false;
             for &n in self.neighbors(cur.slot, level) {
@@ -108,7 +114,7 @@ impl HnswIndex {
     /// filter degrades to a wider search instead of returning too few hits).
     pub(super) fn search_layer(
         &self,
-        q: &[f32],
+        q: &Probe,
         entry: &[Scored],
         ef: usize,
         level: usize,
@@ -140,11 +146,11 @@ impl HnswIndex {
             }
             let ns = self.neighbors(c.slot, level);
             if let Some(&first) = ns.first() {
-                prefetch(self.vector(first));
+                prefetch(self.code(first));
             }
             for (i, &n) in ns.iter().enumerate() {
                 if let Some(&next) = ns.get(i + 1) {
-                    prefetch(self.vector(next));
+                    prefetch(self.code(next));
                 }
                 if !visited.insert(n) {
                     continue;
