@@ -48,15 +48,28 @@ impl FlatIndex {
         self.dim * 4 + 8 + (16 + 1) * 8 / 7
     }
 
-    /// Reads an index written by [`VectorIndex::write_into`] under `prefix`, checking ids are unique
-    /// and rows finite and non-zero (rows are re-normalised, so a valid file loads bit-identically).
+    /// Reads an index written by [`VectorIndex::write_into`] under `prefix`, checking that ids are
+    /// unique and rows unit-norm (rows are taken as stored, so a reload is bit-identical).
     pub(crate) fn read_from(ck: &Checkpoint, prefix: &str, dim: usize) -> Result<Self> {
         let mut idx = FlatIndex::new(dim)
             .map_err(|e| SonaError::checkpoint(format!("bad index header: {e}")))?;
         let ids = ck.get_u64(&format!("{prefix}ids"))?;
         let data = ck.get_f32_shaped(&format!("{prefix}vectors"), &[ids.len(), dim])?;
-        idx.add_batch(&ids, &data)
-            .map_err(|e| SonaError::checkpoint(format!("invalid flat index data: {e}")))?;
+        for (i, (&id, row)) in ids.iter().zip(data.chunks_exact(dim)).enumerate() {
+            let n = kernels::norm_sq(row);
+            if !n.is_finite() || (n - 1.0).abs() > 1e-3 {
+                return Err(SonaError::checkpoint(format!(
+                    "invalid flat index: row {i} is not unit-norm"
+                )));
+            }
+            if idx.slot.insert(id, i).is_some() {
+                return Err(SonaError::checkpoint(format!(
+                    "invalid flat index: id {id} appears twice"
+                )));
+            }
+        }
+        idx.ids = ids;
+        idx.data = data;
         Ok(idx)
     }
 
