@@ -1,4 +1,4 @@
-"""sona.index.VectorIndex: exact and approximate search, updates, filters, persistence, bad input."""
+"""sona.index.VectorIndex: exact and approximate search, updates, filters, persistence, errors."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def test_filter_by_ids_or_callable(kind: str, data: tuple[np.ndarray, np.ndarray
     ids2, _ = index.search(x[3], 10, filter=lambda i: i % 6 == 1)
     np.testing.assert_array_equal(ids, ids2)
     few = {1, 3001, 5998}
-    ids, sims = index.search(x[3], 10, filter=few)
+    ids, _ = index.search(x[3], 10, filter=few)
     assert sorted(ids.tolist()) == [1, 3001, 5998]
     # Batch rows with fewer than k hits are padded with id 2**64-1 and similarity NaN.
     bids, bsims = index.search_batch(x[:2], 5, filter=[1])
