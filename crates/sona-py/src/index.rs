@@ -14,9 +14,7 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use parking_lot::RwLock;
 use pyo3::prelude::*;
 use sona_core::SonaError;
-use sona_reasoning::index::{
-    load, AnyIndex, HnswParams, IdFilter, IndexKind, VectorIndex as _,
-};
+use sona_reasoning::index::{load, AnyIndex, HnswParams, IdFilter, IndexKind, VectorIndex as _};
 
 use crate::convert::{mat2, out1, slice, vec1};
 use crate::errors::{guard, BindError, BindResult};
@@ -31,7 +29,9 @@ fn ids1(what: &str, obj: &Bound<'_, PyAny>) -> BindResult<Vec<u64>> {
             "{what}: expected a 1-D uint64 numpy array (call through `sona.index.VectorIndex`)"
         ))
     })?;
-    Ok(arr.to_vec().map_err(|e| SonaError::invalid(format!("{what}: {e}")))?)
+    Ok(arr
+        .to_vec()
+        .map_err(|e| SonaError::invalid(format!("{what}: {e}")))?)
 }
 
 /// The filter argument: `None`, a uint64 array of allowed ids, or a callable `id -> bool`.
@@ -178,7 +178,12 @@ impl PyVectorIndex {
     }
 
     /// Inserts rows of `vectors` under `ids`, all or nothing.
-    fn add(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, vectors: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn add(
+        &self,
+        py: Python<'_>,
+        ids: &Bound<'_, PyAny>,
+        vectors: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         guard(py, || {
             let ids = ids1("ids", ids)?;
             let m = mat2("vectors", vectors)?;

@@ -28,7 +28,10 @@ fn configs() -> Vec<(usize, usize)> {
     if large() {
         c.push((100_000, 768));
     }
-    if let Some(n) = std::env::var("SONA_BENCH_N").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(n) = std::env::var("SONA_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         c.retain(|&(m, _)| m == n);
     }
     c
@@ -103,7 +106,14 @@ fn curve(n: usize, d: usize) {
     let exact: Vec<Vec<u64>> = b
         .queries
         .chunks_exact(d)
-        .map(|q| b.flat.search(q, K, None).unwrap().iter().map(|x| x.0).collect())
+        .map(|q| {
+            b.flat
+                .search(q, K, None)
+                .unwrap()
+                .iter()
+                .map(|x| x.0)
+                .collect()
+        })
         .collect();
     let nq = exact.len() as f64;
     let (wall, cpu) = timed(|| {

@@ -91,8 +91,12 @@ mod tests {
     fn fast_dot_matches_reference_for_every_tail_length() {
         let mut rng = SeededRng::new(9);
         for n in 0..100 {
-            let a: Vec<i8> = (0..n).map(|_| (rng.below(255) as i32 - 127) as i8).collect();
-            let b: Vec<i8> = (0..n).map(|_| (rng.below(255) as i32 - 127) as i8).collect();
+            let a: Vec<i8> = (0..n)
+                .map(|_| (rng.below(255) as i32 - 127) as i8)
+                .collect();
+            let b: Vec<i8> = (0..n)
+                .map(|_| (rng.below(255) as i32 - 127) as i8)
+                .collect();
             assert_eq!(dot_i8(&a, &b), dot_i8_scalar(&a, &b), "n = {n}");
         }
         let a = vec![127i8; 1000];

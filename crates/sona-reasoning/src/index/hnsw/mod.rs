@@ -27,6 +27,8 @@ use super::{check_batch, unit_vector, IdFilter, VectorIndex};
 
 /// Highest layer a node may be drawn at (the expected top layer of 10⁹ nodes with M = 4 is ~15).
 const MAX_LEVEL: usize = 24;
+/// Largest neighbour list (layer 0 keeps `2 m`, and `m ≤ 128`).
+const MAX_DEGREE: usize = 256;
 
 /// Construction and search parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -268,7 +270,9 @@ impl HnswIndex {
     /// Quantised similarity between two slots (the neighbour-selection metric).
     #[inline]
     fn sim_slots(&self, a: u32, b: u32) -> f32 {
-        dot_i8(self.code(a), self.code(b)) as f32 * self.scales[a as usize] * self.scales[b as usize]
+        dot_i8(self.code(a), self.code(b)) as f32
+            * self.scales[a as usize]
+            * self.scales[b as usize]
     }
 
     /// Exact similarity of a unit query to a slot.

@@ -5,7 +5,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use super::HnswIndex;
+use super::{HnswIndex, MAX_DEGREE};
 
 /// A node and its similarity to the query; ordered by similarity, then slot (deterministic ties).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,19 +70,18 @@ impl Visited {
     }
 }
 
-/// Asks the CPU to start loading the first cache lines of a code we are about to score.
+/// Asks the CPU to start loading every cache line of a code we are about to score.
 #[inline(always)]
 fn prefetch(v: &[i8]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = v.as_ptr();
-        // SAFETY: a prefetch is only a hint: it never faults, even past the end of `v`, and SSE is part
-        // of the x86-64 baseline.
-        #[allow(unused_unsafe)]
-        unsafe {
-            _mm_prefetch(p, _MM_HINT_T0);
-            _mm_prefetch(p.wrapping_add(64), _MM_HINT_T0);
+        for line in v.chunks(64) {
+            // SAFETY: a prefetch is only a hint and never faults; SSE is part of the x86-64 baseline.
+            #[allow(unused_unsafe)]
+            unsafe {
+                _mm_prefetch(line.as_ptr(), _MM_HINT_T0)
+            };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -144,17 +143,18 @@ impl HnswIndex {
             if c.sim < bound {
                 break;
             }
-            let ns = self.neighbors(c.slot, level);
-            if let Some(&first) = ns.first() {
-                prefetch(self.code(first));
+            // Gather the unseen neighbours and prefetch all their codes before scoring any: the loads
+            // then overlap instead of each scoring waiting for its own cache misses.
+            let mut fresh = [0u32; MAX_DEGREE];
+            let mut nf = 0;
+            for &n in self.neighbors(c.slot, level) {
+                if visited.insert(n) {
+                    prefetch(self.code(n));
+                    fresh[nf] = n;
+                    nf += 1;
+                }
             }
-            for (i, &n) in ns.iter().enumerate() {
-                if let Some(&next) = ns.get(i + 1) {
-                    prefetch(self.code(next));
-                }
-                if !visited.insert(n) {
-                    continue;
-                }
+            for &n in &fresh[..nf] {
                 let sim = self.sim(q, n);
                 if top.len() < ef || sim > bound {
                     candidates.push(Scored { sim, slot: n });
