@@ -19,6 +19,11 @@ use sona_reasoning::index::{load, AnyIndex, HnswParams, IdFilter, IndexKind, Vec
 use crate::convert::{mat2, out1, slice, vec1};
 use crate::errors::{guard, BindError, BindResult};
 
+/// `(ids, similarities)` of one search.
+type Hits<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f32>>);
+/// `(ids, similarities)` of a batch search, one row per query.
+type BatchHits<'py> = (Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<f32>>);
+
 /// Id placed in `search_batch` rows that have fewer than `k` hits (their similarity is NaN).
 const MISSING: u64 = u64::MAX;
 
@@ -218,7 +223,7 @@ impl PyVectorIndex {
         query: &Bound<'py, PyAny>,
         k: usize,
         filter: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f32>>)> {
+    ) -> PyResult<Hits<'py>> {
         guard(py, || {
             let q = slice(&vec1("query", query)?).to_vec();
             let filter = Filter::from_py(filter)?;
@@ -240,7 +245,7 @@ impl PyVectorIndex {
         queries: &Bound<'py, PyAny>,
         k: usize,
         filter: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<f32>>)> {
+    ) -> PyResult<BatchHits<'py>> {
         guard(py, || {
             let m = mat2("queries", queries)?;
             let rows = m.shape()[0];

@@ -18,6 +18,8 @@ pub enum IndexKind {
 }
 
 /// A flat or an HNSW index behind one concrete type (no boxing, cheap to match).
+// One value per index, never in a collection: the 376-byte variant costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum AnyIndex {
     Flat(FlatIndex),

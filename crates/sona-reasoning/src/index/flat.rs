@@ -214,4 +214,48 @@ mod tests {
         );
         assert_eq!(idx.len(), 2);
     }
+
+    #[test]
+    fn filtered_search_returns_k_passing_rows() {
+        let mut idx = FlatIndex::new(2).unwrap();
+        for i in 0..100u64 {
+            let a = i as f32 * 0.01;
+            idx.add(i, &[a.cos(), a.sin()]).unwrap();
+        }
+        // The best rows fail the filter: the next passing ones must still fill k.
+        let odd = |id: u64| id % 2 == 1;
+        let hits = idx.search(&[1.0, 0.0], 5, Some(&odd)).unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.0).collect::<Vec<_>>(),
+            vec![1, 3, 5, 7, 9]
+        );
+    }
+
+    #[test]
+    fn batch_is_all_or_nothing_and_save_load_is_exact() {
+        let mut idx = FlatIndex::new(3).unwrap();
+        idx.add_batch(&[1, 2], &[1.0, 2.0, 3.0, -1.0, 0.5, 0.0])
+            .unwrap();
+        let bad = [0.0, 1.0, 0.0, f32::NAN, 0.0, 0.0];
+        assert!(idx.add_batch(&[3, 4], &bad).is_err());
+        assert!(idx.add_batch(&[3, 1], &[1.0; 6]).is_err());
+        assert!(idx.add_batch(&[3, 3], &[1.0; 6]).is_err());
+        assert!(idx.add_batch(&[3], &[1.0; 6]).is_err());
+        assert_eq!(idx.len(), 2);
+        assert!(idx.remove_batch(&[1, 9]).is_err());
+        assert!(idx.contains(1));
+
+        let mut ck = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+        idx.write_into(&mut ck, "f.").unwrap();
+        let back = crate::index::AnyIndex::read_from(&ck, "f.").unwrap();
+        assert_eq!(back.kind_name(), "flat");
+        assert_eq!(back.get(2).unwrap(), idx.get(2).unwrap());
+        let mut dup = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+        idx.write_into(&mut dup, "").unwrap();
+        dup.put_u64("ids", &[2, 2]);
+        assert!(matches!(
+            crate::index::AnyIndex::read_from(&dup, ""),
+            Err(SonaError::Checkpoint(_))
+        ));
+    }
 }
