@@ -294,6 +294,13 @@ impl HnswIndex {
         &list[base + 1..base + 1 + n]
     }
 
+    /// The raw list (count first) of `slot` on `level`, for prefetching.
+    #[inline]
+    pub(super) fn adjacency(&self, slot: u32, level: usize) -> &[u32] {
+        let (list, base) = self.list_at(slot, level);
+        &list[base..]
+    }
+
     #[inline]
     fn list_at(&self, slot: u32, level: usize) -> (&[u32], usize) {
         if level == 0 {

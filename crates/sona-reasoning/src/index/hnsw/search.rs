@@ -36,37 +36,29 @@ pub(super) struct Probe {
     pub scale: f32,
 }
 
-/// Which slots were seen during one search: a slot is visited when `marks[slot] == epoch`, so
-/// clearing is one increment instead of a pass over every slot.
+/// Which slots were seen during one search: one bit per slot, so the set of a 100k-slot graph
+/// (12.5 KB) stays in L1/L2 while the search jumps around it; clearing it is a short memset.
 #[derive(Debug, Default)]
 pub(super) struct Visited {
-    marks: Vec<u32>,
-    epoch: u32,
+    bits: Vec<u64>,
 }
 
 impl Visited {
     /// Starts a new search over `n` slots.
     pub fn reset(&mut self, n: usize) {
-        if self.marks.len() < n {
-            self.marks.resize(n, 0);
-        }
-        self.epoch = self.epoch.wrapping_add(1);
-        if self.epoch == 0 {
-            self.marks.fill(0);
-            self.epoch = 1;
-        }
+        let words = n.div_ceil(64);
+        self.bits.clear();
+        self.bits.resize(words, 0);
     }
 
     /// Marks `slot`; `true` if it was not marked yet in this search.
     #[inline]
     pub fn insert(&mut self, slot: u32) -> bool {
-        let m = &mut self.marks[slot as usize];
-        if *m == self.epoch {
-            false
-        } else {
-            *m = self.epoch;
-            true
-        }
+        let (w, b) = (slot as usize / 64, 1u64 << (slot % 64));
+        let word = &mut self.bits[w];
+        let fresh = *word & b == 0;
+        *word |= b;
+        fresh
     }
 }
 
@@ -83,6 +75,22 @@ fn prefetch(v: &[i8]) {
                 _mm_prefetch(line.as_ptr(), _MM_HINT_T0)
             };
         }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+/// Prefetches the first cache line of an adjacency list.
+#[inline(always)]
+fn prefetch_u32(v: &[u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is only a hint and never faults; SSE is part of the x86-64 baseline.
+        #[allow(unused_unsafe)]
+        unsafe {
+            _mm_prefetch(v.as_ptr() as *const i8, _MM_HINT_T0)
+        };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = v;
@@ -142,6 +150,11 @@ impl HnswIndex {
         while let Some(c) = candidates.pop() {
             if c.sim < bound {
                 break;
+            }
+            // The next node to expand is probably the current best candidate: start loading its
+            // adjacency list now, while this node's neighbours are scored.
+            if let Some(next) = candidates.peek() {
+                prefetch_u32(self.adjacency(next.slot, level));
             }
             // Gather the unseen neighbours and prefetch all their codes before scoring any: the loads
             // then overlap instead of each scoring waiting for its own cache misses.
