@@ -2,7 +2,8 @@
 //! (SPEC §11.4), insert/delete throughput and memory per vector, on clustered unit vectors.
 //!
 //! Before divan's timings, `main` prints the ef → recall@10 → µs/query curve of every configuration
-//! (divan cannot report recall). Sets: n ∈ {10k, 100k}, d ∈ {256, 768}, n/100 clusters, spread 0.75.
+//! (divan cannot report recall): wall time and on-CPU time per query, each the best of 3 passes of
+//! ≥ 2000 searches, because the machine is shared and other tenants only ever add time. Sets: n ∈ {10k, 100k}, d ∈ {256, 768}, n/100 clusters, spread 0.75.
 //! The 100k × 768 build takes minutes on this 2-core machine, so it runs only with
 //! `SONA_BENCH_LARGE=1`. `SONA_BENCH_QUERIES` sets the number of queries of the curve (default 200),
 //! `SONA_BENCH_N=10000` restricts the curve to one size, `SONA_BENCH_CURVE=0` skips it.
@@ -142,13 +143,19 @@ fn curve(n: usize, d: usize) {
             .map(|q| h.search(q, K, None).unwrap().iter().map(|x| x.0).collect())
             .collect();
         // Timed second pass (warm caches, like a service answering a stream of queries).
-        let (wall, cpu) = timed(|| {
-            for _ in 0..reps {
-                for q in b.queries.chunks_exact(d) {
-                    black_box(h.search(q, K, None).unwrap());
+        // Best of 3 passes: other tenants of the machine only ever add time.
+        let (mut wall, mut cpu) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..3 {
+            let (w, c) = timed(|| {
+                for _ in 0..reps {
+                    for q in b.queries.chunks_exact(d) {
+                        black_box(h.search(q, K, None).unwrap());
+                    }
                 }
-            }
-        });
+            });
+            wall = wall.min(w);
+            cpu = cpu.min(c);
+        }
         println!(
             "  {ef:>5} {:>10.4} {:>10.1} {:>10.1}",
             recall(&got, &exact),
