@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 
@@ -267,3 +268,39 @@ def test_concurrent_search_while_inserting_and_removing(
     assert len(index) == len(x)
     assert all(10**10 + j in index for j in range(300))
     assert not any(v in index for v in removed)
+
+
+def test_python_filter_search_writer_and_readers_do_not_deadlock(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
+    """A search running a Python filter (holds a read lock, needs the GIL), a writer waiting for the
+    write lock and a thread calling len()/`in` under the GIL must all finish."""
+    x, _ = data
+    index = filled("approx", x)
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch GIL holders as often as possible
+    try:
+
+        def searcher() -> None:
+            for r in range(20):
+                index.search(x[r], 10, filter=lambda i: i % 2 == 1)
+
+        def writer() -> None:
+            for j in range(50):
+                index.add([10**11 + j], x[j : j + 1])
+                index.remove([10**11 + j])
+
+        def reader() -> None:
+            for j in range(2000):
+                assert len(index) >= 2000
+                _ = (j * 3 + 1) in index
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (searcher, writer, reader)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "deadlock"
+    finally:
+        sys.setswitchinterval(old)
+    assert len(index) == 2000

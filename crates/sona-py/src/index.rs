@@ -1,6 +1,12 @@
 //! Binding of the vector indexes of `sona-reasoning`: `sona._sona.VectorIndex`, wrapped by
 //! `sona.index.VectorIndex`.
 //!
+//! Lock discipline (no deadlock between the GIL and the index lock): the write lock is only ever
+//! taken with the GIL released, and the lock is `parking_lot::RecursiveRwLock`, whose readers never
+//! queue behind a waiting writer while another reader holds the lock — otherwise a thread holding the
+//! GIL could wait for a read lock while the reader holding it (a search running a Python filter)
+//! waits for the GIL.
+//!
 //! The index sits behind a reader-writer lock: searches share it, `add`/`remove` take it exclusively,
 //! so an insert is visible to the next search and a search never sees a half-applied batch. Every
 //! call validates its whole input before taking the write lock and releases the GIL while it works
@@ -11,7 +17,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
-use parking_lot::RwLock;
+use parking_lot::RecursiveRwLock as RwLock;
 use pyo3::prelude::*;
 use sona_core::SonaError;
 use sona_reasoning::index::{load, AnyIndex, HnswParams, IdFilter, IndexKind, VectorIndex as _};
@@ -166,11 +172,11 @@ impl PyVectorIndex {
 
     #[setter]
     fn set_ef_search(&self, py: Python<'_>, ef: usize) -> PyResult<()> {
-        guard(py, || match &mut *self.inner.write() {
-            AnyIndex::Hnsw(h) => Ok(h.set_ef_search(ef)?),
-            AnyIndex::Flat(_) => {
-                Err(SonaError::Config("a flat index has no ef_search".into()).into())
-            }
+        guard(py, || {
+            Ok(py.detach(|| match &mut *self.inner.write() {
+                AnyIndex::Hnsw(h) => h.set_ef_search(ef),
+                AnyIndex::Flat(_) => Err(SonaError::Config("a flat index has no ef_search".into())),
+            })?)
         })
     }
 
