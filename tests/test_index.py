@@ -11,6 +11,7 @@ import pytest
 
 from sona.errors import (
     CheckpointError,
+    ConfigError,
     DimensionError,
     InvalidInputError,
     NonFiniteError,
@@ -177,8 +178,11 @@ def test_bad_input_raises_and_leaves_index_unchanged(
 
 
 def test_bad_configuration_is_rejected() -> None:
-    with pytest.raises(ValueError):
-        VectorIndex(0)
+    for bad in (0, -3, 2.5):
+        with pytest.raises(ConfigError):
+            VectorIndex(bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        VectorIndex(8, "approx", ef_construction=-1)
     with pytest.raises(ValueError):
         VectorIndex(8, "exact")
     with pytest.raises(ValueError):

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from sona import _sona
 from sona._validate import F32Array, as_matrix, as_vector
-from sona.errors import InvalidInputError
+from sona.errors import ConfigError, InvalidInputError
 
 __all__ = ["IdArray", "VectorIndex"]
 
@@ -87,6 +87,10 @@ class VectorIndex:
         ef_search: int = 32,
         seed: int = 0x534F4E41,
     ) -> None:
+        params = {"dim": dim, "m": m, "ef_construction": ef_construction, "ef_search": ef_search}
+        for name, value in [*params.items(), ("seed", seed)]:
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
         self._inner = _sona.VectorIndex(dim, kind, m, ef_construction, ef_search, seed)
 
     @classmethod
