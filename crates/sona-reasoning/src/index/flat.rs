@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use sona_core::{kernels, validate, Result, SonaError};
+use sona_core::{kernels, Checkpoint, Result, SonaError};
 
-use super::{IdFilter, VectorIndex};
+use super::{check_batch, unit_vector, IdFilter, VectorIndex};
 
 /// Exact index: rows are stored contiguously; delete swaps the last row into the hole.
 #[derive(Debug, Clone, Default)]
@@ -39,12 +39,45 @@ impl FlatIndex {
     }
 
     pub(crate) fn unit(&self, what: &str, v: &[f32]) -> Result<Vec<f32>> {
-        validate::check_vec(what, v, self.dim)?;
-        let mut u = v.to_vec();
-        if kernels::normalize(&mut u) == 0.0 {
-            return Err(SonaError::invalid(format!("{what} is the zero vector")));
+        unit_vector(what, v, self.dim)
+    }
+
+    /// Bytes held per stored vector (payload, id, and the id→row map entry, approximately).
+    pub fn bytes_per_vector(&self) -> usize {
+        // A hashbrown entry is the (key, value) pair plus one control byte, at load factor ≤ 7/8.
+        self.dim * 4 + 8 + (16 + 1) * 8 / 7
+    }
+
+    /// Reads an index written by [`VectorIndex::write_into`] under `prefix`, checking that ids are
+    /// unique and rows unit-norm (rows are taken as stored, so a reload is bit-identical).
+    pub(crate) fn read_from(ck: &Checkpoint, prefix: &str, dim: usize) -> Result<Self> {
+        let mut idx = FlatIndex::new(dim)
+            .map_err(|e| SonaError::checkpoint(format!("bad index header: {e}")))?;
+        let ids = ck.get_u64(&format!("{prefix}ids"))?;
+        let data = ck.get_f32_shaped(&format!("{prefix}vectors"), &[ids.len(), dim])?;
+        for (i, (&id, row)) in ids.iter().zip(data.chunks_exact(dim)).enumerate() {
+            let n = kernels::norm_sq(row);
+            if !n.is_finite() || (n - 1.0).abs() > 1e-3 {
+                return Err(SonaError::checkpoint(format!(
+                    "invalid flat index: row {i} is not unit-norm"
+                )));
+            }
+            if idx.slot.insert(id, i).is_some() {
+                return Err(SonaError::checkpoint(format!(
+                    "invalid flat index: id {id} appears twice"
+                )));
+            }
         }
-        Ok(u)
+        idx.ids = ids;
+        idx.data = data;
+        Ok(idx)
+    }
+
+    /// Scores of every row against a unit query.
+    fn scores(&self, q: &[f32]) -> Vec<f32> {
+        let mut scores = vec![0.0f32; self.ids.len()];
+        kernels::batch_dot(&self.data, self.ids.len(), self.dim, q, &mut scores);
+        scores
     }
 }
 
@@ -99,20 +132,58 @@ impl VectorIndex for FlatIndex {
         filter: Option<IdFilter<'_>>,
     ) -> Result<Vec<(u64, f32)>> {
         let q = self.unit("query", query)?;
-        let mut scores = vec![0.0f32; self.ids.len()];
-        kernels::batch_dot(&self.data, self.ids.len(), self.dim, &q, &mut scores);
-        if let Some(keep) = filter {
-            for (s, &id) in scores.iter_mut().zip(&self.ids) {
-                if !keep(id) {
-                    *s = f32::NAN;
+        match filter {
+            None => Ok(kernels::top_k(&self.scores(&q), k)
+                .into_iter()
+                .map(|(i, s)| (self.ids[i], s))
+                .collect()),
+            Some(keep) => {
+                // Select among the rows that pass only, so a filter never returns fewer than
+                // min(k, passing rows) hits. Rows are scored one by one: a selective filter then
+                // costs only the predicate for most rows.
+                let (mut rows, mut scores) = (Vec::new(), Vec::new());
+                for (i, &id) in self.ids.iter().enumerate() {
+                    if keep(id) {
+                        rows.push(i);
+                        scores.push(kernels::dot(
+                            &self.data[i * self.dim..(i + 1) * self.dim],
+                            &q,
+                        ));
+                    }
                 }
+                Ok(kernels::top_k(&scores, k)
+                    .into_iter()
+                    .map(|(j, s)| (self.ids[rows[j]], s))
+                    .collect())
             }
         }
-        Ok(kernels::top_k(&scores, k)
-            .into_iter()
-            .filter(|(_, s)| !s.is_nan())
-            .map(|(i, s)| (self.ids[i], s))
-            .collect())
+    }
+
+    fn add_batch(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        check_batch(self, ids, vectors)?;
+        self.data.reserve(vectors.len());
+        self.ids.reserve(ids.len());
+        self.slot.reserve(ids.len());
+        for (&id, row) in ids.iter().zip(vectors.chunks_exact(self.dim)) {
+            let start = self.data.len();
+            self.data.extend_from_slice(row);
+            kernels::normalize(&mut self.data[start..]);
+            self.slot.insert(id, self.ids.len());
+            self.ids.push(id);
+        }
+        Ok(())
+    }
+
+    fn write_into(&self, ck: &mut Checkpoint, prefix: &str) -> Result<()> {
+        ck.set_meta(&format!("{prefix}index_kind"), &"flat")?;
+        ck.set_meta(&format!("{prefix}dim"), &self.dim)?;
+        ck.put_u64(&format!("{prefix}ids"), &self.ids);
+        ck.put_f32(
+            &format!("{prefix}vectors"),
+            &[self.ids.len(), self.dim],
+            &self.data,
+        );
+        Ok(())
     }
 }
 
@@ -142,5 +213,49 @@ mod tests {
             1
         );
         assert_eq!(idx.len(), 2);
+    }
+
+    #[test]
+    fn filtered_search_returns_k_passing_rows() {
+        let mut idx = FlatIndex::new(2).unwrap();
+        for i in 0..100u64 {
+            let a = i as f32 * 0.01;
+            idx.add(i, &[a.cos(), a.sin()]).unwrap();
+        }
+        // The best rows fail the filter: the next passing ones must still fill k.
+        let odd = |id: u64| id % 2 == 1;
+        let hits = idx.search(&[1.0, 0.0], 5, Some(&odd)).unwrap();
+        assert_eq!(
+            hits.iter().map(|h| h.0).collect::<Vec<_>>(),
+            vec![1, 3, 5, 7, 9]
+        );
+    }
+
+    #[test]
+    fn batch_is_all_or_nothing_and_save_load_is_exact() {
+        let mut idx = FlatIndex::new(3).unwrap();
+        idx.add_batch(&[1, 2], &[1.0, 2.0, 3.0, -1.0, 0.5, 0.0])
+            .unwrap();
+        let bad = [0.0, 1.0, 0.0, f32::NAN, 0.0, 0.0];
+        assert!(idx.add_batch(&[3, 4], &bad).is_err());
+        assert!(idx.add_batch(&[3, 1], &[1.0; 6]).is_err());
+        assert!(idx.add_batch(&[3, 3], &[1.0; 6]).is_err());
+        assert!(idx.add_batch(&[3], &[1.0; 6]).is_err());
+        assert_eq!(idx.len(), 2);
+        assert!(idx.remove_batch(&[1, 9]).is_err());
+        assert!(idx.contains(1));
+
+        let mut ck = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+        idx.write_into(&mut ck, "f.").unwrap();
+        let back = crate::index::AnyIndex::read_from(&ck, "f.").unwrap();
+        assert_eq!(back.kind_name(), "flat");
+        assert_eq!(back.get(2).unwrap(), idx.get(2).unwrap());
+        let mut dup = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+        idx.write_into(&mut dup, "").unwrap();
+        dup.put_u64("ids", &[2, 2]);
+        assert!(matches!(
+            crate::index::AnyIndex::read_from(&dup, ""),
+            Err(SonaError::Checkpoint(_))
+        ));
     }
 }

@@ -2,12 +2,33 @@
 //!
 //! Every index inserts (visible to the next search), deletes, and searches with an optional id filter.
 //! Vectors are normalised on insert and queries on search, so callers may pass raw embeddings.
+//!
+//! - [`FlatIndex`]: exact scan (small sets, and the oracle in tests).
+//! - [`HnswIndex`]: approximate search on a hierarchical navigable small-world graph with incremental
+//!   insert and tombstone delete (large sets).
+//! - [`AnyIndex`]: either of them behind one type, with persistence through [`sona_core::Checkpoint`]
+//!   (kind [`CHECKPOINT_KIND`]) and [`load`].
+//! - [`synthetic`]: clustered unit vectors and recall@k, shared by tests and benchmarks.
 
+mod any;
 mod flat;
+mod hnsw;
+mod quant;
+pub mod synthetic;
 
+pub use any::{load, AnyIndex, IndexKind};
 pub use flat::FlatIndex;
+pub use hnsw::{HnswIndex, HnswParams};
 
-use sona_core::Result;
+use std::collections::HashSet;
+use std::path::Path;
+
+use sona_core::{kernels, validate, Checkpoint, Result, SonaError};
+
+/// The checkpoint `kind` of a saved index file.
+pub const CHECKPOINT_KIND: &str = "vector_index";
+/// The format version written by this build (and the newest one it reads).
+pub const CHECKPOINT_VERSION: u32 = 1;
 
 /// A predicate on ids: only ids for which it returns `true` are returned by a filtered search.
 pub type IdFilter<'a> = &'a dyn Fn(u64) -> bool;
@@ -37,4 +58,89 @@ pub trait VectorIndex: Send + Sync {
         k: usize,
         filter: Option<IdFilter<'_>>,
     ) -> Result<Vec<(u64, f32)>>;
+
+    /// Inserts `ids.len()` rows of the row-major `vectors` matrix, all or nothing: every row and id is
+    /// validated (dimension, finiteness, non-zero, no id already present or repeated in the batch)
+    /// before the first insert.
+    fn add_batch(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        check_batch(self, ids, vectors)?;
+        for (&id, row) in ids.iter().zip(vectors.chunks_exact(self.dim())) {
+            self.add(id, row)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every id, all or nothing: an unknown or repeated id removes none.
+    fn remove_batch(&mut self, ids: &[u64]) -> Result<()> {
+        let mut seen = HashSet::with_capacity(ids.len());
+        for &id in ids {
+            if !self.contains(id) || !seen.insert(id) {
+                return Err(SonaError::UnknownId { kind: "vector", id });
+            }
+        }
+        for &id in ids {
+            self.remove(id)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the index into `ck` under tensor/meta names starting with `prefix`, so that a larger
+    /// component (the ReasoningBank) can embed it in its own checkpoint. Read back with
+    /// [`AnyIndex::read_from`].
+    fn write_into(&self, ck: &mut Checkpoint, prefix: &str) -> Result<()> {
+        let _ = (ck, prefix);
+        Err(SonaError::Internal(
+            "this index type cannot be saved".into(),
+        ))
+    }
+
+    /// Saves to `path` as a checkpoint of kind [`CHECKPOINT_KIND`]; read back with [`load`].
+    fn save(&self, path: &Path) -> Result<()> {
+        let mut ck = Checkpoint::new(CHECKPOINT_KIND, CHECKPOINT_VERSION);
+        self.write_into(&mut ck, "")?;
+        ck.save(path)
+    }
+}
+
+/// Validates an id batch and its row-major vectors against `index` without changing it.
+pub(crate) fn check_batch<I: VectorIndex + ?Sized>(
+    index: &I,
+    ids: &[u64],
+    vectors: &[f32],
+) -> Result<()> {
+    let dim = index.dim();
+    validate::check_matrix("vectors", vectors, ids.len(), dim)?;
+    let mut seen = HashSet::with_capacity(ids.len());
+    for (i, (&id, row)) in ids.iter().zip(vectors.chunks_exact(dim)).enumerate() {
+        if index.contains(id) {
+            return Err(SonaError::invalid(format!(
+                "id {id} is already in the index"
+            )));
+        }
+        if !seen.insert(id) {
+            return Err(SonaError::invalid(format!(
+                "id {id} appears twice in the batch"
+            )));
+        }
+        let n = kernels::norm_sq(row);
+        if n == 0.0 || !n.is_finite() {
+            return Err(SonaError::invalid(format!(
+                "vectors row {i} is the zero vector (or its norm overflows)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A validated unit-norm copy of `v` (dimension, finiteness, non-zero).
+pub(crate) fn unit_vector(what: &str, v: &[f32], dim: usize) -> Result<Vec<f32>> {
+    validate::check_vec(what, v, dim)?;
+    let mut u = v.to_vec();
+    let n = kernels::normalize(&mut u);
+    if n == 0.0 || !n.is_finite() {
+        return Err(SonaError::invalid(format!(
+            "{what} is the zero vector (or its norm overflows)"
+        )));
+    }
+    Ok(u)
 }
