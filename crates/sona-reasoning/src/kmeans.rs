@@ -1,0 +1,283 @@
+//! Seeded spherical k-means on unit vectors: k-means++ seeding, then Lloyd iterations, or mini-batch
+//! updates (Sculley 2010) for large inputs.
+//!
+//! On the unit sphere `‖x − c‖² = 2(1 − x·c)`, so "nearest centre" is "largest inner product" (one
+//! batched dot product per point) and the centre of a cluster is its normalised mean.
+
+use sona_core::{kernels, SeededRng};
+
+/// Tuning of one clustering run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KMeansParams {
+    pub k: usize,
+    /// Lloyd iterations at most.
+    pub max_iter: usize,
+    /// Stop when at most this fraction of points changed cluster in an iteration.
+    pub tol: f64,
+    /// k-means++ seeding runs on a uniform subsample of at most this many points: seeding costs
+    /// `O(m·k·d)`, and a few thousand points already place seeds in every dense region.
+    pub init_sample: usize,
+    /// Above this many points, mini-batch updates replace full Lloyd iterations.
+    pub minibatch_threshold: usize,
+    pub batch_size: usize,
+    pub minibatch_iters: usize,
+}
+
+impl Default for KMeansParams {
+    fn default() -> Self {
+        KMeansParams {
+            k: 8,
+            max_iter: 8,
+            tol: 0.002,
+            init_sample: 4096,
+            minibatch_threshold: 50_000,
+            batch_size: 1024,
+            minibatch_iters: 100,
+        }
+    }
+}
+
+/// Result: `k` unit centroids (row-major), each point's cluster, and the iterations run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Clustering {
+    pub k: usize,
+    pub centroids: Vec<f32>,
+    pub assign: Vec<u32>,
+    pub iterations: usize,
+}
+
+/// Index of the largest inner product of `x` with the `k` rows of `c`, and that product.
+#[inline]
+fn nearest(c: &[f32], k: usize, d: usize, x: &[f32], scratch: &mut [f32]) -> (usize, f32) {
+    kernels::batch_dot(c, k, d, x, &mut scratch[..k]);
+    let mut best = (0, f32::NEG_INFINITY);
+    for (j, &s) in scratch[..k].iter().enumerate() {
+        if s > best.1 {
+            best = (j, s);
+        }
+    }
+    best
+}
+
+/// k-means++ seeding (Arthur & Vassilvitskii 2007) with squared chordal distance `2(1 − cos)`.
+fn seed_plus_plus(points: &[f32], n: usize, d: usize, k: usize, rng: &mut SeededRng) -> Vec<f32> {
+    let first = rng.below(n as u64) as usize;
+    let mut centroids = points[first * d..(first + 1) * d].to_vec();
+    let mut best = vec![f32::NEG_INFINITY; n];
+    let mut scores = vec![0.0f32; n];
+    let mut weights = vec![0.0f64; n];
+    let mut last = first;
+    for _ in 1..k {
+        kernels::batch_dot(points, n, d, &points[last * d..(last + 1) * d], &mut scores);
+        for i in 0..n {
+            best[i] = best[i].max(scores[i]);
+            weights[i] = (2.0 * (1.0 - best[i] as f64)).max(0.0);
+        }
+        // All points coincide with a seed: weighted_index falls back to uniform, which is harmless.
+        last = rng.weighted_index(&weights);
+        centroids.extend_from_slice(&points[last * d..(last + 1) * d]);
+    }
+    centroids
+}
+
+/// Normalised sums of the members of each cluster; an empty cluster keeps its old centre.
+fn recompute(points: &[f32], d: usize, assign: &[u32], centroids: &mut [f32], k: usize) {
+    let mut sums = vec![0.0f32; k * d];
+    let mut counts = vec![0usize; k];
+    for (i, &a) in assign.iter().enumerate() {
+        let a = a as usize;
+        kernels::axpy(1.0, &points[i * d..(i + 1) * d], &mut sums[a * d..(a + 1) * d]);
+        counts[a] += 1;
+    }
+    for j in 0..k {
+        if counts[j] > 0 {
+            let s = &mut sums[j * d..(j + 1) * d];
+            if kernels::normalize(s) > 0.0 {
+                centroids[j * d..(j + 1) * d].copy_from_slice(s);
+            }
+        }
+    }
+}
+
+/// Clusters `n` unit vectors (`points`, row-major `n × d`) into `min(k, n)` clusters.
+pub fn spherical_kmeans(
+    points: &[f32],
+    n: usize,
+    d: usize,
+    params: &KMeansParams,
+    rng: &mut SeededRng,
+) -> Clustering {
+    assert_eq!(points.len(), n * d, "spherical_kmeans: points size");
+    let k = params.k.clamp(1, n.max(1));
+    if n == 0 {
+        return Clustering {
+            k: 0,
+            centroids: Vec::new(),
+            assign: Vec::new(),
+            iterations: 0,
+        };
+    }
+    // Seed on a subsample (a uniform partial shuffle) when the input is large.
+    let m = n.min(params.init_sample.max(k));
+    let mut centroids = if m < n {
+        let mut idx: Vec<usize> = (0..n).collect();
+        for i in 0..m {
+            let j = i + rng.below((n - i) as u64) as usize;
+            idx.swap(i, j);
+        }
+        let mut sub = Vec::with_capacity(m * d);
+        for &i in &idx[..m] {
+            sub.extend_from_slice(&points[i * d..(i + 1) * d]);
+        }
+        seed_plus_plus(&sub, m, d, k, rng)
+    } else {
+        seed_plus_plus(points, n, d, k, rng)
+    };
+
+    let mut scratch = vec![0.0f32; k];
+    let mut assign = vec![u32::MAX; n];
+    let mut iterations = 0;
+    if n > params.minibatch_threshold {
+        // Mini-batch k-means: per-centre learning rate 1/(points seen by that centre).
+        let mut seen = vec![0u64; k];
+        let b = params.batch_size.min(n);
+        let mut batch = vec![0usize; b];
+        let mut near = vec![0usize; b];
+        for _ in 0..params.minibatch_iters {
+            for slot in batch.iter_mut() {
+                *slot = rng.below(n as u64) as usize;
+            }
+            for (t, &i) in batch.iter().enumerate() {
+                near[t] = nearest(&centroids, k, d, &points[i * d..(i + 1) * d], &mut scratch).0;
+            }
+            for (t, &i) in batch.iter().enumerate() {
+                let j = near[t];
+                seen[j] += 1;
+                let eta = 1.0 / seen[j] as f32;
+                let c = &mut centroids[j * d..(j + 1) * d];
+                kernels::scale(1.0 - eta, c);
+                kernels::axpy(eta, &points[i * d..(i + 1) * d], c);
+            }
+            for c in centroids.chunks_exact_mut(d) {
+                kernels::normalize(c);
+            }
+            iterations += 1;
+        }
+        for i in 0..n {
+            assign[i] = nearest(&centroids, k, d, &points[i * d..(i + 1) * d], &mut scratch).0 as u32;
+        }
+        recompute(points, d, &assign, &mut centroids, k);
+    } else {
+        let max_changed = (params.tol * n as f64) as usize;
+        let mut sims = vec![0.0f32; n];
+        for _ in 0..params.max_iter.max(1) {
+            let mut changed = 0usize;
+            for i in 0..n {
+                let (j, s) = nearest(&centroids, k, d, &points[i * d..(i + 1) * d], &mut scratch);
+                sims[i] = s;
+                if assign[i] != j as u32 {
+                    assign[i] = j as u32;
+                    changed += 1;
+                }
+            }
+            iterations += 1;
+            // Re-seed empty clusters with the points worst served by their centre.
+            let mut counts = vec![0usize; k];
+            for &a in &assign {
+                counts[a as usize] += 1;
+            }
+            let empty: Vec<usize> = (0..k).filter(|&j| counts[j] == 0).collect();
+            if !empty.is_empty() {
+                let worst = kernels::top_k(&sims.iter().map(|s| -s).collect::<Vec<_>>(), empty.len());
+                for (&j, &(i, _)) in empty.iter().zip(&worst) {
+                    if counts[assign[i] as usize] > 1 {
+                        counts[assign[i] as usize] -= 1;
+                        assign[i] = j as u32;
+                        counts[j] += 1;
+                        changed += 1;
+                    }
+                }
+            }
+            recompute(points, d, &assign, &mut centroids, k);
+            if changed <= max_changed {
+                break;
+            }
+        }
+    }
+    Clustering {
+        k,
+        centroids,
+        assign,
+        iterations,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `c` unit centres and `n` points around them at cosine ≈ `spread` (noise orthogonal on average).
+    pub(crate) fn blobs(n: usize, c: usize, d: usize, noise: f32, seed: u64) -> (Vec<f32>, Vec<usize>) {
+        let mut rng = SeededRng::new(seed);
+        let mut centres = vec![0.0f32; c * d];
+        rng.fill_normal(&mut centres, 1.0);
+        for x in centres.chunks_exact_mut(d) {
+            kernels::normalize(x);
+        }
+        let mut pts = vec![0.0f32; n * d];
+        let mut label = vec![0; n];
+        for i in 0..n {
+            let j = i % c;
+            label[i] = j;
+            let p = &mut pts[i * d..(i + 1) * d];
+            rng.fill_normal(p, noise / (d as f32).sqrt());
+            kernels::axpy(1.0, &centres[j * d..(j + 1) * d], p);
+            kernels::normalize(p);
+        }
+        (pts, label)
+    }
+
+    fn purity(assign: &[u32], label: &[usize], k: usize, c: usize) -> f64 {
+        let mut table = vec![0usize; k * c];
+        for (a, l) in assign.iter().zip(label) {
+            table[*a as usize * c + l] += 1;
+        }
+        let majority: usize = table.chunks(c).map(|r| *r.iter().max().unwrap()).sum();
+        majority as f64 / assign.len() as f64
+    }
+
+    #[test]
+    fn recovers_separated_clusters_lloyd_and_minibatch() {
+        let (d, c) = (32, 6);
+        for (n, thr) in [(600, 50_000), (3000, 1000)] {
+            let (pts, label) = blobs(n, c, d, 0.5, 3);
+            let params = KMeansParams {
+                k: c,
+                minibatch_threshold: thr,
+                batch_size: 256,
+                minibatch_iters: 30,
+                ..Default::default()
+            };
+            let cl = spherical_kmeans(&pts, n, d, &params, &mut SeededRng::new(1));
+            assert!(purity(&cl.assign, &label, c, c) > 0.99, "n={n}");
+            for row in cl.centroids.chunks(d) {
+                assert!((kernels::norm_sq(row) - 1.0).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn seeded_runs_are_identical_and_k_is_capped() {
+        let (pts, _) = blobs(50, 3, 8, 0.3, 4);
+        let p = KMeansParams {
+            k: 5,
+            ..Default::default()
+        };
+        let a = spherical_kmeans(&pts, 50, 8, &p, &mut SeededRng::new(9));
+        let b = spherical_kmeans(&pts, 50, 8, &p, &mut SeededRng::new(9));
+        assert_eq!(a, b);
+        let tiny = spherical_kmeans(&pts[..16], 2, 8, &p, &mut SeededRng::new(9));
+        assert_eq!(tiny.k, 2);
+        assert!(tiny.assign.iter().all(|&a| a < 2));
+    }
+}
