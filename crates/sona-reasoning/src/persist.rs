@@ -132,6 +132,16 @@ impl PatternRecord {
     }
 }
 
+/// JSON text of any bank record (used by the Python binding, which has no serde of its own).
+pub fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| SonaError::Internal(format!("serialising: {e}")))
+}
+
+/// Pattern records from JSON (the format [`to_json`] writes for `Vec<PatternRecord>`).
+pub fn records_from_json(s: &str) -> Result<Vec<PatternRecord>> {
+    serde_json::from_str(s).map_err(|e| SonaError::invalid(format!("pattern records: {e}")))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Counters {
     next_trajectory_id: u64,
@@ -457,6 +467,40 @@ impl ReasoningBank {
             recs.push(PatternRecord::of(&p, n.resultant, n.rewards));
         }
         (recs, cents)
+    }
+
+    /// Records and centroids of the given level-0 patterns, skipping ids that no longer exist (a
+    /// concurrent consolidate or prune may remove a pattern between a search and this call).
+    pub fn records(&self, ids: &[u64]) -> (Vec<PatternRecord>, Vec<f32>) {
+        let st = self.state.read();
+        let mut recs = Vec::with_capacity(ids.len());
+        let mut cents = Vec::with_capacity(ids.len() * self.cfg.dim);
+        for id in ids {
+            if let Some(n) = st.nodes.get(id) {
+                let p = n.snapshot();
+                cents.extend_from_slice(&p.centroid);
+                recs.push(PatternRecord::of(&p, n.resultant, n.rewards));
+            }
+        }
+        (recs, cents)
+    }
+
+    /// Records and centroids of hierarchy level `level` (0 = [`export`](Self::export)).
+    pub fn level_records(&self, level: usize) -> Result<(Vec<PatternRecord>, Vec<f32>)> {
+        if level == 0 {
+            return Ok(self.export());
+        }
+        let ps = self.level_patterns(level)?;
+        let cents = ps.iter().flat_map(|p| p.centroid.iter().copied()).collect();
+        let recs = ps
+            .iter()
+            .map(|p| PatternRecord::of(p, 1.0, ArmStats::default()))
+            .map(|mut r| {
+                r.rewards = None;
+                r
+            })
+            .collect();
+        Ok((recs, cents))
     }
 
     /// Adds exported level-0 patterns (e.g. from another bank). Every record is validated first: a
