@@ -65,7 +65,8 @@ fn memory_report() {
         s.trajectory_bytes as f64 / s.stored_trajectories as f64
     );
     let mut cfg = BankConfig::new(D, 4);
-    cfg.merge_threshold = 1.1_f32.min(1.0); // keep every cluster as its own pattern
+    cfg.merge_threshold = 1.0; // keep every cluster as its own pattern
+    cfg.merge_slack = None;
     cfg.max_clusters = 1000;
     let bank = ReasoningBank::new(cfg).unwrap();
     for v in pts.chunks_exact(D) {

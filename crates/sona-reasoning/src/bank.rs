@@ -39,6 +39,11 @@ pub struct BankConfig {
     pub pending_ttl_ms: u64,
     /// τ_merge: a new cluster merges into the nearest pattern when cosine ≥ this.
     pub merge_threshold: f32,
+    /// Spread-aware merging: a cluster of `n` members also merges when its cosine to the nearest
+    /// pattern P is ≥ `e_P(n) − merge_slack`, the cosine expected of an `n`-member sample of P's own
+    /// members minus a slack (see [`expected_cosine`]). `None` keeps the plain τ_merge rule.
+    #[serde(default)]
+    pub merge_slack: Option<f32>,
     /// Most clusters one extraction asks k-means for.
     pub max_clusters: usize,
     pub kmeans_max_iter: usize,
@@ -64,6 +69,7 @@ impl BankConfig {
             pending_capacity: 100_000,
             pending_ttl_ms: 3_600_000,
             merge_threshold: 0.9,
+            merge_slack: Some(0.1),
             max_clusters: 128,
             kmeans_max_iter: 8,
             minibatch_threshold: 50_000,
@@ -100,6 +106,9 @@ impl BankConfig {
             )));
         }
         validate::check_range("merge_threshold", self.merge_threshold as f64, -1.0, 1.0)?;
+        if let Some(s) = self.merge_slack {
+            validate::check_range("merge_slack", s as f64, 0.0, 1.0)?;
+        }
         validate::check_range("alpha", self.alpha, 0.0, 1.0)?;
         self.graph.validate()
     }
@@ -312,6 +321,16 @@ pub struct BankStats {
     pub pattern_bytes: usize,
 }
 
+/// Expected cosine between the centroid of `n` members drawn from a pattern and the pattern's
+/// centroid, for a pattern whose members have mean resultant length `rho` (so mean cosine `rho` to
+/// the centroid). With member `x = ρc + e` (noise `e ⊥ c`, `E‖e‖² = 1 − ρ²`), the mean of `n`
+/// members has `m·c = ρ` and `E‖m‖² ≈ ρ² + (1 − ρ²)/n`, hence `ρ / √(ρ² + (1 − ρ²)/n)`: `ρ` for a
+/// single member, → 1 for large samples.
+pub fn expected_cosine(rho: f32, n: u32) -> f32 {
+    let rho = rho.clamp(1e-6, 1.0);
+    rho / (rho * rho + (1.0 - rho * rho) / n.max(1) as f32).sqrt()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -335,6 +354,16 @@ impl std::fmt::Debug for ReasoningBank {
             .field("dim", &self.cfg.dim)
             .field("patterns", &self.len())
             .finish()
+    }
+}
+
+/// A method argument that must be finite and within `[lo, hi]` (an `InvalidInput`, not a `Config`
+/// error: the bank's configuration is fine, the call is not).
+pub(crate) fn check_arg(what: &str, x: f64, lo: f64, hi: f64) -> Result<()> {
+    if x.is_finite() && x >= lo && x <= hi {
+        Ok(())
+    } else {
+        Err(SonaError::invalid(format!("{what} must be in [{lo}, {hi}], got {x}")))
     }
 }
 
@@ -552,7 +581,8 @@ impl ReasoningBank {
         Ok(())
     }
 
-    /// Merges each cluster (largest first) into its nearest pattern when cos ≥ τ_merge, else inserts it
+    /// Merges each cluster (largest first) into its nearest pattern when cos ≥ τ_merge (or within the
+    /// pattern's spread, see [`BankConfig::merge_slack`]), else inserts it
     /// as a new pattern. Clusters inserted earlier in the same call are merge targets too, so
     /// near-duplicate clusters of one batch collapse.
     fn apply_clusters(
@@ -568,8 +598,18 @@ impl ReasoningBank {
             } else {
                 st.index.search(&c.centroid, 1, None)?.into_iter().next()
             };
+            // Without this spread-aware bound, a small cluster of a pattern's own outlying members
+            // (e.g. a singleton at cos 0.88 to a pattern whose members average 0.93) would become
+            // a new pattern each time the same traffic is replayed.
+            let threshold = |id: u64| -> f32 {
+                let base = self.cfg.merge_threshold;
+                match (self.cfg.merge_slack, st.nodes.get(&id)) {
+                    (Some(slack), Some(n)) => base.min(expected_cosine(n.resultant, c.support) - slack),
+                    _ => base,
+                }
+            };
             match nearest {
-                Some((id, sim)) if sim >= self.cfg.merge_threshold && st.nodes.contains_key(&id) => {
+                Some((id, sim)) if st.nodes.contains_key(&id) && sim >= threshold(id) => {
                     let node = st.nodes.get_mut(&id).expect("checked above");
                     node.absorb(
                         &c.centroid,
@@ -882,6 +922,35 @@ pub(crate) mod tests {
         let v = bank.verdicts();
         assert_eq!(v.len(), n1);
         assert!(v.iter().all(|v| v.recommended_tier == 2 && v.improvement > 0.7));
+    }
+
+    #[test]
+    fn expected_cosine_limits() {
+        assert!((expected_cosine(0.9, 1) - 0.9).abs() < 1e-6);
+        assert!(expected_cosine(0.9, 10_000) > 0.999);
+        assert!(expected_cosine(0.9, 4) > expected_cosine(0.9, 2));
+        // Simulation: 4 members at cosine 0.8 with independent orthogonal noise in 256-d.
+        let d = 256;
+        let mut rng = SeededRng::new(4);
+        let mut mean = vec![0.0f32; d];
+        let (rho, n, reps) = (0.8f32, 4, 200);
+        let mut acc = 0.0;
+        for _ in 0..reps {
+            mean.iter_mut().for_each(|x| *x = 0.0);
+            for _ in 0..n {
+                let mut e = vec![0.0f32; d];
+                rng.fill_normal(&mut e[1..], 1.0);
+                e[0] = 0.0;
+                kernels::normalize(&mut e);
+                kernels::scale((1.0 - rho * rho).sqrt(), &mut e);
+                e[0] = rho;
+                kernels::axpy(1.0, &e, &mut mean);
+            }
+            kernels::normalize(&mut mean);
+            acc += mean[0];
+        }
+        let sim = acc / reps as f32;
+        assert!((sim - expected_cosine(rho, n)).abs() < 0.01, "{sim}");
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use sona_core::types::{ArmStats, Pattern};
-use sona_core::{validate, Result, SeededRng, SonaError};
+use sona_core::{Result, SeededRng, SonaError};
 
-use crate::bank::{now_ms, Level, PatternNode, ReasoningBank};
+use crate::bank::{check_arg, now_ms, Level, PatternNode, ReasoningBank};
 use crate::index::{FlatIndex, VectorIndex};
 use crate::kmeans::{spherical_kmeans, KMeansParams};
 
@@ -61,7 +61,7 @@ impl ReasoningBank {
     /// combine exactly; graph edges move to the survivor; the index is updated. Returns how many
     /// patterns disappeared.
     pub fn consolidate(&self, threshold: f32) -> Result<usize> {
-        validate::check_range("threshold", threshold as f64, -1.0, 1.0)?;
+        check_arg("threshold", threshold as f64, -1.0, 1.0)?;
         let mut st = self.state.write();
         let mut ids: Vec<u64> = st.nodes.keys().copied().collect();
         ids.sort_unstable();
@@ -133,7 +133,7 @@ impl ReasoningBank {
     /// Removes level-0 patterns matching `rule` at time `now` (default: the clock) from the table, the
     /// index and the graph. Returns the removed ids.
     pub fn prune(&self, rule: PruneRule, now: Option<u64>) -> Result<Vec<u64>> {
-        validate::check_range("min_reward", rule.min_reward as f64, 0.0, 1.0)?;
+        check_arg("min_reward", rule.min_reward as f64, 0.0, 1.0)?;
         let now = now.unwrap_or_else(now_ms);
         let mut st = self.state.write();
         let mut doomed: Vec<u64> = st
@@ -264,6 +264,7 @@ mod tests {
     fn consolidate_merges_chains_and_keeps_totals() {
         let mut cfg = crate::bank::BankConfig::new(3, 4);
         cfg.merge_threshold = 0.99;
+        cfg.merge_slack = None;
         let bank = ReasoningBank::new(cfg).unwrap();
         // Three points on a chain: a~b (cos .96), b~c (cos .96), a vs c below .95 → one group.
         let ang = |t: f32| [t.cos(), t.sin(), 0.0];
