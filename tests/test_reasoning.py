@@ -1,4 +1,4 @@
-"""ReasoningBank from Python: extraction, search, statistics, maintenance, persistence, bad input."""
+"""ReasoningBank from Python: extraction, search, statistics, maintenance, persistence, errors."""
 
 from __future__ import annotations
 
@@ -61,9 +61,7 @@ def bank(data: tuple[np.ndarray, np.ndarray, np.ndarray]) -> ReasoningBank:
 def snapshot(bank: ReasoningBank) -> tuple[object, ...]:
     """Everything a failed call must leave unchanged."""
     s = bank.stats()
-    pats = [
-        (p.id, p.support, p.arms, p.avg_reward, p.centroid.tobytes()) for p in bank.patterns()
-    ]
+    pats = [(p.id, p.support, p.arms, p.avg_reward, p.centroid.tobytes()) for p in bank.patterns()]
     return (
         s.patterns,
         s.buffered,
@@ -181,7 +179,7 @@ def test_verdicts_route_better_than_the_default_tier(rng: np.random.Generator) -
 
 
 def test_no_verdict_without_a_real_difference(rng: np.random.Generator) -> None:
-    x, labels, _ = blobs(rng, 800, 4)
+    x, _, _ = blobs(rng, 800, 4)
     b = ReasoningBank(D, seed=5)
     for i, v in enumerate(x):
         b.add_trajectory(v, float(rng.uniform()), i % 4)
@@ -405,7 +403,7 @@ def test_bad_configuration_raises() -> None:
 
 
 def test_searches_proceed_while_extraction_runs(rng: np.random.Generator) -> None:
-    x, labels, _ = blobs(rng, 20_000, 20, d=64)
+    x, _, _ = blobs(rng, 20_000, 20, d=64)
     b = ReasoningBank(64, seed=1)
     for v in x[:500]:
         b.add_trajectory(v, 0.5, 0)

@@ -46,11 +46,13 @@ def simd_level() -> str: ...
 
 # --- reasoning (crates/sona-py/src/reasoning.rs) -----------------------------------------------
 
-import os  # noqa: E402  (kept in this section so the sections stay independent)
+import os  # noqa: E402  (imports kept in this section so the sections stay independent)
+from typing import final  # noqa: E402
 
+@final
 class ReasoningBank:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         dim: int,
         n_tiers: int = 4,
         *,
@@ -60,7 +62,7 @@ class ReasoningBank:
         pending_capacity: int = 100000,
         pending_ttl_ms: int = 3600000,
         merge_threshold: float = 0.9,
-        merge_slack: float | None = 0.1,
+        merge_slack: float | None = ...,
         max_clusters: int = 128,
         kmeans_max_iter: int = 8,
         minibatch_threshold: int = 50000,
@@ -74,7 +76,7 @@ class ReasoningBank:
         w_init: float = 0.1,
         graph_decay: float = 0.01,
         w_min: float = 0.001,
-    ) -> None: ...
+    ) -> ReasoningBank: ...
     @property
     def dim(self) -> int: ...
     @property

@@ -1,9 +1,10 @@
 """ReasoningBank: a curated, searchable memory of what worked for which kind of query (SPEC §5).
 
-Trajectories (one embedding per query, with the tier that served it and the reward it earned) go in;
-:meth:`ReasoningBank.extract_patterns` clusters the new ones with seeded spherical k-means and merges
-each cluster into its nearest pattern when their cosine is at least ``merge_threshold`` (exact
-combination of centroid and reward statistics), so repeated traffic does not grow memory.
+Trajectories (one embedding per query, with the tier that served it and the reward it earned)
+go in; :meth:`ReasoningBank.extract_patterns` clusters the new ones with seeded spherical k-means
+and merges each cluster into its nearest pattern when their cosine is at least
+``merge_threshold`` (exact combination of centroid and reward statistics), so repeated traffic
+does not grow memory.
 Patterns are searchable by cosine similarity, carry per-tier reward statistics, and yield
 statistically tested :class:`Verdict` s. A memory graph links patterns retrieved and used together
 and can expand search hits by personalized PageRank. The whole bank saves to one checksummed file.
@@ -38,7 +39,7 @@ from sona.errors import InvalidInputError
 try:  # The vector-index module is delivered by its own branch; re-export it when present.
     from sona.index import VectorIndex
 except ImportError:  # pragma: no cover - depends on which components are installed
-    VectorIndex = None  # type: ignore[assignment,misc]
+    VectorIndex = None  # type: ignore[assignment,misc,unused-ignore]
 
 __all__ = [
     "ArmStats",
@@ -56,7 +57,8 @@ RewardSource = Literal["explicit", "implicit", "judge"]
 
 @dataclass(frozen=True)
 class ArmStats:
-    """Reward statistics of one tier on one pattern (Welford: count, mean, sum of squared deviations)."""
+    """Reward statistics of one tier on one pattern (Welford: count, mean, sum of squared
+    deviations)."""
 
     count: int
     mean: float
@@ -125,7 +127,8 @@ class Verdict:
 
 @dataclass(frozen=True)
 class ExtractReport:
-    """What one extraction did; ``cluster_ms`` ran without locks, ``apply_ms`` under the write lock."""
+    """What one extraction did: ``cluster_ms`` ran without locks, ``apply_ms`` under the write
+    lock."""
 
     trajectories: int
     clusters: int
@@ -351,7 +354,8 @@ class ReasoningBank:
         return self._bank.expire_pending(None if now_ms is None else _int(now_ms, "now_ms"))
 
     def reservoir(self) -> tuple[npt.NDArray[np.uint64], F32Array, F32Array, npt.NDArray[np.int64]]:
-        """The replay sample: ``(ids, embeddings, rewards, tiers)``, tier −1 when none was recorded."""
+        """The replay sample ``(ids, embeddings, rewards, tiers)``; tier −1 when none was
+        recorded."""
         return self._bank.reservoir()
 
     # --- patterns ------------------------------------------------------------------------------
@@ -398,7 +402,8 @@ class ReasoningBank:
         return _patterns(*self._bank.pattern(_int(pattern_id, "pattern_id")))[0]
 
     def level_children(self, level: int) -> list[list[int]]:
-        """For each pattern of ``level`` ≥ 1 (in :meth:`patterns` order), its member ids one level down."""
+        """For each pattern of ``level`` ≥ 1 (in :meth:`patterns` order), its member ids one
+        level down."""
         return self._bank.level_children(_int(level, "level"))
 
     def record_feedback(self, pattern_id: int, tier: int, reward: float) -> None:
@@ -452,8 +457,8 @@ class ReasoningBank:
         *,
         now_ms: int | None = None,
     ) -> list[int]:
-        """Remove patterns with support < ``min_support`` AND avg reward < ``min_reward`` AND idle for
-        more than ``max_idle_ms``; returns the removed ids."""
+        """Remove patterns with support < ``min_support`` AND avg reward < ``min_reward`` AND
+        idle for more than ``max_idle_ms``; returns the removed ids."""
         return self._bank.prune(
             _int(min_support, "min_support"),
             _float(min_reward, "min_reward"),
@@ -464,7 +469,9 @@ class ReasoningBank:
     def build_hierarchy(self, branching: int = 8, max_levels: int = 1) -> list[int]:
         """Rebuild the abstraction levels from scratch (level ℓ+1 = k-means over level-ℓ centroids,
         ⌈n/branching⌉ clusters); returns each level's size."""
-        return self._bank.build_hierarchy(_int(branching, "branching"), _int(max_levels, "max_levels"))
+        return self._bank.build_hierarchy(
+            _int(branching, "branching"), _int(max_levels, "max_levels")
+        )
 
     # --- export / persistence ------------------------------------------------------------------
 
@@ -473,18 +480,20 @@ class ReasoningBank:
         return _patterns(*self._bank.export())
 
     def import_(self, patterns: Sequence[Pattern]) -> int:
-        """Add exported patterns. A repeated or existing id, a wrong dimension or bad statistics fail
-        the whole import (InvalidInputError / DimensionError) and leave the bank unchanged."""
+        """Add exported patterns. A repeated or existing id, a wrong dimension or bad statistics
+        fail the whole import (InvalidInputError / DimensionError) and leave the bank unchanged."""
         pats = list(patterns)
         if pats:
-            cents = as_matrix(np.stack([np.asarray(p.centroid) for p in pats]), "centroids", self.dim)
+            cents = as_matrix(
+                np.stack([np.asarray(p.centroid) for p in pats]), "centroids", self.dim
+            )
         else:
             cents = np.zeros((0, self.dim), dtype=np.float32)
         return self._bank.import_(json.dumps([p._record() for p in pats]), cents)
 
     def save(self, path: str | PathLike[str]) -> None:
-        """Write the whole bank (patterns, hierarchy, graph, statistics, buffers, id counters) to one
-        versioned, CRC-checked file, atomically."""
+        """Write the whole bank (patterns, hierarchy, graph, statistics, buffers, id counters) to
+        one versioned, CRC-checked file, atomically."""
         self._bank.save(path)
 
     @classmethod

@@ -28,21 +28,18 @@ fn tier(t: i64) -> BindResult<u8> {
     u8::try_from(t)
         .ok()
         .filter(|&t| t != u8::MAX)
-        .ok_or_else(|| SonaError::invalid(format!("tier must be a small non-negative int, got {t}")).into())
+        .ok_or_else(|| {
+            SonaError::invalid(format!("tier must be a small non-negative int, got {t}")).into()
+        })
 }
 
 fn id(kind: &'static str, i: i64) -> BindResult<u64> {
-    u64::try_from(i).map_err(|_| {
-        SonaError::UnknownId {
-            kind,
-            id: i as u64,
-        }
-        .into()
-    })
+    u64::try_from(i).map_err(|_| SonaError::UnknownId { kind, id: i as u64 }.into())
 }
 
 fn count(what: &str, v: i64) -> BindResult<usize> {
-    usize::try_from(v).map_err(|_| SonaError::invalid(format!("{what} must be >= 0, got {v}")).into())
+    usize::try_from(v)
+        .map_err(|_| SonaError::invalid(format!("{what} must be >= 0, got {v}")).into())
 }
 
 fn source(s: &str) -> BindResult<RewardSource> {
@@ -56,14 +53,22 @@ fn source(s: &str) -> BindResult<RewardSource> {
 
 fn ts(v: Option<i64>) -> BindResult<Option<u64>> {
     v.map(|t| {
-        u64::try_from(t).map_err(|_| SonaError::invalid(format!("timestamps must be >= 0 ms, got {t}")).into())
+        u64::try_from(t)
+            .map_err(|_| SonaError::invalid(format!("timestamps must be >= 0 ms, got {t}")).into())
     })
     .transpose()
 }
 
 type Records<'py> = (String, Bound<'py, PyArray2<f32>>);
+/// `(ids, similarities)` of a search.
+type Hits<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f32>>);
 
-fn records<'py>(py: Python<'py>, dim: usize, recs: Vec<PatternRecord>, cents: Vec<f32>) -> BindResult<Records<'py>> {
+fn records<'py>(
+    py: Python<'py>,
+    dim: usize,
+    recs: Vec<PatternRecord>,
+    cents: Vec<f32>,
+) -> BindResult<Records<'py>> {
     let n = recs.len();
     Ok((persist::to_json(&recs)?, out2(py, cents, n, dim)?))
 }
@@ -108,7 +113,8 @@ impl PyReasoningBank {
         w_min: f64,
     ) -> PyResult<Self> {
         guard(py, || {
-            let cfgerr = |what: &str, v: i64| SonaError::Config(format!("{what} must be >= 0, got {v}"));
+            let cfgerr =
+                |what: &str, v: i64| SonaError::Config(format!("{what} must be >= 0, got {v}"));
             let u = |what: &str, v: i64| usize::try_from(v).map_err(|_| cfgerr(what, v));
             for (what, x) in [
                 ("merge_threshold", merge_threshold),
@@ -127,7 +133,8 @@ impl PyReasoningBank {
                 buffer_capacity: u("buffer_capacity", buffer_capacity)?,
                 reservoir_capacity: u("reservoir_capacity", reservoir_capacity)?,
                 pending_capacity: u("pending_capacity", pending_capacity)?,
-                pending_ttl_ms: u64::try_from(pending_ttl_ms).map_err(|_| cfgerr("pending_ttl_ms", pending_ttl_ms))?,
+                pending_ttl_ms: u64::try_from(pending_ttl_ms)
+                    .map_err(|_| cfgerr("pending_ttl_ms", pending_ttl_ms))?,
                 merge_threshold: merge_threshold as f32,
                 merge_slack: merge_slack.map(|x| x as f32),
                 max_clusters: u("max_clusters", max_clusters)?,
@@ -225,7 +232,7 @@ impl PyReasoningBank {
         py: Python<'py>,
         query: &Bound<'py, PyAny>,
         k: i64,
-    ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f32>>)> {
+    ) -> PyResult<Hits<'py>> {
         guard(py, || {
             let q = vec1("query", query)?;
             let hits = self.inner.search(slice(&q), count("k", k)?)?;
@@ -246,7 +253,9 @@ impl PyReasoningBank {
     ) -> PyResult<(String, String, Bound<'py, PyArray2<f32>>)> {
         guard(py, || {
             let q = vec1("query", query)?;
-            let hits = self.inner.search_expanded(slice(&q), count("k", k)?, count("expand", expand)?)?;
+            let hits =
+                self.inner
+                    .search_expanded(slice(&q), count("k", k)?, count("expand", expand)?)?;
             let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
             let (recs, cents) = self.inner.records(&ids);
             let (rj, c) = records(py, self.inner.dim(), recs, cents)?;
@@ -260,12 +269,12 @@ impl PyReasoningBank {
         query: &Bound<'py, PyAny>,
         k: i64,
         level: i64,
-    ) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f32>>)> {
+    ) -> PyResult<Hits<'py>> {
         guard(py, || {
             let q = vec1("query", query)?;
-            let hits = self
-                .inner
-                .search_level(slice(&q), count("k", k)?, count("level", level)?)?;
+            let hits =
+                self.inner
+                    .search_level(slice(&q), count("k", k)?, count("level", level)?)?;
             let ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
             let sims: Vec<f32> = hits.iter().map(|h| h.1).collect();
             Ok((PyArray1::from_vec(py, ids), out1(py, sims)))
@@ -286,27 +295,49 @@ impl PyReasoningBank {
             let i = id("pattern", pattern_id)?;
             let (recs, cents) = self.inner.records(&[i]);
             if recs.is_empty() {
-                return Err(SonaError::UnknownId { kind: "pattern", id: i }.into());
+                return Err(SonaError::UnknownId {
+                    kind: "pattern",
+                    id: i,
+                }
+                .into());
             }
             records(py, self.inner.dim(), recs, cents)
         })
     }
 
     fn level_children(&self, py: Python<'_>, level: i64) -> PyResult<Vec<Vec<u64>>> {
-        guard(py, || Ok(self.inner.level_children(count("level", level)?)?))
+        guard(py, || {
+            Ok(self.inner.level_children(count("level", level)?)?)
+        })
     }
 
-    fn record_feedback(&self, py: Python<'_>, pattern_id: i64, tier: i64, reward: f64) -> PyResult<()> {
+    fn record_feedback(
+        &self,
+        py: Python<'_>,
+        pattern_id: i64,
+        tier: i64,
+        reward: f64,
+    ) -> PyResult<()> {
         guard(py, || {
-            let (i, t, r) = (id("pattern", pattern_id)?, self::tier(tier)?, self::reward(reward)?);
+            let (i, t, r) = (
+                id("pattern", pattern_id)?,
+                self::tier(tier)?,
+                self::reward(reward)?,
+            );
             Ok(self.inner.record_feedback(i, t, r)?)
         })
     }
 
     fn record_usage(&self, py: Python<'_>, retrieved: Vec<i64>, used: Vec<i64>) -> PyResult<()> {
         guard(py, || {
-            let r: Vec<u64> = retrieved.into_iter().map(|x| id("pattern", x)).collect::<BindResult<_>>()?;
-            let u: Vec<u64> = used.into_iter().map(|x| id("pattern", x)).collect::<BindResult<_>>()?;
+            let r: Vec<u64> = retrieved
+                .into_iter()
+                .map(|x| id("pattern", x))
+                .collect::<BindResult<_>>()?;
+            let u: Vec<u64> = used
+                .into_iter()
+                .map(|x| id("pattern", x))
+                .collect::<BindResult<_>>()?;
             Ok(self.inner.record_usage(&r, &u)?)
         })
     }
@@ -328,9 +359,7 @@ impl PyReasoningBank {
 
     #[pyo3(signature = (threshold=0.95))]
     fn consolidate(&self, py: Python<'_>, threshold: f64) -> PyResult<usize> {
-        guard(py, || {
-            Ok(self.inner.consolidate(threshold as f32)?)
-        })
+        guard(py, || Ok(self.inner.consolidate(threshold as f32)?))
     }
 
     #[pyo3(signature = (min_support, min_reward, max_idle_ms, now_ms=None))]
@@ -353,9 +382,17 @@ impl PyReasoningBank {
     }
 
     #[pyo3(signature = (branching=8, max_levels=1))]
-    fn build_hierarchy(&self, py: Python<'_>, branching: i64, max_levels: i64) -> PyResult<Vec<usize>> {
+    fn build_hierarchy(
+        &self,
+        py: Python<'_>,
+        branching: i64,
+        max_levels: i64,
+    ) -> PyResult<Vec<usize>> {
         guard(py, || {
-            let (b, l) = (count("branching", branching)?, count("max_levels", max_levels)?);
+            let (b, l) = (
+                count("branching", branching)?,
+                count("max_levels", max_levels)?,
+            );
             let bank = self.inner.clone();
             Ok(py.detach(move || bank.build_hierarchy(b, l))?)
         })
@@ -368,7 +405,12 @@ impl PyReasoningBank {
         })
     }
 
-    fn import_(&self, py: Python<'_>, records_json: &str, centroids: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn import_(
+        &self,
+        py: Python<'_>,
+        records_json: &str,
+        centroids: &Bound<'_, PyAny>,
+    ) -> PyResult<usize> {
         guard(py, || {
             let recs: Vec<PatternRecord> = persist::records_from_json(records_json)?;
             let c = mat2("centroids", centroids)?;
@@ -412,7 +454,11 @@ impl PyReasoningBank {
             let n = s.len();
             let ids = s.meta.iter().map(|m| m.id).collect();
             let rewards = s.meta.iter().map(|m| m.reward).collect();
-            let tiers = s.meta.iter().map(|m| m.tier().map_or(-1, i64::from)).collect();
+            let tiers = s
+                .meta
+                .iter()
+                .map(|m| m.tier().map_or(-1, i64::from))
+                .collect();
             Ok((
                 PyArray1::from_vec(py, ids),
                 out2(py, s.data, n, s.dim)?,

@@ -41,8 +41,14 @@ fn bank_with(n: usize, pts: &[f32]) -> ReasoningBank {
     cfg.buffer_capacity = n.max(1);
     let bank = ReasoningBank::new(cfg).unwrap();
     for (i, v) in pts.chunks_exact(D).take(n).enumerate() {
-        bank.add_trajectory(v, Some(0.5), Some((i % 4) as u8), RewardSource::Explicit, Some(0))
-            .unwrap();
+        bank.add_trajectory(
+            v,
+            Some(0.5),
+            Some((i % 4) as u8),
+            RewardSource::Explicit,
+            Some(0),
+        )
+        .unwrap();
     }
     bank
 }
@@ -126,7 +132,13 @@ fn add_trajectory(bencher: Bencher) {
     cfg.buffer_capacity = 10_000;
     let bank = ReasoningBank::new(cfg).unwrap();
     bencher.bench_local(|| {
-        bank.add_trajectory(black_box(&pts), Some(0.5), Some(1), RewardSource::Explicit, Some(0))
-            .unwrap()
+        bank.add_trajectory(
+            black_box(&pts),
+            Some(0.5),
+            Some(1),
+            RewardSource::Explicit,
+            Some(0),
+        )
+        .unwrap()
     });
 }

@@ -262,9 +262,10 @@ impl PatternState {
     }
 
     pub fn node(&self, id: u64) -> Result<&PatternNode> {
-        self.nodes
-            .get(&id)
-            .ok_or(SonaError::UnknownId { kind: "pattern", id })
+        self.nodes.get(&id).ok_or(SonaError::UnknownId {
+            kind: "pattern",
+            id,
+        })
     }
 }
 
@@ -363,7 +364,9 @@ pub(crate) fn check_arg(what: &str, x: f64, lo: f64, hi: f64) -> Result<()> {
     if x.is_finite() && x >= lo && x <= hi {
         Ok(())
     } else {
-        Err(SonaError::invalid(format!("{what} must be in [{lo}, {hi}], got {x}")))
+        Err(SonaError::invalid(format!(
+            "{what} must be in [{lo}, {hi}], got {x}"
+        )))
     }
 }
 
@@ -545,7 +548,8 @@ impl ReasoningBank {
         };
         // Read the counter without holding the lock during clustering.
         let extraction = self.state.read().extractions + 1;
-        let mut rng = SeededRng::new(self.cfg.seed ^ extraction.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            SeededRng::new(self.cfg.seed ^ extraction.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let params = KMeansParams {
             max_iter: self.cfg.kmeans_max_iter,
             minibatch_threshold: self.cfg.minibatch_threshold,
@@ -567,7 +571,11 @@ impl ReasoningBank {
     }
 
     /// Extraction phase 3 (short write lock): merge or insert each cluster.
-    pub(crate) fn apply(&self, clusters: Vec<ClusterSummary>, report: &mut ExtractReport) -> Result<()> {
+    pub(crate) fn apply(
+        &self,
+        clusters: Vec<ClusterSummary>,
+        report: &mut ExtractReport,
+    ) -> Result<()> {
         let t1 = Instant::now();
         let mut st = self.state.write();
         if report.trajectories > 0 {
@@ -604,7 +612,9 @@ impl ReasoningBank {
             let threshold = |id: u64| -> f32 {
                 let base = self.cfg.merge_threshold;
                 match (self.cfg.merge_slack, st.nodes.get(&id)) {
-                    (Some(slack), Some(n)) => base.min(expected_cosine(n.resultant, c.support) - slack),
+                    (Some(slack), Some(n)) => {
+                        base.min(expected_cosine(n.resultant, c.support) - slack)
+                    }
                     _ => base,
                 }
             };
@@ -888,9 +898,19 @@ pub(crate) mod tests {
         for (i, &l) in label.iter().enumerate() {
             // A hash of i, so tiers are independent of the round-robin cluster labels.
             let tier = ((i as u64).wrapping_mul(2_654_435_761) >> 7) as u8 % 4;
-            let r = if tier == 2 { 1.0 } else { 0.2 + 0.01 * (l % 3) as f32 };
-            bank.add_trajectory(&pts[i * d..(i + 1) * d], Some(r), Some(tier), RewardSource::Explicit, Some(1))
-                .unwrap();
+            let r = if tier == 2 {
+                1.0
+            } else {
+                0.2 + 0.01 * (l % 3) as f32
+            };
+            bank.add_trajectory(
+                &pts[i * d..(i + 1) * d],
+                Some(r),
+                Some(tier),
+                RewardSource::Explicit,
+                Some(1),
+            )
+            .unwrap();
         }
     }
 
@@ -903,7 +923,10 @@ pub(crate) mod tests {
         let r1 = bank.extract_patterns().unwrap();
         assert_eq!(r1.trajectories, 2000);
         let n1 = bank.len();
-        assert!((10..=12).contains(&n1), "{n1} patterns for 10 clusters: {r1:?}");
+        assert!(
+            (10..=12).contains(&n1),
+            "{n1} patterns for 10 clusters: {r1:?}"
+        );
         let support: u32 = bank.patterns().iter().map(|p| p.support).sum();
         assert_eq!(support, 2000);
         for _ in 0..3 {
@@ -921,7 +944,9 @@ pub(crate) mod tests {
         // Tier 2 always earns 1.0: every pattern has a verdict for it.
         let v = bank.verdicts();
         assert_eq!(v.len(), n1);
-        assert!(v.iter().all(|v| v.recommended_tier == 2 && v.improvement > 0.7));
+        assert!(v
+            .iter()
+            .all(|v| v.recommended_tier == 2 && v.improvement > 0.7));
     }
 
     #[test]
@@ -960,11 +985,25 @@ pub(crate) mod tests {
         let bank = small_bank(d);
         let half = 20;
         for i in 0..half {
-            bank.add_trajectory(&pts[i * d..(i + 1) * d], Some(0.5), Some(1), RewardSource::Explicit, None).unwrap();
+            bank.add_trajectory(
+                &pts[i * d..(i + 1) * d],
+                Some(0.5),
+                Some(1),
+                RewardSource::Explicit,
+                None,
+            )
+            .unwrap();
         }
         bank.extract_patterns().unwrap();
         for i in half..40 {
-            bank.add_trajectory(&pts[i * d..(i + 1) * d], Some(0.5), Some(1), RewardSource::Explicit, None).unwrap();
+            bank.add_trajectory(
+                &pts[i * d..(i + 1) * d],
+                Some(0.5),
+                Some(1),
+                RewardSource::Explicit,
+                None,
+            )
+            .unwrap();
         }
         bank.extract_patterns().unwrap();
         // Collapse everything into one pattern regardless of how k-means split the batches.
@@ -989,16 +1028,41 @@ pub(crate) mod tests {
             Err(SonaError::Dimension { .. })
         ));
         assert!(matches!(
-            bank.add_trajectory(&[f32::NAN, 0.0, 0.0, 0.0], None, None, RewardSource::Explicit, None),
+            bank.add_trajectory(
+                &[f32::NAN, 0.0, 0.0, 0.0],
+                None,
+                None,
+                RewardSource::Explicit,
+                None
+            ),
             Err(SonaError::NonFinite { .. })
         ));
-        assert!(bank.add_trajectory(&[0.0; 4], None, None, RewardSource::Explicit, None).is_err());
-        assert!(bank.add_trajectory(&ok, Some(1.5), None, RewardSource::Explicit, None).is_err());
-        assert!(bank.add_trajectory(&ok, Some(0.5), Some(4), RewardSource::Explicit, None).is_err());
-        assert_eq!(bank.stats().next_trajectory_id, 1, "no id consumed by rejected calls");
-        assert!(matches!(bank.search(&ok, 1), Err(SonaError::InvalidInput(_))));
-        assert!(matches!(bank.set_reward(99, 0.5, RewardSource::Explicit, None), Err(SonaError::UnknownId { .. })));
-        assert!(matches!(bank.record_feedback(5, 0, 0.5), Err(SonaError::UnknownId { .. })));
+        assert!(bank
+            .add_trajectory(&[0.0; 4], None, None, RewardSource::Explicit, None)
+            .is_err());
+        assert!(bank
+            .add_trajectory(&ok, Some(1.5), None, RewardSource::Explicit, None)
+            .is_err());
+        assert!(bank
+            .add_trajectory(&ok, Some(0.5), Some(4), RewardSource::Explicit, None)
+            .is_err());
+        assert_eq!(
+            bank.stats().next_trajectory_id,
+            1,
+            "no id consumed by rejected calls"
+        );
+        assert!(matches!(
+            bank.search(&ok, 1),
+            Err(SonaError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            bank.set_reward(99, 0.5, RewardSource::Explicit, None),
+            Err(SonaError::UnknownId { .. })
+        ));
+        assert!(matches!(
+            bank.record_feedback(5, 0, 0.5),
+            Err(SonaError::UnknownId { .. })
+        ));
         assert!(bank.record_usage(&[1], &[]).is_err());
     }
 
@@ -1038,7 +1102,8 @@ pub(crate) mod tests {
         while !done.load(Ordering::SeqCst) {
             assert_eq!(bank.search(&pts[..d], 3).unwrap().len(), 3);
             if during < 1000 {
-                bank.add_trajectory(&pts[..d], Some(0.5), None, RewardSource::Explicit, None).unwrap();
+                bank.add_trajectory(&pts[..d], Some(0.5), None, RewardSource::Explicit, None)
+                    .unwrap();
                 during += 1;
             }
         }

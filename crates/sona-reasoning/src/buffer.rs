@@ -247,7 +247,12 @@ impl PendingMap {
         n
     }
 
-    pub fn restore(cap: usize, ttl_ms: u64, entries: Vec<(u64, PendingEntry)>, expired: u64) -> Self {
+    pub fn restore(
+        cap: usize,
+        ttl_ms: u64,
+        entries: Vec<(u64, PendingEntry)>,
+        expired: u64,
+    ) -> Self {
         let mut p = PendingMap::new(cap, ttl_ms);
         p.map = entries.into_iter().collect();
         p.expired = expired;
@@ -366,7 +371,10 @@ mod tests {
         }
         assert_eq!(r.dropped(), 2);
         let snap = r.snapshot();
-        assert_eq!(snap.meta.iter().map(|m| m.id).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(
+            snap.meta.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![2, 3, 4]
+        );
         assert_eq!(snap.row(0), &[2.0, 0.0]);
         let t = r.take();
         assert_eq!(t, snap);
@@ -439,6 +447,9 @@ mod tests {
             Err(SonaError::UnknownId { .. })
         ));
         let m = s.ring.snapshot().meta[1];
-        assert_eq!((m.id, m.reward, m.tier, m.source), (a, 0.25, 1, RewardSource::Judge));
+        assert_eq!(
+            (m.id, m.reward, m.tier, m.source),
+            (a, 0.25, 1, RewardSource::Judge)
+        );
     }
 }

@@ -97,7 +97,7 @@ pub fn summarize(
             last_ts_ms,
         });
     }
-    out.sort_by(|a, b| b.support.cmp(&a.support));
+    out.sort_by_key(|c| std::cmp::Reverse(c.support));
     (out, cl.iterations)
 }
 
@@ -123,13 +123,26 @@ mod tests {
             };
             slab.push(meta, &pts[i * d..(i + 1) * d], usize::MAX);
         }
-        let (sums, _) = summarize(&slab, 4, 2, 3, &KMeansParams::default(), &mut SeededRng::new(0));
+        let (sums, _) = summarize(
+            &slab,
+            4,
+            2,
+            3,
+            &KMeansParams::default(),
+            &mut SeededRng::new(0),
+        );
         assert_eq!(sums.len(), 2);
         assert_eq!(sums.iter().map(|s| s.support).sum::<u32>(), n as u32);
         for s in &sums {
             assert_eq!(s.exemplars.len(), 3);
-            assert!(s.rewards.mean == 0.0 || s.rewards.mean == 1.0, "pure clusters");
-            assert_eq!(s.arms.iter().map(|a| a.count).sum::<u64>(), s.support as u64);
+            assert!(
+                s.rewards.mean == 0.0 || s.rewards.mean == 1.0,
+                "pure clusters"
+            );
+            assert_eq!(
+                s.arms.iter().map(|a| a.count).sum::<u64>(),
+                s.support as u64
+            );
             assert_eq!(s.arms[3].count, 0);
             assert!(s.resultant > 0.9 && s.resultant <= 1.0);
         }

@@ -102,9 +102,13 @@ impl MemoryGraph {
         let mut out: Vec<(u64, u64, f32)> = self
             .adj
             .iter()
-            .flat_map(|(&a, m)| m.iter().filter(move |(&b, _)| a < b).map(move |(&b, &w)| (a, b, w)))
+            .flat_map(|(&a, m)| {
+                m.iter()
+                    .filter(move |(&b, _)| a < b)
+                    .map(move |(&b, &w)| (a, b, w))
+            })
             .collect();
-        out.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+        out.sort_by_key(|e| (e.0, e.1));
         out
     }
 
@@ -184,7 +188,9 @@ impl MemoryGraph {
             for &b in &ids[i + 1..] {
                 let cur = self.weight(a, b);
                 match (is_used(a), is_used(b), cur) {
-                    (true, true, Some(w)) => self.set(a, b, (w * (1.0 + self.cfg.eta_plus)).min(1.0)),
+                    (true, true, Some(w)) => {
+                        self.set(a, b, (w * (1.0 + self.cfg.eta_plus)).min(1.0))
+                    }
                     (true, true, None) | (false, false, None) => self.set(a, b, self.cfg.w_init),
                     (true, false, Some(w)) | (false, true, Some(w)) => {
                         self.set(a, b, w * (1.0 - self.cfg.eta_minus))
@@ -242,7 +248,12 @@ impl MemoryGraph {
     /// Personalized PageRank `π = α s + (1 − α) π P` (P the weight-normalised transition matrix, `s`
     /// the seeds' normalised weights) by forward push to residual tolerance `eps` per unit degree.
     /// A node without edges keeps its mass. Returns `(id, score)` sorted by score, best first.
-    pub fn personalized_pagerank(&self, seeds: &[(u64, f64)], alpha: f64, eps: f64) -> Vec<(u64, f64)> {
+    pub fn personalized_pagerank(
+        &self,
+        seeds: &[(u64, f64)],
+        alpha: f64,
+        eps: f64,
+    ) -> Vec<(u64, f64)> {
         let total: f64 = seeds.iter().map(|s| s.1.max(0.0)).sum();
         if total <= 0.0 {
             return Vec::new();
@@ -291,7 +302,9 @@ impl MemoryGraph {
         let mut g = MemoryGraph::new(cfg);
         for &(a, b, w) in edges {
             if a == b || !(w.is_finite() && (0.0..=1.0).contains(&w)) {
-                return Err(SonaError::checkpoint(format!("bad graph edge ({a}, {b}, {w})")));
+                return Err(SonaError::checkpoint(format!(
+                    "bad graph edge ({a}, {b}, {w})"
+                )));
             }
             g.set(a, b, w);
         }
@@ -302,7 +315,12 @@ impl MemoryGraph {
     pub fn heap_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(u64, f32)>() + 1;
         let node = std::mem::size_of::<(u64, HashMap<u64, f32>)>() + 1;
-        self.adj.capacity() * node + self.adj.values().map(|m| m.capacity() * entry).sum::<usize>()
+        self.adj.capacity() * node
+            + self
+                .adj
+                .values()
+                .map(|m| m.capacity() * entry)
+                .sum::<usize>()
     }
 }
 
@@ -357,7 +375,13 @@ mod tests {
     #[test]
     fn ppr_matches_power_iteration_and_merge_moves_edges() {
         let mut g = MemoryGraph::new(cfg());
-        let e = [(1, 2, 0.9), (2, 3, 0.5), (3, 4, 0.7), (4, 1, 0.2), (2, 4, 0.3)];
+        let e = [
+            (1, 2, 0.9),
+            (2, 3, 0.5),
+            (3, 4, 0.7),
+            (4, 1, 0.2),
+            (2, 4, 0.3),
+        ];
         for &(a, b, w) in &e {
             g.set(a, b, w);
         }

@@ -86,7 +86,11 @@ fn recompute(points: &[f32], d: usize, assign: &[u32], centroids: &mut [f32], k:
     let mut counts = vec![0usize; k];
     for (i, &a) in assign.iter().enumerate() {
         let a = a as usize;
-        kernels::axpy(1.0, &points[i * d..(i + 1) * d], &mut sums[a * d..(a + 1) * d]);
+        kernels::axpy(
+            1.0,
+            &points[i * d..(i + 1) * d],
+            &mut sums[a * d..(a + 1) * d],
+        );
         counts[a] += 1;
     }
     for j in 0..k {
@@ -164,7 +168,8 @@ pub fn spherical_kmeans(
             iterations += 1;
         }
         for i in 0..n {
-            assign[i] = nearest(&centroids, k, d, &points[i * d..(i + 1) * d], &mut scratch).0 as u32;
+            assign[i] =
+                nearest(&centroids, k, d, &points[i * d..(i + 1) * d], &mut scratch).0 as u32;
         }
         recompute(points, d, &assign, &mut centroids, k);
     } else {
@@ -188,7 +193,8 @@ pub fn spherical_kmeans(
             }
             let empty: Vec<usize> = (0..k).filter(|&j| counts[j] == 0).collect();
             if !empty.is_empty() {
-                let worst = kernels::top_k(&sims.iter().map(|s| -s).collect::<Vec<_>>(), empty.len());
+                let worst =
+                    kernels::top_k(&sims.iter().map(|s| -s).collect::<Vec<_>>(), empty.len());
                 for (&j, &(i, _)) in empty.iter().zip(&worst) {
                     if counts[assign[i] as usize] > 1 {
                         counts[assign[i] as usize] -= 1;
@@ -217,7 +223,13 @@ pub(crate) mod tests {
     use super::*;
 
     /// `c` unit centres and `n` points around them at cosine ≈ `spread` (noise orthogonal on average).
-    pub(crate) fn blobs(n: usize, c: usize, d: usize, noise: f32, seed: u64) -> (Vec<f32>, Vec<usize>) {
+    pub(crate) fn blobs(
+        n: usize,
+        c: usize,
+        d: usize,
+        noise: f32,
+        seed: u64,
+    ) -> (Vec<f32>, Vec<usize>) {
         let mut rng = SeededRng::new(seed);
         let mut centres = vec![0.0f32; c * d];
         rng.fill_normal(&mut centres, 1.0);

@@ -119,7 +119,8 @@ impl ReasoningBank {
                     now,
                 );
                 k.pattern.created_ms = k.pattern.created_ms.min(gp.created_ms);
-                k.accesses.fetch_add(gp.access_count, std::sync::atomic::Ordering::Relaxed);
+                k.accesses
+                    .fetch_add(gp.access_count, std::sync::atomic::Ordering::Relaxed);
                 k.last_access
                     .fetch_max(gp.last_access_ms, std::sync::atomic::Ordering::Relaxed);
                 st.graph.merge_nodes(keep, gone);
@@ -185,7 +186,10 @@ impl ReasoningBank {
             if prev.len() < 2 || k < 1 || k >= prev.len() {
                 break;
             }
-            let data: Vec<f32> = prev.iter().flat_map(|p| p.0.centroid.iter().copied()).collect();
+            let data: Vec<f32> = prev
+                .iter()
+                .flat_map(|p| p.0.centroid.iter().copied())
+                .collect();
             let params = KMeansParams {
                 k,
                 max_iter: 20,
@@ -270,7 +274,8 @@ mod tests {
         let ang = |t: f32| [t.cos(), t.sin(), 0.0];
         let (t1, t2) = (0.0f32, 0.28f32);
         for (t, r) in [(0.0, 0.2), (t2, 0.6), (2.0 * t2, 1.0), (t1 + 1.5, 0.4)] {
-            bank.add_trajectory(&ang(t), Some(r), Some(1), RewardSource::Explicit, None).unwrap();
+            bank.add_trajectory(&ang(t), Some(r), Some(1), RewardSource::Explicit, None)
+                .unwrap();
             bank.extract_patterns().unwrap();
         }
         assert_eq!(bank.len(), 4);
@@ -298,12 +303,15 @@ mod tests {
             v
         };
         // Pattern 1: poor and small; 2: good and small; 3: poor but large.
-        bank.add_trajectory(&e(0), Some(0.1), None, RewardSource::Explicit, None).unwrap();
+        bank.add_trajectory(&e(0), Some(0.1), None, RewardSource::Explicit, None)
+            .unwrap();
         bank.extract_patterns().unwrap();
-        bank.add_trajectory(&e(1), Some(0.9), None, RewardSource::Explicit, None).unwrap();
+        bank.add_trajectory(&e(1), Some(0.9), None, RewardSource::Explicit, None)
+            .unwrap();
         bank.extract_patterns().unwrap();
         for _ in 0..5 {
-            bank.add_trajectory(&e(2), Some(0.1), None, RewardSource::Explicit, None).unwrap();
+            bank.add_trajectory(&e(2), Some(0.1), None, RewardSource::Explicit, None)
+                .unwrap();
         }
         bank.extract_patterns().unwrap();
         let rule = PruneRule {
@@ -311,7 +319,10 @@ mod tests {
             min_reward: 0.5,
             max_idle_ms: 1000,
         };
-        assert!(bank.prune(rule, None).unwrap().is_empty(), "nothing is stale yet");
+        assert!(
+            bank.prune(rule, None).unwrap().is_empty(),
+            "nothing is stale yet"
+        );
         let later = now_ms() + 10_000;
         assert_eq!(bank.prune(rule, Some(later)).unwrap(), vec![1]);
         assert_eq!(bank.len(), 2);
@@ -337,7 +348,9 @@ mod tests {
         assert_eq!(all, base, "level-1 children partition level 0");
         let total: u32 = l1.iter().map(|p| p.support).sum();
         assert_eq!(total, 3000);
-        assert!(l1.iter().all(|p| p.level == 1 && p.id > base[base.len() - 1]));
+        assert!(l1
+            .iter()
+            .all(|p| p.level == 1 && p.id > base[base.len() - 1]));
         // Rebuilt from scratch: same sizes, fresh ids.
         let again = bank.build_hierarchy(4, 3).unwrap();
         assert_eq!(again, sizes);

@@ -81,7 +81,11 @@ impl PatternRecord {
     fn into_node(self, centroid: Vec<f32>, cfg: &BankConfig) -> Result<PatternNode> {
         let bad = |m: String| Err(SonaError::invalid(format!("pattern {}: {m}", self.id)));
         if self.arms.len() != cfg.n_tiers {
-            return bad(format!("{} arms, expected {}", self.arms.len(), cfg.n_tiers));
+            return bad(format!(
+                "{} arms, expected {}",
+                self.arms.len(),
+                cfg.n_tiers
+            ));
         }
         let stats_ok = |a: &ArmStats| {
             a.mean.is_finite()
@@ -102,7 +106,10 @@ impl PatternRecord {
             Some(r) if stats_ok(&r) => r,
             Some(_) => return bad("reward statistics out of range".into()),
             None => {
-                let pooled = self.arms.iter().fold(ArmStats::default(), |a, b| a.merge(b));
+                let pooled = self
+                    .arms
+                    .iter()
+                    .fold(ArmStats::default(), |a, b| a.merge(b));
                 if pooled.count > 0 {
                     pooled
                 } else {
@@ -163,10 +170,23 @@ struct LevelRecord {
 
 fn put_slab(ck: &mut Checkpoint, name: &str, s: &TrajectorySlab) {
     ck.put_f32(&format!("{name}.vectors"), &[s.len(), s.dim], &s.data);
-    ck.put_u64(&format!("{name}.ids"), &s.meta.iter().map(|m| m.id).collect::<Vec<_>>());
-    ck.put_u64(&format!("{name}.ts"), &s.meta.iter().map(|m| m.ts_ms).collect::<Vec<_>>());
-    ck.put_u64(&format!("{name}.small"), &s.meta.iter().map(|m| m.pack_small()).collect::<Vec<_>>());
-    ck.put_f32(&format!("{name}.rewards"), &[s.len()], &s.meta.iter().map(|m| m.reward).collect::<Vec<_>>());
+    ck.put_u64(
+        &format!("{name}.ids"),
+        &s.meta.iter().map(|m| m.id).collect::<Vec<_>>(),
+    );
+    ck.put_u64(
+        &format!("{name}.ts"),
+        &s.meta.iter().map(|m| m.ts_ms).collect::<Vec<_>>(),
+    );
+    ck.put_u64(
+        &format!("{name}.small"),
+        &s.meta.iter().map(|m| m.pack_small()).collect::<Vec<_>>(),
+    );
+    ck.put_f32(
+        &format!("{name}.rewards"),
+        &[s.len()],
+        &s.meta.iter().map(|m| m.reward).collect::<Vec<_>>(),
+    );
 }
 
 fn get_slab(ck: &Checkpoint, name: &str, dim: usize, n_tiers: usize) -> Result<TrajectorySlab> {
@@ -177,7 +197,9 @@ fn get_slab(ck: &Checkpoint, name: &str, dim: usize, n_tiers: usize) -> Result<T
     let small = ck.get_u64(&format!("{name}.small"))?;
     let rewards = ck.get_f32_shaped(&format!("{name}.rewards"), &[n])?;
     if ts.len() != n || small.len() != n {
-        return Err(SonaError::checkpoint(format!("{name}: field lengths differ")));
+        return Err(SonaError::checkpoint(format!(
+            "{name}: field lengths differ"
+        )));
     }
     validate::check_finite(name, &data).map_err(|e| SonaError::checkpoint(e.to_string()))?;
     let mut slab = TrajectorySlab::new(dim);
@@ -185,8 +207,12 @@ fn get_slab(ck: &Checkpoint, name: &str, dim: usize, n_tiers: usize) -> Result<T
     for i in 0..n {
         let (tier, source) = TrajectoryMeta::unpack_small(small[i]);
         let r = rewards[i];
-        if !(r.is_nan() || (0.0..=1.0).contains(&r)) || (tier as usize >= n_tiers && tier != u8::MAX) {
-            return Err(SonaError::checkpoint(format!("{name}: bad reward or tier at row {i}")));
+        if !(r.is_nan() || (0.0..=1.0).contains(&r))
+            || (tier as usize >= n_tiers && tier != u8::MAX)
+        {
+            return Err(SonaError::checkpoint(format!(
+                "{name}: bad reward or tier at row {i}"
+            )));
         }
         slab.meta.push(TrajectoryMeta {
             id: ids[i],
@@ -213,7 +239,10 @@ fn put_stats(ck: &mut Checkpoint, name: &str, recs: &[PatternRecord]) {
 
 fn get_stats(ck: &Checkpoint, name: &str, recs: &mut [PatternRecord]) -> Result<()> {
     let bits = ck.get_u64(&format!("{name}.stats"))?;
-    let per: usize = recs.iter().map(|r| r.arms.len() + usize::from(r.rewards.is_some())).sum();
+    let per: usize = recs
+        .iter()
+        .map(|r| r.arms.len() + usize::from(r.rewards.is_some()))
+        .sum();
     if bits.len() != 3 * per {
         return Err(SonaError::checkpoint(format!("{name}.stats: wrong length")));
     }
@@ -233,7 +262,13 @@ fn get_stats(ck: &Checkpoint, name: &str, recs: &mut [PatternRecord]) -> Result<
     Ok(())
 }
 
-fn put_patterns(ck: &mut Checkpoint, name: &str, recs: &[PatternRecord], centroids: &[f32], dim: usize) -> Result<()> {
+fn put_patterns(
+    ck: &mut Checkpoint,
+    name: &str,
+    recs: &[PatternRecord],
+    centroids: &[f32],
+    dim: usize,
+) -> Result<()> {
     ck.set_meta(name, &recs)?;
     ck.put_f32(&format!("{name}.centroids"), &[recs.len(), dim], centroids);
     put_stats(ck, name, recs);
@@ -249,11 +284,17 @@ fn unit_rows(what: &str, data: &[f32], n: usize, dim: usize) -> Result<Vec<Vec<f
             let mut c = row.to_vec();
             let n2 = kernels::norm_sq(&c);
             // Rows that are already unit (saved centroids) are kept bit-exact.
-            let norm = if (n2 - 1.0).abs() > 1e-5 { kernels::normalize(&mut c) } else { n2 };
+            let norm = if (n2 - 1.0).abs() > 1e-5 {
+                kernels::normalize(&mut c)
+            } else {
+                n2
+            };
             if norm > 0.0 && norm.is_finite() {
                 Ok(c)
             } else {
-                Err(SonaError::invalid(format!("{what}: row {i} is the zero vector")))
+                Err(SonaError::invalid(format!(
+                    "{what}: row {i} is the zero vector"
+                )))
             }
         })
         .collect()
@@ -300,8 +341,16 @@ impl ReasoningBank {
         put_patterns(&mut ck, "patterns", &recs, &cents, d)?;
         let mut levels = Vec::new();
         for (i, l) in st.levels.iter().enumerate() {
-            let cents: Vec<f32> = l.patterns.iter().flat_map(|p| p.centroid.iter().copied()).collect();
-            ck.put_f32(&format!("level{}.centroids", i + 1), &[l.patterns.len(), d], &cents);
+            let cents: Vec<f32> = l
+                .patterns
+                .iter()
+                .flat_map(|p| p.centroid.iter().copied())
+                .collect();
+            ck.put_f32(
+                &format!("level{}.centroids", i + 1),
+                &[l.patterns.len(), d],
+                &cents,
+            );
             let recs: Vec<PatternRecord> = l
                 .patterns
                 .iter()
@@ -316,8 +365,15 @@ impl ReasoningBank {
         }
         ck.set_meta("levels", &levels)?;
         let edges = st.graph.edges();
-        ck.put_u64("graph.edges", &edges.iter().flat_map(|e| [e.0, e.1]).collect::<Vec<_>>());
-        ck.put_f32("graph.weights", &[edges.len()], &edges.iter().map(|e| e.2).collect::<Vec<_>>());
+        ck.put_u64(
+            "graph.edges",
+            &edges.iter().flat_map(|e| [e.0, e.1]).collect::<Vec<_>>(),
+        );
+        ck.put_f32(
+            "graph.weights",
+            &[edges.len()],
+            &edges.iter().map(|e| e.2).collect::<Vec<_>>(),
+        );
         put_slab(&mut ck, "ring", &store.ring.snapshot());
         put_slab(&mut ck, "reservoir", store.reservoir.slab());
         let mut pend = TrajectorySlab::new(d);
@@ -354,7 +410,9 @@ impl ReasoningBank {
         let cfg: BankConfig = ck.meta("config")?;
         cfg.validate().map_err(to_ckpt_err)?;
         if index.dim() != cfg.dim || !index.is_empty() {
-            return Err(SonaError::Config("the index must be empty and match the bank's dimension".into()));
+            return Err(SonaError::Config(
+                "the index must be empty and match the bank's dimension".into(),
+            ));
         }
         let c: Counters = ck.meta("counters")?;
         let d = cfg.dim;
@@ -366,7 +424,9 @@ impl ReasoningBank {
         for (rec, row) in recs.into_iter().zip(rows) {
             let id = rec.id;
             if id >= c.next_pattern_id || nodes.contains_key(&id) {
-                return Err(SonaError::checkpoint(format!("pattern id {id} repeated or beyond the counter")));
+                return Err(SonaError::checkpoint(format!(
+                    "pattern id {id} repeated or beyond the counter"
+                )));
             }
             let node = rec.into_node(row, &cfg).map_err(to_ckpt_err)?;
             index.add(id, &node.pattern.centroid).map_err(to_ckpt_err)?;
@@ -380,13 +440,17 @@ impl ReasoningBank {
             let cents = ck.get_f32_shaped(&format!("level{}.centroids", i + 1), &[n, d])?;
             let rows = unit_rows("level centroids", &cents, n, d).map_err(to_ckpt_err)?;
             if lr.children.len() != n {
-                return Err(SonaError::checkpoint("level children do not match its patterns"));
+                return Err(SonaError::checkpoint(
+                    "level children do not match its patterns",
+                ));
             }
             let mut lindex = FlatIndex::new(d)?;
             let mut patterns = Vec::with_capacity(n);
             for (rec, row) in lr.patterns.into_iter().zip(rows) {
                 let node = rec.into_node(row, &cfg).map_err(to_ckpt_err)?;
-                lindex.add(node.pattern.id, &node.pattern.centroid).map_err(to_ckpt_err)?;
+                lindex
+                    .add(node.pattern.id, &node.pattern.centroid)
+                    .map_err(to_ckpt_err)?;
                 patterns.push(node.pattern);
             }
             levels.push(Level {
@@ -399,7 +463,9 @@ impl ReasoningBank {
         let pairs = ck.get_u64("graph.edges")?;
         let weights = ck.get_f32("graph.weights")?.1;
         if pairs.len() != 2 * weights.len() {
-            return Err(SonaError::checkpoint("graph edges and weights differ in length"));
+            return Err(SonaError::checkpoint(
+                "graph edges and weights differ in length",
+            ));
         }
         let edges: Vec<(u64, u64, f32)> = weights
             .iter()
@@ -418,8 +484,13 @@ impl ReasoningBank {
             .map(|m| m.id)
             .max()
             .unwrap_or(0);
-        if max_id >= c.next_trajectory_id || ring.len() > cfg.buffer_capacity || res.len() > cfg.reservoir_capacity {
-            return Err(SonaError::checkpoint("trajectory stores inconsistent with counters or capacities"));
+        if max_id >= c.next_trajectory_id
+            || ring.len() > cfg.buffer_capacity
+            || res.len() > cfg.reservoir_capacity
+        {
+            return Err(SonaError::checkpoint(
+                "trajectory stores inconsistent with counters or capacities",
+            ));
         }
         let entries = (0..pend.len())
             .map(|i| {
@@ -438,8 +509,19 @@ impl ReasoningBank {
             n_tiers: cfg.n_tiers,
             next_id: c.next_trajectory_id,
             ring: RingBuffer::restore(d, cfg.buffer_capacity, ring, c.dropped),
-            reservoir: Reservoir::restore(d, cfg.reservoir_capacity, c.reservoir_seed, res, c.reservoir_seen),
-            pending: PendingMap::restore(cfg.pending_capacity, cfg.pending_ttl_ms, entries, c.expired),
+            reservoir: Reservoir::restore(
+                d,
+                cfg.reservoir_capacity,
+                c.reservoir_seed,
+                res,
+                c.reservoir_seen,
+            ),
+            pending: PendingMap::restore(
+                cfg.pending_capacity,
+                cfg.pending_ttl_ms,
+                entries,
+                c.expired,
+            ),
             completed: c.completed,
         };
         let state = PatternState {
@@ -511,7 +593,11 @@ impl ReasoningBank {
         let rows = unit_rows("centroids", centroids, records.len(), d)?;
         let mut st = self.state.write();
         let mut seen = HashSet::new();
-        let level_ids: HashSet<u64> = st.levels.iter().flat_map(|l| l.patterns.iter().map(|p| p.id)).collect();
+        let level_ids: HashSet<u64> = st
+            .levels
+            .iter()
+            .flat_map(|l| l.patterns.iter().map(|p| p.id))
+            .collect();
         let mut nodes = Vec::with_capacity(records.len());
         for (rec, row) in records.into_iter().zip(rows) {
             if rec.level != 0 {
@@ -520,8 +606,12 @@ impl ReasoningBank {
                     rec.id
                 )));
             }
-            if !seen.insert(rec.id) || st.nodes.contains_key(&rec.id) || level_ids.contains(&rec.id) {
-                return Err(SonaError::invalid(format!("duplicate pattern id {} on import", rec.id)));
+            if !seen.insert(rec.id) || st.nodes.contains_key(&rec.id) || level_ids.contains(&rec.id)
+            {
+                return Err(SonaError::invalid(format!(
+                    "duplicate pattern id {} on import",
+                    rec.id
+                )));
             }
             nodes.push(rec.into_node(row, &self.cfg)?);
         }
@@ -552,7 +642,9 @@ mod tests {
         feed(&bank, &pts[..400 * d], &label[..400]);
         bank.extract_patterns().unwrap();
         feed(&bank, &pts[400 * d..], &label[400..]);
-        let pend = bank.add_trajectory(&pts[..d], None, Some(1), RewardSource::Explicit, None).unwrap();
+        let pend = bank
+            .add_trajectory(&pts[..d], None, Some(1), RewardSource::Explicit, None)
+            .unwrap();
         bank.record_usage(&[1, 2, 3], &[1, 2]).unwrap();
         bank.build_hierarchy(3, 2).unwrap();
         let dir = std::env::temp_dir().join(format!("sona-bank-{}.ckpt", std::process::id()));
@@ -561,13 +653,25 @@ mod tests {
         std::fs::remove_file(&dir).ok();
         assert_eq!(back.patterns(), bank.patterns());
         assert_eq!(back.graph_edges(), bank.graph_edges());
-        assert_eq!(back.level_patterns(1).unwrap(), bank.level_patterns(1).unwrap());
+        assert_eq!(
+            back.level_patterns(1).unwrap(),
+            bank.level_patterns(1).unwrap()
+        );
         let (a, b) = (bank.stats(), back.stats());
-        assert_eq!((a.buffered, a.reservoir, a.pending, a.next_trajectory_id), (b.buffered, b.reservoir, b.pending, b.next_trajectory_id));
+        assert_eq!(
+            (a.buffered, a.reservoir, a.pending, a.next_trajectory_id),
+            (b.buffered, b.reservoir, b.pending, b.next_trajectory_id)
+        );
         assert_eq!(back.reservoir(), bank.reservoir());
-        assert_eq!(back.search(&pts[..d], 3).unwrap(), bank.search(&pts[..d], 3).unwrap());
-        back.set_reward(pend, 0.5, RewardSource::Judge, None).unwrap();
-        let next = back.add_trajectory(&pts[..d], Some(1.0), None, RewardSource::Explicit, None).unwrap();
+        assert_eq!(
+            back.search(&pts[..d], 3).unwrap(),
+            bank.search(&pts[..d], 3).unwrap()
+        );
+        back.set_reward(pend, 0.5, RewardSource::Judge, None)
+            .unwrap();
+        let next = back
+            .add_trajectory(&pts[..d], Some(1.0), None, RewardSource::Explicit, None)
+            .unwrap();
         assert!(next > pend, "ids are never reused after load");
         // Extraction after load continues from the restored buffer.
         assert_eq!(back.extract_patterns().unwrap().trajectories, 200 + 2);
@@ -576,12 +680,22 @@ mod tests {
     #[test]
     fn corrupted_checkpoint_is_an_error() {
         let bank = small_bank(4);
-        bank.add_trajectory(&[1.0, 0.0, 0.0, 0.0], Some(1.0), None, RewardSource::Explicit, None).unwrap();
+        bank.add_trajectory(
+            &[1.0, 0.0, 0.0, 0.0],
+            Some(1.0),
+            None,
+            RewardSource::Explicit,
+            None,
+        )
+        .unwrap();
         bank.extract_patterns().unwrap();
         let mut bytes = bank.to_checkpoint().unwrap().to_bytes().unwrap();
         let mid = bytes.len() / 2;
         bytes[mid] ^= 0x40;
-        assert!(matches!(Checkpoint::from_bytes(&bytes, KIND, VERSION), Err(SonaError::Checkpoint(_))));
+        assert!(matches!(
+            Checkpoint::from_bytes(&bytes, KIND, VERSION),
+            Err(SonaError::Checkpoint(_))
+        ));
     }
 
     #[test]
@@ -595,21 +709,28 @@ mod tests {
         let b = small_bank(d);
         assert_eq!(b.import(recs.clone(), &cents).unwrap(), recs.len());
         assert_eq!(b.patterns(), a.patterns());
-        assert!(b.import(recs.clone(), &cents).is_err(), "ids already present");
+        assert!(
+            b.import(recs.clone(), &cents).is_err(),
+            "ids already present"
+        );
         let mut dup = recs[..2].to_vec();
         dup[1].id = dup[0].id + 1000;
         dup.push(dup[1].clone());
         let c = small_bank(d);
         let mut cents3 = cents[..2 * d].to_vec();
         cents3.extend_from_slice(&cents[d..2 * d]);
-        assert!(c.import(dup, &cents3).is_err(), "duplicate inside the input");
+        assert!(
+            c.import(dup, &cents3).is_err(),
+            "duplicate inside the input"
+        );
         assert!(c.is_empty(), "nothing imported on failure");
         assert!(c.import(recs[..1].to_vec(), &cents[..d - 1]).is_err());
         // New patterns get ids beyond the imported ones.
         feed(&b, &pts[..d], &label[..1]);
         let mut far = vec![0.0f32; d];
         far[0] = -1.0;
-        b.add_trajectory(&far, Some(0.5), None, RewardSource::Explicit, None).unwrap();
+        b.add_trajectory(&far, Some(0.5), None, RewardSource::Explicit, None)
+            .unwrap();
         b.extract_patterns().unwrap();
         let max_a = recs.iter().map(|r| r.id).max().unwrap();
         assert!(b.patterns().iter().any(|p| p.id > max_a));

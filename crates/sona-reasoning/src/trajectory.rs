@@ -140,7 +140,10 @@ mod tests {
             tier: 3,
             source: RewardSource::Judge,
         };
-        assert_eq!(TrajectoryMeta::unpack_small(m.pack_small()), (3, RewardSource::Judge));
+        assert_eq!(
+            TrajectoryMeta::unpack_small(m.pack_small()),
+            (3, RewardSource::Judge)
+        );
         assert_eq!(m.tier(), Some(3));
         let none = TrajectoryMeta {
             tier: NO_TIER,
@@ -167,6 +170,9 @@ mod tests {
             s.push(TrajectoryMeta { id: i, ..m }, &v, usize::MAX);
         }
         let per = s.heap_bytes() as f64 / s.len() as f64;
-        assert!(per <= 1.25 * (d as f64 * 4.0 + 24.0) + 1.0, "{per} bytes per row");
+        assert!(
+            per <= 1.25 * (d as f64 * 4.0 + 24.0) + 1.0,
+            "{per} bytes per row"
+        );
     }
 }

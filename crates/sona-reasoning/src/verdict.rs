@@ -228,7 +228,10 @@ mod tests {
         let p = welch_greater(&a, &b).unwrap();
         assert!((p - 0.005_376_117_244_806_962).abs() < 1e-9, "{p}");
         assert!(welch_greater(&arm(&[1.0]), &b).is_none());
-        assert_eq!(welch_greater(&arm(&[1.0, 1.0]), &arm(&[0.0, 0.0])), Some(0.0));
+        assert_eq!(
+            welch_greater(&arm(&[1.0, 1.0]), &arm(&[0.0, 0.0])),
+            Some(0.0)
+        );
     }
 
     #[test]
@@ -249,6 +252,9 @@ mod tests {
         assert_eq!((v.pattern_id, v.recommended_tier, v.support), (7, 2, 16));
         assert!(v.p_value < 1e-6 && v.improvement > 0.8);
         assert!(verdict_for(7, 16, &[bad, same], 0, 0.05).is_none());
-        assert!(verdict_for(7, 16, &[good, bad], 0, 0.05).is_none(), "worse than default");
+        assert!(
+            verdict_for(7, 16, &[good, bad], 0, 0.05).is_none(),
+            "worse than default"
+        );
     }
 }
