@@ -221,11 +221,14 @@ class ReasoningBank:
         pending_capacity / pending_ttl_ms: trajectories awaiting a reward; the oldest are evicted
             beyond the capacity and expire after the TTL.
         merge_threshold: τ_merge, cosine at which a new cluster merges into an existing pattern.
-        merge_slack: a cluster of n members also merges into pattern P when its cosine is at least
-            e_P(n) − merge_slack, where e_P(n) = ρ/√(ρ² + (1 − ρ²)/n) is the cosine expected of n of
-            P's own members (ρ = P's mean member cosine). This keeps replayed outliers from forming
-            new patterns; ``None`` keeps the plain τ_merge rule.
-        max_clusters: most clusters one extraction asks k-means for (it asks for √(n/2)).
+        merge_slack: a cluster also merges into its nearest pattern P when their cosine is at least
+            ρ_P − merge_slack, ρ_P being the mean cosine of P's own members to its centroid (the
+            cluster lies within P). This keeps replayed outliers and sub-groups from forming new
+            patterns; ``None`` keeps the plain τ_merge rule.
+        max_clusters: most clusters one extraction produces (k-means starts from √(n/2)).
+        min_cohesion: clusters whose members' mean cosine to their centroid is below this are split
+            in two (bisecting k-means) until coherent, so patterns follow the data's groups rather
+            than k; ``None`` disables it.
         default_tier: the arm verdicts test every other arm against; ``alpha`` their level.
         graph_*, eta_plus, eta_minus, w_init, w_min: memory-graph bounds and update rates.
         **kwargs: further options of the Rust core (``kmeans_max_iter``, ``minibatch_threshold``,
@@ -244,7 +247,8 @@ class ReasoningBank:
         pending_ttl_ms: int = 3_600_000,
         merge_threshold: float = 0.9,
         merge_slack: float | None = 0.1,
-        max_clusters: int = 128,
+        max_clusters: int = 1024,
+        min_cohesion: float | None = 0.75,
         default_tier: int = 0,
         alpha: float = 0.05,
         graph_max_nodes: int = 100_000,
@@ -267,6 +271,7 @@ class ReasoningBank:
             merge_threshold=merge_threshold,
             merge_slack=merge_slack,
             max_clusters=max_clusters,
+            min_cohesion=min_cohesion,
             default_tier=default_tier,
             alpha=alpha,
             graph_max_nodes=graph_max_nodes,

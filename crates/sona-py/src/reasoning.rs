@@ -83,7 +83,7 @@ pub(crate) struct PyReasoningBank {
 impl PyReasoningBank {
     #[new]
     #[pyo3(signature = (dim, n_tiers=4, *, seed=0, buffer_capacity=100_000, reservoir_capacity=10_000,
-        pending_capacity=100_000, pending_ttl_ms=3_600_000, merge_threshold=0.9, merge_slack=Some(0.1), max_clusters=128,
+        pending_capacity=100_000, pending_ttl_ms=3_600_000, merge_threshold=0.9, merge_slack=Some(0.1), max_clusters=1024, min_cohesion=Some(0.75),
         kmeans_max_iter=8, minibatch_threshold=50_000, max_exemplars=4, default_tier=0, alpha=0.05,
         graph_max_nodes=100_000, graph_max_edges=1_000_000, eta_plus=0.2, eta_minus=0.1, w_init=0.1,
         graph_decay=0.01, w_min=1e-3))]
@@ -99,6 +99,7 @@ impl PyReasoningBank {
         merge_threshold: f64,
         merge_slack: Option<f64>,
         max_clusters: i64,
+        min_cohesion: Option<f64>,
         kmeans_max_iter: i64,
         minibatch_threshold: i64,
         max_exemplars: i64,
@@ -138,6 +139,7 @@ impl PyReasoningBank {
                 merge_threshold: merge_threshold as f32,
                 merge_slack: merge_slack.map(|x| x as f32),
                 max_clusters: u("max_clusters", max_clusters)?,
+                min_cohesion: min_cohesion.map(|x| x as f32),
                 kmeans_max_iter: u("kmeans_max_iter", kmeans_max_iter)?,
                 minibatch_threshold: u("minibatch_threshold", minibatch_threshold)?,
                 max_exemplars: u("max_exemplars", max_exemplars)?,

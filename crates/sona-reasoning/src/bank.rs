@@ -39,13 +39,17 @@ pub struct BankConfig {
     pub pending_ttl_ms: u64,
     /// τ_merge: a new cluster merges into the nearest pattern when cosine ≥ this.
     pub merge_threshold: f32,
-    /// Spread-aware merging: a cluster of `n` members also merges when its cosine to the nearest
-    /// pattern P is ≥ `e_P(n) − merge_slack`, the cosine expected of an `n`-member sample of P's own
-    /// members minus a slack (see [`expected_cosine`]). `None` keeps the plain τ_merge rule.
+    /// Spread-aware merging: a cluster also merges into its nearest pattern P when its cosine to P
+    /// is ≥ `ρ_P − merge_slack`, where `ρ_P` (P's mean resultant length) is the mean cosine of P's
+    /// own members to its centroid: the cluster lies within P. `None` keeps the plain τ_merge rule.
     #[serde(default)]
     pub merge_slack: Option<f32>,
-    /// Most clusters one extraction asks k-means for.
+    /// Most clusters one extraction produces (k-means starts from `√(n/2)` of them).
     pub max_clusters: usize,
+    /// Clusters whose members' mean cosine to their centroid is below this are bisected (so the
+    /// result does not depend on k-means lumping distinct groups). `None` disables it.
+    #[serde(default)]
+    pub min_cohesion: Option<f32>,
     pub kmeans_max_iter: usize,
     /// Past this many new trajectories, extraction uses mini-batch k-means.
     pub minibatch_threshold: usize,
@@ -70,7 +74,8 @@ impl BankConfig {
             pending_ttl_ms: 3_600_000,
             merge_threshold: 0.9,
             merge_slack: Some(0.1),
-            max_clusters: 128,
+            max_clusters: 1024,
+            min_cohesion: Some(0.75),
             kmeans_max_iter: 8,
             minibatch_threshold: 50_000,
             max_exemplars: 4,
@@ -106,6 +111,9 @@ impl BankConfig {
             )));
         }
         validate::check_range("merge_threshold", self.merge_threshold as f64, -1.0, 1.0)?;
+        if let Some(c) = self.min_cohesion {
+            validate::check_range("min_cohesion", c as f64, 0.0, 1.0)?;
+        }
         if let Some(s) = self.merge_slack {
             validate::check_range("merge_slack", s as f64, 0.0, 1.0)?;
         }
@@ -320,16 +328,6 @@ pub struct BankStats {
     pub stored_trajectories: usize,
     /// Bytes of level-0 patterns, including one index row and one hash-map slot per pattern.
     pub pattern_bytes: usize,
-}
-
-/// Expected cosine between the centroid of `n` members drawn from a pattern and the pattern's
-/// centroid, for a pattern whose members have mean resultant length `rho` (so mean cosine `rho` to
-/// the centroid). With member `x = ρc + e` (noise `e ⊥ c`, `E‖e‖² = 1 − ρ²`), the mean of `n`
-/// members has `m·c = ρ` and `E‖m‖² ≈ ρ² + (1 − ρ²)/n`, hence `ρ / √(ρ² + (1 − ρ²)/n)`: `ρ` for a
-/// single member, → 1 for large samples.
-pub fn expected_cosine(rho: f32, n: u32) -> f32 {
-    let rho = rho.clamp(1e-6, 1.0);
-    rho / (rho * rho + (1.0 - rho * rho) / n.max(1) as f32).sqrt()
 }
 
 /// Milliseconds since the Unix epoch.
@@ -561,6 +559,7 @@ impl ReasoningBank {
             self.cfg.n_tiers,
             self.cfg.max_clusters,
             self.cfg.max_exemplars,
+            self.cfg.min_cohesion,
             &params,
             &mut rng,
         );
@@ -606,15 +605,14 @@ impl ReasoningBank {
             } else {
                 st.index.search(&c.centroid, 1, None)?.into_iter().next()
             };
-            // Without this spread-aware bound, a small cluster of a pattern's own outlying members
-            // (e.g. a singleton at cos 0.88 to a pattern whose members average 0.93) would become
-            // a new pattern each time the same traffic is replayed.
+            // Without the spread-aware bound, a cluster of a pattern's own outlying members (a
+            // singleton at cos 0.88 to a pattern whose members average 0.93), or one of two close
+            // groups that an earlier extraction found lumped together, would become a new pattern
+            // each time the same traffic is replayed.
             let threshold = |id: u64| -> f32 {
                 let base = self.cfg.merge_threshold;
                 match (self.cfg.merge_slack, st.nodes.get(&id)) {
-                    (Some(slack), Some(n)) => {
-                        base.min(expected_cosine(n.resultant, c.support) - slack)
-                    }
+                    (Some(slack), Some(n)) => base.min(n.resultant - slack),
                     _ => base,
                 }
             };
@@ -950,32 +948,34 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn expected_cosine_limits() {
-        assert!((expected_cosine(0.9, 1) - 0.9).abs() < 1e-6);
-        assert!(expected_cosine(0.9, 10_000) > 0.999);
-        assert!(expected_cosine(0.9, 4) > expected_cosine(0.9, 2));
-        // Simulation: 4 members at cosine 0.8 with independent orthogonal noise in 256-d.
-        let d = 256;
-        let mut rng = SeededRng::new(4);
-        let mut mean = vec![0.0f32; d];
-        let (rho, n, reps) = (0.8f32, 4, 200);
-        let mut acc = 0.0;
-        for _ in 0..reps {
-            mean.iter_mut().for_each(|x| *x = 0.0);
-            for _ in 0..n {
-                let mut e = vec![0.0f32; d];
-                rng.fill_normal(&mut e[1..], 1.0);
-                e[0] = 0.0;
-                kernels::normalize(&mut e);
-                kernels::scale((1.0 - rho * rho).sqrt(), &mut e);
-                e[0] = rho;
-                kernels::axpy(1.0, &e, &mut mean);
+    fn replay_growth_is_small_when_groups_outnumber_k() {
+        // 100 groups (some only cos 0.4 apart), 1500 points: k-means starts from k = 27 and lumps
+        // groups. Bisecting incoherent clusters recovers the groups and keeps replay growth small;
+        // without it, lumps form differently on each run and replays keep adding patterns.
+        let d = 64;
+        let (pts, label) = blobs(1500, 100, d, 0.45, 12);
+        let mut grown = Vec::new();
+        for min_cohesion in [Some(0.75), None] {
+            let mut cfg = BankConfig::new(d, 4);
+            cfg.min_cohesion = min_cohesion;
+            let bank = ReasoningBank::new(cfg).unwrap();
+            feed(&bank, &pts, &label);
+            bank.extract_patterns().unwrap();
+            let n1 = bank.len();
+            let mut created = 0;
+            for _ in 0..3 {
+                feed(&bank, &pts, &label);
+                created += bank.extract_patterns().unwrap().created;
             }
-            kernels::normalize(&mut mean);
-            acc += mean[0];
+            grown.push((n1, created));
         }
-        let sim = acc / reps as f32;
-        assert!((sim - expected_cosine(rho, n)).abs() < 0.01, "{sim}");
+        let ((n_bisect, c_bisect), (n_plain, c_plain)) = (grown[0], grown[1]);
+        assert!((90..=110).contains(&n_bisect) && n_plain < 60, "{grown:?}");
+        assert!(
+            c_bisect * 10 <= n_bisect,
+            "≤ 10 % growth over 3 replays: {grown:?}"
+        );
+        assert!(c_plain > 2 * c_bisect.max(1), "{grown:?}");
     }
 
     #[test]

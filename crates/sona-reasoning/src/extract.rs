@@ -5,7 +5,7 @@
 use sona_core::types::ArmStats;
 use sona_core::{kernels, SeededRng};
 
-use crate::kmeans::{spherical_kmeans, KMeansParams};
+use crate::kmeans::{bisect_incoherent, spherical_kmeans, KMeansParams};
 use crate::trajectory::TrajectorySlab;
 
 /// One cluster of new trajectories, ready to merge into (or become) a pattern.
@@ -26,18 +26,22 @@ pub struct ClusterSummary {
     pub last_ts_ms: u64,
 }
 
-/// How many clusters to ask for: `√(n/2)` (a common rule of thumb), at most `max_k`. Over-clustering
-/// is harmless because clusters closer than τ_merge to a pattern merge into it afterwards.
+/// How many clusters k-means starts from: `√(n/2)` (a common rule of thumb), at most `max_k`.
+/// Too few is corrected by bisecting incoherent clusters; too many is harmless because clusters
+/// closer than τ_merge to a pattern merge into it afterwards.
 pub fn choose_k(n: usize, max_k: usize) -> usize {
     (((n as f64) / 2.0).sqrt().round() as usize).clamp(1, max_k.max(1))
 }
 
-/// Clusters `batch` (unit rows) and summarises every non-empty cluster; largest first.
+/// Clusters `batch` (unit rows) and summarises every non-empty cluster; largest first. With
+/// `min_cohesion`, clusters whose members' mean cosine to their centroid is lower are bisected
+/// (up to `max_k` clusters): see [`bisect_incoherent`].
 pub fn summarize(
     batch: &TrajectorySlab,
     n_tiers: usize,
     max_k: usize,
     max_exemplars: usize,
+    min_cohesion: Option<f32>,
     params: &KMeansParams,
     rng: &mut SeededRng,
 ) -> (Vec<ClusterSummary>, usize) {
@@ -49,7 +53,10 @@ pub fn summarize(
         k: choose_k(n, max_k),
         ..*params
     };
-    let cl = spherical_kmeans(&batch.data, n, d, &p, rng);
+    let mut cl = spherical_kmeans(&batch.data, n, d, &p, rng);
+    if let Some(rho) = min_cohesion {
+        bisect_incoherent(&batch.data, d, &mut cl, rho, max_k, rng);
+    }
     let k = cl.k;
     let mut sums = vec![0.0f32; k * d];
     let mut members: Vec<Vec<usize>> = vec![Vec::new(); k];
@@ -128,6 +135,7 @@ mod tests {
             4,
             2,
             3,
+            None,
             &KMeansParams::default(),
             &mut SeededRng::new(0),
         );

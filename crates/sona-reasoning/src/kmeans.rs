@@ -218,6 +218,135 @@ pub fn spherical_kmeans(
     }
 }
 
+/// Mean resultant length `‖Σx‖ / n` of unit rows `members` of `points` (1 for a singleton).
+fn cohesion(points: &[f32], d: usize, members: &[usize], scratch: &mut [f32]) -> f32 {
+    scratch.fill(0.0);
+    for &i in members {
+        kernels::axpy(1.0, &points[i * d..(i + 1) * d], scratch);
+    }
+    kernels::norm_sq(scratch).sqrt() / members.len().max(1) as f32
+}
+
+/// Bisecting refinement (Steinbach, Karypis & Kumar 2000): while some cluster's cohesion (mean
+/// resultant length, the mean cosine of its members to its centroid) is below `min_cohesion`, split
+/// it in two with seeded 2-means, up to `max_k` clusters in total. Updates `cl.assign` and `cl.k`.
+///
+/// Why: k-means with fewer clusters than the data has lumps distinct groups together, and which
+/// groups get lumped changes from run to run, so the same traffic would yield different patterns on
+/// every extraction. Splitting incoherent clusters makes the result depend on the data's groups,
+/// not on `k`. Each split costs `O(n_c·d)` per iteration, so the whole refinement is
+/// `O(n·d·depth)`, far below one Lloyd pass over all clusters.
+pub fn bisect_incoherent(
+    points: &[f32],
+    d: usize,
+    cl: &mut Clustering,
+    min_cohesion: f32,
+    max_k: usize,
+    rng: &mut SeededRng,
+) -> usize {
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); cl.k];
+    for (i, &a) in cl.assign.iter().enumerate() {
+        members[a as usize].push(i);
+    }
+    let mut scratch = vec![0.0f32; d];
+    let mut queue: Vec<usize> = (0..cl.k)
+        .filter(|&c| {
+            members[c].len() >= 2 && cohesion(points, d, &members[c], &mut scratch) < min_cohesion
+        })
+        .collect();
+    let params = KMeansParams {
+        k: 2,
+        max_iter: 6,
+        ..Default::default()
+    };
+    let mut splits = 0;
+    while let Some(c) = queue.pop() {
+        if members.len() >= max_k {
+            break;
+        }
+        let m = std::mem::take(&mut members[c]);
+        let mut sub = Vec::with_capacity(m.len() * d);
+        for &i in &m {
+            sub.extend_from_slice(&points[i * d..(i + 1) * d]);
+        }
+        let two = spherical_kmeans(&sub, m.len(), d, &params, rng);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (&i, &side) in m.iter().zip(&two.assign) {
+            if side == 0 {
+                a.push(i);
+            } else {
+                b.push(i);
+            }
+        }
+        if a.is_empty() || b.is_empty() {
+            // Identical points cannot be split; keep the cluster as it is.
+            members[c] = m;
+            continue;
+        }
+        let new = members.len();
+        for &i in &b {
+            cl.assign[i] = new as u32;
+        }
+        for (id, part) in [(c, a), (new, b)] {
+            let low = part.len() >= 2 && cohesion(points, d, &part, &mut scratch) < min_cohesion;
+            if id == new {
+                members.push(part);
+            } else {
+                members[id] = part;
+            }
+            if low {
+                queue.push(id);
+            }
+        }
+        splits += 1;
+    }
+    cl.k = members.len();
+    if splits > 0 {
+        // A 2-means cut can run through a group, leaving fragments in two coherent-enough halves;
+        // global Lloyd passes over all final centres re-sort such fragments to their nearest centre.
+        lloyd_passes(points, d, cl, 3);
+    }
+    splits
+}
+
+/// `iters` Lloyd passes from the current assignment (centres = normalised member sums). Clusters that
+/// become empty stay empty (their index is simply unused).
+pub fn lloyd_passes(points: &[f32], d: usize, cl: &mut Clustering, iters: usize) {
+    let (n, k) = (cl.assign.len(), cl.k);
+    let mut centroids = vec![0.0f32; k * d];
+    let mut scratch = vec![0.0f32; k];
+    for _ in 0..iters {
+        centroids.fill(0.0);
+        for (i, &a) in cl.assign.iter().enumerate() {
+            let a = a as usize;
+            kernels::axpy(
+                1.0,
+                &points[i * d..(i + 1) * d],
+                &mut centroids[a * d..(a + 1) * d],
+            );
+        }
+        for c in centroids.chunks_exact_mut(d) {
+            if kernels::normalize(c) == 0.0 {
+                // Empty cluster: a NaN-free centre that no unit point prefers over a real one.
+                c.fill(0.0);
+            }
+        }
+        let mut changed = 0;
+        for i in 0..n {
+            let (j, _) = nearest(&centroids, k, d, &points[i * d..(i + 1) * d], &mut scratch);
+            if cl.assign[i] != j as u32 {
+                cl.assign[i] = j as u32;
+                changed += 1;
+            }
+        }
+        cl.iterations += 1;
+        if changed == 0 {
+            break;
+        }
+    }
+    cl.centroids = centroids;
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -276,6 +405,27 @@ pub(crate) mod tests {
                 assert!((kernels::norm_sq(row) - 1.0).abs() < 1e-4);
             }
         }
+    }
+
+    #[test]
+    fn bisecting_splits_lumped_clusters() {
+        // 20 groups but only k = 4: every k-means cluster lumps several groups (low cohesion).
+        let (d, c, n) = (64, 20, 2000);
+        let (pts, label) = blobs(n, c, d, 0.3, 9);
+        let params = KMeansParams {
+            k: 4,
+            ..Default::default()
+        };
+        let mut rng = SeededRng::new(2);
+        let mut cl = spherical_kmeans(&pts, n, d, &params, &mut rng);
+        assert!(purity(&cl.assign, &label, cl.k, c) < 0.5);
+        let splits = bisect_incoherent(&pts, d, &mut cl, 0.8, 1000, &mut rng);
+        assert_eq!(splits, cl.k - 4);
+        assert!(purity(&cl.assign, &label, cl.k, c) > 0.99, "k = {}", cl.k);
+        assert!(cl.k >= c && cl.k <= 2 * c);
+        let capped = &mut spherical_kmeans(&pts, n, d, &params, &mut rng);
+        bisect_incoherent(&pts, d, capped, 0.8, 10, &mut rng);
+        assert_eq!(capped.k, 10);
     }
 
     #[test]
