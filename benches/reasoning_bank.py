@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -31,12 +33,6 @@ def clustered(n: int, c: int, seed: int, d: int = D) -> np.ndarray:
     x = x + rng.standard_normal((n, d)).astype(np.float32) * (0.48 / np.sqrt(d))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     return np.ascontiguousarray(x, dtype=np.float32)
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (Linux)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def pct(ns: list[int], q: float) -> float:
@@ -108,31 +104,47 @@ def bench_latency(n_patterns_target: int) -> dict[str, Any]:
     }
 
 
+def _rss_per_trajectory(n: int) -> float:
+    """RSS growth per stored trajectory, measured in a fresh interpreter: in this process, memory
+    freed by earlier benchmarks is reused by the allocator and hides the growth."""
+    code = f"""
+import numpy as np, os
+from sona.reasoning import ReasoningBank
+def rss():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+rng = np.random.default_rng(0)
+bank = ReasoningBank({D}, seed=1, reservoir_capacity={n}, buffer_capacity={n})
+chunk = rng.standard_normal((100, {D})).astype(np.float32)
+base = rss()
+for i in range({n} // 100):
+    for v in chunk:
+        bank.add_trajectory(v, 0.5, 1, ts_ms=0)
+print((rss() - base) / bank.stats().stored_trajectories)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
 def bench_memory() -> dict[str, Any]:
     n = 10_000
     x = clustered(n, 100, 3)
-    base = rss_bytes()
     bank = ReasoningBank(D, seed=1, reservoir_capacity=n)
     fill(bank, x)
     s = bank.stats()
-    # ring + reservoir each hold all n trajectories
-    rss_traj = (rss_bytes() - base) / s.stored_trajectories
     own_traj = s.trajectory_bytes / s.stored_trajectories
     del bank
     y = clustered(50_000, 2000, 4)
     pbank = ReasoningBank(D, seed=1, max_clusters=1000, merge_threshold=1.0, merge_slack=None)
     fill(pbank, y)
     pbank.extract_patterns()
-    before = rss_bytes()
-    pbank.extract_patterns()  # nothing new: RSS reference after the buffer was released
     s = pbank.stats()
     return {
-        "stored_trajectories": 2 * n,
+        "stored_trajectories": 2 * n,  # ring + reservoir each hold all n
         "bytes_per_trajectory_own": own_traj,
-        "bytes_per_trajectory_rss": rss_traj,
+        "bytes_per_trajectory_rss": _rss_per_trajectory(n),
         "patterns": s.patterns,
         "bytes_per_pattern_own": s.pattern_bytes / max(s.patterns, 1),
-        "rss_after_patterns_mb": before / 2**20,
     }
 
 
@@ -152,7 +164,7 @@ def main() -> int:
     except (OSError, StopIteration):
         pass
     print(f"ReasoningBank benchmark, d={D}, CPU: {cpu}")
-    mem = bench_memory()  # first, before other allocations make RSS growth meaningless
+    mem = bench_memory()
     ext = bench_extraction(sizes, args.repeats)
     print(
         f"\n{'n':>7} {'mode':>7} {'median ms':>10} {'min ms':>8} {'cluster':>8} {'apply':>7} "
