@@ -1020,6 +1020,54 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn add_record_uses_adapted_embedding_and_decision_tier() {
+        use sona_core::types::Decision;
+        let bank = small_bank(2);
+        let t = Trajectory {
+            id: 999,
+            query: vec![0.0, 1.0],
+            adapted: vec![3.0, 0.0],
+            steps: Vec::new(),
+            decision: Some(Decision {
+                tier: 2,
+                propensity: 0.5,
+                utilities: vec![0.0; 4],
+                params: Vec::new(),
+            }),
+            retrieved: Vec::new(),
+            reward: Some(0.75),
+            reward_source: Some(RewardSource::Judge),
+            latency_us: 10,
+            ts_ms: 42,
+            tenant: None,
+        };
+        let id = bank.add_record(&t).unwrap();
+        assert_eq!(id, 1, "the bank issues its own ids");
+        let r = bank.reservoir();
+        assert_eq!(r.row(0), &[1.0, 0.0], "adapted, normalised");
+        let m = r.meta[0];
+        assert_eq!(
+            (m.tier, m.reward, m.source, m.ts_ms),
+            (2, 0.75, RewardSource::Judge, 42)
+        );
+        let pending = bank
+            .add_record(&Trajectory {
+                adapted: Vec::new(),
+                reward: None,
+                ..t
+            })
+            .unwrap();
+        assert_eq!(bank.stats().pending, 1);
+        bank.set_reward(pending, 0.1, RewardSource::Implicit, None)
+            .unwrap();
+        assert_eq!(
+            bank.reservoir().row(1),
+            &[0.0, 1.0],
+            "query when adapted is empty"
+        );
+    }
+
+    #[test]
     fn bad_input_leaves_bank_unchanged() {
         let bank = small_bank(4);
         let ok = [1.0, 0.0, 0.0, 0.0];
@@ -1086,7 +1134,7 @@ pub(crate) mod tests {
     #[test]
     fn search_runs_while_extraction_clusters() {
         let d = 64;
-        let (pts, label) = blobs(20_000, 20, d, 0.5, 5);
+        let (pts, label) = blobs(6_000, 20, d, 0.5, 5);
         let bank = Arc::new(small_bank(d));
         feed(&bank, &pts[..2000 * d], &label[..2000]);
         bank.extract_patterns().unwrap();
@@ -1109,6 +1157,6 @@ pub(crate) mod tests {
         }
         let r = worker.join().unwrap();
         // Every trajectory is either in this extraction or waits for the next one; none is lost.
-        assert_eq!(r.trajectories + bank.stats().buffered, 20_000 + during);
+        assert_eq!(r.trajectories + bank.stats().buffered, 6_000 + during);
     }
 }
