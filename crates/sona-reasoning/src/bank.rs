@@ -846,8 +846,10 @@ impl ReasoningBank {
     pub fn stats(&self) -> BankStats {
         let store = self.store.lock();
         let st = self.state.read();
-        let index_row = self.cfg.dim * 4 + 8 + 8 + 16; // FlatIndex: row, id, slot-map entry
-        let map_slot = 8 + std::mem::size_of::<PatternNode>() / 8 + 1;
+        // FlatIndex: the row, its id, and an (id, slot) hash entry with its control byte.
+        let index_row = self.cfg.dim * 4 + 8 + 17;
+        // The node itself is counted by `bytes()`; its hash slot adds the key and a control byte.
+        let map_slot = 8 + 1;
         BankStats {
             patterns: st.nodes.len(),
             level_sizes: st.levels.iter().map(|l| l.patterns.len()).collect(),
