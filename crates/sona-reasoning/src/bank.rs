@@ -950,10 +950,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn replay_growth_is_small_when_groups_outnumber_k() {
+    fn replay_does_not_grow_when_groups_outnumber_k() {
         // 100 groups (some only cos 0.4 apart), 1500 points: k-means starts from k = 27 and lumps
-        // groups. Bisecting incoherent clusters recovers the groups and keeps replay growth small;
-        // without it, lumps form differently on each run and replays keep adding patterns.
+        // groups. Bisecting unions of groups recovers them and replays add nothing; without it,
+        // lumps form differently on each run and every replay adds patterns.
         let d = 64;
         let (pts, label) = blobs(1500, 100, d, 0.45, 12);
         let mut grown = Vec::new();

@@ -227,15 +227,37 @@ fn cohesion(points: &[f32], d: usize, members: &[usize], scratch: &mut [f32]) ->
     kernels::norm_sq(scratch).sqrt() / members.len().max(1) as f32
 }
 
-/// Bisecting refinement (Steinbach, Karypis & Kumar 2000): while some cluster's cohesion (mean
-/// resultant length, the mean cosine of its members to its centroid) is below `min_cohesion`, split
-/// it in two with seeded 2-means, up to `max_k` clusters in total. Updates `cl.assign` and `cl.k`.
+/// Bias-corrected cohesion: an unbiased estimate of the squared population mean resultant length
+/// `ρ∞²` from `n` unit members, `(‖Σx‖² − n) / (n(n − 1))` (`E‖Σx‖² = n + n(n−1)ρ∞²`), returned as
+/// `√max(0, ·)`. Unlike the raw `‖Σx‖/n`, it does not rise just because a cluster is small, so two
+/// halves of one homogeneous group score the same as the whole.
+fn corrected_cohesion(points: &[f32], d: usize, members: &[usize], scratch: &mut [f32]) -> f32 {
+    let n = members.len() as f32;
+    if n < 2.0 {
+        return 1.0;
+    }
+    let r = cohesion(points, d, members, scratch) * n;
+    ((r * r - n) / (n * (n - 1.0))).max(0.0).sqrt()
+}
+
+/// Clusters at least this large are also split when their two halves are both much more coherent
+/// than the whole (smaller ones only when incoherent: their estimates are too noisy).
+const MIN_GAIN_SPLIT: usize = 8;
+/// How much more coherent (bias-corrected) both halves must be for a gain split.
+const SPLIT_GAIN: f32 = 0.05;
+
+/// Bisecting refinement (Steinbach, Karypis & Kumar 2000). A cluster is split in two with seeded
+/// 2-means when its bias-corrected cohesion (see [`corrected_cohesion`]: the mean cosine of members
+/// to the centroid, corrected for cluster size) is below `min_cohesion`, or when both halves are more
+/// coherent than the whole by at least [`SPLIT_GAIN`] (the cluster is a union of groups, whatever its
+/// cohesion). Halves are examined in turn, up to `max_k` clusters in total. Updates `cl.assign` and
+/// `cl.k`; returns the number of splits.
 ///
-/// Why: k-means with fewer clusters than the data has lumps distinct groups together, and which
-/// groups get lumped changes from run to run, so the same traffic would yield different patterns on
-/// every extraction. Splitting incoherent clusters makes the result depend on the data's groups,
-/// not on `k`. Each split costs `O(n_c·d)` per iteration, so the whole refinement is
-/// `O(n·d·depth)`, far below one Lloyd pass over all clusters.
+/// Why: k-means with fewer clusters than the data has groups lumps groups together, and which groups
+/// get lumped changes from run to run, so the same traffic would yield different patterns on every
+/// extraction. Splitting unions of groups makes the result depend on the data's groups, not on `k`.
+/// A trial split costs `O(n_c·d)` per iteration, so the refinement is `O(n·d·depth)`, far below one
+/// Lloyd pass over all clusters.
 pub fn bisect_incoherent(
     points: &[f32],
     d: usize,
@@ -249,11 +271,7 @@ pub fn bisect_incoherent(
         members[a as usize].push(i);
     }
     let mut scratch = vec![0.0f32; d];
-    let mut queue: Vec<usize> = (0..cl.k)
-        .filter(|&c| {
-            members[c].len() >= 2 && cohesion(points, d, &members[c], &mut scratch) < min_cohesion
-        })
-        .collect();
+    let mut queue: Vec<usize> = (0..cl.k).filter(|&c| members[c].len() >= 2).collect();
     let params = KMeansParams {
         k: 2,
         max_iter: 6,
@@ -264,9 +282,14 @@ pub fn bisect_incoherent(
         if members.len() >= max_k {
             break;
         }
-        let m = std::mem::take(&mut members[c]);
+        let m = &members[c];
+        let whole = corrected_cohesion(points, d, m, &mut scratch);
+        let incoherent = whole < min_cohesion;
+        if !incoherent && m.len() < MIN_GAIN_SPLIT {
+            continue;
+        }
         let mut sub = Vec::with_capacity(m.len() * d);
-        for &i in &m {
+        for &i in m {
             sub.extend_from_slice(&points[i * d..(i + 1) * d]);
         }
         let two = spherical_kmeans(&sub, m.len(), d, &params, rng);
@@ -280,21 +303,25 @@ pub fn bisect_incoherent(
         }
         if a.is_empty() || b.is_empty() {
             // Identical points cannot be split; keep the cluster as it is.
-            members[c] = m;
             continue;
+        }
+        if !incoherent {
+            let ca = corrected_cohesion(points, d, &a, &mut scratch);
+            let cb = corrected_cohesion(points, d, &b, &mut scratch);
+            // Halves of a homogeneous group are no more coherent than the whole (after the size
+            // correction); halves of a union of groups are. Singleton halves carry no evidence.
+            if a.len() < 2 || b.len() < 2 || ca.min(cb) < whole + SPLIT_GAIN {
+                continue;
+            }
         }
         let new = members.len();
         for &i in &b {
             cl.assign[i] = new as u32;
         }
-        for (id, part) in [(c, a), (new, b)] {
-            let low = part.len() >= 2 && cohesion(points, d, &part, &mut scratch) < min_cohesion;
-            if id == new {
-                members.push(part);
-            } else {
-                members[id] = part;
-            }
-            if low {
+        members[c] = a;
+        members.push(b);
+        for id in [c, new] {
+            if members[id].len() >= 2 {
                 queue.push(id);
             }
         }
