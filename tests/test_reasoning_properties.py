@@ -66,3 +66,7 @@ def test_random_operations_keep_invariants(
         assert sum(p.support for p in bank.patterns()) == extracted
         s = bank.stats()
         assert s.completed == extracted + s.buffered
+        # The index holds exactly the live patterns (updated on insert, merge and delete).
+        if len(bank):
+            found, _ = bank.search_ids(centres[0], len(bank))
+            assert sorted(found.tolist()) == [p.id for p in bank.patterns()]

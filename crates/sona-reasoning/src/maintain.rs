@@ -291,6 +291,8 @@ mod tests {
         assert_eq!(bank.graph_edges().len(), 1);
         assert_eq!(bank.search(&ang(0.3), 2).unwrap().len(), 2);
         assert!(bank.search(&ang(0.3), 3).is_err());
+        let st = bank.state.read();
+        assert!(st.nodes.keys().all(|&id| st.index.contains(id)) && st.index.len() == 2);
     }
 
     #[test]
@@ -327,6 +329,7 @@ mod tests {
         assert_eq!(bank.prune(rule, Some(later)).unwrap(), vec![1]);
         assert_eq!(bank.len(), 2);
         assert!(bank.pattern(1).is_err());
+        assert!(!bank.state.read().index.contains(1) && bank.state.read().index.len() == 2);
     }
 
     #[test]
