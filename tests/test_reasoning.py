@@ -396,6 +396,9 @@ def test_bad_configuration_raises() -> None:
         {"dim": D, "buffer_capacity": 0},
         {"dim": D, "eta_minus": 1.5},
         {"dim": D, "graph_max_edges": 0},
+        {"dim": D, "merge_slack": float("nan")},
+        {"dim": D, "min_cohesion": 1.5},
+        {"dim": D, "eta_plus": float("inf")},
     ):
         with pytest.raises(ConfigError):
             ReasoningBank(**kwargs)  # type: ignore[arg-type]

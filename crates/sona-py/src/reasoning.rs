@@ -10,7 +10,7 @@ use std::sync::Arc;
 use numpy::{PyArray1, PyArray2};
 use pyo3::prelude::*;
 use sona_core::types::RewardSource;
-use sona_core::{validate, SonaError};
+use sona_core::SonaError;
 use sona_reasoning::persist::{self, PatternRecord};
 use sona_reasoning::{BankConfig, GraphConfig, PruneRule, ReasoningBank};
 
@@ -117,15 +117,23 @@ impl PyReasoningBank {
             let cfgerr =
                 |what: &str, v: i64| SonaError::Config(format!("{what} must be >= 0, got {v}"));
             let u = |what: &str, v: i64| usize::try_from(v).map_err(|_| cfgerr(what, v));
+            // Ranges are checked by `BankConfig::validate`; NaN/Inf must not reach the f32 casts.
             for (what, x) in [
                 ("merge_threshold", merge_threshold),
+                ("alpha", alpha),
                 ("eta_plus", eta_plus),
                 ("eta_minus", eta_minus),
                 ("w_init", w_init),
                 ("graph_decay", graph_decay),
                 ("w_min", w_min),
-            ] {
-                validate::check_range(what, x, -1e9, 1e9)?;
+            ]
+            .into_iter()
+            .chain(merge_slack.map(|x| ("merge_slack", x)))
+            .chain(min_cohesion.map(|x| ("min_cohesion", x)))
+            {
+                if !x.is_finite() {
+                    return Err(SonaError::Config(format!("{what} must be finite, got {x}")).into());
+                }
             }
             let cfg = BankConfig {
                 dim: u("dim", dim)?,
