@@ -226,9 +226,10 @@ class ReasoningBank:
             cluster lies within P). This keeps replayed outliers and sub-groups from forming new
             patterns; ``None`` keeps the plain τ_merge rule.
         max_clusters: most clusters one extraction produces (k-means starts from √(n/2)).
-        min_cohesion: clusters whose members' mean cosine to their centroid is below this are split
-            in two (bisecting k-means) until coherent, so patterns follow the data's groups rather
-            than k; ``None`` disables it.
+        min_cohesion: clusters whose members' mean cosine to their centroid (corrected for
+            cluster size) is below this, or that are clearly a union of two groups, are split in two
+            (bisecting k-means), so patterns follow the data's groups rather than k; ``None``
+            disables the refinement.
         default_tier: the arm verdicts test every other arm against; ``alpha`` their level.
         graph_*, eta_plus, eta_minus, w_init, w_min: memory-graph bounds and update rates.
         **kwargs: further options of the Rust core (``kmeans_max_iter``, ``minibatch_threshold``,
