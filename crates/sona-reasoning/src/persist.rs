@@ -1,0 +1,738 @@
+//! Saving, loading, exporting and importing a bank.
+//!
+//! A checkpoint (kind `"reasoning_bank"`, the container supplies version and CRC) holds the config,
+//! the id counters, the level-0 patterns, the hierarchy, the graph, and the ring buffer, reservoir and
+//! pending map. Centroids and trajectory vectors are `f32` tensors; small per-pattern fields are JSON.
+//! The vector index is not stored: it is rebuilt from the centroids on load, which keeps the file
+//! independent of the index implementation.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sona_core::types::{ArmStats, Pattern};
+use sona_core::{kernels, validate, Checkpoint, Result, SonaError};
+
+use crate::bank::{BankConfig, Level, PatternNode, PatternState, ReasoningBank};
+use crate::buffer::{PendingEntry, PendingMap, Reservoir, RingBuffer, TrajectoryStore};
+use crate::graph::MemoryGraph;
+use crate::index::{FlatIndex, VectorIndex};
+use crate::trajectory::{TrajectoryMeta, TrajectorySlab};
+
+/// Checkpoint kind of a bank.
+pub const KIND: &str = "reasoning_bank";
+/// Current format version of the bank's checkpoint content.
+pub const VERSION: u32 = 1;
+
+/// A pattern without its centroid (stored as a tensor / numpy matrix alongside), plus the
+/// bookkeeping that keeps merges exact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatternRecord {
+    pub id: u64,
+    #[serde(default)]
+    pub level: u8,
+    pub support: u32,
+    pub arms: Vec<ArmStats>,
+    pub avg_reward: f32,
+    #[serde(default)]
+    pub created_ms: u64,
+    #[serde(default)]
+    pub updated_ms: u64,
+    #[serde(default)]
+    pub last_access_ms: u64,
+    #[serde(default)]
+    pub access_count: u64,
+    #[serde(default)]
+    pub exemplars: Vec<u64>,
+    #[serde(default)]
+    pub payload: Option<Vec<u8>>,
+    /// Mean resultant length of the members (1 when unknown: members assumed identical).
+    #[serde(default = "one")]
+    pub resultant: f32,
+    /// Statistics of all rewards; when absent on import, pooled from the arms.
+    #[serde(default)]
+    pub rewards: Option<ArmStats>,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+impl PatternRecord {
+    pub fn of(p: &Pattern, resultant: f32, rewards: ArmStats) -> Self {
+        PatternRecord {
+            id: p.id,
+            level: p.level,
+            support: p.support,
+            arms: p.arms.clone(),
+            avg_reward: p.avg_reward,
+            created_ms: p.created_ms,
+            updated_ms: p.updated_ms,
+            last_access_ms: p.last_access_ms,
+            access_count: p.access_count,
+            exemplars: p.exemplars.clone(),
+            payload: p.payload.clone(),
+            resultant,
+            rewards: Some(rewards),
+        }
+    }
+
+    /// Checks every field against `cfg` (centroid unit-normalised by the caller) and builds the node.
+    fn into_node(self, centroid: Vec<f32>, cfg: &BankConfig) -> Result<PatternNode> {
+        let bad = |m: String| Err(SonaError::invalid(format!("pattern {}: {m}", self.id)));
+        if self.arms.len() != cfg.n_tiers {
+            return bad(format!(
+                "{} arms, expected {}",
+                self.arms.len(),
+                cfg.n_tiers
+            ));
+        }
+        let stats_ok = |a: &ArmStats| {
+            a.mean.is_finite()
+                && a.m2.is_finite()
+                && a.m2 >= 0.0
+                && (a.count == 0 || (0.0..=1.0).contains(&a.mean))
+        };
+        if !self.arms.iter().all(stats_ok) {
+            return bad("arm statistics out of range".into());
+        }
+        if !(self.avg_reward.is_finite() && (0.0..=1.0).contains(&self.avg_reward)) {
+            return bad(format!("avg_reward {} outside [0, 1]", self.avg_reward));
+        }
+        if !(self.resultant.is_finite() && self.resultant > 0.0 && self.resultant <= 1.0 + 1e-6) {
+            return bad(format!("resultant {} outside (0, 1]", self.resultant));
+        }
+        let rewards = match self.rewards {
+            Some(r) if stats_ok(&r) => r,
+            Some(_) => return bad("reward statistics out of range".into()),
+            None => {
+                let pooled = self
+                    .arms
+                    .iter()
+                    .fold(ArmStats::default(), |a, b| a.merge(b));
+                if pooled.count > 0 {
+                    pooled
+                } else {
+                    ArmStats {
+                        count: self.support as u64,
+                        mean: self.avg_reward as f64,
+                        m2: 0.0,
+                    }
+                }
+            }
+        };
+        let p = Pattern {
+            id: self.id,
+            level: self.level,
+            centroid,
+            support: self.support,
+            arms: self.arms,
+            avg_reward: self.avg_reward,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            last_access_ms: self.last_access_ms,
+            access_count: self.access_count,
+            exemplars: self.exemplars,
+            payload: self.payload,
+        };
+        Ok(PatternNode::new(p, self.resultant.min(1.0), rewards))
+    }
+}
+
+/// JSON text of any bank record (used by the Python binding, which has no serde of its own).
+pub fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| SonaError::Internal(format!("serialising: {e}")))
+}
+
+/// Pattern records from JSON (the format [`to_json`] writes for `Vec<PatternRecord>`).
+pub fn records_from_json(s: &str) -> Result<Vec<PatternRecord>> {
+    serde_json::from_str(s).map_err(|e| SonaError::invalid(format!("pattern records: {e}")))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Counters {
+    next_trajectory_id: u64,
+    next_pattern_id: u64,
+    extractions: u64,
+    completed: u64,
+    dropped: u64,
+    expired: u64,
+    reservoir_seen: u64,
+    reservoir_seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LevelRecord {
+    level: u8,
+    patterns: Vec<PatternRecord>,
+    children: Vec<Vec<u64>>,
+}
+
+fn put_slab(ck: &mut Checkpoint, name: &str, s: &TrajectorySlab) {
+    ck.put_f32(&format!("{name}.vectors"), &[s.len(), s.dim], &s.data);
+    ck.put_u64(
+        &format!("{name}.ids"),
+        &s.meta.iter().map(|m| m.id).collect::<Vec<_>>(),
+    );
+    ck.put_u64(
+        &format!("{name}.ts"),
+        &s.meta.iter().map(|m| m.ts_ms).collect::<Vec<_>>(),
+    );
+    ck.put_u64(
+        &format!("{name}.small"),
+        &s.meta.iter().map(|m| m.pack_small()).collect::<Vec<_>>(),
+    );
+    ck.put_f32(
+        &format!("{name}.rewards"),
+        &[s.len()],
+        &s.meta.iter().map(|m| m.reward).collect::<Vec<_>>(),
+    );
+}
+
+fn get_slab(ck: &Checkpoint, name: &str, dim: usize, n_tiers: usize) -> Result<TrajectorySlab> {
+    let ids = ck.get_u64(&format!("{name}.ids"))?;
+    let n = ids.len();
+    let data = ck.get_f32_shaped(&format!("{name}.vectors"), &[n, dim])?;
+    let ts = ck.get_u64(&format!("{name}.ts"))?;
+    let small = ck.get_u64(&format!("{name}.small"))?;
+    let rewards = ck.get_f32_shaped(&format!("{name}.rewards"), &[n])?;
+    if ts.len() != n || small.len() != n {
+        return Err(SonaError::checkpoint(format!(
+            "{name}: field lengths differ"
+        )));
+    }
+    validate::check_finite(name, &data).map_err(|e| SonaError::checkpoint(e.to_string()))?;
+    let mut slab = TrajectorySlab::new(dim);
+    slab.data = data;
+    for i in 0..n {
+        let (tier, source) = TrajectoryMeta::unpack_small(small[i]);
+        let r = rewards[i];
+        if !(r.is_nan() || (0.0..=1.0).contains(&r))
+            || (tier as usize >= n_tiers && tier != u8::MAX)
+        {
+            return Err(SonaError::checkpoint(format!(
+                "{name}: bad reward or tier at row {i}"
+            )));
+        }
+        slab.meta.push(TrajectoryMeta {
+            id: ids[i],
+            ts_ms: ts[i],
+            reward: r,
+            tier,
+            source,
+        });
+    }
+    Ok(slab)
+}
+
+/// Arm and reward statistics as raw `f64` bits: JSON number parsing is not guaranteed to round-trip
+/// the last bit, and a reloaded bank must be identical.
+fn put_stats(ck: &mut Checkpoint, name: &str, recs: &[PatternRecord]) {
+    let mut bits = Vec::new();
+    for r in recs {
+        for a in r.arms.iter().chain(r.rewards.as_ref()) {
+            bits.extend([a.count, a.mean.to_bits(), a.m2.to_bits()]);
+        }
+    }
+    ck.put_u64(&format!("{name}.stats"), &bits);
+}
+
+fn get_stats(ck: &Checkpoint, name: &str, recs: &mut [PatternRecord]) -> Result<()> {
+    let bits = ck.get_u64(&format!("{name}.stats"))?;
+    let per: usize = recs
+        .iter()
+        .map(|r| r.arms.len() + usize::from(r.rewards.is_some()))
+        .sum();
+    if bits.len() != 3 * per {
+        return Err(SonaError::checkpoint(format!("{name}.stats: wrong length")));
+    }
+    let mut it = bits.chunks_exact(3).map(|c| ArmStats {
+        count: c[0],
+        mean: f64::from_bits(c[1]),
+        m2: f64::from_bits(c[2]),
+    });
+    for r in recs.iter_mut() {
+        for a in r.arms.iter_mut() {
+            *a = it.next().expect("length checked");
+        }
+        if let Some(w) = r.rewards.as_mut() {
+            *w = it.next().expect("length checked");
+        }
+    }
+    Ok(())
+}
+
+fn put_patterns(
+    ck: &mut Checkpoint,
+    name: &str,
+    recs: &[PatternRecord],
+    centroids: &[f32],
+    dim: usize,
+) -> Result<()> {
+    ck.set_meta(name, &recs)?;
+    ck.put_f32(&format!("{name}.centroids"), &[recs.len(), dim], centroids);
+    put_stats(ck, name, recs);
+    Ok(())
+}
+
+fn unit_rows(what: &str, data: &[f32], n: usize, dim: usize) -> Result<Vec<Vec<f32>>> {
+    validate::check_matrix(what, data, n, dim)?;
+    data.chunks_exact(dim.max(1))
+        .take(n)
+        .enumerate()
+        .map(|(i, row)| {
+            let mut c = row.to_vec();
+            let n2 = kernels::norm_sq(&c);
+            // Rows that are already unit (saved centroids) are kept bit-exact.
+            let norm = if (n2 - 1.0).abs() > 1e-5 {
+                kernels::normalize(&mut c)
+            } else {
+                n2
+            };
+            if norm > 0.0 && norm.is_finite() {
+                Ok(c)
+            } else {
+                Err(SonaError::invalid(format!(
+                    "{what}: row {i} is the zero vector"
+                )))
+            }
+        })
+        .collect()
+}
+
+fn to_ckpt_err(e: SonaError) -> SonaError {
+    match e {
+        SonaError::Checkpoint(_) => e,
+        other => SonaError::checkpoint(other.to_string()),
+    }
+}
+
+impl ReasoningBank {
+    /// Serialises the whole bank into a checkpoint (consistent: both locks are held while copying).
+    pub fn to_checkpoint(&self) -> Result<Checkpoint> {
+        let store = self.store.lock();
+        let st = self.state.read();
+        let d = self.cfg.dim;
+        let mut ck = Checkpoint::new(KIND, VERSION);
+        ck.set_meta("config", &self.cfg)?;
+        ck.set_meta(
+            "counters",
+            &Counters {
+                next_trajectory_id: store.next_id,
+                next_pattern_id: st.next_pattern_id,
+                extractions: st.extractions,
+                completed: store.completed,
+                dropped: store.ring.dropped(),
+                expired: store.pending.expired(),
+                reservoir_seen: store.reservoir.seen(),
+                reservoir_seed: store.reservoir.seed(),
+            },
+        )?;
+        let mut ids: Vec<u64> = st.nodes.keys().copied().collect();
+        ids.sort_unstable();
+        let mut recs = Vec::with_capacity(ids.len());
+        let mut cents = Vec::with_capacity(ids.len() * d);
+        for id in &ids {
+            let n = &st.nodes[id];
+            let p = n.snapshot();
+            cents.extend_from_slice(&p.centroid);
+            recs.push(PatternRecord::of(&p, n.resultant, n.rewards));
+        }
+        put_patterns(&mut ck, "patterns", &recs, &cents, d)?;
+        let mut levels = Vec::new();
+        for (i, l) in st.levels.iter().enumerate() {
+            let cents: Vec<f32> = l
+                .patterns
+                .iter()
+                .flat_map(|p| p.centroid.iter().copied())
+                .collect();
+            ck.put_f32(
+                &format!("level{}.centroids", i + 1),
+                &[l.patterns.len(), d],
+                &cents,
+            );
+            let recs: Vec<PatternRecord> = l
+                .patterns
+                .iter()
+                .map(|p| PatternRecord::of(p, 1.0, ArmStats::default()))
+                .collect();
+            put_stats(&mut ck, &format!("level{}", i + 1), &recs);
+            levels.push(LevelRecord {
+                level: l.level,
+                patterns: recs,
+                children: l.children.clone(),
+            });
+        }
+        ck.set_meta("levels", &levels)?;
+        let edges = st.graph.edges();
+        ck.put_u64(
+            "graph.edges",
+            &edges.iter().flat_map(|e| [e.0, e.1]).collect::<Vec<_>>(),
+        );
+        ck.put_f32(
+            "graph.weights",
+            &[edges.len()],
+            &edges.iter().map(|e| e.2).collect::<Vec<_>>(),
+        );
+        put_slab(&mut ck, "ring", &store.ring.snapshot());
+        put_slab(&mut ck, "reservoir", store.reservoir.slab());
+        let mut pend = TrajectorySlab::new(d);
+        for (&id, e) in store.pending.iter() {
+            let meta = TrajectoryMeta {
+                id,
+                ts_ms: e.ts_ms,
+                reward: f32::NAN,
+                tier: e.tier,
+                source: Default::default(),
+            };
+            pend.push(meta, &e.embedding, usize::MAX);
+        }
+        put_slab(&mut ck, "pending", &pend);
+        Ok(ck)
+    }
+
+    /// Writes the bank to `path` (atomically: temporary file + rename).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        self.to_checkpoint()?.save(path)
+    }
+
+    /// Loads a bank written by [`save`](Self::save), with an exact [`FlatIndex`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let ck = Checkpoint::load(path, KIND, VERSION)?;
+        let cfg: BankConfig = ck.meta("config")?;
+        let index = Box::new(FlatIndex::new(cfg.dim.max(1))?);
+        Self::from_checkpoint(&ck, index)
+    }
+
+    /// Rebuilds a bank from a checkpoint, inserting the centroids into `index` (which must be empty).
+    /// Every inconsistency is a [`SonaError::Checkpoint`].
+    pub fn from_checkpoint(ck: &Checkpoint, mut index: Box<dyn VectorIndex>) -> Result<Self> {
+        let cfg: BankConfig = ck.meta("config")?;
+        cfg.validate().map_err(to_ckpt_err)?;
+        if index.dim() != cfg.dim || !index.is_empty() {
+            return Err(SonaError::Config(
+                "the index must be empty and match the bank's dimension".into(),
+            ));
+        }
+        let c: Counters = ck.meta("counters")?;
+        let d = cfg.dim;
+        let mut recs: Vec<PatternRecord> = ck.meta("patterns")?;
+        get_stats(ck, "patterns", &mut recs)?;
+        let cents = ck.get_f32_shaped("patterns.centroids", &[recs.len(), d])?;
+        let rows = unit_rows("patterns.centroids", &cents, recs.len(), d).map_err(to_ckpt_err)?;
+        let mut nodes = HashMap::with_capacity(recs.len());
+        for (rec, row) in recs.into_iter().zip(rows) {
+            let id = rec.id;
+            if id >= c.next_pattern_id || nodes.contains_key(&id) {
+                return Err(SonaError::checkpoint(format!(
+                    "pattern id {id} repeated or beyond the counter"
+                )));
+            }
+            let node = rec.into_node(row, &cfg).map_err(to_ckpt_err)?;
+            index.add(id, &node.pattern.centroid).map_err(to_ckpt_err)?;
+            nodes.insert(id, node);
+        }
+        let level_recs: Vec<LevelRecord> = ck.meta("levels")?;
+        let mut levels = Vec::new();
+        for (i, mut lr) in level_recs.into_iter().enumerate() {
+            get_stats(ck, &format!("level{}", i + 1), &mut lr.patterns)?;
+            let n = lr.patterns.len();
+            let cents = ck.get_f32_shaped(&format!("level{}.centroids", i + 1), &[n, d])?;
+            let rows = unit_rows("level centroids", &cents, n, d).map_err(to_ckpt_err)?;
+            if lr.children.len() != n {
+                return Err(SonaError::checkpoint(
+                    "level children do not match its patterns",
+                ));
+            }
+            let mut lindex = FlatIndex::new(d)?;
+            let mut patterns = Vec::with_capacity(n);
+            for (rec, row) in lr.patterns.into_iter().zip(rows) {
+                let node = rec.into_node(row, &cfg).map_err(to_ckpt_err)?;
+                lindex
+                    .add(node.pattern.id, &node.pattern.centroid)
+                    .map_err(to_ckpt_err)?;
+                patterns.push(node.pattern);
+            }
+            levels.push(Level {
+                level: lr.level,
+                patterns,
+                children: lr.children,
+                index: lindex,
+            });
+        }
+        let pairs = ck.get_u64("graph.edges")?;
+        let weights = ck.get_f32("graph.weights")?.1;
+        if pairs.len() != 2 * weights.len() {
+            return Err(SonaError::checkpoint(
+                "graph edges and weights differ in length",
+            ));
+        }
+        let edges: Vec<(u64, u64, f32)> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| (pairs[2 * i], pairs[2 * i + 1], w))
+            .collect();
+        let graph = MemoryGraph::from_edges(cfg.graph, &edges)?;
+        let ring = get_slab(ck, "ring", d, cfg.n_tiers)?;
+        let res = get_slab(ck, "reservoir", d, cfg.n_tiers)?;
+        let pend = get_slab(ck, "pending", d, cfg.n_tiers)?;
+        let max_id = ring
+            .meta
+            .iter()
+            .chain(&res.meta)
+            .chain(&pend.meta)
+            .map(|m| m.id)
+            .max()
+            .unwrap_or(0);
+        if max_id >= c.next_trajectory_id
+            || ring.len() > cfg.buffer_capacity
+            || res.len() > cfg.reservoir_capacity
+        {
+            return Err(SonaError::checkpoint(
+                "trajectory stores inconsistent with counters or capacities",
+            ));
+        }
+        let entries = (0..pend.len())
+            .map(|i| {
+                (
+                    pend.meta[i].id,
+                    PendingEntry {
+                        embedding: pend.row(i).into(),
+                        ts_ms: pend.meta[i].ts_ms,
+                        tier: pend.meta[i].tier,
+                    },
+                )
+            })
+            .collect();
+        let store = TrajectoryStore {
+            dim: d,
+            n_tiers: cfg.n_tiers,
+            next_id: c.next_trajectory_id,
+            ring: RingBuffer::restore(d, cfg.buffer_capacity, ring, c.dropped),
+            reservoir: Reservoir::restore(
+                d,
+                cfg.reservoir_capacity,
+                c.reservoir_seed,
+                res,
+                c.reservoir_seen,
+            ),
+            pending: PendingMap::restore(
+                cfg.pending_capacity,
+                cfg.pending_ttl_ms,
+                entries,
+                c.expired,
+            ),
+            completed: c.completed,
+        };
+        let state = PatternState {
+            nodes,
+            index,
+            graph,
+            levels,
+            next_pattern_id: c.next_pattern_id,
+            extractions: c.extractions,
+        };
+        Ok(ReasoningBank::from_parts(cfg, store, state))
+    }
+
+    /// The level-0 patterns as records plus their centroids (row-major `n × dim`), ordered by id.
+    pub fn export(&self) -> (Vec<PatternRecord>, Vec<f32>) {
+        let st = self.state.read();
+        let mut ids: Vec<u64> = st.nodes.keys().copied().collect();
+        ids.sort_unstable();
+        let mut recs = Vec::with_capacity(ids.len());
+        let mut cents = Vec::with_capacity(ids.len() * self.cfg.dim);
+        for id in ids {
+            let n = &st.nodes[&id];
+            let p = n.snapshot();
+            cents.extend_from_slice(&p.centroid);
+            recs.push(PatternRecord::of(&p, n.resultant, n.rewards));
+        }
+        (recs, cents)
+    }
+
+    /// Records and centroids of the given level-0 patterns, skipping ids that no longer exist (a
+    /// concurrent consolidate or prune may remove a pattern between a search and this call).
+    pub fn records(&self, ids: &[u64]) -> (Vec<PatternRecord>, Vec<f32>) {
+        let st = self.state.read();
+        let mut recs = Vec::with_capacity(ids.len());
+        let mut cents = Vec::with_capacity(ids.len() * self.cfg.dim);
+        for id in ids {
+            if let Some(n) = st.nodes.get(id) {
+                let p = n.snapshot();
+                cents.extend_from_slice(&p.centroid);
+                recs.push(PatternRecord::of(&p, n.resultant, n.rewards));
+            }
+        }
+        (recs, cents)
+    }
+
+    /// Records and centroids of hierarchy level `level` (0 = [`export`](Self::export)).
+    pub fn level_records(&self, level: usize) -> Result<(Vec<PatternRecord>, Vec<f32>)> {
+        if level == 0 {
+            return Ok(self.export());
+        }
+        let ps = self.level_patterns(level)?;
+        let cents = ps.iter().flat_map(|p| p.centroid.iter().copied()).collect();
+        let recs = ps
+            .iter()
+            .map(|p| PatternRecord::of(p, 1.0, ArmStats::default()))
+            .map(|mut r| {
+                r.rewards = None;
+                r
+            })
+            .collect();
+        Ok((recs, cents))
+    }
+
+    /// Adds exported level-0 patterns (e.g. from another bank). Every record is validated first: a
+    /// wrong dimension, bad statistics, a level other than 0, or an id repeated in the input or already
+    /// in this bank fails the whole import and leaves the bank unchanged. Returns how many were added.
+    pub fn import(&self, records: Vec<PatternRecord>, centroids: &[f32]) -> Result<usize> {
+        let d = self.cfg.dim;
+        let rows = unit_rows("centroids", centroids, records.len(), d)?;
+        let mut st = self.state.write();
+        let mut seen = HashSet::new();
+        let level_ids: HashSet<u64> = st
+            .levels
+            .iter()
+            .flat_map(|l| l.patterns.iter().map(|p| p.id))
+            .collect();
+        let mut nodes = Vec::with_capacity(records.len());
+        for (rec, row) in records.into_iter().zip(rows) {
+            if rec.level != 0 {
+                return Err(SonaError::invalid(format!(
+                    "pattern {}: only level-0 patterns can be imported (the hierarchy is rebuilt by build_hierarchy)",
+                    rec.id
+                )));
+            }
+            if !seen.insert(rec.id) || st.nodes.contains_key(&rec.id) || level_ids.contains(&rec.id)
+            {
+                return Err(SonaError::invalid(format!(
+                    "duplicate pattern id {} on import",
+                    rec.id
+                )));
+            }
+            nodes.push(rec.into_node(row, &self.cfg)?);
+        }
+        // All checks passed: the inserts below cannot fail on input (ids are fresh, vectors unit).
+        let n = nodes.len();
+        for node in nodes {
+            let id = node.pattern.id;
+            st.index.add(id, &node.pattern.centroid)?;
+            st.next_pattern_id = st.next_pattern_id.max(id + 1);
+            st.nodes.insert(id, node);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bank::tests::{feed, small_bank};
+    use crate::kmeans::tests::blobs;
+    use sona_core::types::RewardSource;
+
+    #[test]
+    fn save_load_roundtrip_keeps_everything_and_ids_continue() {
+        let d = 16;
+        let (pts, label) = blobs(600, 6, d, 0.3, 1);
+        let bank = small_bank(d);
+        feed(&bank, &pts[..400 * d], &label[..400]);
+        bank.extract_patterns().unwrap();
+        feed(&bank, &pts[400 * d..], &label[400..]);
+        let pend = bank
+            .add_trajectory(&pts[..d], None, Some(1), RewardSource::Explicit, None)
+            .unwrap();
+        bank.record_usage(&[1, 2, 3], &[1, 2]).unwrap();
+        bank.build_hierarchy(3, 2).unwrap();
+        let dir = std::env::temp_dir().join(format!("sona-bank-{}.ckpt", std::process::id()));
+        bank.save(&dir).unwrap();
+        let back = ReasoningBank::load(&dir).unwrap();
+        std::fs::remove_file(&dir).ok();
+        assert_eq!(back.patterns(), bank.patterns());
+        assert_eq!(back.graph_edges(), bank.graph_edges());
+        assert_eq!(
+            back.level_patterns(1).unwrap(),
+            bank.level_patterns(1).unwrap()
+        );
+        let (a, b) = (bank.stats(), back.stats());
+        assert_eq!(
+            (a.buffered, a.reservoir, a.pending, a.next_trajectory_id),
+            (b.buffered, b.reservoir, b.pending, b.next_trajectory_id)
+        );
+        assert_eq!(back.reservoir(), bank.reservoir());
+        assert_eq!(
+            back.search(&pts[..d], 3).unwrap(),
+            bank.search(&pts[..d], 3).unwrap()
+        );
+        back.set_reward(pend, 0.5, RewardSource::Judge, None)
+            .unwrap();
+        let next = back
+            .add_trajectory(&pts[..d], Some(1.0), None, RewardSource::Explicit, None)
+            .unwrap();
+        assert!(next > pend, "ids are never reused after load");
+        // Extraction after load continues from the restored buffer.
+        assert_eq!(back.extract_patterns().unwrap().trajectories, 200 + 2);
+    }
+
+    #[test]
+    fn corrupted_checkpoint_is_an_error() {
+        let bank = small_bank(4);
+        bank.add_trajectory(
+            &[1.0, 0.0, 0.0, 0.0],
+            Some(1.0),
+            None,
+            RewardSource::Explicit,
+            None,
+        )
+        .unwrap();
+        bank.extract_patterns().unwrap();
+        let mut bytes = bank.to_checkpoint().unwrap().to_bytes().unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x40;
+        assert!(matches!(
+            Checkpoint::from_bytes(&bytes, KIND, VERSION),
+            Err(SonaError::Checkpoint(_))
+        ));
+    }
+
+    #[test]
+    fn import_rejects_duplicates_atomically() {
+        let d = 8;
+        let (pts, label) = blobs(200, 4, d, 0.2, 3);
+        let a = small_bank(d);
+        feed(&a, &pts, &label);
+        a.extract_patterns().unwrap();
+        let (recs, cents) = a.export();
+        let b = small_bank(d);
+        assert_eq!(b.import(recs.clone(), &cents).unwrap(), recs.len());
+        assert_eq!(b.patterns(), a.patterns());
+        assert!(
+            b.import(recs.clone(), &cents).is_err(),
+            "ids already present"
+        );
+        let mut dup = recs[..2].to_vec();
+        dup[1].id = dup[0].id + 1000;
+        dup.push(dup[1].clone());
+        let c = small_bank(d);
+        let mut cents3 = cents[..2 * d].to_vec();
+        cents3.extend_from_slice(&cents[d..2 * d]);
+        assert!(
+            c.import(dup, &cents3).is_err(),
+            "duplicate inside the input"
+        );
+        assert!(c.is_empty(), "nothing imported on failure");
+        assert!(c.import(recs[..1].to_vec(), &cents[..d - 1]).is_err());
+        // New patterns get ids beyond the imported ones.
+        feed(&b, &pts[..d], &label[..1]);
+        let mut far = vec![0.0f32; d];
+        far[0] = -1.0;
+        b.add_trajectory(&far, Some(0.5), None, RewardSource::Explicit, None)
+            .unwrap();
+        b.extract_patterns().unwrap();
+        let max_a = recs.iter().map(|r| r.id).max().unwrap();
+        assert!(b.patterns().iter().any(|p| p.id > max_a));
+    }
+}
