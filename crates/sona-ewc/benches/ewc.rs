@@ -49,6 +49,18 @@ fn apply(bencher: Bencher, p: usize) {
     bencher.bench_local(|| ewc.apply(black_box(&theta), black_box(&mut grad)).unwrap());
 }
 
+#[divan::bench(args = PS)]
+fn apply_into(bencher: Bencher, p: usize) {
+    let ewc = consolidated(p);
+    let theta = randv(p, 4);
+    let grad = randv(p, 5);
+    let mut out = vec![0.0; p];
+    bencher.bench_local(|| {
+        ewc.apply_into(black_box(&theta), black_box(&grad), black_box(&mut out))
+            .unwrap()
+    });
+}
+
 #[divan::bench(args = [256, 768])]
 fn boundary_observe(bencher: Bencher, d: usize) {
     let mut det = TaskBoundaryDetector::new(d, 0, BoundaryConfig::default()).unwrap();

@@ -476,7 +476,10 @@ mod tests {
             }
             let mut found = None;
             for t in 0..400 {
-                if det.observe(&sample(&mut rng, d, 0.5, d / 10), None).unwrap() {
+                if det
+                    .observe(&sample(&mut rng, d, 0.5, d / 10), None)
+                    .unwrap()
+                {
                     found = Some(t + 1);
                     break;
                 }
@@ -558,7 +561,10 @@ mod tests {
         }
         let at = detected_at.expect("detected");
         let (idx, theta) = det.stable_snapshot().expect("snapshot");
-        assert!(at > change && idx <= change, "detected {at}, snapshot {idx}");
+        assert!(
+            at > change && idx <= change,
+            "detected {at}, snapshot {idx}"
+        );
         assert!(change - idx <= 60, "snapshot {idx} is too old");
         assert_eq!(theta, &[idx as f32]);
         assert_eq!(det.last_boundary(), Some(at));
@@ -574,11 +580,26 @@ mod tests {
         assert_eq!(det.observed(), 0);
         assert!(TaskBoundaryDetector::new(0, 0, BoundaryConfig::default()).is_err());
         for bad in [
-            BoundaryConfig { window: 1, ..Default::default() },
-            BoundaryConfig { reference: 5, ..Default::default() },
-            BoundaryConfig { alpha: 0.0, ..Default::default() },
-            BoundaryConfig { alpha: f64::NAN, ..Default::default() },
-            BoundaryConfig { consecutive: 0, ..Default::default() },
+            BoundaryConfig {
+                window: 1,
+                ..Default::default()
+            },
+            BoundaryConfig {
+                reference: 5,
+                ..Default::default()
+            },
+            BoundaryConfig {
+                alpha: 0.0,
+                ..Default::default()
+            },
+            BoundaryConfig {
+                alpha: f64::NAN,
+                ..Default::default()
+            },
+            BoundaryConfig {
+                consecutive: 0,
+                ..Default::default()
+            },
         ] {
             assert!(TaskBoundaryDetector::new(4, 0, bad).is_err());
         }

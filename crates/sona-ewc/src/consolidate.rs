@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use sona_core::validate::{check_finite, check_range, check_vec};
+use sona_core::validate::{check_finite, check_len, check_range, check_vec};
 use sona_core::{Checkpoint, Result, SonaError};
 
 use crate::diag;
@@ -213,24 +213,62 @@ impl EwcPlusPlus {
     }
 
     fn check_theta(&self, theta: &[f32]) -> Result<()> {
-        check_vec("theta", theta, self.fbar.len())
+        diag::check_vec_fast("theta", theta, self.fbar.len())
     }
 
     /// `λ/2 · Σ F̄ (θ − θ̄*)²` (0 before the first task).
     pub fn penalty(&self, theta: &[f32]) -> Result<f64> {
-        self.check_theta(theta)?;
+        check_len("theta", theta, self.fbar.len())?;
         if self.tasks == 0 {
+            self.check_theta(theta)?;
             return Ok(0.0);
         }
-        Ok(0.5 * self.cfg.lambda as f64 * diag::weighted_sq_dist(&self.fbar, theta, &self.theta_bar))
+        // One fused pass; a non-finite θ makes the sum non-finite, so it is only located on failure.
+        let p = 0.5
+            * self.cfg.lambda as f64
+            * diag::weighted_sq_dist(&self.fbar, theta, &self.theta_bar);
+        if !p.is_finite() {
+            check_finite("theta", theta)?;
+            return Err(SonaError::Numerical("penalty overflowed".into()));
+        }
+        Ok(p)
     }
 
     /// `grad ← grad + λ F̄ ⊙ (θ − θ̄*)`. Lengths and finiteness of both are checked first.
     pub fn apply(&self, theta: &[f32], grad: &mut [f32]) -> Result<()> {
         self.check_theta(theta)?;
-        check_vec("grad", grad, self.fbar.len())?;
+        diag::check_vec_fast("grad", grad, self.fbar.len())?;
         if self.tasks > 0 {
             diag::add_weighted_diff(self.cfg.lambda, &self.fbar, theta, &self.theta_bar, grad);
+        }
+        Ok(())
+    }
+
+    /// `out ← grad + λ F̄ ⊙ (θ − θ̄*)` in a single fused pass (inputs untouched). Finiteness is checked
+    /// on the output, which is non-finite exactly when `θ` or `grad` is (or on overflow); the error
+    /// then names the offending input. On error `out` holds unspecified values.
+    pub fn apply_into(&self, theta: &[f32], grad: &[f32], out: &mut [f32]) -> Result<()> {
+        let p = self.fbar.len();
+        check_len("theta", theta, p)?;
+        check_len("grad", grad, p)?;
+        check_len("out", out, p)?;
+        let ok = if self.tasks > 0 {
+            diag::add_weighted_diff_into(
+                self.cfg.lambda,
+                &self.fbar,
+                theta,
+                &self.theta_bar,
+                grad,
+                out,
+            )
+        } else {
+            out.copy_from_slice(grad);
+            diag::all_finite(theta) && diag::all_finite(grad)
+        };
+        if !ok {
+            check_finite("theta", theta)?;
+            check_finite("grad", grad)?;
+            return Err(SonaError::Numerical("EWC gradient overflowed".into()));
         }
         Ok(())
     }
@@ -244,7 +282,7 @@ impl EwcPlusPlus {
         projection: &GradientProjection,
     ) -> Result<()> {
         self.check_theta(theta)?;
-        check_vec("grad", grad, self.fbar.len())?;
+        diag::check_vec_fast("grad", grad, self.fbar.len())?;
         if projection.param_count() != self.fbar.len() {
             return Err(SonaError::len_mismatch(
                 "projection param_count",
@@ -377,7 +415,10 @@ mod tests {
             diffs.push(ewc.penalty(&theta).unwrap() - sum);
         }
         for d in &diffs {
-            assert!((d - diffs[0]).abs() < 1e-3 * (1.0 + diffs[0].abs()), "{diffs:?}");
+            assert!(
+                (d - diffs[0]).abs() < 1e-3 * (1.0 + diffs[0].abs()),
+                "{diffs:?}"
+            );
         }
         // The gradient of the consolidated quadratic equals the sum of per-task gradients exactly.
         let theta = randv(&mut rng, p, 1.0);
@@ -399,7 +440,8 @@ mod tests {
     #[test]
     fn lambda_is_applied_exactly_once() {
         let mut ewc = EwcPlusPlus::new(2, EwcConfig::default()).unwrap();
-        ewc.complete_task(&[1.0, 0.0], Some(&[2.0, 4.0]), 1.0).unwrap();
+        ewc.complete_task(&[1.0, 0.0], Some(&[2.0, 4.0]), 1.0)
+            .unwrap();
         let theta = [3.0, 1.0];
         // ½ (2·2² + 4·1²) = 6 at λ = 1.
         assert!((ewc.penalty(&theta).unwrap() - 6.0).abs() < 1e-9);
@@ -420,7 +462,8 @@ mod tests {
             Err(SonaError::InvalidInput(_))
         ));
         ewc.update_fisher(&[1.0, 2.0, 0.0]).unwrap();
-        ewc.update_fisher_batch(&[1.0, 2.0, 0.0, 1.0, 2.0, 0.0], 2).unwrap();
+        ewc.update_fisher_batch(&[1.0, 2.0, 0.0, 1.0, 2.0, 0.0], 2)
+            .unwrap();
         ewc.complete_task(&[0.5, 0.5, 0.5], None, 1.0).unwrap();
         for (a, b) in ewc.fisher().iter().zip([1.0, 4.0, 0.0]) {
             assert!((a - b).abs() < 1e-4);
@@ -433,8 +476,16 @@ mod tests {
     fn protects_where_fisher_is_large() {
         // Gradient descent on a new loss ½‖θ − b‖² plus the penalty: the important coordinate stays
         // near its old value, the unimportant one moves to the new target.
-        let mut ewc = EwcPlusPlus::new(2, EwcConfig { lambda: 100.0, ..Default::default() }).unwrap();
-        ewc.complete_task(&[1.0, 1.0], Some(&[1.0, 1e-4]), 1.0).unwrap();
+        let mut ewc = EwcPlusPlus::new(
+            2,
+            EwcConfig {
+                lambda: 100.0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        ewc.complete_task(&[1.0, 1.0], Some(&[1.0, 1e-4]), 1.0)
+            .unwrap();
         let mut theta = vec![1.0f32, 1.0];
         for _ in 0..2000 {
             let mut g = vec![theta[0] + 1.0, theta[1] + 1.0];
@@ -453,38 +504,110 @@ mod tests {
         ewc.complete_task(&[1.0; 3], Some(&[1.0; 3]), 1.0).unwrap();
         let before = ewc.clone();
         let mut g = vec![0.0; 3];
-        assert!(matches!(ewc.penalty(&[1.0; 2]), Err(SonaError::Dimension { .. })));
-        assert!(matches!(ewc.apply(&[1.0; 4], &mut g), Err(SonaError::Dimension { .. })));
-        assert!(matches!(ewc.apply(&[1.0; 3], &mut [0.0; 2]), Err(SonaError::Dimension { .. })));
+        assert!(matches!(
+            ewc.penalty(&[1.0; 2]),
+            Err(SonaError::Dimension { .. })
+        ));
+        assert!(matches!(
+            ewc.apply(&[1.0; 4], &mut g),
+            Err(SonaError::Dimension { .. })
+        ));
+        assert!(matches!(
+            ewc.apply(&[1.0; 3], &mut [0.0; 2]),
+            Err(SonaError::Dimension { .. })
+        ));
         assert!(matches!(
             ewc.apply(&[1.0, f32::NAN, 1.0], &mut g),
             Err(SonaError::NonFinite { .. })
         ));
+        let mut out = vec![0.0; 3];
+        assert!(matches!(
+            ewc.apply_into(&[1.0, f32::INFINITY, 1.0], &[0.0; 3], &mut out),
+            Err(SonaError::NonFinite { .. })
+        ));
+        assert!(matches!(
+            ewc.apply_into(&[1.0; 3], &[0.0, 0.0, f32::NAN], &mut out),
+            Err(SonaError::NonFinite { .. })
+        ));
+        assert!(matches!(
+            ewc.apply_into(&[1.0; 3], &[0.0; 2], &mut out),
+            Err(SonaError::Dimension { .. })
+        ));
+        assert!(matches!(
+            ewc.penalty(&[f32::NAN, 0.0, 0.0]),
+            Err(SonaError::NonFinite { .. })
+        ));
+        ewc.apply_into(&[2.0; 3], &[1.0; 3], &mut out).unwrap();
+        assert_eq!(out, vec![2.0; 3]);
         assert!(ewc.complete_task(&[1.0; 2], None, 1.0).is_err());
         assert!(ewc.complete_task(&[1.0; 3], Some(&[1.0; 2]), 1.0).is_err());
         assert!(ewc.complete_task(&[1.0; 3], Some(&[-1.0; 3]), 1.0).is_err());
         assert!(ewc.complete_task(&[1.0; 3], Some(&[1.0; 3]), 0.0).is_err());
-        assert!(ewc.complete_task(&[1.0; 3], Some(&[1.0; 3]), f32::NAN).is_err());
+        assert!(ewc
+            .complete_task(&[1.0; 3], Some(&[1.0; 3]), f32::NAN)
+            .is_err());
         assert!(ewc.update_fisher(&[f32::INFINITY, 0.0, 0.0]).is_err());
-        let bounded = EwcConfig { lambda: 1.0, lambda_min: 0.5, lambda_max: 2.0, ..Default::default() };
+        let bounded = EwcConfig {
+            lambda: 1.0,
+            lambda_min: 0.5,
+            lambda_max: 2.0,
+            ..Default::default()
+        };
         let mut b = EwcPlusPlus::new(3, bounded).unwrap();
         assert!(matches!(b.set_lambda(3.0), Err(SonaError::Config(_))));
         assert!(matches!(b.set_lambda(0.1), Err(SonaError::Config(_))));
         assert!(matches!(b.set_lambda(f32::NAN), Err(SonaError::Config(_))));
         assert_eq!(b.lambda(), 1.0);
-        assert!(EwcPlusPlus::new(3, EwcConfig { lambda: 3.0, ..bounded }).is_err());
-        assert!(EwcPlusPlus::new(3, EwcConfig { lambda_min: 3.0, ..bounded }).is_err());
-        assert!(EwcPlusPlus::new(3, EwcConfig { decay: 0.0, ..bounded }).is_err());
-        assert!(EwcPlusPlus::new(3, EwcConfig { decay: 1.5, ..bounded }).is_err());
+        assert!(EwcPlusPlus::new(
+            3,
+            EwcConfig {
+                lambda: 3.0,
+                ..bounded
+            }
+        )
+        .is_err());
+        assert!(EwcPlusPlus::new(
+            3,
+            EwcConfig {
+                lambda_min: 3.0,
+                ..bounded
+            }
+        )
+        .is_err());
+        assert!(EwcPlusPlus::new(
+            3,
+            EwcConfig {
+                decay: 0.0,
+                ..bounded
+            }
+        )
+        .is_err());
+        assert!(EwcPlusPlus::new(
+            3,
+            EwcConfig {
+                decay: 1.5,
+                ..bounded
+            }
+        )
+        .is_err());
         assert_eq!(ewc, before);
     }
 
     #[test]
     fn checkpoint_round_trip_and_corruption() {
         let mut rng = SeededRng::new(5);
-        let mut ewc = EwcPlusPlus::new(50, EwcConfig { lambda: 3.0, decay: 0.9, ..Default::default() }).unwrap();
+        let mut ewc = EwcPlusPlus::new(
+            50,
+            EwcConfig {
+                lambda: 3.0,
+                decay: 0.9,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let f: Vec<f32> = randv(&mut rng, 50, 1.0).iter().map(|x| x * x).collect();
-        ewc.complete_task(&randv(&mut rng, 50, 1.0), Some(&f), 1.0).unwrap();
+        ewc.complete_task(&randv(&mut rng, 50, 1.0), Some(&f), 1.0)
+            .unwrap();
         ewc.update_fisher(&randv(&mut rng, 50, 1.0)).unwrap();
         let bytes = ewc.to_bytes().unwrap();
         let back = EwcPlusPlus::from_bytes(&bytes).unwrap();
@@ -492,11 +615,17 @@ mod tests {
         assert_eq!(back.theta_star(), ewc.theta_star());
         assert_eq!(back.task_count(), 1);
         assert_eq!(back.online().samples(), 1);
-        assert_eq!(back.online().estimate().unwrap(), ewc.online().estimate().unwrap());
+        assert_eq!(
+            back.online().estimate().unwrap(),
+            ewc.online().estimate().unwrap()
+        );
         for i in (0..bytes.len()).step_by(7) {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            assert!(matches!(EwcPlusPlus::from_bytes(&b), Err(SonaError::Checkpoint(_))));
+            assert!(matches!(
+                EwcPlusPlus::from_bytes(&b),
+                Err(SonaError::Checkpoint(_))
+            ));
         }
         // A well-formed file whose content is invalid (λ out of its bounds) is a Checkpoint error too.
         let mut ck = ewc.to_checkpoint().unwrap();
@@ -507,9 +636,15 @@ mod tests {
         ));
         let mut ck = ewc.to_checkpoint().unwrap();
         ck.put_f32("fisher", &[50], &[-1.0; 50]);
-        assert!(matches!(EwcPlusPlus::from_checkpoint(&ck), Err(SonaError::Checkpoint(_))));
+        assert!(matches!(
+            EwcPlusPlus::from_checkpoint(&ck),
+            Err(SonaError::Checkpoint(_))
+        ));
         let mut ck = ewc.to_checkpoint().unwrap();
         ck.put_f32("fisher", &[49], &[1.0; 49]);
-        assert!(matches!(EwcPlusPlus::from_checkpoint(&ck), Err(SonaError::Checkpoint(_))));
+        assert!(matches!(
+            EwcPlusPlus::from_checkpoint(&ck),
+            Err(SonaError::Checkpoint(_))
+        ));
     }
 }

@@ -34,7 +34,12 @@ fn weighted_sq_dist_body(w: &[f32], a: &[f32], b: &[f32]) -> f64 {
             }
         }
         let mut tail = 0.0f32;
-        for ((x, y), z) in cw.remainder().iter().zip(ca.remainder()).zip(cb.remainder()) {
+        for ((x, y), z) in cw
+            .remainder()
+            .iter()
+            .zip(ca.remainder())
+            .zip(cb.remainder())
+        {
             let d = y - z;
             tail += x * d * d;
         }
@@ -50,6 +55,65 @@ fn add_weighted_diff_body(alpha: f32, w: &[f32], a: &[f32], b: &[f32], out: &mut
     }
 }
 
+/// Exponent bits of an `f32`: all ones exactly for ±Inf and NaN.
+const EXP: u32 = 0x7f80_0000;
+
+#[inline(always)]
+fn all_finite_body(v: &[f32]) -> bool {
+    // Branch-free OR of "exponent all ones" flags: vectorises, unlike an early-exit `position`.
+    let mut acc = [0u32; W];
+    let mut c = v.chunks_exact(W);
+    for x in &mut c {
+        for i in 0..W {
+            acc[i] |= ((x[i].to_bits() & EXP) == EXP) as u32;
+        }
+    }
+    let tail = c.remainder().iter().any(|x| !x.is_finite());
+    acc.iter().all(|&a| a == 0) && !tail
+}
+
+#[inline(always)]
+fn add_weighted_diff_into_body(
+    alpha: f32,
+    w: &[f32],
+    a: &[f32],
+    b: &[f32],
+    g: &[f32],
+    out: &mut [f32],
+) -> bool {
+    let mut acc = [0u32; W];
+    let mut co = out.chunks_exact_mut(W);
+    let mut cw = w.chunks_exact(W);
+    let mut ca = a.chunks_exact(W);
+    let mut cb = b.chunks_exact(W);
+    let mut cg = g.chunks_exact(W);
+    for ((((o, w), a), b), g) in (&mut co)
+        .zip(&mut cw)
+        .zip(&mut ca)
+        .zip(&mut cb)
+        .zip(&mut cg)
+    {
+        for i in 0..W {
+            let v = g[i] + alpha * w[i] * (a[i] - b[i]);
+            o[i] = v;
+            acc[i] |= ((v.to_bits() & EXP) == EXP) as u32;
+        }
+    }
+    let mut ok = acc.iter().all(|&x| x == 0);
+    let tail = co
+        .into_remainder()
+        .iter_mut()
+        .zip(cw.remainder())
+        .zip(ca.remainder())
+        .zip(cb.remainder())
+        .zip(cg.remainder());
+    for ((((o, w), a), b), g) in tail {
+        *o = g + alpha * w * (a - b);
+        ok &= o.is_finite();
+    }
+    ok
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     #[target_feature(enable = "avx2,fma")]
@@ -63,7 +127,30 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn add_weighted_diff(alpha: f32, w: &[f32], a: &[f32], b: &[f32], out: &mut [f32]) {
+    pub(super) unsafe fn all_finite(v: &[f32]) -> bool {
+        super::all_finite_body(v)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn add_weighted_diff_into(
+        alpha: f32,
+        w: &[f32],
+        a: &[f32],
+        b: &[f32],
+        g: &[f32],
+        out: &mut [f32],
+    ) -> bool {
+        super::add_weighted_diff_into_body(alpha, w, a, b, g, out)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn add_weighted_diff(
+        alpha: f32,
+        w: &[f32],
+        a: &[f32],
+        b: &[f32],
+        out: &mut [f32],
+    ) {
         super::add_weighted_diff_body(alpha, w, a, b, out)
     }
 }
@@ -122,6 +209,53 @@ pub fn add_weighted_diff(alpha: f32, w: &[f32], a: &[f32], b: &[f32], out: &mut 
     add_weighted_diff_body(alpha, w, a, b, out)
 }
 
+/// `true` when no element is NaN or ±Inf (a vectorised scan; find the index only on failure).
+#[inline]
+pub fn all_finite(v: &[f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { avx2::all_finite(v) };
+    }
+    all_finite_body(v)
+}
+
+/// `out ← g + α · w ⊙ (a − b)` in one pass; returns whether every output is finite (with `w`, `b`
+/// and `α` finite, a non-finite output means a non-finite `a` or `g`, or an overflow).
+#[inline]
+pub fn add_weighted_diff_into(
+    alpha: f32,
+    w: &[f32],
+    a: &[f32],
+    b: &[f32],
+    g: &[f32],
+    out: &mut [f32],
+) -> bool {
+    let n = out.len();
+    assert!(
+        w.len() == n && a.len() == n && b.len() == n && g.len() == n,
+        "add_weighted_diff_into: length mismatch"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { avx2::add_weighted_diff_into(alpha, w, a, b, g, out) };
+    }
+    add_weighted_diff_into_body(alpha, w, a, b, g, out)
+}
+
+/// Length and finiteness of a vector argument, like `sona_core::validate::check_vec` but with the
+/// vectorised [`all_finite`] scan on the success path (the slow indexed scan runs only to report).
+#[inline]
+pub(crate) fn check_vec_fast(what: &str, v: &[f32], expected: usize) -> sona_core::Result<()> {
+    sona_core::validate::check_len(what, v, expected)?;
+    if all_finite(v) {
+        Ok(())
+    } else {
+        sona_core::validate::check_finite(what, v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,8 +290,24 @@ mod tests {
                 assert!((f[i] - want).abs() <= 1e-6 * want.max(1.0));
             }
 
+            let mut into = vec![0.0; n];
+            assert!(add_weighted_diff_into(2.0, &w, &a, &b, &b, &mut into));
+            assert!(all_finite(&a));
+            if n > 0 {
+                let mut bad = a.clone();
+                bad[n - 1] = f32::NAN;
+                assert!(!all_finite(&bad));
+                bad[n - 1] = f32::NEG_INFINITY;
+                assert!(!all_finite(&bad));
+                bad[n / 2] = 1.0;
+                assert!(!add_weighted_diff_into(2.0, &w, &bad, &b, &b, &mut into) || n == 1);
+            }
+            assert!(add_weighted_diff_into(2.0, &w, &a, &b, &b, &mut into));
             let mut out = b.clone();
             add_weighted_diff(2.0, &w, &a, &b, &mut out);
+            for i in 0..n {
+                assert_eq!(out[i], into[i]);
+            }
             for i in 0..n {
                 let want = b[i] + 2.0 * w[i] * (a[i] - b[i]);
                 assert!((out[i] - want).abs() <= 1e-5 * want.abs().max(1.0));

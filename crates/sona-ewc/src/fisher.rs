@@ -6,7 +6,7 @@
 //! `n` samples; [`OnlineFisher::estimate`] divides it out (as Adam does for its moments), so a task
 //! with few samples is not protected less than one with many. Entries are then raised to `floor`.
 
-use sona_core::validate::{check_matrix, check_range, check_vec};
+use sona_core::validate::{check_len, check_range};
 use sona_core::{Result, SonaError};
 
 use crate::diag;
@@ -61,7 +61,7 @@ impl OnlineFisher {
 
     /// One per-sample gradient `g` (length `P`, finite).
     pub fn update(&mut self, grad: &[f32]) -> Result<()> {
-        check_vec("grad", grad, self.raw.len())?;
+        diag::check_vec_fast("grad", grad, self.raw.len())?;
         diag::ema_sq(self.gamma, &mut self.raw, grad);
         self.samples += 1;
         self.gamma_pow *= self.gamma as f64;
@@ -71,7 +71,17 @@ impl OnlineFisher {
     /// `rows` per-sample gradients stored row-major (`rows × P`), folded in order: identical to
     /// calling [`update`](Self::update) on each row. The whole matrix is validated first.
     pub fn update_batch(&mut self, grads: &[f32], rows: usize) -> Result<()> {
-        check_matrix("grads", grads, rows, self.raw.len())?;
+        let expected = rows
+            .checked_mul(self.raw.len())
+            .ok_or_else(|| SonaError::invalid("grads: rows × P overflows"))?;
+        if grads.len() != expected {
+            return Err(SonaError::Dimension {
+                what: "grads".into(),
+                expected: format!("{rows}x{} ({expected} values)", self.raw.len()),
+                got: format!("{} values", grads.len()),
+            });
+        }
+        diag::check_vec_fast("grads", grads, expected)?;
         for g in grads.chunks_exact(self.raw.len()) {
             diag::ema_sq(self.gamma, &mut self.raw, g);
             self.gamma_pow *= self.gamma as f64;
@@ -84,7 +94,7 @@ impl OnlineFisher {
     /// Fails with `InvalidInput` before any sample was seen: an empty estimate protects nothing, and
     /// silently consolidating it is exactly the failure SONA exists to avoid.
     pub fn estimate_into(&self, out: &mut [f32]) -> Result<()> {
-        sona_core::validate::check_len("out", out, self.raw.len())?;
+        check_len("out", out, self.raw.len())?;
         if self.samples == 0 {
             return Err(SonaError::invalid(
                 "the online Fisher has no samples yet: call update() with per-sample gradients first",
@@ -206,10 +216,7 @@ mod tests {
         f.update(&[0.0, 1.0]).unwrap();
         assert_eq!(f.estimate().unwrap(), vec![0.25, 1.0]);
         let before = f.clone();
-        assert!(matches!(
-            f.update(&[1.0]),
-            Err(SonaError::Dimension { .. })
-        ));
+        assert!(matches!(f.update(&[1.0]), Err(SonaError::Dimension { .. })));
         assert!(matches!(
             f.update(&[1.0, f32::NAN]),
             Err(SonaError::NonFinite { .. })

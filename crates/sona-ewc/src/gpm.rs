@@ -96,7 +96,10 @@ impl GradientProjection {
         for row in resid.chunks_exact_mut(p) {
             self.project(row)?;
         }
-        let resid_energy: f64 = resid.chunks_exact(p).map(|r| kernels::norm_sq(r) as f64).sum();
+        let resid_energy: f64 = resid
+            .chunks_exact(p)
+            .map(|r| kernels::norm_sq(r) as f64)
+            .sum();
         let mut captured = (total - resid_energy).max(0.0);
         let target = threshold as f64 * total;
         if captured >= target {

@@ -117,7 +117,9 @@ impl AdaptiveLambda {
                 )));
             }
         }
-        let max = self.probe_max.map_or(probe_accuracy, |m| m.max(probe_accuracy));
+        let max = self
+            .probe_max
+            .map_or(probe_accuracy, |m| m.max(probe_accuracy));
         let stalled = self
             .last_new
             .is_some_and(|prev| new_task_quality - prev < self.cfg.stall);
@@ -184,9 +186,23 @@ mod tests {
         assert!(a.update(0.5, f32::NAN).is_err());
         assert_eq!(a, before);
         let bad = |c: LambdaConfig| AdaptiveLambda::new(c).is_err();
-        assert!(bad(LambdaConfig { initial: 1e7, ..Default::default() }));
-        assert!(bad(LambdaConfig { lambda_min: 2.0, lambda_max: 1.0, initial: 1.5, ..Default::default() }));
-        assert!(bad(LambdaConfig { raise: 0.5, ..Default::default() }));
-        assert!(bad(LambdaConfig { lower: 1.5, ..Default::default() }));
+        assert!(bad(LambdaConfig {
+            initial: 1e7,
+            ..Default::default()
+        }));
+        assert!(bad(LambdaConfig {
+            lambda_min: 2.0,
+            lambda_max: 1.0,
+            initial: 1.5,
+            ..Default::default()
+        }));
+        assert!(bad(LambdaConfig {
+            raise: 0.5,
+            ..Default::default()
+        }));
+        assert!(bad(LambdaConfig {
+            lower: 1.5,
+            ..Default::default()
+        }));
     }
 }

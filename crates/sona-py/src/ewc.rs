@@ -170,7 +170,9 @@ impl EwcPlusPlus {
             matrix_cols("grads", cols, e.param_count())?;
             let s = slice(&m);
             let e = &mut *e;
-            Ok(maybe_detach(py, s.len(), || e.update_fisher_batch(s, rows))?)
+            Ok(maybe_detach(py, s.len(), || {
+                e.update_fisher_batch(s, rows)
+            })?)
         })
     }
 
@@ -189,7 +191,9 @@ impl EwcPlusPlus {
             let (ts, fs) = (slice(&t), f.as_ref().map(slice));
             let mut e = lock(&self.inner);
             let e = &mut *e;
-            Ok(maybe_detach(py, ts.len(), || e.complete_task(ts, fs, weight))?)
+            Ok(maybe_detach(py, ts.len(), || {
+                e.complete_task(ts, fs, weight)
+            })?)
         })
     }
 
@@ -216,14 +220,20 @@ impl EwcPlusPlus {
             let (t, g) = (vec1("theta", theta)?, vec1("grad", grad)?);
             let (ts, gs) = (slice(&t), slice(&g));
             let e = lock(&self.inner);
-            let mut out = gs.to_vec();
-            match projection {
-                None => maybe_detach(py, ts.len(), || e.apply(ts, &mut out))?,
+            let out = match projection {
+                None => {
+                    // Single fused pass writing straight into the result.
+                    let mut out = vec![0.0f32; gs.len()];
+                    maybe_detach(py, ts.len(), || e.apply_into(ts, gs, &mut out))?;
+                    out
+                }
                 Some(p) => {
                     let p = lock(&p.inner);
-                    maybe_detach(py, ts.len(), || e.apply_projected(ts, &mut out, &p))?
+                    let mut out = gs.to_vec();
+                    maybe_detach(py, ts.len(), || e.apply_projected(ts, &mut out, &p))?;
+                    out
                 }
-            }
+            };
             Ok(out1(py, out))
         })
     }
@@ -380,10 +390,7 @@ impl TaskBoundaryDetector {
     }
 
     /// `(sample_index, theta)` of the stable point before the last boundary, or `None`.
-    fn stable_snapshot<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> Option<(u64, Bound<'py, PyArray1<f32>>)> {
+    fn stable_snapshot<'py>(&self, py: Python<'py>) -> Option<(u64, Bound<'py, PyArray1<f32>>)> {
         lock(&self.inner)
             .stable_snapshot()
             .map(|(i, t)| (i, out1(py, t.to_vec())))
