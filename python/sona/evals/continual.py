@@ -50,16 +50,16 @@ class ContinualConfig:
     methods: tuple[str, ...] = METHODS
     seeds: int = 5
     n_tasks: int = 5
-    epochs: int = 10
-    hidden: int = 100
+    epochs: int = 20
+    hidden: int = 400
     batch: int = 32
     #: "adam" or "sgd".
     optimizer: str = "adam"
     lr: float = 2e-3
     #: EWC++ strength per benchmark (tuned by measurement, see docs/benchmarks.md).
-    lambdas: dict[str, float] = field(default_factory=lambda: {"permuted": 1e3, "split": 1e3})
-    #: Online-Fisher EMA decay per sample.
-    gamma: float = 0.999
+    lambdas: dict[str, float] = field(default_factory=lambda: {"permuted": 100.0, "split": 1e4})
+    #: Online-Fisher EMA decay per sample (≈ 200 samples, 2/3 of an epoch of Fisher samples).
+    gamma: float = 0.995
     #: Per-sample gradients per minibatch fed to the online Fisher.
     fisher_batch: int = 8
     replay_size: int = 200
