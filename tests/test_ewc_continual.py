@@ -56,13 +56,31 @@ def test_ewc_forgets_clearly_less_than_no_protection_on_permuted_digits() -> Non
     assert len(curve) == cfg.n_tasks * cfg.epochs
 
 
-def test_cli_writes_tables_json_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_tables_json_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out_json, out_png = tmp_path / "c.json", tmp_path / "c.png"
     code = cli.main(
         [
-            "eval", "continual", "--benchmark", "split", "--seeds", "1", "--tasks", "2",
-            "--epochs", "1", "--methods", "none", "ewc", "joint", "--no-progress",
-            "--json", str(out_json), "--plot", str(out_png),
+            "eval",
+            "continual",
+            "--benchmark",
+            "split",
+            "--seeds",
+            "1",
+            "--tasks",
+            "2",
+            "--epochs",
+            "1",
+            "--methods",
+            "none",
+            "ewc",
+            "joint",
+            "--no-progress",
+            "--json",
+            str(out_json),
+            "--plot",
+            str(out_png),
         ]
     )
     assert code == 0

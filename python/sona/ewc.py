@@ -3,15 +3,19 @@
 - :class:`OnlineFisher` — the diagonal Fisher from **per-sample** gradients, ``F ← γF + (1−γ)g²``
   (bias-corrected for its zero start, floored).
 - :class:`EwcPlusPlus` — the online Fisher of the current task plus every finished task folded into
-  one quadratic in O(P): ``penalty(θ) = λ/2 Σ F̄ (θ − θ̄*)²`` and ``apply(θ, grad) = grad + λ F̄ ⊙ (θ − θ̄*)``.
+  one quadratic in O(P): ``penalty(θ) = λ/2 Σ F̄ (θ − θ̄*)²`` and ``apply(θ, grad) = grad + λ F̄ ⊙
+  (θ − θ̄*)``.
   λ is applied once; per-task weights and the decay of old tasks live in ``F̄``.
 - :class:`TaskBoundaryDetector` — a calibrated two-window test on input vectors; on a boundary it
   hands back the parameters from *before* the change.
-- :class:`AdaptiveLambda` — λ raised on measured probe-set forgetting, lowered when the new task stalls.
-- :class:`GradientProjection` — optional GPM: the task gradient is projected off protected directions.
+- :class:`AdaptiveLambda` — λ raised on measured probe-set forgetting, lowered when the new task
+  stalls.
+- :class:`GradientProjection` — optional GPM: the task gradient is projected off protected
+  directions.
 
 Every method takes array-likes (converted once to C-contiguous float32) and returns numpy float32.
-Wrong lengths raise :class:`~sona.errors.DimensionError`, NaN/Inf :class:`~sona.errors.NonFiniteError`,
+Wrong lengths raise :class:`~sona.errors.DimensionError`, NaN/Inf
+:class:`~sona.errors.NonFiniteError`,
 out-of-range settings :class:`~sona.errors.ConfigError`, corrupted files
 :class:`~sona.errors.CheckpointError`; a failing call leaves the object unchanged.
 """
@@ -38,7 +42,8 @@ class OnlineFisher:
 
     Args:
         param_count: number of parameters ``P``.
-        gamma: EMA decay per sample in ``[0, 1)``; ``0.999`` averages over about the last 1000 samples.
+        gamma: EMA decay per sample in ``[0, 1)``; ``0.999`` averages over about the last 1000
+        samples.
         floor: smallest value :meth:`estimate` returns (``≥ 0``).
     """
 
@@ -82,8 +87,10 @@ class OnlineFisher:
 class EwcPlusPlus:
     """EWC++ over ``param_count`` parameters.
 
-    Typical loop: during a task, feed per-sample gradients to :meth:`update_fisher_batch` and pass each
-    training gradient through :meth:`apply`; at the end of the task call :meth:`complete_task` with the
+    Typical loop: during a task, feed per-sample gradients to :meth:`update_fisher_batch` and pass
+    each
+    training gradient through :meth:`apply`; at the end of the task call :meth:`complete_task` with
+    the
     parameters to protect.
 
     Args:
@@ -130,7 +137,9 @@ class EwcPlusPlus:
         """Folds an ``n × P`` matrix of per-sample gradients into the online Fisher."""
         self._e.update_fisher_batch(as_matrix(grads, "grads", self.param_count))
 
-    def complete_task(self, theta_star: Any, fisher: Any | None = None, weight: float = 1.0) -> None:
+    def complete_task(
+        self, theta_star: Any, fisher: Any | None = None, weight: float = 1.0
+    ) -> None:
         """Ends a task: adds ``½ weight Σ F (θ − θ*)²`` to the consolidated quadratic.
 
         ``fisher`` defaults to the online estimate (which is then reset for the next task); raises
@@ -158,7 +167,8 @@ class EwcPlusPlus:
 
     @property
     def lambda_(self) -> float:
-        """Penalty strength λ; setting a value outside ``[lambda_min, lambda_max]`` raises ConfigError."""
+        """Penalty strength λ; setting a value outside ``[lambda_min, lambda_max]`` raises
+        ConfigError."""
         return self._e.lambda_
 
     @lambda_.setter
@@ -218,16 +228,20 @@ class EwcPlusPlus:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EwcPlusPlus:
-        """Reads a state written by :meth:`save`; corrupted or mismatched files raise CheckpointError."""
+        """Reads a state written by :meth:`save`; corrupted or mismatched files raise
+        CheckpointError."""
         return cls._wrap(_sona.EwcPlusPlus.load(os.fspath(path)))
 
 
 class TaskBoundaryDetector:
     """Detects changes of the input distribution with non-overlapping windows.
 
-    After each sample, once both windows are full, ``S = Σ_j (μ_r−μ_b)² / (σ²_b (1/n_r + 1/n_b))`` is
-    compared with the upper-``alpha`` quantile of its null distribution (a sum of squared Student t's,
-    because σ²_b is estimated); ``consecutive`` hits declare a boundary, then the windows refill from the
+    After each sample, once both windows are full, ``S = Σ_j (μ_r−μ_b)² / (σ²_b (1/n_r + 1/n_b))``
+    is
+    compared with the upper-``alpha`` quantile of its null distribution (a sum of squared Student
+    t's,
+    because σ²_b is estimated); ``consecutive`` hits declare a boundary, then the windows refill
+    from the
     new data and checks pause for ``cooldown`` samples.
 
     Pass the current parameters to :meth:`observe` (``param_count > 0``) and, on a boundary,
@@ -268,7 +282,8 @@ class TaskBoundaryDetector:
         )
 
     def observe(self, x: Any, theta: Any | None = None) -> bool:
-        """Feeds one input (and optionally the parameters before training on it); True at a boundary."""
+        """Feeds one input (and optionally the parameters before training on it); True at a
+        boundary."""
         t = None if theta is None else as_vector(theta, "theta")
         return self._d.observe(as_vector(x, "x", self.dim), t)
 
@@ -382,7 +397,8 @@ class GradientProjection:
         self._g = _sona.GradientProjection(int(param_count), int(max_basis))
 
     def add(self, m: Any, threshold: float = 0.97) -> int:
-        """Adds directions of ``m`` (``n × P``, n ≤ 512) until ``threshold`` of its energy is spanned."""
+        """Adds directions of ``m`` (``n × P``, n ≤ 512) until ``threshold`` of its energy is
+        spanned."""
         return self._g.add(as_matrix(m, "m", self.param_count), float(threshold))
 
     def project(self, grad: Any) -> F32Array:

@@ -1,8 +1,10 @@
 """A two-layer ReLU MLP in numpy with exact per-sample gradients (the continual benchmark's model).
 
-All parameters live in one contiguous float32 vector ``theta`` (``W1 | b1 | W2 | b2``, row-major), so
+All parameters live in one contiguous float32 vector ``theta`` (``W1 | b1 | W2 | b2``, row-major),
+so
 the EWC++ API can take ``θ`` and the gradient as they are. Per-sample gradients are what the Fisher
-needs (SPEC §4: never the square of a batch-mean gradient); for a two-layer net they are outer products
+needs (SPEC §4: never the square of a batch-mean gradient); for a two-layer net they are outer
+products
 of the back-propagated errors with the layer inputs, built here with one einsum per layer.
 """
 
@@ -47,7 +49,8 @@ class MLP:
         return z1, h, p
 
     def predict(self, x: F32) -> I64:
-        return np.argmax(self._forward(x)[2], axis=1)
+        pred: I64 = np.argmax(self._forward(x)[2], axis=1)
+        return pred
 
     def accuracy(self, x: F32, y: I64) -> float:
         return float(np.mean(self.predict(x) == y))
@@ -74,7 +77,8 @@ class MLP:
         """``n × P`` per-sample gradients of the log-loss.
 
         With ``y=None`` labels are drawn from the model's own predictive distribution, which makes
-        ``E[g²]`` the true Fisher (with the observed labels it would be the "empirical" Fisher, which
+        ``E[g²]`` the true Fisher (with the observed labels it would be the "empirical" Fisher,
+        which
         shrinks toward zero on examples the model already fits).
         """
         z1, h, p = self._forward(x)

@@ -1,22 +1,29 @@
 """Continual learning on real data (SPEC §11.2): Permuted-Digits and Split-Digits.
 
-Data: scikit-learn's bundled ``load_digits`` (1,797 8×8 images, no download), pixels scaled to [0, 1],
+Data: scikit-learn's bundled ``load_digits`` (1,797 8×8 images, no download), pixels scaled to [0,
+1],
 a stratified 70/30 train/test split per seed.
 
 - **Permuted-Digits**: 5 tasks, each a fixed random permutation of the 64 pixels (task 1 keeps the
   original order); one shared 10-way head.
-- **Split-Digits** (domain-incremental): 5 tasks of two digits each, {0,1}, {2,3}, …, {8,9}; one shared
+- **Split-Digits** (domain-incremental): 5 tasks of two digits each, {0,1}, {2,3}, …, {8,9}; one
+  shared
   binary head that answers "first or second digit of the pair".
 
 Model: a 64→H→C ReLU MLP in numpy (:mod:`sona.evals._mlp`) trained task by task with minibatch SGD.
-Its per-sample gradients feed :class:`sona.ewc.EwcPlusPlus`'s online Fisher during training and every
+Its per-sample gradients feed :class:`sona.ewc.EwcPlusPlus`'s online Fisher during training and
+every
 training gradient goes through :meth:`~sona.ewc.EwcPlusPlus.apply`; at the end of a task the current
 parameters are folded in with :meth:`~sona.ewc.EwcPlusPlus.complete_task`.
 
-Methods: ``none`` (fine-tuning, no protection), ``ewc`` (EWC++), ``replay`` (a uniform reservoir of past
-training examples mixed into every minibatch), ``ewc+replay``, and ``joint`` (trained on all tasks seen
-so far: the upper bound). Metrics follow SPEC §8 on the accuracy matrix ``R[i][j]`` (after task i, on
-task j): ``ACC``, ``BWT``, forgetting, plus ``LA`` (learning accuracy: mean ``R[j][j]``, how well each
+Methods: ``none`` (fine-tuning, no protection), ``ewc`` (EWC++), ``replay`` (a uniform reservoir of
+past
+training examples mixed into every minibatch), ``ewc+replay``, and ``joint`` (trained on all tasks
+seen
+so far: the upper bound). Metrics follow SPEC §8 on the accuracy matrix ``R[i][j]`` (after task i,
+on
+task j): ``ACC``, ``BWT``, forgetting, plus ``LA`` (learning accuracy: mean ``R[j][j]``, how well
+each
 new task is learned), all as mean ± std over seeds.
 """
 
@@ -75,11 +82,13 @@ class Task:
     y_test: I64
 
 
-def _split(n_per_class: dict[int, npt.NDArray[np.int64]], rng: np.random.Generator) -> tuple[I64, I64]:
+def _split(
+    n_per_class: dict[int, npt.NDArray[np.int64]], rng: np.random.Generator
+) -> tuple[I64, I64]:
     train, test = [], []
     for idx in n_per_class.values():
         idx = rng.permutation(idx)
-        cut = int(round(0.7 * len(idx)))
+        cut = round(0.7 * len(idx))
         train.append(idx[:cut])
         test.append(idx[cut:])
     return np.concatenate(train), np.concatenate(test)
@@ -107,9 +116,7 @@ def make_tasks(benchmark: str, seed: int, n_tasks: int = 5) -> tuple[list[Task],
         for t in range(n_tasks):
             pair = (2 * t, 2 * t + 1)
             mtr, mte = np.isin(y[tr], pair), np.isin(y[te], pair)
-            tasks.append(
-                Task(x[tr][mtr], y[tr][mtr] % 2, x[te][mte], y[te][mte] % 2)
-            )
+            tasks.append(Task(x[tr][mtr], y[tr][mtr] % 2, x[te][mte], y[te][mte] % 2))
         return tasks, 2
     raise ValueError(f"unknown benchmark {benchmark!r} (choose from {BENCHMARKS})")
 
@@ -199,7 +206,8 @@ def run_method(
                 idx = order[step * cfg.batch : (step + 1) * cfg.batch]
                 xb, yb = xs[idx], ys[idx]
                 if ewc is not None:
-                    # Per-sample gradients of the current task only (replayed examples are old tasks),
+                    # Per-sample gradients of the current task only (replayed examples are old
+                    # tasks),
                     # on a subsample of the minibatch: the Fisher is an average, and per-sample
                     # gradients cost several times a batch gradient.
                     ewc.update_fisher_batch(model.per_sample_grads(xb[: cfg.fisher_batch], rng))
@@ -258,8 +266,10 @@ def run(
         rs = np.stack([r for r, _ in runs])
         per_seed = [metrics(r) for r in rs]
         summary = {
-            k: {"mean": float(np.mean([p[k] for p in per_seed])),
-                "std": float(np.std([p[k] for p in per_seed]))}
+            k: {
+                "mean": float(np.mean([p[k] for p in per_seed])),
+                "std": float(np.std([p[k] for p in per_seed])),
+            }
             for k in per_seed[0]
         }
         out["results"].setdefault(b, {})[m] = {
@@ -290,7 +300,8 @@ def format_tables(results: dict[str, Any]) -> str:
         for m, res in by_method.items():
             mm = res["metrics"]
             cells = " ".join(
-                f"{mm[k]['mean']:7.2f}±{mm[k]['std']:5.2f}" for k in ("ACC", "BWT", "forgetting", "LA")
+                f"{mm[k]['mean']:7.2f}±{mm[k]['std']:5.2f}"
+                for k in ("ACC", "BWT", "forgetting", "LA")
             )
             lines.append(f"  {m:<11} {cells}")
     lines.append(f"\n({results['seconds']} s)")
@@ -328,13 +339,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", choices=[*BENCHMARKS, "both"], default="both")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument(
-        "--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD",
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(METHODS),
+        metavar="METHOD",
         help=f"any of {', '.join(METHODS)}",
     )
     parser.add_argument("--epochs", type=int, default=ContinualConfig.epochs)
     parser.add_argument("--tasks", type=int, default=5)
-    parser.add_argument("--lambda", dest="lam", type=float, default=None,
-                        help="EWC++ λ for every benchmark (default: the tuned per-benchmark values)")
+    parser.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        default=None,
+        help="EWC++ λ for every benchmark (default: the tuned per-benchmark values)",
+    )
     parser.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     parser.add_argument("--plot", metavar="OUT.png", help="write the forgetting curves as PNG")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -370,7 +390,7 @@ def _register() -> None:
     from sona import cli
 
     cli.EVALS["continual"] = (
-        "continual learning on Permuted/Split-Digits: none vs EWC++ vs replay vs joint (SPEC §11.2)",
+        "continual learning on Permuted/Split-Digits: none / EWC++ / replay / joint (SPEC §11.2)",
         add_arguments,
         main,
     )

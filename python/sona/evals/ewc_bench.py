@@ -1,6 +1,7 @@
 """``sona bench ewc``: latency of the EWC++ calls from Python at P ∈ {1e3, 1e4, 1e5, 1e6}.
 
-Prints p50/p99 per call (``time.perf_counter_ns`` loops, inputs already float32 so the numbers are the
+Prints p50/p99 per call (``time.perf_counter_ns`` loops, inputs already float32 so the numbers are
+the
 binding plus the Rust work). Targets (issue 4): ``apply`` and a Fisher update at P = 1e5 ≤ 50 µs in
 Rust; from Python the copy of the returned array is included.
 """
@@ -11,7 +12,8 @@ import argparse
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,14 @@ def _time(fn: Callable[[], object], repeat: int) -> dict[str, float]:
         t0 = time.perf_counter_ns()
         fn()
         ns[i] = time.perf_counter_ns() - t0
-    return {"p50_us": float(np.percentile(ns, 50) / 1e3), "p99_us": float(np.percentile(ns, 99) / 1e3)}
+    return {
+        "p50_us": float(np.percentile(ns, 50) / 1e3),
+        "p99_us": float(np.percentile(ns, 99) / 1e3),
+    }
+
+
+def _observe_next(det: TaskBoundaryDetector, stream: Iterator[Any]) -> bool:
+    return det.observe(next(stream))
 
 
 def run(sizes: tuple[int, ...] = SIZES, repeat: int = 200) -> list[dict[str, Any]]:
@@ -45,23 +54,21 @@ def run(sizes: tuple[int, ...] = SIZES, repeat: int = 200) -> list[dict[str, Any
         ewc.complete_task(rng.normal(size=p).astype(np.float32), fisher=np.abs(g))
         batch = rng.normal(size=(32, p)).astype(np.float32) if p <= 100_000 else None
         calls: list[tuple[str, Callable[[], object]]] = [
-            ("OnlineFisher.update", lambda: fisher.update(g)),
-            ("EwcPlusPlus.penalty", lambda: ewc.penalty(theta)),
-            ("EwcPlusPlus.apply", lambda: ewc.apply(theta, g)),
+            ("OnlineFisher.update", partial(fisher.update, g)),
+            ("EwcPlusPlus.penalty", partial(ewc.penalty, theta)),
+            ("EwcPlusPlus.apply", partial(ewc.apply, theta, g)),
         ]
         if batch is not None:
-            calls.append(("OnlineFisher.update_batch(32)", lambda: fisher.update_batch(batch)))
+            calls.append(("OnlineFisher.update_batch(32)", partial(fisher.update_batch, batch)))
         for name, fn in calls:
             rows.append({"call": name, "P": p, **_time(fn, reps)})
     for d in (256, 768):
         det = TaskBoundaryDetector(d)
         xs = rng.normal(size=(512, d)).astype(np.float32)
         det.observe_batch(xs)
-        it = iter(range(10**9))
-        rows.append(
-            {"call": "TaskBoundaryDetector.observe", "P": d,
-             **_time(lambda: det.observe(xs[next(it) % 512]), repeat * 5)}
-        )
+        stream = iter(np.tile(xs, (repeat * 5 // 512 + 2, 1)))
+        timed = _time(partial(_observe_next, det, stream), repeat * 5)
+        rows.append({"call": "TaskBoundaryDetector.observe", "P": d, **timed})
     return rows
 
 
