@@ -40,13 +40,16 @@ import numpy as np
 import numpy.typing as npt
 
 from sona.evals._mlp import MLP
-from sona.ewc import EwcPlusPlus
+from sona.ewc import AdaptiveLambda, EwcPlusPlus
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 BENCHMARKS = ("permuted", "split")
 METHODS = ("none", "ewc", "replay", "ewc+replay", "joint")
+#: Also runnable (not in the default set, to keep the full run short).
+EXTRA_METHODS = ("ewc-adaptive",)
+ALL_METHODS = METHODS + EXTRA_METHODS
 
 
 @dataclass
@@ -179,15 +182,33 @@ def run_method(
     lam: float,
 ) -> tuple[npt.NDArray[np.float64], list[float]]:
     """Trains ``method`` over the task sequence; returns ``R`` and the task-1 accuracy curve."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r} (choose from {METHODS})")
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r} (choose from {ALL_METHODS})")
     rng = np.random.default_rng(seed * 7919 + 17)
     dim = tasks[0].x_train.shape[1]
     model = MLP(dim, cfg.hidden, n_classes, rng)
     use_ewc = "ewc" in method
     use_replay = "replay" in method
-    ewc = EwcPlusPlus(model.param_count, lambda_=lam, gamma=cfg.gamma) if use_ewc else None
+    adaptive = (
+        AdaptiveLambda(lam, lambda_min=lam / 10, lambda_max=lam * 10, delta=0.02)
+        if method == "ewc-adaptive"
+        else None
+    )
+    ewc = (
+        EwcPlusPlus(
+            model.param_count,
+            lambda_=lam,
+            lambda_min=lam / 10,
+            lambda_max=lam * 10,
+            gamma=cfg.gamma,
+        )
+        if use_ewc
+        else None
+    )
     reservoir = Reservoir(cfg.replay_size, dim, rng) if use_replay else None
+    # Probe sets for the adaptive λ: 100 training examples of every task (old ones measure
+    # forgetting, the current one measures new-task progress).
+    probes = [(t.x_train[:100], t.y_train[:100]) for t in tasks]
     opt = Optimizer(cfg.optimizer, cfg.lr, model.param_count)
     n = len(tasks)
     r = np.zeros((n, n))
@@ -200,7 +221,15 @@ def run_method(
             xs, ys = task.x_train, task.y_train
         steps_per_epoch = int(np.ceil(len(ys) / cfg.batch))
         eval_every = max(1, steps_per_epoch // cfg.curve_points_per_epoch)
+        if adaptive is not None:
+            adaptive.reset_probe()
         for _epoch in range(cfg.epochs):
+            if adaptive is not None and ewc is not None and i > 0:
+                # Once per epoch: raise λ if the old tasks' probe accuracy fell δ below its
+                # running max, lower it if the current task stalls below target.
+                old = float(np.mean([model.accuracy(x, y) for x, y in probes[:i]]))
+                adaptive.update(old, model.accuracy(*probes[i]))
+                ewc.lambda_ = adaptive.value
             order = rng.permutation(len(ys))
             for step in range(steps_per_epoch):
                 idx = order[step * cfg.batch : (step + 1) * cfg.batch]
@@ -322,10 +351,9 @@ def plot(results: dict[str, Any], path: str) -> None:
         for m, res in results["results"][b].items():
             curve = res["curve_task1"]
             ax.plot(np.arange(1, len(curve) + 1), curve, label=m)
-        if m != "joint":
-            per_task = cfg["epochs"] * cfg["curve_points_per_epoch"]
-            for k in range(1, cfg["n_tasks"]):
-                ax.axvline(k * per_task + 0.5, color="grey", lw=0.5, ls=":")
+        per_task = cfg["epochs"] * cfg["curve_points_per_epoch"]
+        for k in range(1, cfg["n_tasks"]):
+            ax.axvline(k * per_task + 0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{b}-digits: accuracy on task 1")
         ax.set_xlabel("evaluation (tasks separated by dotted lines)")
         ax.set_ylabel("task-1 test accuracy (%)")
@@ -341,10 +369,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=METHODS,
+        choices=ALL_METHODS,
         default=list(METHODS),
         metavar="METHOD",
-        help=f"any of {', '.join(METHODS)}",
+        help=f"any of {', '.join(ALL_METHODS)} (default: all but {', '.join(EXTRA_METHODS)})",
     )
     parser.add_argument("--epochs", type=int, default=ContinualConfig.epochs)
     parser.add_argument("--tasks", type=int, default=5)
