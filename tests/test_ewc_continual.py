@@ -91,3 +91,14 @@ def test_cli_writes_tables_json_and_plot(
     assert set(res) == {"none", "ewc", "joint"}
     assert np.array(res["ewc"]["R_mean"]).shape == (2, 2)
     assert out_png.stat().st_size > 1000
+
+
+def test_adaptive_lambda_method_runs_and_unknown_names_are_rejected() -> None:
+    cfg = continual.ContinualConfig(hidden=32, epochs=2, n_tasks=2)
+    tasks, n_classes = continual.make_tasks("permuted", 1, cfg.n_tasks)
+    r, _ = continual.run_method("ewc-adaptive", tasks, n_classes, cfg, 1, 50.0)
+    assert r.shape == (2, 2) and r[0, 0] > 0.5
+    with pytest.raises(ValueError, match="unknown method"):
+        continual.run_method("magic", tasks, n_classes, cfg, 1, 1.0)
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        continual.make_tasks("rotated", 0)

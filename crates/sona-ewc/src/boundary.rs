@@ -571,6 +571,39 @@ mod tests {
     }
 
     #[test]
+    fn cooldown_pauses_checks_and_windows_refill_from_new_data() {
+        let d = 32;
+        let cfg = BoundaryConfig {
+            window: 20,
+            reference: 40,
+            cooldown: 200,
+            ..Default::default()
+        };
+        let mut rng = SeededRng::new(8);
+        let mut det = TaskBoundaryDetector::new(d, 0, cfg).unwrap();
+        for _ in 0..200 {
+            det.observe(&sample(&mut rng, d, 0.0, 0), None).unwrap();
+        }
+        let mut t = 0;
+        while !det.observe(&sample(&mut rng, d, 2.0, d), None).unwrap() {
+            t += 1;
+            assert!(t < 100, "not detected");
+        }
+        let checks = det.checks();
+        // The shifted distribution continues: during the cooldown nothing is checked, and once the
+        // windows hold only new data it is the new normal (no second boundary).
+        for _ in 0..200 {
+            assert!(!det.observe(&sample(&mut rng, d, 2.0, d), None).unwrap());
+        }
+        assert_eq!(det.checks(), checks, "no checks during cooldown");
+        for _ in 0..500 {
+            assert!(!det.observe(&sample(&mut rng, d, 2.0, d), None).unwrap());
+        }
+        assert!(det.checks() > checks + 400);
+        assert_eq!(det.detections(), 1);
+    }
+
+    #[test]
     fn windows_refill_after_detection_and_bad_input_is_rejected() {
         let mut det = TaskBoundaryDetector::new(4, 0, BoundaryConfig::default()).unwrap();
         assert!(det.observe(&[0.0; 3], None).is_err());

@@ -327,10 +327,12 @@ impl EwcPlusPlus {
             floor: ck.meta("floor")?,
             decay: ck.meta("decay")?,
         };
-        let mut ewc = EwcPlusPlus::new(p, cfg).map_err(bad)?;
+        // Tensors first: their sizes are bounded by the file, so a forged `param_count` is caught
+        // before anything of that size is allocated.
         let fbar = ck.get_f32_shaped("fisher", &[p])?;
         let theta_bar = ck.get_f32_shaped("theta_star", &[p])?;
         let raw = ck.get_f32_shaped("online_raw", &[p])?;
+        let mut ewc = EwcPlusPlus::new(p, cfg).map_err(bad)?;
         let counts = ck.get_u64("counts")?;
         if counts.len() != 2 {
             return Err(SonaError::checkpoint("counts must hold 2 values"));
