@@ -256,6 +256,10 @@ class TaskBoundaryDetector:
         cooldown: samples without checks after a boundary.
         snapshot_every: parameter snapshot period (samples).
         param_count: parameter length for snapshots (0 disables them).
+        components: ``k > 0`` tests the top-``k`` principal components of the reference window
+            (refitted after every boundary) instead of the raw coordinates. Use it for real
+            embeddings or images: the raw-coordinate null assumes independent coordinates and
+            fires constantly on correlated ones (measured on digits: 10 % of checks).
     """
 
     def __init__(
@@ -269,6 +273,7 @@ class TaskBoundaryDetector:
         cooldown: int = 0,
         snapshot_every: int = 25,
         param_count: int = 0,
+        components: int = 0,
     ) -> None:
         self._d = _sona.TaskBoundaryDetector(
             int(dim),
@@ -279,6 +284,7 @@ class TaskBoundaryDetector:
             cooldown=int(cooldown),
             snapshot_every=int(snapshot_every),
             param_count=int(param_count),
+            components=int(components),
         )
 
     def observe(self, x: Any, theta: Any | None = None) -> bool:

@@ -48,6 +48,9 @@ pub struct BoundaryConfig {
     pub snapshot_every: usize,
     /// Reference variances at or below this count as zero (a constant coordinate).
     pub var_floor: f64,
+    /// `k > 0`: test the top-`k` principal components of the reference window instead of the raw
+    /// coordinates (for correlated or sparse inputs, where the independent-coordinate null fails).
+    pub components: usize,
 }
 
 impl Default for BoundaryConfig {
@@ -60,6 +63,7 @@ impl Default for BoundaryConfig {
             cooldown: 0,
             snapshot_every: 25,
             var_floor: 1e-10,
+            components: 0,
         }
     }
 }
@@ -82,6 +86,12 @@ impl BoundaryConfig {
         if self.snapshot_every == 0 {
             return cfg("snapshot_every must be ≥ 1".into());
         }
+        if self.components >= self.reference {
+            return cfg(format!(
+                "components must be < reference ({}), got {}",
+                self.reference, self.components
+            ));
+        }
         if !(self.var_floor.is_finite() && self.var_floor > 0.0) {
             return cfg(format!("var_floor must be > 0, got {}", self.var_floor));
         }
@@ -95,7 +105,14 @@ pub struct TaskBoundaryDetector {
     dim: usize,
     cfg: BoundaryConfig,
     z: f64,
+    /// Width of the tested features: `dim`, or `components` once the PCA basis is fitted.
+    width: usize,
+    /// Features of the samples in both windows (`(window + reference) × width`, a ring).
     ring: Vec<f32>,
+    /// PCA mode only: raw samples buffered until the first fit after a flush (`cap × dim`).
+    raw: Vec<f32>,
+    /// PCA mode only: the `components × dim` orthonormal basis (empty until fitted).
+    basis: Vec<f32>,
     /// Samples in the windows since the last flush.
     filled: usize,
     sum_r: Vec<f64>,
@@ -122,16 +139,31 @@ impl TaskBoundaryDetector {
             return Err(SonaError::Config("dim must be at least 1".into()));
         }
         cfg.validate()?;
+        if cfg.components > dim {
+            return Err(SonaError::Config(format!(
+                "components must be ≤ dim ({dim}), got {}",
+                cfg.components
+            )));
+        }
         let cap = cfg.window + cfg.reference;
+        let pca = cfg.components > 0;
+        let width = if pca { cfg.components } else { dim };
         Ok(TaskBoundaryDetector {
             dim,
             cfg,
             z: inverse_normal_upper(cfg.alpha),
-            ring: vec![0.0; cap * dim],
+            width,
+            ring: vec![0.0; cap * width],
+            raw: if pca {
+                vec![0.0; cap * dim]
+            } else {
+                Vec::new()
+            },
+            basis: Vec::new(),
             filled: 0,
-            sum_r: vec![0.0; dim],
-            sum_b: vec![0.0; dim],
-            sq_b: vec![0.0; dim],
+            sum_r: vec![0.0; width],
+            sum_b: vec![0.0; width],
+            sq_b: vec![0.0; width],
             observed: 0,
             cooldown_left: 0,
             hits: 0,
@@ -195,11 +227,13 @@ impl TaskBoundaryDetector {
     }
 
     fn row(&self, slot: usize) -> &[f32] {
-        &self.ring[slot * self.dim..(slot + 1) * self.dim]
+        &self.ring[slot * self.width..(slot + 1) * self.width]
     }
 
     fn flush(&mut self) {
         self.filled = 0;
+        // A new distribution gets its own principal components.
+        self.basis.clear();
         self.sum_r.fill(0.0);
         self.sum_b.fill(0.0);
         self.sq_b.fill(0.0);
@@ -216,7 +250,7 @@ impl TaskBoundaryDetector {
         for age in 0..n {
             // age 0 is the newest sample.
             let slot = (self.filled - 1 - age) % cap;
-            let d = self.dim;
+            let d = self.width;
             let row = &self.ring[slot * d..(slot + 1) * d];
             if age < nr {
                 for (s, &x) in self.sum_r.iter_mut().zip(row) {
@@ -237,7 +271,7 @@ impl TaskBoundaryDetector {
         let c = 1.0 / nr + 1.0 / nb;
         let mut stat = 0.0;
         let mut active = 0usize;
-        for j in 0..self.dim {
+        for j in 0..self.width {
             let mb = self.sum_b[j] / nb;
             let var = ((self.sq_b[j] - self.sum_b[j] * mb) / (nb - 1.0)).max(0.0);
             let diff = self.sum_r[j] / nr - mb;
@@ -297,8 +331,27 @@ impl TaskBoundaryDetector {
                 self.take_snapshot(index, t);
             }
         }
-        let (cap, nr, d) = (self.cap(), self.cfg.window, self.dim);
+        let (cap, nr, d) = (self.cap(), self.cfg.window, self.width);
         let m = self.filled;
+        let projected;
+        let x: &[f32] = if self.cfg.components == 0 {
+            x
+        } else if self.basis.is_empty() {
+            // Buffer raw samples until both windows are full, then fit the basis on the reference.
+            let dim = self.dim;
+            self.raw[(m % cap) * dim..(m % cap + 1) * dim].copy_from_slice(x);
+            self.filled += 1;
+            let cooling = self.cooldown_left > 0;
+            self.cooldown_left = self.cooldown_left.saturating_sub(1);
+            if self.filled < cap {
+                return false;
+            }
+            self.fit_pca();
+            return !cooling && self.check(index);
+        } else {
+            projected = self.project(x);
+            &projected
+        };
         if m >= cap {
             // The oldest reference sample leaves (its slot is about to be reused).
             let slot = m % cap;
@@ -334,6 +387,77 @@ impl TaskBoundaryDetector {
         if self.filled < cap {
             return false;
         }
+        self.check(index)
+    }
+
+    /// `basis · x` (the PCA features of one raw sample).
+    fn project(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0.0f32; self.width];
+        sona_core::kernels::matvec(&self.basis, self.width, self.dim, x, &mut out);
+        out
+    }
+
+    /// Fits the top-`k` principal components of the reference window (the oldest `reference`
+    /// buffered samples) through the `n_b × n_b` Gram matrix of the centred rows, then projects every
+    /// buffered sample into the feature ring and recomputes the window sums.
+    fn fit_pca(&mut self) {
+        let (dim, nb, k, cap) = (self.dim, self.cfg.reference, self.width, self.cap());
+        // Right after a flush the buffer was filled from slot 0, so slots 0..nb are the reference.
+        let mut mean = vec![0.0f32; dim];
+        for r in 0..nb {
+            sona_core::kernels::axpy(
+                1.0 / nb as f32,
+                &self.raw[r * dim..(r + 1) * dim],
+                &mut mean,
+            );
+        }
+        let mut centred = self.raw[..nb * dim].to_vec();
+        for row in centred.chunks_exact_mut(dim) {
+            sona_core::kernels::axpy(-1.0, &mean, row);
+        }
+        let mut gram = vec![0.0f64; nb * nb];
+        for i in 0..nb {
+            for j in 0..=i {
+                let v = sona_core::kernels::dot(
+                    &centred[i * dim..(i + 1) * dim],
+                    &centred[j * dim..(j + 1) * dim],
+                ) as f64;
+                gram[i * nb + j] = v;
+                gram[j * nb + i] = v;
+            }
+        }
+        let (vals, vecs) = crate::gpm::jacobi_eigen(&mut gram, nb);
+        let mut order: Vec<usize> = (0..nb).collect();
+        order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]));
+        let mut basis = Vec::with_capacity(k * dim);
+        for &e in order.iter().take(k) {
+            let mut v = vec![0.0f32; dim];
+            for (i, row) in centred.chunks_exact(dim).enumerate() {
+                sona_core::kernels::axpy(vecs[i * nb + e] as f32, row, &mut v);
+            }
+            // Gram–Schmidt against the kept directions keeps the basis orthonormal in f32.
+            for b in basis.chunks_exact(dim) {
+                let c = sona_core::kernels::dot(b, &v);
+                sona_core::kernels::axpy(-c, b, &mut v);
+            }
+            if sona_core::kernels::normalize(&mut v) <= 0.0 {
+                // Fewer informative directions than asked for: a zero feature is constant, which
+                // the statistic leaves out of its degrees of freedom.
+                v.fill(0.0);
+            }
+            basis.extend_from_slice(&v);
+        }
+        self.basis = basis;
+        for slot in 0..cap {
+            let f = self.project(&self.raw[slot * dim..(slot + 1) * dim]);
+            self.ring[slot * k..(slot + 1) * k].copy_from_slice(&f);
+        }
+        self.resum();
+    }
+
+    /// Runs one test on the current windows and applies the K-consecutive rule.
+    fn check(&mut self, index: u64) -> bool {
+        let nr = self.cfg.window;
         let (stat, thr) = self.statistic();
         self.checks += 1;
         self.last_stat = stat;
@@ -568,6 +692,68 @@ mod tests {
         assert!(change - idx <= 60, "snapshot {idx} is too old");
         assert_eq!(theta, &[idx as f32]);
         assert_eq!(det.last_boundary(), Some(at));
+    }
+
+    /// Strongly correlated inputs: `x = A z + 0.1 ε` with `z ∈ R⁸`, `A` random `d × 8`.
+    fn correlated(rng: &mut SeededRng, a: &[f32], d: usize, shift: f32) -> Vec<f32> {
+        let mut z = vec![0.0; 8];
+        rng.fill_normal(&mut z, 1.0);
+        z[0] += shift;
+        let mut x = vec![0.0; d];
+        rng.fill_normal(&mut x, 0.1);
+        for (i, xi) in x.iter_mut().enumerate() {
+            *xi += sona_core::kernels::dot(&a[i * 8..(i + 1) * 8], &z);
+        }
+        x
+    }
+
+    #[test]
+    fn pca_mode_is_calibrated_on_correlated_inputs_where_raw_mode_is_not() {
+        let d = 128;
+        let mut rng = SeededRng::new(12);
+        let mut a = vec![0.0; d * 8];
+        rng.fill_normal(&mut a, 1.0);
+        let run = |components: usize, rng: &mut SeededRng| {
+            let cfg = BoundaryConfig {
+                components,
+                ..Default::default()
+            };
+            let mut det = TaskBoundaryDetector::new(d, 0, cfg).unwrap();
+            for _ in 0..4000 {
+                det.observe(&correlated(rng, &a, d, 0.0), None).unwrap();
+            }
+            let (fp, checks) = (det.detections(), det.checks());
+            let mut delay = None;
+            for t in 0..300 {
+                if det.observe(&correlated(rng, &a, d, 1.0), None).unwrap() {
+                    delay = Some(t + 1);
+                    break;
+                }
+            }
+            (fp, checks, det.exceedances(), delay)
+        };
+        let (raw_fp, raw_checks, raw_exc, _) = run(0, &mut rng);
+        let (fp, checks, exc, delay) = run(8, &mut rng);
+        eprintln!(
+            "raw: {raw_fp} boundaries, {raw_exc}/{raw_checks} exceedances; \
+             pca: {fp} boundaries, {exc}/{checks} exceedances, shift found after {delay:?}"
+        );
+        assert!(
+            raw_exc as f64 / raw_checks as f64 > 0.01,
+            "raw mode should misfire here"
+        );
+        assert_eq!(fp, 0);
+        assert!((exc as f64) / (checks as f64) < 1e-3);
+        assert!(delay.is_some_and(|t| t <= 200), "{delay:?}");
+        assert!(TaskBoundaryDetector::new(
+            4,
+            0,
+            BoundaryConfig {
+                components: 5,
+                ..Default::default()
+            }
+        )
+        .is_err());
     }
 
     #[test]

@@ -149,7 +149,7 @@ impl GradientProjection {
 
 /// Eigen-decomposition of a symmetric `n × n` matrix (overwritten) by cyclic Jacobi rotations.
 /// Returns the eigenvalues and the eigenvectors as columns of a row-major `n × n` matrix.
-fn jacobi_eigen(a: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn jacobi_eigen(a: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     let mut v = vec![0.0f64; n * n];
     for i in 0..n {
         v[i * n + i] = 1.0;

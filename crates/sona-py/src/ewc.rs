@@ -333,7 +333,7 @@ pub(crate) struct TaskBoundaryDetector {
 impl TaskBoundaryDetector {
     #[new]
     #[pyo3(signature = (dim, window = 100, reference = 200, alpha = 1e-4, consecutive = 3,
-                        cooldown = 0, snapshot_every = 25, param_count = 0))]
+                        cooldown = 0, snapshot_every = 25, param_count = 0, components = 0))]
     fn new(
         py: Python<'_>,
         dim: usize,
@@ -344,6 +344,7 @@ impl TaskBoundaryDetector {
         cooldown: usize,
         snapshot_every: usize,
         param_count: usize,
+        components: usize,
     ) -> PyResult<Self> {
         guard(py, || {
             let cfg = BoundaryConfig {
@@ -353,6 +354,7 @@ impl TaskBoundaryDetector {
                 consecutive,
                 cooldown,
                 snapshot_every,
+                components,
                 ..BoundaryConfig::default()
             };
             Ok(TaskBoundaryDetector {
