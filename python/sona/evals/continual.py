@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sona.evals._mlp import MLP
-from sona.ewc import AdaptiveLambda, EwcPlusPlus
+from sona.ewc import AdaptiveLambda, EwcPlusPlus, TaskBoundaryDetector
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -48,7 +48,7 @@ I64 = npt.NDArray[np.int64]
 BENCHMARKS = ("permuted", "split")
 METHODS = ("none", "ewc", "replay", "ewc+replay", "joint")
 #: Also runnable (not in the default set, to keep the full run short).
-EXTRA_METHODS = ("ewc-adaptive",)
+EXTRA_METHODS = ("ewc-adaptive", "ewc-detect")
 ALL_METHODS = METHODS + EXTRA_METHODS
 
 
@@ -209,6 +209,13 @@ def run_method(
     # Probe sets for the adaptive λ: 100 training examples of every task (old ones measure
     # forgetting, the current one measures new-task progress).
     probes = [(t.x_train[:100], t.y_train[:100]) for t in tasks]
+    # "ewc-detect": no task labels. A detector on the training inputs declares the boundaries, and
+    # the task is consolidated at the parameters from before the change (its stable snapshot).
+    detector = (
+        TaskBoundaryDetector(dim, components=16, alpha=1e-6, param_count=model.param_count)
+        if method == "ewc-detect"
+        else None
+    )
     opt = Optimizer(cfg.optimizer, cfg.lr, model.param_count)
     n = len(tasks)
     r = np.zeros((n, n))
@@ -234,11 +241,15 @@ def run_method(
             for step in range(steps_per_epoch):
                 idx = order[step * cfg.batch : (step + 1) * cfg.batch]
                 xb, yb = xs[idx], ys[idx]
+                if detector is not None and ewc is not None:
+                    for x in xb:
+                        if detector.observe(x, model.theta) and ewc.online_samples > 0:
+                            snap = detector.stable_snapshot()
+                            ewc.complete_task(model.theta if snap is None else snap[1])
                 if ewc is not None:
                     # Per-sample gradients of the current task only (replayed examples are old
-                    # tasks),
-                    # on a subsample of the minibatch: the Fisher is an average, and per-sample
-                    # gradients cost several times a batch gradient.
+                    # tasks), on a subsample of the minibatch: the Fisher is an average, and
+                    # per-sample gradients cost several times a batch gradient.
                     ewc.update_fisher_batch(model.per_sample_grads(xb[: cfg.fisher_batch], rng))
                 if reservoir is not None and reservoir.size > 0:
                     xr, yr = reservoir.sample(cfg.batch)
@@ -249,7 +260,7 @@ def run_method(
                 opt.step(model.theta, g)
                 if (step + 1) % eval_every == 0:
                     curve.append(model.accuracy(tasks[0].x_test, tasks[0].y_test))
-        if ewc is not None:
+        if ewc is not None and detector is None:
             ewc.complete_task(model.theta)
         if reservoir is not None:
             reservoir.offer(task.x_train, task.y_train)
