@@ -22,8 +22,10 @@
 //! on detection, returns the newest one taken no later than the start of the recent window at the
 //! first of the `K` hits: everything after that point is what the test judged to be new.
 //!
-//! Assumes roughly independent coordinates (the null distribution sums `d` terms); for strongly
-//! correlated embeddings feed whitened or PCA-reduced vectors.
+//! The null assumes roughly independent coordinates. Real inputs (images, embeddings) are correlated
+//! and the raw test then fires far too often (measured: 11 % of checks on digit pixels), so with
+//! `components = k > 0` the test runs on the top-`k` principal components of the reference window
+//! instead, fitted once per distribution (when the windows first fill after a boundary).
 
 use std::collections::VecDeque;
 
