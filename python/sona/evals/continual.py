@@ -375,8 +375,10 @@ def plot(results: dict[str, Any], path: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--benchmark", choices=[*BENCHMARKS, "both"], default="both")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument(
+        "--benchmark", choices=[*BENCHMARKS, "both"], default="both", help="which task sequence"
+    )
+    parser.add_argument("--seeds", type=int, default=5, help="seeds (mean ± std over them)")
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -385,8 +387,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="METHOD",
         help=f"any of {', '.join(ALL_METHODS)} (default: all but {', '.join(EXTRA_METHODS)})",
     )
-    parser.add_argument("--epochs", type=int, default=ContinualConfig.epochs)
-    parser.add_argument("--tasks", type=int, default=5)
+    parser.add_argument(
+        "--epochs", type=int, default=ContinualConfig.epochs, help="training epochs per task"
+    )
+    parser.add_argument(
+        "--tasks", type=int, default=5, help="tasks in the sequence (≤ 5 for split)"
+    )
     parser.add_argument(
         "--lambda",
         dest="lam",
