@@ -142,8 +142,9 @@ class EwcPlusPlus:
     ) -> None:
         """Ends a task: adds ``½ weight Σ F (θ − θ*)²`` to the consolidated quadratic.
 
-        ``fisher`` defaults to the online estimate (which is then reset for the next task); raises
-        InvalidInputError if it has no samples, so a task is never "protected" by an empty Fisher.
+        ``fisher`` defaults to the online estimate, which raises InvalidInputError if it has no
+        samples (a task is never "protected" by an empty Fisher). Either way the online estimate is
+        reset afterwards, so the next task starts its own.
         """
         p = self.param_count
         f = None if fisher is None else as_vector(fisher, "fisher", p)

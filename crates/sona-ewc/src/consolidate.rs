@@ -154,8 +154,9 @@ impl EwcPlusPlus {
     }
 
     /// Ends a task: folds `½ weight · Σ F (θ − θ*)²` into the consolidated quadratic, decaying the
-    /// previous tasks by `decay` first. `fisher` defaults to the online estimate, which is then reset
-    /// so the next task starts its own. Everything is validated before anything changes.
+    /// previous tasks by `decay` first. `fisher` defaults to the online estimate. Either way the online
+    /// estimate is then reset, so the next task starts its own. Everything is validated before
+    /// anything changes.
     pub fn complete_task(
         &mut self,
         theta_star: &[f32],
