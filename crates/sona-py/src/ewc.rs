@@ -1,7 +1,592 @@
-//! Binding of `sona-ewc` (filled in by its issue).
+//! Binding of `sona-ewc`: `OnlineFisher`, `EwcPlusPlus`, `TaskBoundaryDetector`, `AdaptiveLambda`,
+//! `GradientProjection`, registered flat in `sona._sona` and wrapped by `python/sona/ewc.py`.
+//!
+//! Each class holds its core object behind a `Mutex` (the classes are frozen). Every method validates
+//! through the core before mutating, so a failing call leaves the state unchanged. Calls whose cost
+//! grows with the input (batches, large `P`, file I/O) release the GIL.
 
+use std::sync::{Mutex, MutexGuard};
+
+use numpy::{PyArray1, PyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use sona_core::SonaError;
+use sona_ewc::{
+    AdaptiveLambda as CoreLambda, BoundaryConfig, EwcConfig, EwcPlusPlus as CoreEwc,
+    GradientProjection as CoreGpm, LambdaConfig, LambdaStep, OnlineFisher as CoreFisher,
+    TaskBoundaryDetector as CoreDetector,
+};
 
-pub(crate) fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use crate::convert::{mat2, out1, out2, slice, vec1};
+use crate::errors::{guard, BindResult};
+
+/// Work on at least this many floats runs with the GIL released.
+const DETACH_AT: usize = 1 << 16;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // State is only mutated after validation, so a panic cannot leave it half-updated: recover.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn maybe_detach<T: Send>(py: Python<'_>, work: usize, f: impl FnOnce() -> T + Send) -> T {
+    if work >= DETACH_AT {
+        py.detach(f)
+    } else {
+        f()
+    }
+}
+
+fn matrix_cols(what: &str, cols: usize, want: usize) -> BindResult<()> {
+    if cols != want {
+        return Err(SonaError::Dimension {
+            what: what.into(),
+            expected: format!("{want} columns"),
+            got: format!("{cols} columns"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Online diagonal Fisher from per-sample gradients: `F ← γF + (1−γ)g²`, bias-corrected, floored.
+#[pyclass(frozen, module = "sona._sona")]
+pub(crate) struct OnlineFisher {
+    inner: Mutex<CoreFisher>,
+}
+
+#[pymethods]
+impl OnlineFisher {
+    #[new]
+    #[pyo3(signature = (param_count, gamma = 0.999, floor = 0.0))]
+    fn new(py: Python<'_>, param_count: usize, gamma: f32, floor: f32) -> PyResult<Self> {
+        guard(py, || {
+            Ok(OnlineFisher {
+                inner: Mutex::new(CoreFisher::new(param_count, gamma, floor)?),
+            })
+        })
+    }
+
+    /// Folds in one per-sample gradient.
+    fn update(&self, py: Python<'_>, grad: &Bound<'_, PyAny>) -> PyResult<()> {
+        guard(py, || {
+            let g = vec1("grad", grad)?;
+            Ok(lock(&self.inner).update(slice(&g))?)
+        })
+    }
+
+    /// Folds in the rows of an `n × P` matrix of per-sample gradients, in order.
+    fn update_batch(&self, py: Python<'_>, grads: &Bound<'_, PyAny>) -> PyResult<()> {
+        guard(py, || {
+            let m = mat2("grads", grads)?;
+            let (rows, cols) = (m.shape()[0], m.shape()[1]);
+            let mut f = lock(&self.inner);
+            matrix_cols("grads", cols, f.param_count())?;
+            let s = slice(&m);
+            let f = &mut *f;
+            Ok(maybe_detach(py, s.len(), || f.update_batch(s, rows))?)
+        })
+    }
+
+    /// The bias-corrected, floored estimate (raises if no sample was seen).
+    fn estimate<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        guard(py, || Ok(out1(py, lock(&self.inner).estimate()?)))
+    }
+
+    /// Forgets every sample.
+    fn reset(&self) {
+        lock(&self.inner).reset()
+    }
+
+    #[getter]
+    fn samples(&self) -> u64 {
+        lock(&self.inner).samples()
+    }
+
+    #[getter]
+    fn param_count(&self) -> usize {
+        lock(&self.inner).param_count()
+    }
+
+    #[getter]
+    fn gamma(&self) -> f32 {
+        lock(&self.inner).gamma()
+    }
+
+    #[getter]
+    fn floor(&self) -> f32 {
+        lock(&self.inner).floor()
+    }
+}
+
+/// EWC++: online Fisher of the current task plus the consolidated quadratic of finished tasks.
+#[pyclass(frozen, module = "sona._sona")]
+pub(crate) struct EwcPlusPlus {
+    inner: Mutex<CoreEwc>,
+}
+
+#[pymethods]
+impl EwcPlusPlus {
+    #[new]
+    #[pyo3(signature = (param_count, lambda_ = 1.0, lambda_min = 0.0, lambda_max = 1e9,
+                        gamma = 0.999, floor = 0.0, decay = 1.0))]
+    fn new(
+        py: Python<'_>,
+        param_count: usize,
+        lambda_: f32,
+        lambda_min: f32,
+        lambda_max: f32,
+        gamma: f32,
+        floor: f32,
+        decay: f32,
+    ) -> PyResult<Self> {
+        guard(py, || {
+            let cfg = EwcConfig {
+                lambda: lambda_,
+                lambda_min,
+                lambda_max,
+                gamma,
+                floor,
+                decay,
+            };
+            Ok(EwcPlusPlus {
+                inner: Mutex::new(CoreEwc::new(param_count, cfg)?),
+            })
+        })
+    }
+
+    /// Folds one per-sample gradient into the online Fisher.
+    fn update_fisher(&self, py: Python<'_>, grad: &Bound<'_, PyAny>) -> PyResult<()> {
+        guard(py, || {
+            let g = vec1("grad", grad)?;
+            Ok(lock(&self.inner).update_fisher(slice(&g))?)
+        })
+    }
+
+    /// Folds an `n × P` matrix of per-sample gradients into the online Fisher.
+    fn update_fisher_batch(&self, py: Python<'_>, grads: &Bound<'_, PyAny>) -> PyResult<()> {
+        guard(py, || {
+            let m = mat2("grads", grads)?;
+            let (rows, cols) = (m.shape()[0], m.shape()[1]);
+            let mut e = lock(&self.inner);
+            matrix_cols("grads", cols, e.param_count())?;
+            let s = slice(&m);
+            let e = &mut *e;
+            Ok(maybe_detach(py, s.len(), || {
+                e.update_fisher_batch(s, rows)
+            })?)
+        })
+    }
+
+    /// Ends a task: folds `weight · F` anchored at `theta_star` (F defaults to the online estimate).
+    #[pyo3(signature = (theta_star, fisher = None, weight = 1.0))]
+    fn complete_task(
+        &self,
+        py: Python<'_>,
+        theta_star: &Bound<'_, PyAny>,
+        fisher: Option<&Bound<'_, PyAny>>,
+        weight: f32,
+    ) -> PyResult<()> {
+        guard(py, || {
+            let t = vec1("theta_star", theta_star)?;
+            let f = fisher.map(|f| vec1("fisher", f)).transpose()?;
+            let (ts, fs) = (slice(&t), f.as_ref().map(slice));
+            let mut e = lock(&self.inner);
+            let e = &mut *e;
+            Ok(maybe_detach(py, ts.len(), || {
+                e.complete_task(ts, fs, weight)
+            })?)
+        })
+    }
+
+    /// `λ/2 · Σ F̄ (θ − θ̄*)²`.
+    fn penalty(&self, py: Python<'_>, theta: &Bound<'_, PyAny>) -> PyResult<f64> {
+        guard(py, || {
+            let t = vec1("theta", theta)?;
+            let ts = slice(&t);
+            let e = lock(&self.inner);
+            Ok(maybe_detach(py, ts.len(), || e.penalty(ts))?)
+        })
+    }
+
+    /// `grad + λ F̄ ⊙ (θ − θ̄*)` as a new array; with `projection`, the task gradient is projected first.
+    #[pyo3(signature = (theta, grad, projection = None))]
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        theta: &Bound<'py, PyAny>,
+        grad: &Bound<'py, PyAny>,
+        projection: Option<&GradientProjection>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        guard(py, || {
+            let (t, g) = (vec1("theta", theta)?, vec1("grad", grad)?);
+            let (ts, gs) = (slice(&t), slice(&g));
+            let e = lock(&self.inner);
+            let out = match projection {
+                None => {
+                    // Single fused pass writing straight into the result.
+                    let mut out = vec![0.0f32; gs.len()];
+                    maybe_detach(py, ts.len(), || e.apply_into(ts, gs, &mut out))?;
+                    out
+                }
+                Some(p) => {
+                    let p = lock(&p.inner);
+                    let mut out = gs.to_vec();
+                    maybe_detach(py, ts.len(), || e.apply_projected(ts, &mut out, &p))?;
+                    out
+                }
+            };
+            Ok(out1(py, out))
+        })
+    }
+
+    /// Sets λ (must lie in `[lambda_min, lambda_max]`).
+    fn set_lambda(&self, py: Python<'_>, value: f32) -> PyResult<()> {
+        guard(py, || Ok(lock(&self.inner).set_lambda(value)?))
+    }
+
+    /// The consolidated Fisher `F̄` (without λ).
+    fn fisher<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        out1(py, lock(&self.inner).fisher().to_vec())
+    }
+
+    /// The consolidated anchor `θ̄*`.
+    fn theta_star<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        out1(py, lock(&self.inner).theta_star().to_vec())
+    }
+
+    /// The current task's bias-corrected online Fisher (raises if it has no samples).
+    fn online_fisher<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        guard(py, || Ok(out1(py, lock(&self.inner).online().estimate()?)))
+    }
+
+    #[getter]
+    fn online_samples(&self) -> u64 {
+        lock(&self.inner).online().samples()
+    }
+
+    #[getter]
+    fn task_count(&self) -> u64 {
+        lock(&self.inner).task_count()
+    }
+
+    #[getter]
+    fn param_count(&self) -> usize {
+        lock(&self.inner).param_count()
+    }
+
+    #[getter]
+    fn lambda_(&self) -> f32 {
+        lock(&self.inner).lambda()
+    }
+
+    #[getter]
+    fn lambda_min(&self) -> f32 {
+        lock(&self.inner).config().lambda_min
+    }
+
+    #[getter]
+    fn lambda_max(&self) -> f32 {
+        lock(&self.inner).config().lambda_max
+    }
+
+    #[getter]
+    fn gamma(&self) -> f32 {
+        lock(&self.inner).config().gamma
+    }
+
+    #[getter]
+    fn floor(&self) -> f32 {
+        lock(&self.inner).config().floor
+    }
+
+    #[getter]
+    fn decay(&self) -> f32 {
+        lock(&self.inner).config().decay
+    }
+
+    /// Writes the whole state to `path` (SONA checkpoint, kind "ewc").
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        guard(py, || {
+            let e = lock(&self.inner).clone();
+            Ok(py.detach(|| e.save(&path))?)
+        })
+    }
+
+    /// Reads a state written by `save`; a corrupted or mismatched file raises `CheckpointError`.
+    #[staticmethod]
+    fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        guard(py, || {
+            let e = py.detach(|| CoreEwc::load(&path))?;
+            Ok(EwcPlusPlus {
+                inner: Mutex::new(e),
+            })
+        })
+    }
+}
+
+/// Two-window χ²-calibrated detector of input-distribution changes.
+#[pyclass(frozen, module = "sona._sona")]
+pub(crate) struct TaskBoundaryDetector {
+    inner: Mutex<CoreDetector>,
+}
+
+#[pymethods]
+impl TaskBoundaryDetector {
+    #[new]
+    #[pyo3(signature = (dim, window = 100, reference = 200, alpha = 1e-4, consecutive = 3,
+                        cooldown = 0, snapshot_every = 25, param_count = 0, components = 0))]
+    fn new(
+        py: Python<'_>,
+        dim: usize,
+        window: usize,
+        reference: usize,
+        alpha: f64,
+        consecutive: usize,
+        cooldown: usize,
+        snapshot_every: usize,
+        param_count: usize,
+        components: usize,
+    ) -> PyResult<Self> {
+        guard(py, || {
+            let cfg = BoundaryConfig {
+                window,
+                reference,
+                alpha,
+                consecutive,
+                cooldown,
+                snapshot_every,
+                components,
+                ..BoundaryConfig::default()
+            };
+            Ok(TaskBoundaryDetector {
+                inner: Mutex::new(CoreDetector::new(dim, param_count, cfg)?),
+            })
+        })
+    }
+
+    /// Feeds one input (and optionally the parameters before training on it); `True` at a boundary.
+    #[pyo3(signature = (x, theta = None))]
+    fn observe(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        theta: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<bool> {
+        guard(py, || {
+            let x = vec1("x", x)?;
+            let t = theta.map(|t| vec1("theta", t)).transpose()?;
+            Ok(lock(&self.inner).observe(slice(&x), t.as_ref().map(slice))?)
+        })
+    }
+
+    /// Feeds the rows of an `n × dim` matrix; returns the sample indices of declared boundaries.
+    fn observe_batch(&self, py: Python<'_>, xs: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+        guard(py, || {
+            let m = mat2("xs", xs)?;
+            let (rows, cols) = (m.shape()[0], m.shape()[1]);
+            let mut d = lock(&self.inner);
+            matrix_cols("xs", cols, d.dim())?;
+            let s = slice(&m);
+            let d = &mut *d;
+            Ok(maybe_detach(py, s.len(), || d.observe_batch(s, rows))?)
+        })
+    }
+
+    /// `(sample_index, theta)` of the stable point before the last boundary, or `None`.
+    fn stable_snapshot<'py>(&self, py: Python<'py>) -> Option<(u64, Bound<'py, PyArray1<f32>>)> {
+        lock(&self.inner)
+            .stable_snapshot()
+            .map(|(i, t)| (i, out1(py, t.to_vec())))
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        lock(&self.inner).dim()
+    }
+
+    #[getter]
+    fn observed(&self) -> u64 {
+        lock(&self.inner).observed()
+    }
+
+    #[getter]
+    fn checks(&self) -> u64 {
+        lock(&self.inner).checks()
+    }
+
+    #[getter]
+    fn exceedances(&self) -> u64 {
+        lock(&self.inner).exceedances()
+    }
+
+    #[getter]
+    fn detections(&self) -> u64 {
+        lock(&self.inner).detections()
+    }
+
+    #[getter]
+    fn last_boundary(&self) -> Option<u64> {
+        lock(&self.inner).last_boundary()
+    }
+
+    /// `(statistic, threshold)` of the last check (threshold is NaN before the first check).
+    #[getter]
+    fn last_check(&self) -> (f64, f64) {
+        lock(&self.inner).last_check()
+    }
+}
+
+/// λ controller driven by probe-set forgetting and new-task progress.
+#[pyclass(frozen, module = "sona._sona")]
+pub(crate) struct AdaptiveLambda {
+    inner: Mutex<CoreLambda>,
+}
+
+#[pymethods]
+impl AdaptiveLambda {
+    #[new]
+    #[pyo3(signature = (initial = 1.0, lambda_min = 1e-3, lambda_max = 1e6, delta = 0.02,
+                        raise_factor = 2.0, lower_factor = 0.5, stall = 0.005, target = 0.95))]
+    fn new(
+        py: Python<'_>,
+        initial: f32,
+        lambda_min: f32,
+        lambda_max: f32,
+        delta: f32,
+        raise_factor: f32,
+        lower_factor: f32,
+        stall: f32,
+        target: f32,
+    ) -> PyResult<Self> {
+        guard(py, || {
+            let cfg = LambdaConfig {
+                initial,
+                lambda_min,
+                lambda_max,
+                delta,
+                raise: raise_factor,
+                lower: lower_factor,
+                stall,
+                target,
+            };
+            Ok(AdaptiveLambda {
+                inner: Mutex::new(CoreLambda::new(cfg)?),
+            })
+        })
+    }
+
+    /// Reports probe accuracy and new-task quality (both in [0, 1]); returns
+    /// `"raised"`, `"lowered"` or `"kept"`.
+    fn update(
+        &self,
+        py: Python<'_>,
+        probe_accuracy: f32,
+        new_task_quality: f32,
+    ) -> PyResult<&'static str> {
+        guard(py, || {
+            let step = lock(&self.inner).update(probe_accuracy, new_task_quality)?;
+            Ok(match step {
+                LambdaStep::Raised => "raised",
+                LambdaStep::Lowered => "lowered",
+                LambdaStep::Kept => "kept",
+            })
+        })
+    }
+
+    /// Starts a new probe maximum (call when the probe set changes).
+    fn reset_probe(&self) {
+        lock(&self.inner).reset_probe()
+    }
+
+    #[getter]
+    fn value(&self) -> f32 {
+        lock(&self.inner).lambda()
+    }
+
+    #[getter]
+    fn probe_max(&self) -> Option<f32> {
+        lock(&self.inner).probe_max()
+    }
+
+    #[getter]
+    fn lambda_min(&self) -> f32 {
+        lock(&self.inner).config().lambda_min
+    }
+
+    #[getter]
+    fn lambda_max(&self) -> f32 {
+        lock(&self.inner).config().lambda_max
+    }
+}
+
+/// Orthonormal basis of protected gradient directions (GPM).
+#[pyclass(frozen, module = "sona._sona")]
+pub(crate) struct GradientProjection {
+    inner: Mutex<CoreGpm>,
+}
+
+#[pymethods]
+impl GradientProjection {
+    #[new]
+    #[pyo3(signature = (param_count, max_basis))]
+    fn new(py: Python<'_>, param_count: usize, max_basis: usize) -> PyResult<Self> {
+        guard(py, || {
+            Ok(GradientProjection {
+                inner: Mutex::new(CoreGpm::new(param_count, max_basis)?),
+            })
+        })
+    }
+
+    /// Adds directions of `m` (`n × P`) until `threshold` of its energy is captured; returns how many.
+    #[pyo3(signature = (m, threshold = 0.97))]
+    fn add(&self, py: Python<'_>, m: &Bound<'_, PyAny>, threshold: f32) -> PyResult<usize> {
+        guard(py, || {
+            let a = mat2("m", m)?;
+            let (rows, cols) = (a.shape()[0], a.shape()[1]);
+            let mut g = lock(&self.inner);
+            matrix_cols("m", cols, g.param_count())?;
+            let s = slice(&a);
+            let g = &mut *g;
+            Ok(py.detach(|| g.add(s, rows, threshold))?)
+        })
+    }
+
+    /// `grad − V Vᵀ grad` as a new array.
+    fn project<'py>(
+        &self,
+        py: Python<'py>,
+        grad: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        guard(py, || {
+            let mut out = slice(&vec1("grad", grad)?).to_vec();
+            lock(&self.inner).project(&mut out)?;
+            Ok(out1(py, out))
+        })
+    }
+
+    /// The basis as a `k × P` array (orthonormal rows).
+    fn basis<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        guard(py, || {
+            let g = lock(&self.inner);
+            out2(py, g.basis().to_vec(), g.basis_size(), g.param_count())
+        })
+    }
+
+    #[getter]
+    fn basis_size(&self) -> usize {
+        lock(&self.inner).basis_size()
+    }
+
+    #[getter]
+    fn param_count(&self) -> usize {
+        lock(&self.inner).param_count()
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<OnlineFisher>()?;
+    m.add_class::<EwcPlusPlus>()?;
+    m.add_class::<TaskBoundaryDetector>()?;
+    m.add_class::<AdaptiveLambda>()?;
+    m.add_class::<GradientProjection>()?;
     Ok(())
 }

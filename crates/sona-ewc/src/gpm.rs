@@ -1,0 +1,265 @@
+//! Optional gradient projection memory (GPM, Saha et al. 2021), applied to the task gradient only.
+//!
+//! After a task, directions that its gradients (or representations) occupy are added to an orthonormal
+//! basis `V_k` (rows of a `k × P` matrix). Later task gradients are projected onto the complement,
+//! `g − V_k V_kᵀ g`, so steps do not move the old task along its important directions; the EWC gradient
+//! is added after projection (see [`crate::EwcPlusPlus::apply_projected`]).
+//!
+//! New directions come from an SVD of the residual of the given matrix after projecting out the
+//! current basis; the top singular vectors are kept until the basis captures `threshold` of the
+//! matrix's energy (the GPM criterion). The SVD is done through the small `n × n` Gram matrix with a
+//! cyclic Jacobi eigensolver in `f64`, so `n` (rows per call) is capped at [`MAX_ROWS`].
+
+use sona_core::kernels;
+use sona_core::validate::{check_matrix, check_vec};
+use sona_core::{Result, SonaError};
+
+/// Rows accepted per [`GradientProjection::add`] call (the Gram eigensolver is `O(n³)`).
+pub const MAX_ROWS: usize = 512;
+
+/// An orthonormal basis of protected gradient directions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradientProjection {
+    p: usize,
+    max_basis: usize,
+    basis: Vec<f32>,
+}
+
+impl GradientProjection {
+    /// An empty basis over `param_count` parameters holding at most `max_basis` directions.
+    pub fn new(param_count: usize, max_basis: usize) -> Result<Self> {
+        if param_count == 0 {
+            return Err(SonaError::Config("param_count must be at least 1".into()));
+        }
+        if max_basis == 0 || max_basis > param_count {
+            return Err(SonaError::Config(format!(
+                "max_basis must be in [1, {param_count}], got {max_basis}"
+            )));
+        }
+        Ok(GradientProjection {
+            p: param_count,
+            max_basis,
+            basis: Vec::new(),
+        })
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.p
+    }
+
+    /// Directions currently in the basis.
+    pub fn basis_size(&self) -> usize {
+        self.basis.len() / self.p
+    }
+
+    /// The basis, `basis_size × P` row-major, orthonormal rows.
+    pub fn basis(&self) -> &[f32] {
+        &self.basis
+    }
+
+    /// `g ← g − V Vᵀ g` in place.
+    pub fn project(&self, grad: &mut [f32]) -> Result<()> {
+        check_vec("grad", grad, self.p)?;
+        let k = self.basis_size();
+        if k == 0 {
+            return Ok(());
+        }
+        let mut c = vec![0.0f32; k];
+        kernels::matvec(&self.basis, k, self.p, grad, &mut c);
+        for (ci, row) in c.iter().zip(self.basis.chunks_exact(self.p)) {
+            kernels::axpy(-ci, row, grad);
+        }
+        Ok(())
+    }
+
+    /// Adds the directions of `m` (`rows × P`) needed for the basis to capture `threshold ∈ (0, 1]` of
+    /// `‖m‖²_F`. Returns how many directions were added (0 if already captured or the basis is full).
+    pub fn add(&mut self, m: &[f32], rows: usize, threshold: f32) -> Result<usize> {
+        check_matrix("m", m, rows, self.p)?;
+        if rows == 0 || rows > MAX_ROWS {
+            return Err(SonaError::invalid(format!(
+                "rows must be in [1, {MAX_ROWS}], got {rows}"
+            )));
+        }
+        if !(threshold.is_finite() && threshold > 0.0 && threshold <= 1.0) {
+            return Err(SonaError::Config(format!(
+                "threshold must be in (0, 1], got {threshold}"
+            )));
+        }
+        let p = self.p;
+        let total: f64 = m.chunks_exact(p).map(|r| kernels::norm_sq(r) as f64).sum();
+        if total <= 0.0 {
+            return Ok(0);
+        }
+        // Residual of every row after removing what the basis already spans.
+        let mut resid = m.to_vec();
+        for row in resid.chunks_exact_mut(p) {
+            self.project(row)?;
+        }
+        let resid_energy: f64 = resid
+            .chunks_exact(p)
+            .map(|r| kernels::norm_sq(r) as f64)
+            .sum();
+        let mut captured = (total - resid_energy).max(0.0);
+        let target = threshold as f64 * total;
+        if captured >= target {
+            return Ok(0);
+        }
+        // Gram matrix of the residual rows and its eigenpairs (σ², u), largest first.
+        let mut gram = vec![0.0f64; rows * rows];
+        for i in 0..rows {
+            for j in 0..=i {
+                let v = kernels::dot(&resid[i * p..(i + 1) * p], &resid[j * p..(j + 1) * p]) as f64;
+                gram[i * rows + j] = v;
+                gram[j * rows + i] = v;
+            }
+        }
+        let (vals, vecs) = jacobi_eigen(&mut gram, rows);
+        let mut order: Vec<usize> = (0..rows).collect();
+        order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]));
+        let mut added = 0;
+        for &e in &order {
+            if captured >= target || self.basis_size() >= self.max_basis {
+                break;
+            }
+            let s2 = vals[e];
+            if s2 <= 1e-12 * total {
+                break;
+            }
+            // Right singular vector: v = Rᵀ u / σ, re-orthogonalised against the basis for stability.
+            let mut v = vec![0.0f32; p];
+            for (i, row) in resid.chunks_exact(p).enumerate() {
+                let ui = vecs[i * rows + e] as f32;
+                if ui != 0.0 {
+                    kernels::axpy(ui, row, &mut v);
+                }
+            }
+            self.project(&mut v)?;
+            let n = kernels::normalize(&mut v);
+            if !(n > 0.0 && n.is_finite()) {
+                continue;
+            }
+            self.basis.extend_from_slice(&v);
+            captured += s2;
+            added += 1;
+        }
+        Ok(added)
+    }
+}
+
+/// Eigen-decomposition of a symmetric `n × n` matrix (overwritten) by cyclic Jacobi rotations.
+/// Returns the eigenvalues and the eigenvectors as columns of a row-major `n × n` matrix.
+pub(crate) fn jacobi_eigen(a: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut v = vec![0.0f64; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    for _sweep in 0..60 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j] * a[i * n + j])
+            .sum();
+        let diag: f64 = (0..n).map(|i| a[i * n + i] * a[i * n + i]).sum();
+        if off <= 1e-22 * diag.max(f64::MIN_POSITIVE) {
+            break;
+        }
+        for pi in 0..n {
+            for qi in pi + 1..n {
+                let apq = a[pi * n + qi];
+                if apq == 0.0 {
+                    continue;
+                }
+                let (app, aqq) = (a[pi * n + pi], a[qi * n + qi]);
+                let theta = (aqq - app) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (akp, akq) = (a[k * n + pi], a[k * n + qi]);
+                    a[k * n + pi] = c * akp - s * akq;
+                    a[k * n + qi] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[pi * n + k], a[qi * n + k]);
+                    a[pi * n + k] = c * apk - s * aqk;
+                    a[qi * n + k] = s * apk + c * aqk;
+                }
+                for k in 0..n {
+                    let (vkp, vkq) = (v[k * n + pi], v[k * n + qi]);
+                    v[k * n + pi] = c * vkp - s * vkq;
+                    v[k * n + qi] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    ((0..n).map(|i| a[i * n + i]).collect(), v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sona_core::SeededRng;
+
+    #[test]
+    fn jacobi_recovers_eigenpairs() {
+        let mut a = vec![4.0, 1.0, 2.0, 1.0, 3.0, 0.5, 2.0, 0.5, 5.0];
+        let orig = a.clone();
+        let (vals, vecs) = jacobi_eigen(&mut a, 3);
+        for e in 0..3 {
+            for i in 0..3 {
+                let av: f64 = (0..3).map(|j| orig[i * 3 + j] * vecs[j * 3 + e]).sum();
+                assert!((av - vals[e] * vecs[i * 3 + e]).abs() < 1e-9);
+            }
+        }
+    }
+
+    #[test]
+    fn basis_is_orthonormal_and_projection_removes_its_span() {
+        let (p, r) = (200, 6);
+        let mut rng = SeededRng::new(1);
+        // Rows lie in a 3-dimensional subspace.
+        let mut span = vec![0.0; 3 * p];
+        rng.fill_normal(&mut span, 1.0);
+        let mut m = vec![0.0f32; r * p];
+        for i in 0..r {
+            for k in 0..3 {
+                let c = rng.normal();
+                kernels::axpy(c, &span[k * p..(k + 1) * p], &mut m[i * p..(i + 1) * p]);
+            }
+        }
+        let mut gpm = GradientProjection::new(p, 50).unwrap();
+        let added = gpm.add(&m, r, 0.999).unwrap();
+        assert_eq!(added, 3);
+        let b = gpm.basis();
+        for i in 0..3 {
+            for j in 0..3 {
+                let d = kernels::dot(&b[i * p..(i + 1) * p], &b[j * p..(j + 1) * p]);
+                assert!((d - if i == j { 1.0 } else { 0.0 }).abs() < 1e-4);
+            }
+        }
+        // A gradient inside the span projects to ~0; one orthogonal to it is unchanged.
+        let mut g = m[..p].to_vec();
+        gpm.project(&mut g).unwrap();
+        assert!(kernels::norm_sq(&g) < 1e-6 * kernels::norm_sq(&m[..p]));
+        // Adding the same data again adds nothing.
+        assert_eq!(gpm.add(&m, r, 0.999).unwrap(), 0);
+        // Bad input.
+        assert!(gpm.add(&m, r, 1.5).is_err());
+        assert!(gpm.add(&m[..p * r - 1], r, 0.9).is_err());
+        assert!(gpm.project(&mut [0.0; 3]).is_err());
+        assert!(GradientProjection::new(10, 11).is_err());
+        assert!(GradientProjection::new(0, 1).is_err());
+    }
+
+    #[test]
+    fn threshold_limits_the_number_of_directions() {
+        let p = 100;
+        let mut m = vec![0.0f32; 2 * p];
+        m[0] = 10.0; // row 0 along e0 with energy 100
+        m[p + 1] = 1.0; // row 1 along e1 with energy 1
+        let mut gpm = GradientProjection::new(p, 10).unwrap();
+        assert_eq!(gpm.add(&m, 2, 0.9).unwrap(), 1);
+        assert!((gpm.basis()[0].abs() - 1.0).abs() < 1e-6);
+    }
+}
