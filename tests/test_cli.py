@@ -36,6 +36,17 @@ def test_console_script_runs() -> None:
     assert "simd" in out.stdout
 
 
+def test_module_entry_point_sees_the_registered_evaluations() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sona.cli", "eval", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for job in ("continual", "search", "memory-curation"):
+        assert job in out.stdout
+
+
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main(["no-such-command"])

@@ -31,6 +31,7 @@ def info() -> dict[str, Any]:
         "simd": _sona.simd_level(),
         "build": build["profile"],
         "crates": build["crates"],
+        "components": build["components"],
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -116,4 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under `python -m sona.cli` this file runs as `__main__`, while the evaluations register in the
+    # imported `sona.cli` module: delegate to that one so both entry points see the same jobs.
+    from sona import cli as _cli
+
+    sys.exit(_cli.main())

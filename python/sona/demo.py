@@ -6,7 +6,7 @@ and writes its table, JSON and plot under the output directory:
 1. adaptation from scalar feedback (LoRA learns input-dependent corrections from a reward alone),
 2. continual learning on real digits (EWC++ and replay against no protection),
 3. memory search (approximate recall and speed against exact search, with inserts and deletes),
-4. ReasoningBank (patterns extracted from trajectories, recalled for new queries).
+4. ReasoningBank (patterns extracted from trajectories; replaying traffic adds no pattern).
 
 Steps whose component is not part of this build are skipped with a note.
 """
@@ -63,9 +63,14 @@ STEPS: tuple[Step, ...] = (
         ],
     ),
     Step(
-        "ReasoningBank: patterns from trajectories",
-        "memory",
-        lambda out, quick: ["--json", str(out / "memory.json")],
+        "ReasoningBank: replayed traffic does not grow memory (SPEC §5)",
+        "memory-curation",
+        lambda out, quick: [
+            "--n", "4000" if quick else "10000",
+            "--groups", "40" if quick else "100",
+            "--replays", "2" if quick else "3",
+            "--json", str(out / "memory.json"),
+        ],
     ),
 )  # fmt: skip
 

@@ -35,11 +35,7 @@ import numpy.typing as npt
 from sona import _sona
 from sona._validate import F32Array, as_matrix, as_vector
 from sona.errors import InvalidInputError
-
-try:  # The vector-index module is delivered by its own branch; re-export it when present.
-    from sona.index import VectorIndex
-except ImportError:  # pragma: no cover - depends on which components are installed
-    VectorIndex = None  # type: ignore[assignment,misc,unused-ignore]
+from sona.index import VectorIndex
 
 __all__ = [
     "ArmStats",
@@ -232,6 +228,9 @@ class ReasoningBank:
             disables the refinement.
         default_tier: the arm verdicts test every other arm against; ``alpha`` their level.
         graph_*, eta_plus, eta_minus, w_init, w_min: memory-graph bounds and update rates.
+        index: ``"flat"`` (exact scan, the default: fastest below a few thousand patterns) or
+            ``"approx"`` (HNSW, for large pattern sets; see :class:`sona.index.VectorIndex`).
+        ef_search: the HNSW candidate-list size (``index="approx"`` only): recall vs latency.
         **kwargs: further options of the Rust core (``kmeans_max_iter``, ``minibatch_threshold``,
             ``max_exemplars``).
     """
@@ -259,6 +258,8 @@ class ReasoningBank:
         w_init: float = 0.1,
         graph_decay: float = 0.01,
         w_min: float = 1e-3,
+        index: Literal["flat", "approx"] = "flat",
+        ef_search: int | None = None,
         **kwargs: int,
     ) -> None:
         self._bank = _sona.ReasoningBank(
@@ -282,6 +283,8 @@ class ReasoningBank:
             w_init=w_init,
             graph_decay=graph_decay,
             w_min=w_min,
+            index=index,
+            ef_search=ef_search,
             **kwargs,
         )
 
@@ -295,6 +298,11 @@ class ReasoningBank:
     def dim(self) -> int:
         """Embedding dimension."""
         return self._bank.dim
+
+    @property
+    def index_kind(self) -> str:
+        """``"flat"`` or ``"approx"``: the pattern index this bank searches."""
+        return self._bank.index_kind
 
     @property
     def n_tiers(self) -> int:

@@ -43,6 +43,10 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         "crates",
         vec!["sona-core", "sona-lora", "sona-ewc", "sona-reasoning"],
     )?;
+    d.set_item(
+        "components",
+        vec!["kernels", "lora", "ewc", "reasoning", "index"],
+    )?;
     d.set_item("abi3", "cp311")?;
     Ok(d)
 }

@@ -11,6 +11,7 @@ use numpy::{PyArray1, PyArray2};
 use pyo3::prelude::*;
 use sona_core::types::RewardSource;
 use sona_core::SonaError;
+use sona_reasoning::index::{HnswParams, IndexKind};
 use sona_reasoning::persist::{self, PatternRecord};
 use sona_reasoning::{BankConfig, GraphConfig, PruneRule, ReasoningBank};
 
@@ -79,6 +80,32 @@ pub(crate) struct PyReasoningBank {
     inner: Arc<ReasoningBank>,
 }
 
+/// `"flat"` (exact) or `"approx"` (HNSW; `ef_search` is its recall/latency knob).
+fn index_kind(name: &str, ef_search: Option<i64>, seed: u64) -> Result<IndexKind, SonaError> {
+    match (name, ef_search) {
+        ("flat", None) => Ok(IndexKind::Flat),
+        ("flat", Some(_)) => Err(SonaError::Config(
+            "ef_search applies to index=\"approx\" only".into(),
+        )),
+        ("approx", ef) => {
+            let mut p = HnswParams {
+                seed,
+                ..HnswParams::default()
+            };
+            if let Some(ef) = ef {
+                p.ef_search = usize::try_from(ef)
+                    .ok()
+                    .filter(|&e| e > 0)
+                    .ok_or_else(|| SonaError::Config(format!("ef_search must be > 0, got {ef}")))?;
+            }
+            Ok(IndexKind::Approx(p))
+        }
+        (other, _) => Err(SonaError::Config(format!(
+            "index must be \"flat\" or \"approx\", got {other:?}"
+        ))),
+    }
+}
+
 #[pymethods]
 impl PyReasoningBank {
     #[new]
@@ -86,7 +113,7 @@ impl PyReasoningBank {
         pending_capacity=100_000, pending_ttl_ms=3_600_000, merge_threshold=0.9, merge_slack=Some(0.1), max_clusters=1024, min_cohesion=Some(0.75),
         kmeans_max_iter=8, minibatch_threshold=50_000, max_exemplars=4, default_tier=0, alpha=0.05,
         graph_max_nodes=100_000, graph_max_edges=1_000_000, eta_plus=0.2, eta_minus=0.1, w_init=0.1,
-        graph_decay=0.01, w_min=1e-3))]
+        graph_decay=0.01, w_min=1e-3, index="flat", ef_search=None))]
     fn new(
         py: Python<'_>,
         dim: i64,
@@ -112,6 +139,8 @@ impl PyReasoningBank {
         w_init: f64,
         graph_decay: f64,
         w_min: f64,
+        index: &str,
+        ef_search: Option<i64>,
     ) -> PyResult<Self> {
         guard(py, || {
             let cfgerr =
@@ -162,11 +191,21 @@ impl PyReasoningBank {
                     decay: graph_decay as f32,
                     w_min: w_min as f32,
                 },
+                index: index_kind(index, ef_search, seed)?,
             };
             Ok(PyReasoningBank {
                 inner: Arc::new(ReasoningBank::new(cfg)?),
             })
         })
+    }
+
+    /// `"flat"` or `"approx"`.
+    #[getter]
+    fn index_kind(&self) -> &'static str {
+        match self.inner.config().index {
+            IndexKind::Flat => "flat",
+            IndexKind::Approx(_) => "approx",
+        }
     }
 
     #[getter]

@@ -18,7 +18,7 @@ use sona_core::{kernels, validate, Result, SeededRng, SonaError};
 use crate::buffer::{PendingMap, Reservoir, RingBuffer, TrajectoryStore};
 use crate::extract::{summarize, ClusterSummary};
 use crate::graph::{GraphConfig, MemoryGraph};
-use crate::index::{FlatIndex, VectorIndex};
+use crate::index::{AnyIndex, FlatIndex, IndexKind, VectorIndex};
 use crate::kmeans::KMeansParams;
 use crate::trajectory::{TrajectorySlab, NO_TIER};
 use crate::verdict::verdict_for;
@@ -59,6 +59,9 @@ pub struct BankConfig {
     /// Family-wise significance level of verdicts.
     pub alpha: f64,
     pub graph: GraphConfig,
+    /// The pattern index: exact (`Flat`, the default) or HNSW (`Approx`) for large pattern sets.
+    #[serde(default)]
+    pub index: IndexKind,
 }
 
 impl BankConfig {
@@ -82,6 +85,7 @@ impl BankConfig {
             default_tier: 0,
             alpha: 0.05,
             graph: GraphConfig::default(),
+            index: IndexKind::Flat,
         }
     }
 
@@ -382,10 +386,10 @@ pub(crate) fn unit(what: &str, v: &[f32], dim: usize) -> Result<Vec<f32>> {
 }
 
 impl ReasoningBank {
-    /// A bank with an exact [`FlatIndex`].
+    /// A bank over the index its configuration names (exact [`FlatIndex`] by default).
     pub fn new(cfg: BankConfig) -> Result<Self> {
         cfg.validate()?;
-        let index = Box::new(FlatIndex::new(cfg.dim)?);
+        let index = Box::new(AnyIndex::new(cfg.dim, cfg.index)?);
         Self::with_index(cfg, index)
     }
 

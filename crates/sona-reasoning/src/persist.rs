@@ -16,7 +16,7 @@ use sona_core::{kernels, validate, Checkpoint, Result, SonaError};
 use crate::bank::{BankConfig, Level, PatternNode, PatternState, ReasoningBank};
 use crate::buffer::{PendingEntry, PendingMap, Reservoir, RingBuffer, TrajectoryStore};
 use crate::graph::MemoryGraph;
-use crate::index::{FlatIndex, VectorIndex};
+use crate::index::{AnyIndex, FlatIndex, VectorIndex};
 use crate::trajectory::{TrajectoryMeta, TrajectorySlab};
 
 /// Checkpoint kind of a bank.
@@ -396,11 +396,11 @@ impl ReasoningBank {
         self.to_checkpoint()?.save(path)
     }
 
-    /// Loads a bank written by [`save`](Self::save), with an exact [`FlatIndex`].
+    /// Loads a bank written by [`save`](Self::save), over the index kind its configuration names.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let ck = Checkpoint::load(path, KIND, VERSION)?;
         let cfg: BankConfig = ck.meta("config")?;
-        let index = Box::new(FlatIndex::new(cfg.dim.max(1))?);
+        let index = Box::new(AnyIndex::new(cfg.dim.max(1), cfg.index).map_err(to_ckpt_err)?);
         Self::from_checkpoint(&ck, index)
     }
 

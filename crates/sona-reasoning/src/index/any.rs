@@ -9,9 +9,11 @@ use super::{
 };
 
 /// Which index to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum IndexKind {
     /// Exact scan.
+    #[default]
     Flat,
     /// HNSW graph with these parameters.
     Approx(HnswParams),
