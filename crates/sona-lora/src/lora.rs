@@ -5,7 +5,7 @@
 //! small table lock that an update holds only while copying one pending entry. Every public method
 //! validates its input before touching state, so a failing call leaves the adapter unchanged.
 //! [`MicroLoRA`] and [`BaseLoRA`] are the two tiers (same machinery, different defaults); a base
-//! absorbs a micro adapter with [`BaseLoRA::merge_from`].
+//! absorbs a micro adapter with [`Lora::merge_from`].
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -339,9 +339,10 @@ impl Lora {
         Ok(())
     }
 
-    /// Zeroes `ΔW` (`B ← 0`), forgets the momentum and re-draws `A ~ N(0, 1/d_in)` rescaled to the
-    /// row norms it had, so the adapter keeps its learning speed but starts without a preference for
-    /// the inputs it was trained on (see docs/decisions.md: merges).
+    /// Zeroes `ΔW` (`B ← 0`), forgets the momentum and re-draws `A ~ N(0, 1/d_in)` as at creation, so
+    /// the restarted adapter has no preference for the inputs it was trained on: what it learned now
+    /// lives in the base, and a fresh `A` keeps new corrections from landing on those inputs (see
+    /// docs/decisions.md, "merges", for the measurements behind this choice).
     fn restart_locked(&self, wr: &mut Writer) {
         wr.optim.reset();
         let cur = self.weights.load_full();
@@ -350,21 +351,8 @@ impl Lora {
         buf.copy_from(&cur);
         drop(cur);
         buf.bt.fill(0.0);
-        let di = buf.d_in;
-        for kk in 0..buf.rank {
-            let row = &mut buf.a[kk * di..(kk + 1) * di];
-            let old = sona_core::kernels::norm_sq(row).sqrt();
-            wr.rng.fill_normal(row, 1.0);
-            let new = sona_core::kernels::norm_sq(row).sqrt();
-            let target = if old > 0.0 && old.is_finite() {
-                old
-            } else {
-                1.0
-            };
-            if new > 0.0 {
-                sona_core::kernels::scale(target / new, row);
-            }
-        }
+        let std = (1.0 / buf.d_in as f32).sqrt();
+        wr.rng.fill_normal(&mut buf.a, std);
         self.weights.publish(next, &mut wr.spare);
     }
 
@@ -402,6 +390,45 @@ impl Lora {
         let (a, b) = wr.optim.momentum();
         (a.to_vec(), b.to_vec())
     }
+
+    /// Absorbs `micro` (SPEC §3): `ΔW_b ← best rank-r_b approximation of ΔW_b + ΔW_µ`, then zeroes the
+    /// micro adapter (`B_µ = 0`; see [`Lora`] for how `A_µ` restarts). Both adapters are locked for the
+    /// duration (base first), readers are not. Returns the discarded spectral mass.
+    pub fn merge_from(&self, micro: &Lora) -> Result<MergeReport> {
+        if std::ptr::eq(self, micro) {
+            return Err(SonaError::invalid("cannot merge an adapter into itself"));
+        }
+        self.check_writable()?;
+        micro.check_writable()?;
+        if (micro.config.d_in, micro.config.d_out) != (self.config.d_in, self.config.d_out) {
+            return Err(SonaError::Dimension {
+                what: "merge".into(),
+                expected: format!(
+                    "an adapter of shape {}→{}",
+                    self.config.d_in, self.config.d_out
+                ),
+                got: format!("{}→{}", micro.config.d_in, micro.config.d_out),
+            });
+        }
+        let mut bw = self.writer.lock();
+        let mut mw = micro.writer.lock();
+        let cur = self.weights.load_full();
+        let mw_cur = micro.weights.load_full();
+        let mut next = self.weights.take_spare(&mut bw.spare, &cur);
+        let report = merge(
+            &cur,
+            &mw_cur,
+            Arc::get_mut(&mut next).expect("unique spare"),
+        )?;
+        drop(cur);
+        drop(mw_cur);
+        self.weights.publish(next, &mut bw.spare);
+        bw.optim.reset();
+        bw.counters.merges += 1;
+        micro.restart_locked(&mut mw);
+        mw.counters.merges += 1;
+        Ok(report)
+    }
 }
 
 /// The fast tier: rank 1-2, one step per feedback, bounded and slowly decaying.
@@ -435,45 +462,6 @@ impl MicroLoRA {
 impl BaseLoRA {
     pub fn new(config: LoraConfig) -> Result<Self> {
         Lora::new(config).map(BaseLoRA)
-    }
-
-    /// Absorbs `micro` (SPEC §3): `ΔW_b ← best rank-r_b approximation of ΔW_b + ΔW_µ`, then zeroes the
-    /// micro adapter (`B_µ = 0`; see [`Lora`] for how `A_µ` restarts). Both adapters are locked for the
-    /// duration (base first), readers are not. Returns the discarded spectral mass.
-    pub fn merge_from(&self, micro: &Lora) -> Result<MergeReport> {
-        if std::ptr::eq(&self.0, micro) {
-            return Err(SonaError::invalid("cannot merge an adapter into itself"));
-        }
-        self.check_writable()?;
-        micro.check_writable()?;
-        if (micro.config.d_in, micro.config.d_out) != (self.config.d_in, self.config.d_out) {
-            return Err(SonaError::Dimension {
-                what: "merge".into(),
-                expected: format!(
-                    "an adapter of shape {}→{}",
-                    self.config.d_in, self.config.d_out
-                ),
-                got: format!("{}→{}", micro.config.d_in, micro.config.d_out),
-            });
-        }
-        let mut bw = self.writer.lock();
-        let mut mw = micro.writer.lock();
-        let cur = self.weights.load_full();
-        let mw_cur = micro.weights.load_full();
-        let mut next = self.weights.take_spare(&mut bw.spare, &cur);
-        let report = merge(
-            &cur,
-            &mw_cur,
-            Arc::get_mut(&mut next).expect("unique spare"),
-        )?;
-        drop(cur);
-        drop(mw_cur);
-        self.weights.publish(next, &mut bw.spare);
-        bw.optim.reset();
-        bw.counters.merges += 1;
-        micro.restart_locked(&mut mw);
-        mw.counters.merges += 1;
-        Ok(report)
     }
 }
 

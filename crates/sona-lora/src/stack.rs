@@ -144,13 +144,13 @@ mod tests {
         let mut bc = LoraConfig::base(d);
         bc.rank = 4;
         let mut mc = LoraConfig::micro(d);
-        mc.optim.lr = 0.05;
+        mc.optim.lr = 0.02;
         let tt = TwoTierLoRA::new(bc, mc, 5).unwrap();
         let mut rng = SeededRng::new(1);
         let mut x = vec![0.0; d];
         rng.fill_normal(&mut x, 0.3);
         let target: Vec<f32> = x.iter().map(|v| -v).collect();
-        for i in 0..12 {
+        for i in 0..40 {
             let mut y = vec![0.0; d];
             tt.forward(&x, &mut y).unwrap();
             let e: Vec<f32> = y.iter().zip(&target).map(|(a, b)| a - b).collect();
@@ -163,11 +163,11 @@ mod tests {
                 assert!(rep.discarded < 1e-4, "rank fits: nothing dropped");
             }
         }
-        assert_eq!(tt.counters().0.merges, 2);
+        assert_eq!(tt.counters().0.merges, 8);
         let mut y = vec![0.0; d];
         tt.forward(&x, &mut y).unwrap();
         let err: f32 = y.iter().zip(&target).map(|(a, b)| (a - b).powi(2)).sum();
         let err0: f32 = x.iter().zip(&target).map(|(a, b)| (a - b).powi(2)).sum();
-        assert!(err < 0.5 * err0);
+        assert!(err < 0.5 * err0, "{err} vs {err0}");
     }
 }
