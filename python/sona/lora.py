@@ -9,8 +9,8 @@ with ``A ~ N(0, 1/d_in)`` and ``B = 0`` at creation, in PEFT's layout (``lora_A`
 
 * :meth:`LoRA.update` ``(x, error)`` when the caller has ``error = dL/dy``: one exact momentum step
   (clipped, with a Frobenius bound on ``ΔW`` and a slow decay for the micro tier);
-* :meth:`LoRA.forward` ``(x, explore=True)`` → ``(y, token)`` then :meth:`LoRA.reward` ``(token, r)``
-  when the caller only has a score ``r ∈ [0, 1]`` for what it was given: Gaussian exploration and
+* :meth:`LoRA.forward` ``(x, explore=True)`` → ``(y, token)``, then :meth:`LoRA.reward`
+  ``(token, r)`` when the caller only has a score ``r ∈ [0, 1]`` for what it was given: Gaussian exploration and
   REINFORCE with a learned baseline turn the score into an error vector for the same step.
 
 :class:`MicroLoRA` (rank 1-2, one step per feedback) and :class:`BaseLoRA` (rank 4-16) share the
@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import os
 from typing import Any, Literal, TypedDict
-
-import numpy as np
 
 from sona import _sona
 from sona._validate import F32Array, as_matrix, as_vector
@@ -61,6 +59,15 @@ class MergeReport(TypedDict):
     singular_values: F32Array
 
 
+def _report(d: dict[str, Any]) -> MergeReport:
+    return MergeReport(
+        discarded=float(d["discarded"]),
+        discarded_fraction=float(d["discarded_fraction"]),
+        total_norm=float(d["total_norm"]),
+        singular_values=d["singular_values"],
+    )
+
+
 def _base_map(W: Any, d_in: int, d_out: int) -> tuple[str, F32Array | None]:
     if W is None:
         return "identity", None
@@ -76,6 +83,9 @@ class LoRA:
 
     _inner: _sona.LoraAdapter
     _tier: str = "micro"
+    #: Set on adapters returned by :func:`load_quantized`: the format and its recorded error.
+    quant_kind: str | None = None
+    quant_error: float | None = None
 
     def __init__(
         self,
@@ -216,12 +226,12 @@ class LoRA:
     # --- weights ----------------------------------------------------------------------------
 
     @property
-    def lora_A(self) -> F32Array:  # noqa: N802 - PEFT's name
+    def lora_A(self) -> F32Array:
         """A copy of ``A`` (``[r, d_in]``)."""
         return self._inner.lora_a
 
     @property
-    def lora_B(self) -> F32Array:  # noqa: N802 - PEFT's name
+    def lora_B(self) -> F32Array:
         """A copy of ``B`` (``[d_out, r]``)."""
         return self._inner.lora_b
 
@@ -233,14 +243,15 @@ class LoRA:
         """``‖ΔW‖_F`` (computed without forming ``ΔW``)."""
         return self._inner.delta_norm()
 
-    def set_weights(self, lora_A: Any, lora_B: Any) -> None:  # noqa: N803 - PEFT's names
+    def set_weights(self, lora_A: Any, lora_B: Any) -> None:
         """Replace ``A`` and ``B`` (same shapes) and forget the optimizer momentum."""
         self._inner.set_weights(
             as_matrix(lora_A, "lora_A", self._d_in), as_matrix(lora_B, "lora_B", self.rank)
         )
 
     def counters(self) -> dict[str, int]:
-        """``updates``, ``rejected`` (non-finite steps refused), ``rewards``, ``explored``, ``merges``."""
+        """Counts: ``updates``, ``rejected`` (non-finite steps refused), ``rewards``, ``explored``,
+        ``merges``."""
         return dict(self._inner.counters())
 
     def last_step(self) -> dict[str, Any] | None:
@@ -251,7 +262,7 @@ class LoRA:
     # --- files ------------------------------------------------------------------------------
 
     def save_peft(self, path: PathLike) -> None:
-        """Write a PEFT adapter directory (``adapter_model.safetensors`` + ``adapter_config.json``)."""
+        """Write a PEFT directory (``adapter_model.safetensors`` + ``adapter_config.json``)."""
         self._inner.save_peft(os.fspath(path))
 
     def load_peft(self, path: PathLike) -> None:
@@ -286,7 +297,7 @@ class MicroLoRA(LoRA):
 
     Defaults were chosen on the adaptation benchmark (``sona eval adapt``; docs/decisions.md):
     ``alpha=20`` (so ``s·‖A x‖`` is about 1 for unit ``x`` at rank 2), ``lr=3e-4``, momentum 0.9,
-    gradient clip 10, ``‖ΔW‖_F ≤ max_norm = 8``, decay ``1e-5`` per step, relative exploration
+    gradient clip 10, ``‖ΔW‖_F ≤ max_norm = 16``, decay ``1e-5`` per step, relative exploration
     ``sigma=0.1`` and a linear baseline fitted at rate 0.05.
     """
 
@@ -302,7 +313,7 @@ class MicroLoRA(LoRA):
         lr: float = 3e-4,
         momentum: float = 0.9,
         clip: float = 10.0,
-        max_norm: float = 8.0,
+        max_norm: float = 16.0,
         decay: float = 1e-5,
         sigma: float = 0.1,
         baseline_rate: float = 0.05,
@@ -385,7 +396,7 @@ class BaseLoRA(LoRA):
         Exact up to that truncation (concatenate factors, QR, SVD of the small core); the micro
         adapter is zeroed (``B_µ = 0``, fresh ``A_µ``). Returns the discarded spectral mass.
         """
-        return MergeReport(**self._inner.merge_from(micro._inner))  # type: ignore[typeddict-item]
+        return _report(self._inner.merge_from(micro._inner))
 
     @classmethod
     def from_peft(cls, path: PathLike, module: str | None = None, **settings: Any) -> BaseLoRA:
@@ -406,7 +417,7 @@ def _from_peft(
 
 
 def read_peft(path: PathLike, module: str | None = None) -> tuple[str, float, F32Array, F32Array]:
-    """``(module, lora_alpha, lora_A, lora_B)`` from a PEFT directory (CheckpointError if invalid)."""
+    """``(module, lora_alpha, lora_A, lora_B)`` from a PEFT directory (CheckpointError if bad)."""
     return _sona.lora_read_peft(os.fspath(path), module)
 
 
@@ -445,7 +456,7 @@ class TwoTierLoRA:
         lr: float = 3e-4,
         momentum: float = 0.9,
         clip: float = 10.0,
-        max_norm: float = 8.0,
+        max_norm: float = 16.0,
         decay: float = 1e-5,
         sigma: float = 0.1,
         baseline_rate: float = 0.05,
@@ -522,13 +533,9 @@ class TwoTierLoRA:
 
     def merge(self) -> MergeReport:
         """Merge the micro tier into the base now."""
-        return MergeReport(**self._inner.merge())  # type: ignore[typeddict-item]
+        return _report(self._inner.merge())
 
     def last_merge(self) -> MergeReport | None:
         """The report of the last merge, if any."""
         rep = self._inner.last_merge()
-        return None if rep is None else MergeReport(**rep)  # type: ignore[typeddict-item]
-
-
-def _unused() -> None:  # keep numpy imported for type checkers of F32Array users
-    np.float32(0)
+        return None if rep is None else _report(rep)

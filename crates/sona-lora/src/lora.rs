@@ -39,7 +39,7 @@ pub struct LoraConfig {
 
 impl LoraConfig {
     /// Micro-tier defaults for an embedding adapter (`W = I`): rank 2, one momentum step per feedback,
-    /// `‖ΔW‖_F ≤ 8`, slow decay. Step size, scale and exploration were chosen on the adaptation
+    /// `‖ΔW‖_F ≤ 16`, slow decay. Step size, scale and exploration were chosen on the adaptation
     /// benchmark (SPEC §11.1; see docs/decisions.md).
     pub fn micro(d: usize) -> Self {
         LoraConfig {
@@ -49,11 +49,11 @@ impl LoraConfig {
             alpha: 20.0,
             frozen: Frozen::Identity,
             optim: OptimConfig {
-                lr: 2e-4,
+                lr: 3e-4,
                 momentum: 0.9,
                 clip: 10.0,
-                max_norm: 8.0,
-                decay: 0.0,
+                max_norm: 16.0,
+                decay: 1e-5,
             },
             explore: ExploreConfig::default(),
             seed: 0,

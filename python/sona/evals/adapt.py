@@ -1,16 +1,17 @@
 """Adaptation from scalar feedback (SPEC §11.1): ``sona eval adapt``.
 
-``d = 256``; 4 query clusters with unit centres, queries at cosine ≈ 0.9 to their centre; each cluster
-has a hidden unit target direction orthogonal to its centre. The adapter's output for a query should
-point at its cluster's target, but the learner only ever sees ``reward = (1 + cos(output, target)) / 2``
-of the (explored) output it produced. Score = mean ``cos(output, target)`` on held-out queries, without
-exploration. Phase A trains clusters {0, 1} for ``feedbacks`` rewards, phase B trains {2, 3}.
+``d = 256``; 4 query clusters with unit centres, queries at cosine ≈ 0.9 to their centre; each
+cluster has a hidden unit target direction orthogonal to its centre. The adapter's output for a
+query should point at its cluster's target, but the learner only ever sees
+``reward = (1 + cos(output, target)) / 2`` of the (explored) output it produced. Score = mean
+``cos(output, target)`` on held-out queries, without exploration. Phase A trains clusters {0, 1}
+for ``feedbacks`` rewards, phase B trains {2, 3}.
 
 Methods (all with the same REINFORCE step, step size and exploration):
 
 * ``micro`` — a :class:`~sona.lora.MicroLoRA` alone (rank 2, Frobenius bound, slow decay);
-* ``two_tier`` — :class:`~sona.lora.TwoTierLoRA`: the rank-2 micro tier merged into a rank-8 base every
-  ``merge_every`` rewards;
+* ``two_tier`` — :class:`~sona.lora.TwoTierLoRA`: the rank-2 micro tier merged into a rank-8 base
+  every ``merge_every`` rewards;
 * ``plain`` — a plain rank-2 LoRA trained the same way (same clipped step), without the micro tier's
   Frobenius bound and decay.
 """
@@ -80,7 +81,8 @@ class Task:
 
 def _cos_rows(Y: np.ndarray, t: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(Y, axis=1) * np.linalg.norm(t)
-    return (Y @ t) / np.maximum(norms, 1e-12)
+    out: np.ndarray = (Y @ t) / np.maximum(norms, 1e-12)
+    return out
 
 
 def _score(model: Any, task: Task, ks: tuple[int, ...]) -> float:
