@@ -10,8 +10,9 @@ with ``A ~ N(0, 1/d_in)`` and ``B = 0`` at creation, in PEFT's layout (``lora_A`
 * :meth:`LoRA.update` ``(x, error)`` when the caller has ``error = dL/dy``: one exact momentum step
   (clipped, with a Frobenius bound on ``ΔW`` and a slow decay for the micro tier);
 * :meth:`LoRA.forward` ``(x, explore=True)`` → ``(y, token)``, then :meth:`LoRA.reward`
-  ``(token, r)`` when the caller only has a score ``r ∈ [0, 1]`` for what it was given: Gaussian exploration and
-  REINFORCE with a learned baseline turn the score into an error vector for the same step.
+  ``(token, r)`` when the caller only has a score ``r ∈ [0, 1]`` for what it was given: Gaussian
+  exploration and REINFORCE with a learned baseline turn the score into an error vector for the
+  same step.
 
 :class:`MicroLoRA` (rank 1-2, one step per feedback) and :class:`BaseLoRA` (rank 4-16) share the
 machinery; :meth:`BaseLoRA.merge_from` absorbs a micro adapter exactly up to rank truncation and
