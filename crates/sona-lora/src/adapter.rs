@@ -7,11 +7,24 @@
 //! produced only at the file / accessor boundary ([`LoraWeights::b_peft`]).
 
 use sona_core::kernels as k;
+
+use crate::fused::{add_combination, all_finite, copy_f32};
 use sona_core::{validate, Result, SeededRng, SonaError};
 
 /// Largest supported rank. The hot path keeps `u = A x` in a stack array of this size, so it never
 /// allocates; LoRA ranks in practice are 1-64.
 pub const MAX_RANK: usize = 256;
+
+/// [`validate::check_vec`] with the fast finiteness scan.
+#[inline]
+pub fn check_vec_fast(what: &str, v: &[f32], expected: usize) -> Result<()> {
+    validate::check_len(what, v, expected)?;
+    if all_finite(v) {
+        Ok(())
+    } else {
+        validate::check_finite(what, v)
+    }
+}
 
 /// The frozen map `W` the adapter corrects.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +53,7 @@ impl Frozen {
     #[inline]
     pub fn apply(&self, x: &[f32], y: &mut [f32]) {
         match self {
-            Frozen::Identity => y.copy_from_slice(x),
+            Frozen::Identity => copy_f32(x, y),
             Frozen::Zero => y.fill(0.0),
             Frozen::Dense(w) => k::matvec(w, y.len(), x.len(), x, y),
         }
@@ -50,7 +63,7 @@ impl Frozen {
     #[inline]
     pub fn apply_t(&self, e: &[f32], gx: &mut [f32]) {
         match self {
-            Frozen::Identity => gx.copy_from_slice(e),
+            Frozen::Identity => copy_f32(e, gx),
             Frozen::Zero => gx.fill(0.0),
             Frozen::Dense(w) => k::matvec_t(w, e.len(), gx.len(), e, gx),
         }
@@ -190,11 +203,10 @@ impl LoraWeights {
         let mut u = [0.0f32; MAX_RANK];
         let u = &mut u[..self.rank];
         self.project(x, u);
-        for (kk, &uk) in u.iter().enumerate() {
-            if uk != 0.0 {
-                k::axpy(self.scale * uk, self.b_col(kk), y);
-            }
+        for t in u.iter_mut() {
+            *t *= self.scale;
         }
+        add_combination(&self.bt, self.d_out, u, y);
     }
 
     /// Exact parameter gradients for an output error `e = ∂L/∂y` at input `x`:
@@ -264,7 +276,7 @@ impl LoraWeights {
 
     /// Whether every weight is finite.
     pub fn is_finite(&self) -> bool {
-        self.a.iter().chain(self.bt.iter()).all(|v| v.is_finite())
+        all_finite(&self.a) && all_finite(&self.bt)
     }
 }
 

@@ -22,6 +22,8 @@
 //! already rewarded tokens are [`SonaError::UnknownId`].
 
 use sona_core::kernels as k;
+
+use crate::fused::copy_f32;
 use sona_core::{validate, Result, SeededRng, SonaError};
 
 /// Exploration settings.
@@ -164,7 +166,7 @@ impl Explorer {
         let eps = &mut self.eps[i * self.d_out..(i + 1) * self.d_out];
         fill_gaussian(&mut self.rng, eps);
         k::axpy(self.config.sigma * y_norm, eps, y);
-        self.xs[i * self.d_in..(i + 1) * self.d_in].copy_from_slice(x);
+        copy_f32(x, &mut self.xs[i * self.d_in..(i + 1) * self.d_in]);
         self.slots[i] = Slot {
             token,
             used: false,
@@ -198,13 +200,13 @@ impl Explorer {
         let i = self.slot_of(token)?;
         let slot = self.slots[i];
         self.slots[i].used = true;
-        x.copy_from_slice(&self.xs[i * self.d_in..(i + 1) * self.d_in]);
+        copy_f32(&self.xs[i * self.d_in..(i + 1) * self.d_in], x);
         let b = self.baseline.predict(x);
         let adv = reward - b;
         self.baseline.update(x, b, reward);
         self.rewards += 1;
         self.reward_mean += (reward as f64 - self.reward_mean) / self.rewards as f64;
-        e.copy_from_slice(&self.eps[i * self.d_out..(i + 1) * self.d_out]);
+        copy_f32(&self.eps[i * self.d_out..(i + 1) * self.d_out], e);
         k::scale(-adv * slot.y_norm / self.config.sigma, e);
         Ok(adv)
     }

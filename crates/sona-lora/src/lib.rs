@@ -2,6 +2,7 @@
 //!
 //! - [`adapter`]: the map `y = W x + s·B(A x)`, its weights ([`LoraWeights`]) and exact gradients.
 //! - [`optim`]: momentum step with clipping, a Frobenius bound on `ΔW` and decay toward 0.
+//! - [`fused`]: vectorised element-wise loops of the hot path (AVX2 chosen at run time).
 //! - [`explore`]: Gaussian exploration and REINFORCE — learning from a scalar reward.
 //! - [`snapshot`]: atomically swapped immutable weights, so readers never wait for writers.
 //! - [`lora`]: the live adapter [`Lora`] and its tiers [`MicroLoRA`], [`BaseLoRA`].
@@ -13,6 +14,7 @@
 pub mod adapter;
 pub mod decomp;
 pub mod explore;
+pub mod fused;
 pub mod lora;
 pub mod merge;
 pub mod optim;

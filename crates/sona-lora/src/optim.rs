@@ -10,6 +10,7 @@
 use sona_core::{validate, Result, SonaError};
 
 use crate::adapter::{LoraWeights, MAX_RANK};
+use crate::fused::momentum_row;
 
 /// Step settings. The step size (`lr`) is separate from the forward scale `s = α/r` (SPEC §3).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,7 +54,7 @@ pub struct StepReport {
     pub clipped: bool,
     /// Whether the Frobenius bound scaled `B` down.
     pub bounded: bool,
-    /// `‖ΔW‖_F` after the step.
+    /// `‖ΔW‖_F` after the step (NaN when no bound is set: it is then not computed).
     pub delta_norm: f32,
 }
 
@@ -65,31 +66,6 @@ pub struct Optimizer {
     mom_bt: Vec<f32>,
     next_a: Vec<f32>,
     next_bt: Vec<f32>,
-}
-
-/// `m' = μ m + c g_row` and `w' = w − lr m'` in one pass, with `g_row = coef · src`.
-#[inline]
-fn fused_row(
-    w: &[f32],
-    m: &[f32],
-    src: &[f32],
-    coef: f32,
-    mu: f32,
-    lr: f32,
-    w_out: &mut [f32],
-    m_out: &mut [f32],
-) {
-    for ((((wo, mo), &wi), &mi), &si) in w_out
-        .iter_mut()
-        .zip(m_out.iter_mut())
-        .zip(w)
-        .zip(m)
-        .zip(src)
-    {
-        let mn = mu * mi + coef * si;
-        *mo = mn;
-        *wo = wi - lr * mn;
-    }
 }
 
 impl Optimizer {
@@ -141,7 +117,7 @@ impl Optimizer {
         let (u, v) = (&mut u[..r], &mut v[..r]);
         cur.project(x, u);
         cur.back_project(e, v);
-        let sq = |z: &[f32]| z.iter().map(|t| (*t as f64) * (*t as f64)).sum::<f64>();
+        let sq = |z: &[f32]| z.iter().map(|t| (*t as f64) * (*t as f64)).sum::<f64>(); // r values
         let grad_norm =
             ((s as f64).powi(2) * (sq(v) * norm_sq_f64(x) + sq(u) * norm_sq_f64(e))).sqrt() as f32;
         if !grad_norm.is_finite() {
@@ -156,51 +132,49 @@ impl Optimizer {
         next.rank = r;
         next.scale = s;
         let (di, dout) = (cur.d_in, cur.d_out);
+        // The decay of B is folded into its momentum pass; the bound (rare) costs one more pass.
+        let keep = 1.0 - cfg.decay;
+        let mut finite = true;
         for kk in 0..r {
             let ra = kk * di..(kk + 1) * di;
-            fused_row(
+            finite &= momentum_row(
                 &cur.a[ra.clone()],
                 &self.mom_a[ra.clone()],
                 x,
                 c * s * v[kk],
                 cfg.momentum,
                 cfg.lr,
+                1.0,
                 &mut next.a[ra.clone()],
                 &mut self.next_a[ra],
             );
             let rb = kk * dout..(kk + 1) * dout;
-            fused_row(
+            finite &= momentum_row(
                 &cur.bt[rb.clone()],
                 &self.mom_bt[rb.clone()],
                 e,
                 c * s * u[kk],
                 cfg.momentum,
                 cfg.lr,
+                keep,
                 &mut next.bt[rb.clone()],
                 &mut self.next_bt[rb],
             );
         }
-        let mut factor = 1.0 - cfg.decay;
-        let mut delta_norm = next.delta_frob_sq().sqrt() * factor;
-        let bounded = delta_norm > cfg.max_norm;
-        if bounded {
-            factor *= cfg.max_norm / delta_norm;
-            delta_norm = cfg.max_norm;
-        }
-        if factor != 1.0 {
-            sona_core::kernels::scale(factor, &mut next.bt);
-        }
-        let finite = next.is_finite()
-            && delta_norm.is_finite()
-            && self
-                .next_a
-                .iter()
-                .chain(self.next_bt.iter())
-                .all(|t| t.is_finite());
         if !finite {
             return Err(SonaError::Numerical(
                 "the step would make weights non-finite; update rejected".into(),
             ));
+        }
+        let mut delta_norm = if cfg.max_norm.is_finite() {
+            next.delta_frob_sq().sqrt()
+        } else {
+            f32::NAN
+        };
+        let bounded = delta_norm > cfg.max_norm;
+        if bounded {
+            sona_core::kernels::scale(cfg.max_norm / delta_norm, &mut next.bt);
+            delta_norm = cfg.max_norm;
         }
         std::mem::swap(&mut self.mom_a, &mut self.next_a);
         std::mem::swap(&mut self.mom_bt, &mut self.next_bt);
