@@ -146,29 +146,32 @@ fn momentum_body(
     w_out: &mut [f32],
     m_out: &mut [f32],
 ) -> bool {
-    // Re-slicing to one length lets LLVM drop the bounds checks and vectorise the loop.
+    // Fixed-size 8-value blocks (arrays, not slices) so LLVM emits vector code without bounds checks.
     let n = w.len();
-    let (w_out, m_out, m, src) = (&mut w_out[..n], &mut m_out[..n], &m[..n], &src[..n]);
     let mut acc = [0.0f32; 8];
-    let mut i = 0;
-    while i + 8 <= n {
+    let blocks = n / 8;
+    for bi in 0..blocks {
+        let r = bi * 8..bi * 8 + 8;
+        let wb: &[f32; 8] = w[r.clone()].try_into().expect("block");
+        let mb: &[f32; 8] = m[r.clone()].try_into().expect("block");
+        let sb: &[f32; 8] = src[r.clone()].try_into().expect("block");
+        let mut mo = [0.0f32; 8];
+        let mut wo = [0.0f32; 8];
         for j in 0..8 {
-            let mn = mu * m[i + j] + coef * src[i + j];
-            let wn = (w[i + j] - lr * mn) * keep;
-            m_out[i + j] = mn;
-            w_out[i + j] = wn;
-            acc[j] += (mn - mn) + (wn - wn);
+            mo[j] = mu * mb[j] + coef * sb[j];
+            wo[j] = (wb[j] - lr * mo[j]) * keep;
+            acc[j] += (mo[j] - mo[j]) + (wo[j] - wo[j]);
         }
-        i += 8;
+        m_out[r.clone()].copy_from_slice(&mo);
+        w_out[r].copy_from_slice(&wo);
     }
     let mut tail = 0.0f32;
-    while i < n {
+    for i in blocks * 8..n {
         let mn = mu * m[i] + coef * src[i];
         let wn = (w[i] - lr * mn) * keep;
         m_out[i] = mn;
         w_out[i] = wn;
         tail += (mn - mn) + (wn - wn);
-        i += 1;
     }
     (acc.iter().sum::<f32>() + tail) == 0.0
 }
