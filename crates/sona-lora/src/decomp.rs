@@ -4,64 +4,181 @@
 //! (`m ≤ a few thousand`, `k ≤ 2 · MAX_RANK`).
 //!
 //! Matrices are column-major here (`col j` is `a[j*m..(j+1)*m]`): both algorithms work on columns.
+//! The QR loops are compiled a second time with AVX2+FMA and chosen at run time (4-wide `f64`).
+
+#[inline(always)]
+fn dot64(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    // 16 independent lanes (four 4-wide accumulators) hide the add latency.
+    let mut acc = [0.0f64; 16];
+    let blocks = n / 16;
+    for i in 0..blocks {
+        let ab: &[f64; 16] = a[16 * i..16 * i + 16].try_into().expect("block");
+        let bb: &[f64; 16] = b[16 * i..16 * i + 16].try_into().expect("block");
+        for j in 0..16 {
+            acc[j] += ab[j] * bb[j];
+        }
+    }
+    let mut tail = 0.0;
+    for i in blocks * 16..n {
+        tail += a[i] * b[i];
+    }
+    acc.iter().sum::<f64>() + tail
+}
+
+#[inline(always)]
+fn axpy64(alpha: f64, x: &[f64], y: &mut [f64]) {
+    let n = x.len().min(y.len());
+    let (x, y) = (&x[..n], &mut y[..n]);
+    for i in 0..n {
+        y[i] += alpha * x[i];
+    }
+}
+
+/// A thin Householder QR `a = Q R` of an `m × k` column-major matrix, `p = min(m, k)`. `Q` is kept
+/// in factored form (the reflectors) and applied with [`HouseholderQr::q_mul`], which costs
+/// `O(m p c)` for `c` columns instead of forming the `m × p` matrix first.
+#[derive(Debug, Clone)]
+pub struct HouseholderQr {
+    pub m: usize,
+    pub k: usize,
+    pub p: usize,
+    /// Reflector `j` (unit norm) in rows `j..m` of column `j` (`m × k` column-major); `live[j]` is
+    /// false when column `j` was already zero below the diagonal (no reflection).
+    vs: Vec<f64>,
+    live: Vec<bool>,
+    /// `R`, `p × k` row-major, upper-trapezoidal.
+    pub r: Vec<f64>,
+}
+
+#[inline(always)]
+fn qr_body(mut w: Vec<f64>, m: usize, k: usize) -> HouseholderQr {
+    let p = m.min(k);
+    let mut live = vec![false; p];
+    let mut r = vec![0.0; p * k];
+    // Reflector j overwrites rows j..m of column j (LAPACK-style), so no second m × p buffer.
+    for j in 0..p {
+        let (head, tail) = w.split_at_mut((j + 1) * m);
+        let v = &mut head[j * m + j..];
+        let norm = dot64(v, v).sqrt();
+        let alpha = if v[0] >= 0.0 { -norm } else { norm };
+        v[0] -= alpha;
+        let vn = dot64(v, v).sqrt();
+        if vn > 0.0 && norm > 0.0 {
+            for t in v.iter_mut() {
+                *t /= vn;
+            }
+            live[j] = true;
+            for c in j + 1..k {
+                let col = &mut tail[(c - j - 1) * m + j..(c - j) * m];
+                let d = dot64(col, v);
+                axpy64(-2.0 * d, v, col);
+            }
+            r[j * k + j] = alpha;
+        } else {
+            r[j * k + j] = v[0] + alpha;
+        }
+        for c in j + 1..k {
+            r[j * k + c] = w[c * m + j];
+        }
+    }
+    HouseholderQr {
+        m,
+        k,
+        p,
+        vs: w,
+        live,
+        r,
+    }
+}
+
+#[inline(always)]
+fn q_mul_body(qr: &HouseholderQr, c: &[f64], cols: usize) -> Vec<f64> {
+    let (m, p) = (qr.m, qr.p);
+    let mut out = vec![0.0; m * cols];
+    for t in 0..cols {
+        let col = &mut out[t * m..(t + 1) * m];
+        col[..p].copy_from_slice(&c[t * p..(t + 1) * p]);
+        // Q = H_0 … H_{p-1}: apply right to left; H_j touches rows j..m only.
+        for j in (0..p).rev() {
+            if !qr.live[j] {
+                continue;
+            }
+            let v = &qr.vs[j * m + j..(j + 1) * m];
+            let seg = &mut col[j..];
+            let d = dot64(seg, v);
+            if d != 0.0 {
+                axpy64(-2.0 * d, v, seg);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn qr_avx2(a: Vec<f64>, m: usize, k: usize) -> HouseholderQr {
+    qr_body(a, m, k)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q_mul_avx2(qr: &HouseholderQr, c: &[f64], cols: usize) -> Vec<f64> {
+    q_mul_body(qr, c, cols)
+}
+
+#[inline(always)]
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl HouseholderQr {
+    /// Factors the `m × k` column-major matrix `a` (consumed: it becomes the reflector storage).
+    pub fn new(a: Vec<f64>, m: usize, k: usize) -> Self {
+        assert_eq!(a.len(), m * k, "householder_qr: size");
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: AVX2 and FMA are available (checked above).
+            return unsafe { qr_avx2(a, m, k) };
+        }
+        qr_body(a, m, k)
+    }
+
+    /// `Q [C; 0]` for a `p × cols` column-major `C`: an `m × cols` column-major result.
+    pub fn q_mul(&self, c: &[f64], cols: usize) -> Vec<f64> {
+        assert_eq!(c.len(), self.p * cols, "q_mul: size");
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: AVX2 and FMA are available (checked above); sizes asserted.
+            return unsafe { q_mul_avx2(self, c, cols) };
+        }
+        q_mul_body(self, c, cols)
+    }
+
+    /// The explicit `m × p` column-major `Q` (for tests).
+    pub fn q(&self) -> Vec<f64> {
+        let mut eye = vec![0.0; self.p * self.p];
+        for j in 0..self.p {
+            eye[j * self.p + j] = 1.0;
+        }
+        self.q_mul(&eye, self.p)
+    }
+}
 
 /// Thin QR of the `m × k` column-major matrix `a`: returns `(Q, R, p)` with `p = min(m, k)`,
 /// `Q` `m × p` column-major with orthonormal columns and `R` `p × k` row-major upper-trapezoidal,
 /// such that `a = Q R`.
 pub fn thin_qr(a: &[f64], m: usize, k: usize) -> (Vec<f64>, Vec<f64>, usize) {
-    assert_eq!(a.len(), m * k, "thin_qr: size");
-    let p = m.min(k);
-    let mut w = a.to_vec();
-    // Householder vectors, v_j has length m - j (stored unit-norm, or empty when the column is 0).
-    let mut vs: Vec<Vec<f64>> = Vec::with_capacity(p);
-    let mut r = vec![0.0; p * k];
-    for j in 0..p {
-        let x = &w[j * m + j..(j + 1) * m];
-        let norm = x.iter().map(|t| t * t).sum::<f64>().sqrt();
-        let mut v = x.to_vec();
-        let alpha = if x[0] >= 0.0 { -norm } else { norm };
-        v[0] -= alpha;
-        let vn = v.iter().map(|t| t * t).sum::<f64>().sqrt();
-        if vn > 0.0 && norm > 0.0 {
-            for t in v.iter_mut() {
-                *t /= vn;
-            }
-            for c in j..k {
-                let col = &mut w[c * m + j..(c + 1) * m];
-                let d: f64 = col.iter().zip(&v).map(|(a, b)| a * b).sum();
-                for (ci, vi) in col.iter_mut().zip(&v) {
-                    *ci -= 2.0 * d * vi;
-                }
-            }
-        } else {
-            v.clear();
-        }
-        vs.push(v);
-        for c in j..k {
-            r[j * k + c] = w[c * m + j];
-        }
-    }
-    // Q = H_0 H_1 … H_{p-1} [I_p; 0], applying the reflectors right to left.
-    let mut q = vec![0.0; m * p];
-    for j in 0..p {
-        q[j * m + j] = 1.0;
-    }
-    for j in (0..p).rev() {
-        let v = &vs[j];
-        if v.is_empty() {
-            continue;
-        }
-        for c in 0..p {
-            let col = &mut q[c * m + j..(c + 1) * m];
-            let d: f64 = col.iter().zip(v).map(|(a, b)| a * b).sum();
-            if d != 0.0 {
-                for (ci, vi) in col.iter_mut().zip(v) {
-                    *ci -= 2.0 * d * vi;
-                }
-            }
-        }
-    }
-    (q, r, p)
+    let qr = HouseholderQr::new(a.to_vec(), m, k);
+    (qr.q(), qr.r.clone(), qr.p)
 }
 
 /// SVD of the `rows × cols` column-major matrix `a` by one-sided Jacobi rotations:

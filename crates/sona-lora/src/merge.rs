@@ -16,7 +16,7 @@
 use sona_core::{Result, SonaError};
 
 use crate::adapter::LoraWeights;
-use crate::decomp::{jacobi_svd, thin_qr};
+use crate::decomp::{jacobi_svd, HouseholderQr};
 
 /// What a merge did.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,8 +57,9 @@ pub fn merge(
     let mut acat = Vec::with_capacity(di * kk);
     acat.extend(base.a.iter().map(|&t| t as f64));
     acat.extend(micro.a.iter().map(|&t| t as f64));
-    let (qb, r_b, pb) = thin_qr(&bcat, dout, kk);
-    let (qa, r_a, pa) = thin_qr(&acat, di, kk);
+    let qr_b = HouseholderQr::new(bcat, dout, kk);
+    let qr_a = HouseholderQr::new(acat, di, kk);
+    let (r_b, pb, r_a, pa) = (&qr_b.r, qr_b.p, &qr_a.r, qr_a.p);
     // Core C = R_B R_Aᵀ  (pb × pa), column-major for the SVD.
     let mut core = vec![0.0; pb * pa];
     for j in 0..pa {
@@ -76,38 +77,32 @@ pub fn merge(
     out.d_out = dout;
     out.rank = rb;
     out.scale = base.scale;
-    out.a.clear();
-    out.a.resize(rb * di, 0.0);
-    out.bt.clear();
-    out.bt.resize(rb * dout, 0.0);
+    // Small factors: column t of C_B is Σ_t^½ U_t, of C_A is Σ_t^½ V_t. A zero singular value keeps a
+    // unit-norm A row (from Q_A V_t) and a zero B column, so the merged adapter still has non-zero
+    // gradients in that direction while ΔW is unchanged.
+    let mut c_b = vec![0.0; pb * rb];
+    let mut c_a = vec![0.0; pa * rb];
     for t in 0..kept {
-        // A zero singular value keeps a unit-norm A row (from Q_A V) and a zero B column, so the
-        // merged adapter still has non-zero gradients in that direction and ΔW is unchanged.
         let live = sigma[t] > 1e-12 * sigma[0].max(1e-300);
         let (a_scale, b_scale) = if live {
             (sigma[t].sqrt(), sigma[t].sqrt())
         } else {
             (1.0, 0.0)
         };
-        let row = &mut out.a[t * di..(t + 1) * di];
-        for (c, &vc) in v[t * pa..(t + 1) * pa].iter().enumerate() {
-            if vc != 0.0 {
-                for (ri, qi) in row.iter_mut().zip(&qa[c * di..(c + 1) * di]) {
-                    *ri += (a_scale * vc * qi) as f32;
-                }
-            }
+        for c in 0..pb {
+            c_b[t * pb + c] = b_scale * u[t * pb + c];
         }
-        if b_scale != 0.0 {
-            let col = &mut out.bt[t * dout..(t + 1) * dout];
-            for (c, &uc) in u[t * pb..(t + 1) * pb].iter().enumerate() {
-                if uc != 0.0 {
-                    for (ci, qi) in col.iter_mut().zip(&qb[c * dout..(c + 1) * dout]) {
-                        *ci += (b_scale * uc * qi) as f32;
-                    }
-                }
-            }
+        for c in 0..pa {
+            c_a[t * pa + c] = a_scale * v[t * pa + c];
         }
     }
+    // Column t of Q_B C_B is column t of B_new (row t of Bᵀ); of Q_A C_A, row t of A_new.
+    let b_new = qr_b.q_mul(&c_b, rb);
+    let a_new = qr_a.q_mul(&c_a, rb);
+    out.a.clear();
+    out.a.extend(a_new.iter().map(|&t| t as f32));
+    out.bt.clear();
+    out.bt.extend(b_new.iter().map(|&t| t as f32));
     if !out.is_finite() {
         return Err(SonaError::Numerical(
             "merge produced non-finite weights".into(),
