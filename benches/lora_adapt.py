@@ -1,6 +1,6 @@
 """The adaptation benchmark of SPEC §11.1 (same as ``sona eval adapt``).
 
-    python benches/lora_adapt.py [--seeds 3] [--feedbacks 2000] [--json out.json] [--plot out.png]
+python benches/lora_adapt.py [--seeds 3] [--feedbacks 2000] [--json out.json] [--plot out.png]
 """
 
 from __future__ import annotations

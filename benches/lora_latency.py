@@ -1,10 +1,11 @@
 """Latency of sona.lora calls from Python (p50/p99, perf_counter_ns loops).
 
-Same calls as ``cargo bench -p sona-lora``: forward, batch forward (32 rows), gradient step, explored
-forward, reward update, merge — at d ∈ {256, 768, 4096}, r ∈ {1, 2, 8, 16}. Targets (SPEC §10):
-micro forward d=768 r=2 ≤ 3 µs, micro reward update d=768 r=2 ≤ 5 µs.
+Same calls as ``cargo bench -p sona-lora``: forward, batch forward (32 rows), gradient step,
+explored forward, reward update, merge — at d ∈ {256, 768, 4096}, r ∈ {1, 2, 8, 16}. Targets
+(SPEC §10): micro forward d=768 r=2 ≤ 3 µs, micro reward update d=768 r=2 ≤ 5 µs.
 
-    python benches/lora_latency.py [--repeat 2000] [--dims 256,768,4096] [--ranks 1,2,8,16] [--json out]
+    python benches/lora_latency.py [--repeat 2000] [--dims 256,768,4096] [--ranks 1,2,8,16]
+                                   [--json out]
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 //! kernels, with AVX2+FMA enabled (the crate itself is built for baseline x86-64, whose SSE2 code
 //! made these loops the bulk of a d = 768 reward update).
 
+// `x - x` is deliberate: 0 for a finite `x`, NaN for ±Inf/NaN — a branch-free finiteness probe.
+#![allow(clippy::eq_op)]
+
 /// Defines `$avx`, a copy of the `#[inline(always)]` body `$name` compiled with AVX2+FMA enabled;
 /// callers pick it at run time.
 macro_rules! dispatch {

@@ -44,7 +44,7 @@ pub fn merge(
             got: format!("{}→{}", micro.d_in, micro.d_out),
         });
     }
-    if !(base.scale > 0.0) {
+    if base.scale.is_nan() || base.scale <= 0.0 {
         return Err(SonaError::invalid("merge: the base scale must be > 0"));
     }
     let (di, dout, rb, rm) = (base.d_in, base.d_out, base.rank, micro.rank);

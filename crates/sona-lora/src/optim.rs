@@ -35,7 +35,7 @@ impl OptimConfig {
         validate::check_range("momentum", self.momentum as f64, 0.0, 0.999_999)?;
         validate::check_range("decay", self.decay as f64, 0.0, 0.5)?;
         for (what, v) in [("clip", self.clip), ("max_norm", self.max_norm)] {
-            if !(v > 0.0) {
+            if v.is_nan() || v <= 0.0 {
                 return Err(SonaError::Config(format!(
                     "{what} must be > 0 (inf disables it), got {v}"
                 )));

@@ -16,9 +16,9 @@ use sona_lora::{
 };
 
 use crate::convert::{mat2, out2, slice, vec1};
+use crate::errors::{guard, BindResult};
 use numpy::PyReadonlyArray1;
 use sona_lora::fused::all_finite;
-use crate::errors::{guard, BindResult};
 
 enum Inner {
     Own(Arc<Lora>),
@@ -57,17 +57,28 @@ fn vec_in<'py>(what: &str, obj: &Bound<'py, PyAny>) -> BindResult<PyReadonlyArra
     vec1(what, obj)
 }
 
-/// A fresh `float32` vector of length `n` that Rust fills in place.
-fn new_vec<'py>(py: Python<'py>, n: usize) -> Bound<'py, PyArray1<f32>> {
-    PyArray1::zeros(py, n, false)
+type Arr1<'py> = Bound<'py, PyArray1<f32>>;
+type Arr2<'py> = Bound<'py, PyArray2<f32>>;
+
+/// A fresh `float32` vector of length `n` filled in place by `f` (no intermediate `Vec`).
+fn new_vec<'py, R>(
+    py: Python<'py>,
+    n: usize,
+    f: impl FnOnce(&mut [f32]) -> BindResult<R>,
+) -> BindResult<(Arr1<'py>, R)> {
+    let arr = PyArray1::<f32>::zeros(py, n, false);
+    // SAFETY: `arr` was created just above, is contiguous and not yet visible to Python code.
+    let out = unsafe { arr.as_slice_mut() }.map_err(|e| SonaError::Internal(format!("{e}")))?;
+    let r = f(out)?;
+    Ok((arr, r))
 }
 
-fn fill<'a>(arr: &'a Bound<'_, PyArray1<f32>>) -> &'a mut [f32] {
-    // SAFETY: `arr` was created just above by `new_vec`, is contiguous and not yet shared with Python.
-    unsafe { arr.as_slice_mut().expect("fresh arrays are contiguous") }
-}
-
-fn frozen_from(kind: &str, w: Option<&Bound<'_, PyAny>>, d_in: usize, d_out: usize) -> BindResult<Frozen> {
+fn frozen_from(
+    kind: &str,
+    w: Option<&Bound<'_, PyAny>>,
+    d_in: usize,
+    d_out: usize,
+) -> BindResult<Frozen> {
     Ok(match (kind, w) {
         ("identity", None) => Frozen::Identity,
         ("zero", None) => Frozen::Zero,
@@ -97,14 +108,14 @@ fn report_dict<'py>(py: Python<'py>, r: &MergeReport) -> PyResult<Bound<'py, PyD
     d.set_item("discarded", r.discarded)?;
     d.set_item("discarded_fraction", r.discarded_fraction)?;
     d.set_item("total_norm", r.total_norm)?;
-    d.set_item("singular_values", PyArray1::from_vec(py, r.singular_values.clone()))?;
+    d.set_item(
+        "singular_values",
+        PyArray1::from_vec(py, r.singular_values.clone()),
+    )?;
     Ok(d)
 }
 
-fn weights_pair<'py>(
-    py: Python<'py>,
-    w: &LoraWeights,
-) -> BindResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)> {
+fn weights_pair<'py>(py: Python<'py>, w: &LoraWeights) -> BindResult<(Arr2<'py>, Arr2<'py>)> {
     Ok((
         out2(py, w.a.clone(), w.rank, w.d_in)?,
         out2(py, w.b_peft(), w.d_out, w.rank)?,
@@ -150,7 +161,12 @@ impl LoraAdapter {
             let tier = match tier {
                 "micro" => "micro",
                 "base" => "base",
-                other => return Err(SonaError::Config(format!("tier must be 'micro' or 'base', got {other:?}")).into()),
+                other => {
+                    return Err(SonaError::Config(format!(
+                        "tier must be 'micro' or 'base', got {other:?}"
+                    ))
+                    .into())
+                }
             };
             let config = LoraConfig {
                 d_in,
@@ -158,12 +174,25 @@ impl LoraAdapter {
                 rank,
                 alpha,
                 frozen: frozen_from(base_map, weight, d_in, d_out)?,
-                optim: OptimConfig { lr, momentum, clip, max_norm, decay },
-                explore: ExploreConfig { sigma, baseline_rate, capacity },
+                optim: OptimConfig {
+                    lr,
+                    momentum,
+                    clip,
+                    max_norm,
+                    decay,
+                },
+                explore: ExploreConfig {
+                    sigma,
+                    baseline_rate,
+                    capacity,
+                },
                 seed,
                 module: module.to_string(),
             };
-            Ok(LoraAdapter { inner: Inner::Own(Arc::new(Lora::new(config)?)), tier })
+            Ok(LoraAdapter {
+                inner: Inner::Own(Arc::new(Lora::new(config)?)),
+                tier,
+            })
         })
     }
 
@@ -227,14 +256,16 @@ impl LoraAdapter {
     }
 
     /// `y = W x + s·B(A x)`.
-    fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Arr1<'py>> {
         guard(py, || {
             let xr = vec_in("x", x)?;
             let xs = slice(&xr);
             let l = self.lora();
             validate::check_len("x", xs, l.config().d_in)?;
-            let out = new_vec(py, l.config().d_out);
-            l.forward_unchecked(xs, fill(&out));
+            let (out, ()) = new_vec(py, l.config().d_out, |y| {
+                l.forward_unchecked(xs, y);
+                Ok(())
+            })?;
             Ok(out)
         })
     }
@@ -244,22 +275,21 @@ impl LoraAdapter {
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray1<f32>>, u64)> {
+    ) -> PyResult<(Arr1<'py>, u64)> {
         guard(py, || {
             let xr = vec_in("x", x)?;
             let xs = slice(&xr);
             let l = self.lora();
             validate::check_len("x", xs, l.config().d_in)?;
-            let out = new_vec(py, l.config().d_out);
-            let y = fill(&out);
-            l.forward_unchecked(xs, y);
-            let token = l.explore_output(xs, y);
-            Ok((out, token))
+            new_vec(py, l.config().d_out, |y| {
+                l.forward_unchecked(xs, y);
+                Ok(l.explore_output(xs, y))
+            })
         })
     }
 
     /// Forward of every row of `X` (`n × d_in`).
-    fn forward_batch<'py>(&self, py: Python<'py>, xs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn forward_batch<'py>(&self, py: Python<'py>, xs: &Bound<'py, PyAny>) -> PyResult<Arr2<'py>> {
         guard(py, || {
             let m = mat2("X", xs)?;
             let l = self.lora();
@@ -284,7 +314,12 @@ impl LoraAdapter {
     }
 
     /// One exact optimizer step for output error `e = dL/dy` at input `x`.
-    fn update(&self, py: Python<'_>, x: &Bound<'_, PyAny>, error: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn update(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        error: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         guard(py, || {
             let (xr, er) = (vec_in("x", x)?, vec_in("error", error)?);
             self.lora().update(slice(&xr), slice(&er))?;
@@ -299,30 +334,34 @@ impl LoraAdapter {
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
         error: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>, Bound<'py, PyArray1<f32>>)> {
+    ) -> PyResult<(Arr2<'py>, Arr2<'py>, Arr1<'py>)> {
         guard(py, || {
             let (xr, er) = (vec_in("x", x)?, vec_in("error", error)?);
             let l = self.lora();
             let (ga, gb, gx) = l.gradients(slice(&xr), slice(&er))?;
             let c = l.config();
-            Ok((out2(py, ga, c.rank, c.d_in)?, out2(py, gb, c.d_out, c.rank)?, PyArray1::from_vec(py, gx)))
+            Ok((
+                out2(py, ga, c.rank, c.d_in)?,
+                out2(py, gb, c.d_out, c.rank)?,
+                PyArray1::from_vec(py, gx),
+            ))
         })
     }
 
     /// `lora_A` `[r, d_in]` (a copy).
     #[getter]
-    fn lora_a<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn lora_a<'py>(&self, py: Python<'py>) -> PyResult<Arr2<'py>> {
         guard(py, || Ok(weights_pair(py, &self.lora().snapshot())?.0))
     }
 
     /// `lora_B` `[d_out, r]` (a copy, PEFT layout).
     #[getter]
-    fn lora_b<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn lora_b<'py>(&self, py: Python<'py>) -> PyResult<Arr2<'py>> {
         guard(py, || Ok(weights_pair(py, &self.lora().snapshot())?.1))
     }
 
     /// Dense `ΔW = s B A` `[d_out, d_in]`.
-    fn delta_w<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn delta_w<'py>(&self, py: Python<'py>) -> PyResult<Arr2<'py>> {
         guard(py, || {
             let w = self.lora().snapshot();
             out2(py, w.delta_w(), w.d_out, w.d_in)
@@ -335,7 +374,12 @@ impl LoraAdapter {
     }
 
     /// Replaces the weights (`a` `[r, d_in]`, `b` `[d_out, r]`) and forgets the momentum.
-    fn set_weights(&self, py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn set_weights(
+        &self,
+        py: Python<'_>,
+        a: &Bound<'_, PyAny>,
+        b: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         guard(py, || {
             let (ar, br) = (mat2("lora_A", a)?, mat2("lora_B", b)?);
             let c = self.lora().config();
@@ -347,7 +391,8 @@ impl LoraAdapter {
                 }
                 .into());
             }
-            let w = LoraWeights::from_peft(c.d_in, c.d_out, c.rank, c.scale(), slice(&ar), slice(&br))?;
+            let w =
+                LoraWeights::from_peft(c.d_in, c.d_out, c.rank, c.scale(), slice(&ar), slice(&br))?;
             self.lora().set_weights(w).map_err(|e| match e {
                 SonaError::Checkpoint(m) => SonaError::invalid(m),
                 other => other,
@@ -357,7 +402,11 @@ impl LoraAdapter {
     }
 
     /// Absorbs `micro` into this adapter (rank-truncated); zeroes the micro adapter.
-    fn merge_from<'py>(&self, py: Python<'py>, micro: &Bound<'py, LoraAdapter>) -> PyResult<Bound<'py, PyDict>> {
+    fn merge_from<'py>(
+        &self,
+        py: Python<'py>,
+        micro: &Bound<'py, LoraAdapter>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let rep = guard(py, || {
             let (b, m) = (self.lora(), micro.get().lora());
             Ok(py.detach(|| b.merge_from(m))?)
@@ -412,7 +461,12 @@ impl LoraAdapter {
             let kind = match kind {
                 "fp16" => QuantKind::F16,
                 "q4" => QuantKind::Q4 { group: group_size },
-                other => return Err(SonaError::Config(format!("kind must be 'fp16' or 'q4', got {other:?}")).into()),
+                other => {
+                    return Err(SonaError::Config(format!(
+                        "kind must be 'fp16' or 'q4', got {other:?}"
+                    ))
+                    .into())
+                }
             };
             let w = l.snapshot();
             let q = QuantizedLora::quantize(&w, kind)?;
@@ -478,7 +532,7 @@ fn lora_read_peft<'py>(
     py: Python<'py>,
     path: PathBuf,
     module: Option<String>,
-) -> PyResult<(String, f32, Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)> {
+) -> PyResult<(String, f32, Arr2<'py>, Arr2<'py>)> {
     guard(py, || {
         let ad = py.detach(|| peft::load_peft(&path, module.as_deref()))?;
         let (a, b) = weights_pair(py, &ad.weights)?;
@@ -492,7 +546,7 @@ fn lora_read_peft<'py>(
 fn lora_read_quantized<'py>(
     py: Python<'py>,
     path: PathBuf,
-) -> PyResult<(String, f32, f32, Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)> {
+) -> PyResult<(String, f32, f32, Arr2<'py>, Arr2<'py>)> {
     guard(py, || {
         let q = py.detach(|| QuantizedLora::load(&path))?;
         let w = q.dequantize();
@@ -537,14 +591,24 @@ impl TwoTierAdapter {
     ) -> PyResult<Self> {
         guard(py, || {
             let frozen = frozen_from(base_map, weight, d_in, d_out)?;
-            let explore = ExploreConfig { sigma, baseline_rate, capacity };
+            let explore = ExploreConfig {
+                sigma,
+                baseline_rate,
+                capacity,
+            };
             let micro = LoraConfig {
                 d_in,
                 d_out,
                 rank: micro_rank,
                 alpha: micro_alpha,
                 frozen: Frozen::Zero,
-                optim: OptimConfig { lr, momentum, clip, max_norm, decay },
+                optim: OptimConfig {
+                    lr,
+                    momentum,
+                    clip,
+                    max_norm,
+                    decay,
+                },
                 explore,
                 seed: seed.wrapping_add(1),
                 module: module.to_string(),
@@ -553,11 +617,17 @@ impl TwoTierAdapter {
                 rank: base_rank,
                 alpha: base_alpha,
                 frozen,
-                optim: OptimConfig { max_norm: f32::INFINITY, decay: 0.0, ..micro.optim },
+                optim: OptimConfig {
+                    max_norm: f32::INFINITY,
+                    decay: 0.0,
+                    ..micro.optim
+                },
                 seed,
                 ..micro.clone()
             };
-            Ok(TwoTierAdapter { inner: Arc::new(TwoTierLoRA::new(base, micro, merge_every)?) })
+            Ok(TwoTierAdapter {
+                inner: Arc::new(TwoTierLoRA::new(base, micro, merge_every)?),
+            })
         })
     }
 
@@ -577,20 +647,27 @@ impl TwoTierAdapter {
     /// The base tier (shares state with this object).
     #[getter]
     fn base(&self) -> LoraAdapter {
-        LoraAdapter { inner: Inner::Base(Arc::clone(&self.inner)), tier: "base" }
+        LoraAdapter {
+            inner: Inner::Base(Arc::clone(&self.inner)),
+            tier: "base",
+        }
     }
 
     /// The micro tier (shares state with this object).
     #[getter]
     fn micro(&self) -> LoraAdapter {
-        LoraAdapter { inner: Inner::Micro(Arc::clone(&self.inner)), tier: "micro" }
+        LoraAdapter {
+            inner: Inner::Micro(Arc::clone(&self.inner)),
+            tier: "micro",
+        }
     }
 
-    fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Arr1<'py>> {
         guard(py, || {
             let xr = vec_in("x", x)?;
-            let out = new_vec(py, self.inner.d_out());
-            self.inner.forward(slice(&xr), fill(&out))?;
+            let (out, ()) = new_vec(py, self.inner.d_out(), |y| {
+                Ok(self.inner.forward(slice(&xr), y)?)
+            })?;
             Ok(out)
         })
     }
@@ -599,16 +676,16 @@ impl TwoTierAdapter {
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray1<f32>>, u64)> {
+    ) -> PyResult<(Arr1<'py>, u64)> {
         guard(py, || {
             let xr = vec_in("x", x)?;
-            let out = new_vec(py, self.inner.d_out());
-            let t = self.inner.forward_explore(slice(&xr), fill(&out))?;
-            Ok((out, t))
+            new_vec(py, self.inner.d_out(), |y| {
+                Ok(self.inner.forward_explore(slice(&xr), y)?)
+            })
         })
     }
 
-    fn forward_batch<'py>(&self, py: Python<'py>, xs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    fn forward_batch<'py>(&self, py: Python<'py>, xs: &Bound<'py, PyAny>) -> PyResult<Arr2<'py>> {
         guard(py, || {
             let m = mat2("X", xs)?;
             let (n, cols) = (m.shape()[0], m.shape()[1]);
@@ -630,7 +707,12 @@ impl TwoTierAdapter {
         })
     }
 
-    fn update(&self, py: Python<'_>, x: &Bound<'_, PyAny>, error: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn update(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        error: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         guard(py, || {
             let (xr, er) = (vec_in("x", x)?, vec_in("error", error)?);
             self.inner.update(slice(&xr), slice(&er))?;
@@ -644,7 +726,10 @@ impl TwoTierAdapter {
     }
 
     fn last_merge<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        self.inner.last_merge().map(|r| report_dict(py, &r)).transpose()
+        self.inner
+            .last_merge()
+            .map(|r| report_dict(py, &r))
+            .transpose()
     }
 }
 
