@@ -40,7 +40,7 @@ def simd_level() -> str: ...
 
 # --- lora (crates/sona-py/src/lora.rs) ---------------------------------------------------------
 
-from typing import Any, final
+from typing import Any, final  # noqa: E402 - each binding section imports what it uses
 
 @final
 class LoraAdapter:
