@@ -108,3 +108,16 @@ fn forward_parts_4096_r16(bencher: Bencher, part: &str) {
         _ => bencher.bench_local(|| l.add_delta_unchecked(black_box(&x), black_box(&mut y))),
     }
 }
+
+/// The d=4096 forward with `y` shifted by 16 floats off the page offset of `x` (a 4K-aliasing check;
+/// callers' buffers are not normally laid out at equal page offsets).
+#[divan::bench(consts = [2, 16], sample_count = 20)]
+fn forward_4096_offset_y<const R: usize>(bencher: Bencher) {
+    let l = adapter(4096, R);
+    let x = input(4096, 1);
+    let mut buf = vec![0.0; 4096 + 16];
+    bencher.bench_local(|| {
+        l.forward(black_box(&x), black_box(&mut buf[16..]))
+            .unwrap()
+    });
+}
