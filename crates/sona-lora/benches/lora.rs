@@ -116,8 +116,5 @@ fn forward_4096_offset_y<const R: usize>(bencher: Bencher) {
     let l = adapter(4096, R);
     let x = input(4096, 1);
     let mut buf = vec![0.0; 4096 + 16];
-    bencher.bench_local(|| {
-        l.forward(black_box(&x), black_box(&mut buf[16..]))
-            .unwrap()
-    });
+    bencher.bench_local(|| l.forward(black_box(&x), black_box(&mut buf[16..])).unwrap());
 }

@@ -23,7 +23,7 @@
 
 use sona_core::kernels as k;
 
-use crate::fused::copy_f32;
+use crate::fused::{copy_f32, scaled_copy};
 use sona_core::{validate, Result, SeededRng, SonaError};
 
 /// Exploration settings.
@@ -80,11 +80,18 @@ impl LinearBaseline {
         k::dot(&self.w, x) + self.c
     }
 
-    /// One NLMS step toward `reward`; the input norm (plus 1 for the bias) normalises the step so
-    /// that its effect does not depend on the scale of `x`.
+    /// `(b(x), ‖x‖²)` in one pass over `x`.
     #[inline]
-    pub fn update(&mut self, x: &[f32], predicted: f32, reward: f32) {
-        let g = self.rate * (reward - predicted) / (k::norm_sq(x) + 1.0);
+    pub fn predict_with_norm(&self, x: &[f32]) -> (f32, f32) {
+        let (wx, _, xx) = k::dot3(&self.w, x);
+        (wx + self.c, xx)
+    }
+
+    /// One NLMS step toward `reward` (`x_norm_sq = ‖x‖²`); the input norm (plus 1 for the bias)
+    /// normalises the step so that its effect does not depend on the scale of `x`.
+    #[inline]
+    pub fn update(&mut self, x: &[f32], x_norm_sq: f32, predicted: f32, reward: f32) {
+        let g = self.rate * (reward - predicted) / (x_norm_sq + 1.0);
         k::axpy(g, x, &mut self.w);
         self.c += g;
     }
@@ -201,13 +208,16 @@ impl Explorer {
         let slot = self.slots[i];
         self.slots[i].used = true;
         copy_f32(&self.xs[i * self.d_in..(i + 1) * self.d_in], x);
-        let b = self.baseline.predict(x);
+        let (b, xx) = self.baseline.predict_with_norm(x);
         let adv = reward - b;
-        self.baseline.update(x, b, reward);
+        self.baseline.update(x, xx, b, reward);
         self.rewards += 1;
         self.reward_mean += (reward as f64 - self.reward_mean) / self.rewards as f64;
-        copy_f32(&self.eps[i * self.d_out..(i + 1) * self.d_out], e);
-        k::scale(-adv * slot.y_norm / self.config.sigma, e);
+        scaled_copy(
+            -adv * slot.y_norm / self.config.sigma,
+            &self.eps[i * self.d_out..(i + 1) * self.d_out],
+            e,
+        );
         Ok(adv)
     }
 

@@ -79,6 +79,37 @@ pub fn copy_f32(x: &[f32], y: &mut [f32]) {
 }
 
 #[inline(always)]
+fn scaled_copy_body(alpha: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len();
+    let blocks = n / 8;
+    for bi in 0..blocks {
+        let r = bi * 8..bi * 8 + 8;
+        let xb: &[f32; 8] = x[r.clone()].try_into().expect("block");
+        let mut out = [0.0f32; 8];
+        for j in 0..8 {
+            out[j] = alpha * xb[j];
+        }
+        y[r].copy_from_slice(&out);
+    }
+    for i in blocks * 8..n {
+        y[i] = alpha * x[i];
+    }
+}
+dispatch!(scaled_copy_body, scaled_copy_avx2, (alpha: f32, x: &[f32], y: &mut [f32]) -> ());
+
+/// `y ← alpha · x` in one pass (a copy and a scale would be two).
+#[inline]
+pub fn scaled_copy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len(), "scaled_copy: length mismatch");
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: AVX2 and FMA are available (checked above); lengths asserted.
+        return unsafe { scaled_copy_avx2(alpha, x, y) };
+    }
+    scaled_copy_body(alpha, x, y)
+}
+
+#[inline(always)]
 fn combination_body(rows: &[f32], n: usize, c: &[f32], y: &mut [f32]) {
     let y = &mut y[..n];
     let mut k0 = 0;
@@ -244,6 +275,10 @@ mod tests {
             let mut out = vec![0.0; n];
             copy_f32(&rows[..n], &mut out);
             assert_eq!(out, &rows[..n]);
+            scaled_copy(-2.0, &rows[..n], &mut out);
+            for (o, r0) in out.iter().zip(&rows[..n]) {
+                assert_eq!(*o, -2.0 * r0);
+            }
         }
         let n = 21;
         let w: Vec<f32> = (0..n).map(|i| i as f32).collect();
