@@ -100,10 +100,12 @@ impl LinearBaseline {
 /// Standard-normal-like samples: Irwin–Hall(4) from the four 16-bit lanes of one `u64`, rescaled to
 /// unit variance. The REINFORCE estimate needs only zero mean and identity covariance; this is ~10×
 /// faster than Box–Muller and keeps exploration off the latency budget (bounded at ±3.46σ).
+/// Returns `Σ out_i²` (used later for the gradient norm without another pass).
 #[inline]
-pub fn fill_gaussian(rng: &mut SeededRng, out: &mut [f32]) {
+pub fn fill_gaussian(rng: &mut SeededRng, out: &mut [f32]) -> f32 {
     const SQRT3: f32 = 1.732_050_8;
     const INV: f32 = 1.0 / 65536.0;
+    let mut sum_sq = 0.0f32;
     for o in out.iter_mut() {
         let b = rng.next_u64();
         let s = (b & 0xFFFF) as u32
@@ -112,7 +114,9 @@ pub fn fill_gaussian(rng: &mut SeededRng, out: &mut [f32]) {
             + (b >> 48) as u32;
         // Each lane is uniform on {0..65535}; the +2 centres the sum (4 half-steps).
         *o = ((s as f32 + 2.0) * INV - 2.0) * SQRT3;
+        sum_sq += *o * *o;
     }
+    sum_sq
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -121,6 +125,8 @@ struct Slot {
     used: bool,
     /// `‖y‖` of the unexplored output (scales both the noise and the error).
     y_norm: f32,
+    /// `‖ε‖²`.
+    eps_sq: f32,
 }
 
 /// The pending-exploration table, its RNG and the baseline.
@@ -171,13 +177,14 @@ impl Explorer {
             1.0
         };
         let eps = &mut self.eps[i * self.d_out..(i + 1) * self.d_out];
-        fill_gaussian(&mut self.rng, eps);
+        let eps_sq = fill_gaussian(&mut self.rng, eps);
         k::axpy(self.config.sigma * y_norm, eps, y);
         copy_f32(x, &mut self.xs[i * self.d_in..(i + 1) * self.d_in]);
         self.slots[i] = Slot {
             token,
             used: false,
             y_norm,
+            eps_sq,
         };
         token
     }
@@ -201,8 +208,14 @@ impl Explorer {
     }
 
     /// Consumes `token`: writes its input into `x` and the output error (see the module docs) into
-    /// `e`, and updates the baseline. Returns the advantage `R − b(x)`.
-    pub fn take(&mut self, token: u64, reward: f32, x: &mut [f32], e: &mut [f32]) -> Result<f32> {
+    /// `e`, and updates the baseline. Returns the advantage `R − b(x)` and `(‖x‖², ‖e‖²)`.
+    pub fn take(
+        &mut self,
+        token: u64,
+        reward: f32,
+        x: &mut [f32],
+        e: &mut [f32],
+    ) -> Result<(f32, (f64, f64))> {
         validate::check_reward(reward)?;
         let i = self.slot_of(token)?;
         let slot = self.slots[i];
@@ -213,12 +226,10 @@ impl Explorer {
         self.baseline.update(x, xx, b, reward);
         self.rewards += 1;
         self.reward_mean += (reward as f64 - self.reward_mean) / self.rewards as f64;
-        scaled_copy(
-            -adv * slot.y_norm / self.config.sigma,
-            &self.eps[i * self.d_out..(i + 1) * self.d_out],
-            e,
-        );
-        Ok(adv)
+        let coef = -adv * slot.y_norm / self.config.sigma;
+        scaled_copy(coef, &self.eps[i * self.d_out..(i + 1) * self.d_out], e);
+        let e_sq = (coef as f64).powi(2) * slot.eps_sq as f64;
+        Ok((adv, (xx as f64, e_sq)))
     }
 
     /// Tokens handed out so far.
@@ -281,7 +292,9 @@ mod tests {
         let t = ex.explore(&x, &mut y);
         let noise: Vec<f32> = y.iter().zip(&y0).map(|(a, b)| a - b).collect();
         let (mut xb, mut e) = ([0.0; 2], [0.0; 3]);
-        let adv = ex.take(t, 1.0, &mut xb, &mut e).unwrap();
+        let (adv, (xx, ee)) = ex.take(t, 1.0, &mut xb, &mut e).unwrap();
+        assert!((xx - 1.0).abs() < 1e-6);
+        assert!((ee - k::norm_sq(&e) as f64).abs() < 1e-3 * ee);
         assert!(adv > 0.0);
         assert!(k::dot(&e, &noise) < 0.0);
         // The baseline moved toward the reward.

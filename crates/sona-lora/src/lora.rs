@@ -263,12 +263,13 @@ impl Lora {
         self.check_writable()?;
         let mut guard = self.writer.lock();
         let wr = &mut *guard;
-        self.explorer
+        let (_, norms) = self
+            .explorer
             .lock()
             .take(token, reward, &mut wr.x, &mut wr.e)?;
         wr.counters.rewards += 1;
         let (x, e) = (std::mem::take(&mut wr.x), std::mem::take(&mut wr.e));
-        let out = self.step_locked(wr, &x, &e);
+        let out = self.step_locked(wr, &x, &e, Some(norms));
         wr.x = x;
         wr.e = e;
         out
@@ -280,14 +281,24 @@ impl Lora {
         check_vec_fast("error", e, self.config.d_out)?;
         self.check_writable()?;
         let mut guard = self.writer.lock();
-        self.step_locked(&mut guard, x, e)
+        self.step_locked(&mut guard, x, e, None)
     }
 
-    fn step_locked(&self, wr: &mut Writer, x: &[f32], e: &[f32]) -> Result<StepReport> {
+    fn step_locked(
+        &self,
+        wr: &mut Writer,
+        x: &[f32],
+        e: &[f32],
+        norms: Option<(f64, f64)>,
+    ) -> Result<StepReport> {
         let cur = self.weights.load_full();
         let mut next = self.weights.take_spare(&mut wr.spare, &cur);
         let buf = Arc::get_mut(&mut next).expect("take_spare returns a unique buffer");
-        match wr.optim.step(&cur, buf, x, e) {
+        let stepped = match norms {
+            Some(n) => wr.optim.step_with_norms(&cur, buf, x, e, n),
+            None => wr.optim.step(&cur, buf, x, e),
+        };
+        match stepped {
             Ok(rep) => {
                 drop(cur);
                 self.weights.publish(next, &mut wr.spare);

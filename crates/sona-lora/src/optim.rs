@@ -110,6 +110,20 @@ impl Optimizer {
         x: &[f32],
         e: &[f32],
     ) -> Result<StepReport> {
+        let norms = (norm_sq_f64(x), norm_sq_f64(e));
+        self.step_with_norms(cur, next, x, e, norms)
+    }
+
+    /// [`Optimizer::step`] when the caller already knows `(‖x‖², ‖e‖²)` (the reward path does: the
+    /// baseline needs `‖x‖²` and the noise norm is known when it is drawn), saving two passes.
+    pub fn step_with_norms(
+        &mut self,
+        cur: &LoraWeights,
+        next: &mut LoraWeights,
+        x: &[f32],
+        e: &[f32],
+        (x_sq, e_sq): (f64, f64),
+    ) -> Result<StepReport> {
         let cfg = self.config;
         let (r, s) = (cur.rank, cur.scale);
         let mut u = [0.0f32; MAX_RANK];
@@ -118,8 +132,7 @@ impl Optimizer {
         cur.project(x, u);
         cur.back_project(e, v);
         let sq = |z: &[f32]| z.iter().map(|t| (*t as f64) * (*t as f64)).sum::<f64>(); // r values
-        let grad_norm =
-            ((s as f64).powi(2) * (sq(v) * norm_sq_f64(x) + sq(u) * norm_sq_f64(e))).sqrt() as f32;
+        let grad_norm = ((s as f64).powi(2) * (sq(v) * x_sq + sq(u) * e_sq)).sqrt() as f32;
         if !grad_norm.is_finite() {
             return Err(SonaError::Numerical(format!(
                 "gradient norm is {grad_norm}; update rejected"
