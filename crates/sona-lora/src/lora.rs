@@ -404,7 +404,7 @@ impl Lora {
 
     /// Absorbs `micro` (SPEC §3): `ΔW_b ← best rank-r_b approximation of ΔW_b + ΔW_µ`, then zeroes the
     /// micro adapter (`B_µ = 0`; see [`Lora`] for how `A_µ` restarts). Both adapters are locked for the
-    /// duration (base first), readers are not. Returns the discarded spectral mass.
+    /// duration (in address order), readers are not. Returns the discarded spectral mass.
     pub fn merge_from(&self, micro: &Lora) -> Result<MergeReport> {
         if std::ptr::eq(self, micro) {
             return Err(SonaError::invalid("cannot merge an adapter into itself"));
@@ -421,8 +421,15 @@ impl Lora {
                 got: format!("{}→{}", micro.config.d_in, micro.config.d_out),
             });
         }
-        let mut bw = self.writer.lock();
-        let mut mw = micro.writer.lock();
+        // Lock both writers in address order, so concurrent merges in opposite directions cannot
+        // deadlock.
+        let (mut bw, mut mw) = if (self as *const Lora) < (micro as *const Lora) {
+            let b = self.writer.lock();
+            (b, micro.writer.lock())
+        } else {
+            let m = micro.writer.lock();
+            (self.writer.lock(), m)
+        };
         let cur = self.weights.load_full();
         let mw_cur = micro.weights.load_full();
         let mut next = self.weights.take_spare(&mut bw.spare, &cur);
