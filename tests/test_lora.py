@@ -361,3 +361,25 @@ def test_quantized_copies_of_frozen_adapters(tmp_path: Path) -> None:
         load_quantized(tmp_path / "q4.ckpt")
     with pytest.raises(sona.ConfigError):
         m.save_quantized(tmp_path / "x.ckpt", kind="q4", group_size=1)
+
+
+def test_save_load_resumes_training_exactly(tmp_path: Path) -> None:
+    a = MicroLoRA(16, seed=4, lr=0.01)
+    x = np.linspace(-1, 1, 16, dtype=np.float32)
+    for _ in range(5):
+        _y, token = a.forward(x, explore=True)
+        a.reward(token, 0.7)
+    a.save(tmp_path / "m.ckpt")
+    b = MicroLoRA.load(tmp_path / "m.ckpt")
+    assert isinstance(b, MicroLoRA) and b.counters() == a.counters()
+    ya, ta = a.forward(x, explore=True)
+    yb, tb = b.forward(x, explore=True)
+    np.testing.assert_array_equal(ya, yb)
+    a.reward(ta, 0.2)
+    b.reward(tb, 0.2)
+    np.testing.assert_array_equal(a.lora_B, b.lora_B)
+    raw = bytearray((tmp_path / "m.ckpt").read_bytes())
+    raw[len(raw) // 3] ^= 0x10
+    (tmp_path / "m.ckpt").write_bytes(bytes(raw))
+    with pytest.raises(sona.CheckpointError):
+        MicroLoRA.load(tmp_path / "m.ckpt")

@@ -285,6 +285,16 @@ class LoRA:
         (CheckpointError otherwise, weights unchanged)."""
         self._inner.load_peft(os.fspath(path))
 
+    def save(self, path: PathLike) -> None:
+        """Save the full training state (weights, momentum, reward baseline, exploration RNG,
+        counters) so that :meth:`load` resumes exactly; pending exploration tokens are not kept."""
+        self._inner.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path: PathLike) -> LoRA:
+        """An adapter saved with :meth:`save` (CheckpointError if the file is corrupted)."""
+        return cls._wrap(_sona.lora_load(os.fspath(path), cls._tier))
+
     def freeze(self) -> None:
         """Make the adapter read-only (updates, rewards and merges into it then fail)."""
         self._inner.freeze()

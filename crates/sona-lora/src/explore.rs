@@ -232,6 +232,18 @@ impl Explorer {
         Ok((adv, (xx as f64, e_sq)))
     }
 
+    /// The noise RNG (for checkpoints).
+    pub fn rng(&self) -> &SeededRng {
+        &self.rng
+    }
+
+    /// Restores the RNG and the token counter after a load; pending explorations are dropped.
+    pub fn restore(&mut self, rng: SeededRng, explored: u64) {
+        self.rng = rng;
+        self.next_token = explored + 1;
+        self.slots.fill(Slot::default());
+    }
+
     /// Tokens handed out so far.
     pub fn explored(&self) -> u64 {
         self.next_token - 1

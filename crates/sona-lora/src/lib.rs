@@ -8,10 +8,12 @@
 //! - [`lora`]: the live adapter [`Lora`] and its tiers [`MicroLoRA`], [`BaseLoRA`].
 //! - [`stack`]: [`TwoTierLoRA`], base + micro with periodic merges.
 //! - [`merge`] and [`decomp`]: micro → base merge, exact up to truncation (QR + small SVD).
+//! - [`checkpoint`]: full training state (weights, momentum, baseline, RNG) for exact resumption.
 //! - [`peft`]: PEFT-compatible `adapter_model.safetensors` + `adapter_config.json`.
 //! - [`quant`]: FP16 / group-wise Q4 copies of frozen adapters, with their reconstruction error.
 
 pub mod adapter;
+pub mod checkpoint;
 pub mod decomp;
 pub mod explore;
 pub mod fused;

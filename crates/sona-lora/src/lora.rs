@@ -395,6 +395,41 @@ impl Lora {
         self.read_only.load(Ordering::Acquire)
     }
 
+    /// The exploration RNG state (for checkpoints).
+    pub fn explore_rng(&self) -> SeededRng {
+        self.explorer.lock().rng().clone()
+    }
+
+    /// Restores optimizer, baseline, counters and exploration RNG (checkpoint loading).
+    pub(crate) fn restore_state(
+        &self,
+        mom_a: &[f32],
+        mom_bt: &[f32],
+        baseline_w: &[f32],
+        baseline_c: f32,
+        counters: &[u64],
+        rng: SeededRng,
+    ) -> Result<()> {
+        validate::check_vec("baseline_w", baseline_w, self.config.d_in)?;
+        if !baseline_c.is_finite() {
+            return Err(SonaError::invalid("baseline_c is not finite"));
+        }
+        let mut wr = self.writer.lock();
+        wr.optim.set_momentum(mom_a, mom_bt)?;
+        wr.counters = Counters {
+            updates: counters[0],
+            rejected: counters[1],
+            rewards: counters[2],
+            explored: counters[3],
+            merges: counters[4],
+        };
+        let mut ex = self.explorer.lock();
+        ex.baseline.w.copy_from_slice(baseline_w);
+        ex.baseline.c = baseline_c;
+        ex.restore(rng, counters[3]);
+        Ok(())
+    }
+
     /// Momentum buffers `(A-shaped, Bᵀ-shaped)`, for checkpoints.
     pub fn momentum(&self) -> (Vec<f32>, Vec<f32>) {
         let wr = self.writer.lock();

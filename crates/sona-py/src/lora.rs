@@ -480,6 +480,14 @@ impl LoraAdapter {
         Ok(d)
     }
 
+    /// Saves the full training state (checkpoint container, kind "lora").
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        guard(py, || {
+            let l = self.lora();
+            Ok(py.detach(|| l.save(&path))?)
+        })
+    }
+
     /// Makes the adapter read-only.
     fn freeze(&self) {
         self.lora().freeze()
@@ -537,6 +545,29 @@ fn lora_read_peft<'py>(
         let ad = py.detach(|| peft::load_peft(&path, module.as_deref()))?;
         let (a, b) = weights_pair(py, &ad.weights)?;
         Ok((ad.module, ad.alpha, a, b))
+    })
+}
+
+/// Loads an adapter saved with `LoraAdapter.save` as a standalone adapter of the given tier.
+#[pyfunction]
+#[pyo3(signature = (path, tier="micro"))]
+fn lora_load(py: Python<'_>, path: PathBuf, tier: &str) -> PyResult<LoraAdapter> {
+    guard(py, || {
+        let tier = match tier {
+            "micro" => "micro",
+            "base" => "base",
+            other => {
+                return Err(SonaError::Config(format!(
+                    "tier must be 'micro' or 'base', got {other:?}"
+                ))
+                .into())
+            }
+        };
+        let l = py.detach(|| Lora::load(&path))?;
+        Ok(LoraAdapter {
+            inner: Inner::Own(Arc::new(l)),
+            tier,
+        })
     })
 }
 
@@ -738,5 +769,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<TwoTierAdapter>()?;
     m.add_function(wrap_pyfunction!(lora_read_peft, m)?)?;
     m.add_function(wrap_pyfunction!(lora_read_quantized, m)?)?;
+    m.add_function(wrap_pyfunction!(lora_load, m)?)?;
     Ok(())
 }
