@@ -384,3 +384,25 @@ def test_save_load_resumes_training_exactly(tmp_path: Path) -> None:
     (tmp_path / "m.ckpt").write_bytes(bytes(raw))
     with pytest.raises(sona.CheckpointError):
         MicroLoRA.load(tmp_path / "m.ckpt")
+
+
+def test_update_batch_fits_a_linear_map(rng: np.random.Generator) -> None:
+    # A base adapter trained by batch steps learns a rank-2 correction from many samples.
+    d = 12
+    base = BaseLoRA(d, rank=2, alpha=2.0, lr=0.05, seed=1)
+    U = rng.standard_normal((d, 2)) / 3
+    V = rng.standard_normal((2, d)) / 3
+    X = rng.standard_normal((64, d)).astype(np.float32)
+    T = X + X @ (U @ V).T
+
+    def loss() -> float:
+        return float(np.mean((base.forward_batch(X) - T) ** 2))
+
+    before = loss()
+    for _ in range(300):
+        base.update_batch(X, base.forward_batch(X) - T)
+    assert loss() < 0.05 * before
+    with pytest.raises(sona.DimensionError):
+        base.update_batch(X, np.zeros((63, d)))
+    with pytest.raises(sona.NonFiniteError):
+        base.update_batch(X, np.full((64, d), np.nan))

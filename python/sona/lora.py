@@ -232,6 +232,13 @@ class LoRA:
         """
         self._inner.update(_vec(x, "x", self._d_in), _vec(error, "error", self._inner.d_out))
 
+    def update_batch(self, X: Any, errors: Any) -> None:
+        """One step on the mean gradient of a batch (rows of ``X`` with their ``errors``): the
+        background (loop B) update of a base adapter trained on replayed data."""
+        self._inner.update_batch(
+            as_matrix(X, "X", self._d_in), as_matrix(errors, "errors", self._inner.d_out)
+        )
+
     def gradients(self, x: Any, error: Any) -> tuple[F32Array, F32Array, F32Array]:
         """Exact ``(dL/dA [r, d_in], dL/dB [d_out, r], dL/dx [d_in])`` for ``error = dL/dy``."""
         return self._inner.gradients(

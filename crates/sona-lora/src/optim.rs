@@ -124,7 +124,6 @@ impl Optimizer {
         e: &[f32],
         (x_sq, e_sq): (f64, f64),
     ) -> Result<StepReport> {
-        let cfg = self.config;
         let (r, s) = (cur.rank, cur.scale);
         let mut u = [0.0f32; MAX_RANK];
         let mut v = [0.0f32; MAX_RANK];
@@ -138,6 +137,50 @@ impl Optimizer {
                 "gradient norm is {grad_norm}; update rejected"
             )));
         }
+        let (sv, su) = (&*v, &*u);
+        self.apply_rows(cur, next, grad_norm, |kk| (x, s * sv[kk], e, s * su[kk]))
+    }
+
+    /// One step with dense gradients (`ga`: `r × d_in`, `gbt`: `r × d_out`, the transpose of `∇B`),
+    /// e.g. the mean gradient of a batch. Same clipping, decay, bound and rejection as
+    /// [`Optimizer::step`].
+    pub fn step_dense(
+        &mut self,
+        cur: &LoraWeights,
+        next: &mut LoraWeights,
+        ga: &[f32],
+        gbt: &[f32],
+    ) -> Result<StepReport> {
+        let (di, dout) = (cur.d_in, cur.d_out);
+        assert_eq!(ga.len(), cur.rank * di, "step_dense: ga size");
+        assert_eq!(gbt.len(), cur.rank * dout, "step_dense: gbt size");
+        let grad_norm = (norm_sq_f64(ga) + norm_sq_f64(gbt)).sqrt() as f32;
+        if !grad_norm.is_finite() {
+            return Err(SonaError::Numerical(format!(
+                "gradient norm is {grad_norm}; update rejected"
+            )));
+        }
+        self.apply_rows(cur, next, grad_norm, |kk| {
+            (
+                &ga[kk * di..(kk + 1) * di],
+                1.0,
+                &gbt[kk * dout..(kk + 1) * dout],
+                1.0,
+            )
+        })
+    }
+
+    /// The shared tail of a step: row `k` of `∇A` is `ca · src_a` and row `k` of `∇Bᵀ` is
+    /// `cb · src_b`, where `row(k) = (src_a, ca, src_b, cb)`.
+    fn apply_rows<'a>(
+        &mut self,
+        cur: &LoraWeights,
+        next: &mut LoraWeights,
+        grad_norm: f32,
+        row: impl Fn(usize) -> (&'a [f32], f32, &'a [f32], f32),
+    ) -> Result<StepReport> {
+        let cfg = self.config;
+        let (r, s) = (cur.rank, cur.scale);
         let clipped = grad_norm > cfg.clip;
         let c = if clipped { cfg.clip / grad_norm } else { 1.0 };
         next.d_in = cur.d_in;
@@ -149,12 +192,13 @@ impl Optimizer {
         let keep = 1.0 - cfg.decay;
         let mut finite = true;
         for kk in 0..r {
+            let (src_a, ca, src_b, cb) = row(kk);
             let ra = kk * di..(kk + 1) * di;
             finite &= momentum_row(
                 &cur.a[ra.clone()],
                 &self.mom_a[ra.clone()],
-                x,
-                c * s * v[kk],
+                src_a,
+                c * ca,
                 cfg.momentum,
                 cfg.lr,
                 1.0,
@@ -165,8 +209,8 @@ impl Optimizer {
             finite &= momentum_row(
                 &cur.bt[rb.clone()],
                 &self.mom_bt[rb.clone()],
-                e,
-                c * s * u[kk],
+                src_b,
+                c * cb,
                 cfg.momentum,
                 cfg.lr,
                 keep,

@@ -327,6 +327,31 @@ impl LoraAdapter {
         })
     }
 
+    /// One step on the mean gradient of a batch (`X`: `n × d_in`, `E`: `n × d_out`).
+    fn update_batch(
+        &self,
+        py: Python<'_>,
+        xs: &Bound<'_, PyAny>,
+        errors: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        guard(py, || {
+            let (xm, em) = (mat2("X", xs)?, mat2("E", errors)?);
+            let l = self.lora();
+            let n = xm.shape()[0];
+            if em.shape()[0] != n {
+                return Err(SonaError::Dimension {
+                    what: "E".into(),
+                    expected: format!("{n} rows (one per row of X)"),
+                    got: format!("{} rows", em.shape()[0]),
+                }
+                .into());
+            }
+            let (xs, es) = (slice(&xm), slice(&em));
+            py.detach(|| l.update_batch(xs, es, n))?;
+            Ok(())
+        })
+    }
+
     /// `(grad_A [r, d_in], grad_B [d_out, r], grad_x [d_in])` for output error `e` at `x`.
     #[allow(clippy::type_complexity)]
     fn gradients<'py>(
