@@ -1,0 +1,173 @@
+//! The two-tier adapter of SPEC §3: `y = W x + ΔW_b x + ΔW_µ x`.
+//!
+//! The micro tier learns from every feedback (gradient or reward); every `merge_every` applied micro
+//! steps it is merged into the base (exact up to truncation to the base rank) and restarts at `ΔW_µ = 0`.
+//! The base therefore accumulates what the micro tier learned, while the micro tier stays small and
+//! fast; truncation to the base rank keeps the strongest directions, so consistent corrections build
+//! up and incoherent exploration noise is dropped.
+
+use parking_lot::Mutex;
+use sona_core::{validate, Result, SonaError};
+
+use crate::adapter::Frozen;
+use crate::lora::{BaseLoRA, Counters, Lora, LoraConfig, MicroLoRA};
+use crate::merge::MergeReport;
+use crate::optim::StepReport;
+
+/// Base + micro adapters on one frozen map, with periodic merges.
+#[derive(Debug)]
+pub struct TwoTierLoRA {
+    pub base: BaseLoRA,
+    pub micro: MicroLoRA,
+    merge_every: u64,
+    since_merge: Mutex<u64>,
+    last_merge: Mutex<Option<MergeReport>>,
+}
+
+impl TwoTierLoRA {
+    /// `base` carries the frozen map `W`; the micro tier must have the same shape and is given
+    /// `W = 0` (it only adds its correction). `merge_every = 0` disables automatic merges.
+    pub fn new(base: LoraConfig, mut micro: LoraConfig, merge_every: u64) -> Result<Self> {
+        if (base.d_in, base.d_out) != (micro.d_in, micro.d_out) {
+            return Err(SonaError::Config(format!(
+                "base {}→{} and micro {}→{} must have the same shape",
+                base.d_in, base.d_out, micro.d_in, micro.d_out
+            )));
+        }
+        micro.frozen = Frozen::Zero;
+        micro.module = base.module.clone();
+        Ok(TwoTierLoRA {
+            base: BaseLoRA::new(base)?,
+            micro: MicroLoRA::new(micro)?,
+            merge_every,
+            since_merge: Mutex::new(0),
+            last_merge: Mutex::new(None),
+        })
+    }
+
+    pub fn d_in(&self) -> usize {
+        self.base.config().d_in
+    }
+
+    pub fn d_out(&self) -> usize {
+        self.base.config().d_out
+    }
+
+    /// `y = W x + ΔW_b x + ΔW_µ x`; never blocks on an update, never allocates.
+    pub fn forward(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
+        self.base.forward(x, y)?;
+        self.micro.add_delta_unchecked(x, y);
+        Ok(())
+    }
+
+    /// Row-major batch forward.
+    pub fn forward_batch(&self, xs: &[f32], n: usize, ys: &mut [f32]) -> Result<()> {
+        self.base.forward_batch(xs, n, ys)?;
+        let (di, dout) = (self.d_in(), self.d_out());
+        for (x, y) in xs.chunks_exact(di).zip(ys.chunks_exact_mut(dout)) {
+            self.micro.add_delta_unchecked(x, y);
+        }
+        Ok(())
+    }
+
+    /// Explored forward; the token is redeemed with [`TwoTierLoRA::reward`].
+    pub fn forward_explore(&self, x: &[f32], y: &mut [f32]) -> Result<u64> {
+        self.forward(x, y)?;
+        Ok(self.micro.explore_output(x, y))
+    }
+
+    /// Reward for an exploration token: one micro step, then a merge if one is due.
+    pub fn reward(&self, token: u64, reward: f32) -> Result<StepReport> {
+        let rep = self.micro.reward(token, reward)?;
+        self.after_step()?;
+        Ok(rep)
+    }
+
+    /// Gradient step on the micro tier for output error `e` at `x`, then a merge if one is due.
+    pub fn update(&self, x: &[f32], e: &[f32]) -> Result<StepReport> {
+        validate::check_vec("x", x, self.d_in())?;
+        let rep = self.micro.update(x, e)?;
+        self.after_step()?;
+        Ok(rep)
+    }
+
+    fn after_step(&self) -> Result<()> {
+        if self.merge_every == 0 {
+            return Ok(());
+        }
+        let due = {
+            let mut n = self.since_merge.lock();
+            *n += 1;
+            *n >= self.merge_every
+        };
+        if due {
+            self.merge()?;
+        }
+        Ok(())
+    }
+
+    /// Merges the micro tier into the base now.
+    pub fn merge(&self) -> Result<MergeReport> {
+        let rep = self.base.merge_from(&self.micro)?;
+        *self.since_merge.lock() = 0;
+        *self.last_merge.lock() = Some(rep.clone());
+        Ok(rep)
+    }
+
+    pub fn last_merge(&self) -> Option<MergeReport> {
+        self.last_merge.lock().clone()
+    }
+
+    pub fn merge_every(&self) -> u64 {
+        self.merge_every
+    }
+
+    /// `(base, micro)` counters.
+    pub fn counters(&self) -> (Counters, Counters) {
+        (self.base.counters(), self.micro.counters())
+    }
+
+    /// The micro tier as a plain adapter.
+    pub fn micro_lora(&self) -> &Lora {
+        &self.micro
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sona_core::SeededRng;
+
+    #[test]
+    fn merges_keep_the_output_and_happen_on_schedule() {
+        let d = 16;
+        let mut bc = LoraConfig::base(d);
+        bc.rank = 4;
+        let mut mc = LoraConfig::micro(d);
+        mc.optim.lr = 0.02;
+        let tt = TwoTierLoRA::new(bc, mc, 5).unwrap();
+        let mut rng = SeededRng::new(1);
+        let mut x = vec![0.0; d];
+        rng.fill_normal(&mut x, 0.3);
+        let target: Vec<f32> = x.iter().map(|v| -v).collect();
+        for i in 0..40 {
+            let mut y = vec![0.0; d];
+            tt.forward(&x, &mut y).unwrap();
+            let e: Vec<f32> = y.iter().zip(&target).map(|(a, b)| a - b).collect();
+            let mut before = vec![0.0; d];
+            tt.forward(&x, &mut before).unwrap();
+            tt.update(&x, &e).unwrap();
+            if (i + 1) % 5 == 0 {
+                assert!(tt.micro.snapshot().bt.iter().all(|&b| b == 0.0));
+                let rep = tt.last_merge().unwrap();
+                assert!(rep.discarded < 1e-4, "rank fits: nothing dropped");
+            }
+        }
+        assert_eq!(tt.counters().0.merges, 8);
+        let mut y = vec![0.0; d];
+        tt.forward(&x, &mut y).unwrap();
+        let err: f32 = y.iter().zip(&target).map(|(a, b)| (a - b).powi(2)).sum();
+        let err0: f32 = x.iter().zip(&target).map(|(a, b)| (a - b).powi(2)).sum();
+        assert!(err < 0.5 * err0, "{err} vs {err0}");
+    }
+}

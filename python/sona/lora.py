@@ -1,0 +1,573 @@
+"""Two-tier LoRA adapters that learn from gradients or from a scalar reward (SPEC §3).
+
+An adapter corrects a frozen map ``W`` (the identity for an embedding adapter)::
+
+    y = W x + s · B (A x),   A: r × d_in,  B: d_out × r,  s = alpha / r
+
+with ``A ~ N(0, 1/d_in)`` and ``B = 0`` at creation, in PEFT's layout (``lora_A`` is ``[r, in]``,
+``lora_B`` is ``[out, r]``). Two ways to learn:
+
+* :meth:`LoRA.update` ``(x, error)`` when the caller has ``error = dL/dy``: one exact momentum step
+  (clipped, with a Frobenius bound on ``ΔW`` and a slow decay for the micro tier);
+* :meth:`LoRA.forward` ``(x, explore=True)`` → ``(y, token)``, then :meth:`LoRA.reward`
+  ``(token, r)`` when the caller only has a score ``r ∈ [0, 1]`` for what it was given: Gaussian
+  exploration and REINFORCE with a learned baseline turn the score into an error vector for the
+  same step.
+
+:class:`MicroLoRA` (rank 1-2, one step per feedback) and :class:`BaseLoRA` (rank 4-16) share the
+machinery; :meth:`BaseLoRA.merge_from` absorbs a micro adapter exactly up to rank truncation and
+reports the discarded spectral mass. :class:`TwoTierLoRA` runs both with periodic merges.
+Forwards never wait for an update running on another thread (weights are atomically swapped
+snapshots). Files: :meth:`LoRA.save_peft` / :meth:`LoRA.load_peft` (Hugging Face PEFT directories),
+:meth:`LoRA.save_quantized` / :func:`load_quantized` (FP16 / Q4 copies of frozen adapters).
+
+Every method validates its input first; on error (:class:`~sona.errors.SonaError` subclasses) the
+adapter is unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+
+from sona import _sona
+from sona._validate import F32Array, as_matrix, as_vector
+from sona.errors import ConfigError
+
+__all__ = [
+    "BaseLoRA",
+    "LoRA",
+    "MergeReport",
+    "MicroLoRA",
+    "TwoTierLoRA",
+    "load_quantized",
+    "read_peft",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+class MergeReport(TypedDict):
+    """What a micro → base merge did."""
+
+    #: ``‖(ΔW_b + ΔW_µ) − ΔW_merged‖_F``: the Frobenius norm truncation dropped.
+    discarded: float
+    #: Dropped share of the spectral energy ``Σ_{i>r_b} σ_i² / Σ σ_i²``.
+    discarded_fraction: float
+    #: ``‖ΔW_b + ΔW_µ‖_F`` before truncation.
+    total_norm: float
+    #: Singular values of ``ΔW_b + ΔW_µ``, descending.
+    singular_values: F32Array
+
+
+_F32 = np.dtype(np.float32)
+
+
+def _vec(x: Any, name: str, dim: int) -> F32Array:
+    """``as_vector`` with a fast path for what callers usually pass (a C-contiguous float32 1-D
+    array): ``as_vector`` costs a few µs, more than the forward itself; the length is checked in
+    Rust, which raises the same DimensionError."""
+    if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 1 and x.flags.c_contiguous:
+        return x
+    return as_vector(x, name, dim)
+
+
+def _report(d: dict[str, Any]) -> MergeReport:
+    return MergeReport(
+        discarded=float(d["discarded"]),
+        discarded_fraction=float(d["discarded_fraction"]),
+        total_norm=float(d["total_norm"]),
+        singular_values=d["singular_values"],
+    )
+
+
+def _base_map(W: Any, d_in: int, d_out: int) -> tuple[str, F32Array | None]:
+    if W is None:
+        return "identity", None
+    if isinstance(W, str):
+        if W not in ("identity", "zero"):
+            raise ConfigError(f"W must be None, 'identity', 'zero' or a matrix, got {W!r}")
+        return W, None
+    return "dense", as_matrix(W, "W", d_in)
+
+
+class LoRA:
+    """Methods shared by :class:`MicroLoRA` and :class:`BaseLoRA` (construct one of those)."""
+
+    _inner: _sona.LoraAdapter
+    _tier: str = "micro"
+    #: Set on adapters returned by :func:`load_quantized`: the format and its recorded error.
+    quant_kind: str | None = None
+    quant_error: float | None = None
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int | None = None,
+        *,
+        rank: int,
+        alpha: float,
+        lr: float,
+        momentum: float,
+        clip: float,
+        max_norm: float,
+        decay: float,
+        sigma: float,
+        baseline_rate: float,
+        capacity: int,
+        seed: int,
+        W: Any = None,
+        module: str = "embedding",
+    ) -> None:
+        d_out = d_in if d_out is None else d_out
+        kind, weight = _base_map(W, d_in, d_out)
+        if d_in < 0 or d_out < 0 or rank < 0 or seed < 0 or capacity < 0:
+            raise ConfigError("d_in, d_out, rank, capacity and seed must be non-negative")
+        self._inner = _sona.LoraAdapter(
+            d_in,
+            d_out,
+            rank,
+            float(alpha),
+            lr=float(lr),
+            momentum=float(momentum),
+            clip=float(clip),
+            max_norm=float(max_norm),
+            decay=float(decay),
+            sigma=float(sigma),
+            baseline_rate=float(baseline_rate),
+            capacity=capacity,
+            seed=seed,
+            base_map=kind,
+            weight=weight,
+            module=module,
+            tier=self._tier,
+        )
+        self._d_in = d_in
+
+    @classmethod
+    def _wrap(cls, inner: _sona.LoraAdapter) -> LoRA:
+        obj = cls.__new__(cls)
+        obj._inner = inner
+        obj._d_in = inner.d_in
+        return obj
+
+    # --- shape and settings -------------------------------------------------------------------
+
+    @property
+    def d_in(self) -> int:
+        """Input dimension."""
+        return self._inner.d_in
+
+    @property
+    def d_out(self) -> int:
+        """Output dimension."""
+        return self._inner.d_out
+
+    @property
+    def rank(self) -> int:
+        """LoRA rank ``r``."""
+        return self._inner.rank
+
+    @property
+    def alpha(self) -> float:
+        """``alpha``; the forward scale is ``alpha / rank``."""
+        return self._inner.alpha
+
+    @property
+    def scale(self) -> float:
+        """Forward scale ``s = alpha / rank``."""
+        return self._inner.scale
+
+    @property
+    def module(self) -> str:
+        """Target-module name used in PEFT files."""
+        return self._inner.module
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the adapter is read-only (see :meth:`freeze`)."""
+        return self._inner.frozen
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Every setting, as a dict."""
+        return dict(self._inner.config())
+
+    # --- forward ----------------------------------------------------------------------------
+
+    def forward(self, x: Any, explore: bool = False) -> Any:
+        """``y = W x + s·B(A x)`` for one vector.
+
+        With ``explore=True`` returns ``(y + noise, token)``: pass the token and a reward in [0, 1]
+        for the returned output to :meth:`reward`.
+        """
+        x = _vec(x, "x", self._d_in)
+        if explore:
+            return self._inner.forward_explore(x)
+        return self._inner.forward(x)
+
+    __call__ = forward
+
+    def forward_batch(self, X: Any) -> F32Array:
+        """Forward for each row of ``X`` (``n × d_in``), all on the same weights."""
+        return self._inner.forward_batch(as_matrix(X, "X", self._d_in))
+
+    # --- learning ---------------------------------------------------------------------------
+
+    def reward(self, token: int, reward: float) -> None:
+        """Learn from ``reward ∈ [0, 1]`` given to the explored output of ``token`` (used once).
+
+        Raises UnknownIdError for an unknown, evicted or already rewarded token and
+        InvalidInputError for a reward outside [0, 1]; nothing changes then.
+        """
+        self._inner.reward(int(token), float(reward))
+
+    def update(self, x: Any, error: Any) -> None:
+        """One exact optimizer step for ``error = dL/dy`` at input ``x``.
+
+        A step that would make weights non-finite raises NumericalError, is counted in
+        ``counters()["rejected"]`` and is not applied.
+        """
+        self._inner.update(_vec(x, "x", self._d_in), _vec(error, "error", self._inner.d_out))
+
+    def update_batch(self, X: Any, errors: Any) -> None:
+        """One step on the mean gradient of a batch (rows of ``X`` with their ``errors``): the
+        background (loop B) update of a base adapter trained on replayed data."""
+        self._inner.update_batch(
+            as_matrix(X, "X", self._d_in), as_matrix(errors, "errors", self._inner.d_out)
+        )
+
+    def gradients(self, x: Any, error: Any) -> tuple[F32Array, F32Array, F32Array]:
+        """Exact ``(dL/dA [r, d_in], dL/dB [d_out, r], dL/dx [d_in])`` for ``error = dL/dy``."""
+        return self._inner.gradients(
+            as_vector(x, "x", self._d_in), as_vector(error, "error", self.d_out)
+        )
+
+    # --- weights ----------------------------------------------------------------------------
+
+    @property
+    def lora_A(self) -> F32Array:
+        """A copy of ``A`` (``[r, d_in]``)."""
+        return self._inner.lora_a
+
+    @property
+    def lora_B(self) -> F32Array:
+        """A copy of ``B`` (``[d_out, r]``)."""
+        return self._inner.lora_b
+
+    def delta_w(self) -> F32Array:
+        """The dense correction ``ΔW = s·B A`` (``[d_out, d_in]``)."""
+        return self._inner.delta_w()
+
+    def delta_norm(self) -> float:
+        """``‖ΔW‖_F`` (computed without forming ``ΔW``)."""
+        return self._inner.delta_norm()
+
+    def set_weights(self, lora_A: Any, lora_B: Any) -> None:
+        """Replace ``A`` and ``B`` (same shapes) and forget the optimizer momentum."""
+        self._inner.set_weights(
+            as_matrix(lora_A, "lora_A", self._d_in), as_matrix(lora_B, "lora_B", self.rank)
+        )
+
+    def counters(self) -> dict[str, int]:
+        """Counts: ``updates``, ``rejected`` (non-finite steps refused), ``rewards``, ``explored``,
+        ``merges``."""
+        return dict(self._inner.counters())
+
+    def last_step(self) -> dict[str, Any] | None:
+        """The last applied step: ``grad_norm``, ``clipped``, ``bounded``, ``delta_norm``."""
+        step = self._inner.last_step()
+        return None if step is None else dict(step)
+
+    # --- files ------------------------------------------------------------------------------
+
+    def save_peft(self, path: PathLike) -> None:
+        """Write a PEFT directory (``adapter_model.safetensors`` + ``adapter_config.json``)."""
+        self._inner.save_peft(os.fspath(path))
+
+    def load_peft(self, path: PathLike) -> None:
+        """Load weights from a PEFT directory; shape, rank, module and alpha must match
+        (CheckpointError otherwise, weights unchanged)."""
+        self._inner.load_peft(os.fspath(path))
+
+    def save(self, path: PathLike) -> None:
+        """Save the full training state (weights, momentum, reward baseline, exploration RNG,
+        counters) so that :meth:`load` resumes exactly; pending exploration tokens are not kept."""
+        self._inner.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path: PathLike) -> LoRA:
+        """An adapter saved with :meth:`save` (CheckpointError if the file is corrupted)."""
+        return cls._wrap(_sona.lora_load(os.fspath(path), cls._tier))
+
+    def freeze(self) -> None:
+        """Make the adapter read-only (updates, rewards and merges into it then fail)."""
+        self._inner.freeze()
+
+    def save_quantized(
+        self, path: PathLike, kind: Literal["fp16", "q4"] = "q4", group_size: int = 32
+    ) -> dict[str, Any]:
+        """Save an FP16 or group-wise Q4 copy of a frozen adapter.
+
+        Returns ``kind``, ``rel_error`` (``‖ΔW − ΔŴ‖_F / ‖ΔW‖_F``) and ``payload_bytes``.
+        """
+        if group_size < 0:
+            raise ConfigError(f"group_size must be positive, got {group_size}")
+        return dict(self._inner.save_quantized(os.fspath(path), kind, group_size))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(d_in={self.d_in}, d_out={self.d_out}, rank={self.rank}, "
+            f"alpha={self.alpha:g})"
+        )
+
+
+class MicroLoRA(LoRA):
+    """The fast tier: rank 1-2, one step per feedback.
+
+    Defaults were chosen on the adaptation benchmark (``sona eval adapt``; docs/decisions.md):
+    ``alpha=20`` (so ``s·‖A x‖`` is about 1 for unit ``x`` at rank 2), ``lr=3e-4``, momentum 0.9,
+    gradient clip 10, ``‖ΔW‖_F ≤ max_norm = 16``, decay ``1e-5`` per step, relative exploration
+    ``sigma=0.1`` and a linear baseline fitted at rate 0.05.
+    """
+
+    _tier = "micro"
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int | None = None,
+        *,
+        rank: int = 2,
+        alpha: float = 20.0,
+        lr: float = 3e-4,
+        momentum: float = 0.9,
+        clip: float = 10.0,
+        max_norm: float = 16.0,
+        decay: float = 1e-5,
+        sigma: float = 0.1,
+        baseline_rate: float = 0.05,
+        capacity: int = 256,
+        seed: int = 0,
+        W: Any = None,
+        module: str = "embedding",
+    ) -> None:
+        super().__init__(
+            d_in,
+            d_out,
+            rank=rank,
+            alpha=alpha,
+            lr=lr,
+            momentum=momentum,
+            clip=clip,
+            max_norm=max_norm,
+            decay=decay,
+            sigma=sigma,
+            baseline_rate=baseline_rate,
+            capacity=capacity,
+            seed=seed,
+            W=W,
+            module=module,
+        )
+
+    def merge_into(self, base: BaseLoRA) -> MergeReport:
+        """Merge this adapter into ``base`` (see :meth:`BaseLoRA.merge_from`)."""
+        return base.merge_from(self)
+
+
+class BaseLoRA(LoRA):
+    """The slow tier: rank 4-16, trained in the background and by absorbing micro adapters.
+
+    No Frobenius bound and no decay by default.
+    """
+
+    _tier = "base"
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int | None = None,
+        *,
+        rank: int = 8,
+        alpha: float = 16.0,
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        clip: float = 10.0,
+        max_norm: float = float("inf"),
+        decay: float = 0.0,
+        sigma: float = 0.1,
+        baseline_rate: float = 0.05,
+        capacity: int = 256,
+        seed: int = 0,
+        W: Any = None,
+        module: str = "embedding",
+    ) -> None:
+        super().__init__(
+            d_in,
+            d_out,
+            rank=rank,
+            alpha=alpha,
+            lr=lr,
+            momentum=momentum,
+            clip=clip,
+            max_norm=max_norm,
+            decay=decay,
+            sigma=sigma,
+            baseline_rate=baseline_rate,
+            capacity=capacity,
+            seed=seed,
+            W=W,
+            module=module,
+        )
+
+    def merge_from(self, micro: LoRA) -> MergeReport:
+        """Absorb ``micro``: ``ΔW_b ←`` best rank-``r_b`` approximation of ``ΔW_b + ΔW_µ``.
+
+        Exact up to that truncation (concatenate factors, QR, SVD of the small core); the micro
+        adapter is zeroed (``B_µ = 0``, fresh ``A_µ``). Returns the discarded spectral mass.
+        """
+        return _report(self._inner.merge_from(micro._inner))
+
+    @classmethod
+    def from_peft(cls, path: PathLike, module: str | None = None, **settings: Any) -> BaseLoRA:
+        """A new adapter holding the weights of a PEFT directory (identity ``W``; ``d_in`` must
+        equal ``d_out`` unless ``W`` is given in ``settings``)."""
+        return _from_peft(cls, path, module, settings)  # type: ignore[return-value]
+
+
+def _from_peft(
+    cls: type[LoRA], path: PathLike, module: str | None, settings: dict[str, Any]
+) -> LoRA:
+    name, alpha, a, b = _sona.lora_read_peft(os.fspath(path), module)
+    rank, d_in = a.shape
+    d_out = b.shape[0]
+    obj = cls(d_in, d_out, rank=rank, alpha=alpha, module=name, **settings)
+    obj.set_weights(a, b)
+    return obj
+
+
+def read_peft(path: PathLike, module: str | None = None) -> tuple[str, float, F32Array, F32Array]:
+    """``(module, lora_alpha, lora_A, lora_B)`` from a PEFT directory (CheckpointError if bad)."""
+    return _sona.lora_read_peft(os.fspath(path), module)
+
+
+def load_quantized(path: PathLike, **settings: Any) -> BaseLoRA:
+    """A frozen :class:`BaseLoRA` holding the dequantised weights of :meth:`LoRA.save_quantized`.
+
+    The reconstruction error recorded at save time is in ``adapter.quant_error``.
+    """
+    kind, scale, rel_error, a, b = _sona.lora_read_quantized(os.fspath(path))
+    rank, d_in = a.shape
+    obj = BaseLoRA(d_in, b.shape[0], rank=rank, alpha=scale * rank, **settings)
+    obj.set_weights(a, b)
+    obj.freeze()
+    obj.quant_kind = kind
+    obj.quant_error = rel_error
+    return obj
+
+
+class TwoTierLoRA:
+    """Base (rank ``base_rank``) + micro (rank ``micro_rank``) adapters on one frozen map.
+
+    ``y = W x + ΔW_b x + ΔW_µ x``. Every feedback trains the micro tier; every ``merge_every``
+    applied micro steps it is merged into the base (0 disables automatic merges; call
+    :meth:`merge`). The tiers are exposed as :attr:`base` and :attr:`micro` (shared state).
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int | None = None,
+        *,
+        base_rank: int = 8,
+        micro_rank: int = 2,
+        base_alpha: float = 16.0,
+        micro_alpha: float = 20.0,
+        lr: float = 3e-4,
+        momentum: float = 0.9,
+        clip: float = 10.0,
+        max_norm: float = 16.0,
+        decay: float = 1e-5,
+        sigma: float = 0.1,
+        baseline_rate: float = 0.05,
+        capacity: int = 256,
+        seed: int = 0,
+        merge_every: int = 1000,
+        W: Any = None,
+        module: str = "embedding",
+    ) -> None:
+        d_out = d_in if d_out is None else d_out
+        kind, weight = _base_map(W, d_in, d_out)
+        if min(d_in, d_out, base_rank, micro_rank, capacity, seed, merge_every) < 0:
+            raise ConfigError("sizes, seed and merge_every must be non-negative")
+        self._inner = _sona.TwoTierAdapter(
+            d_in,
+            d_out,
+            base_rank=base_rank,
+            micro_rank=micro_rank,
+            base_alpha=float(base_alpha),
+            micro_alpha=float(micro_alpha),
+            lr=float(lr),
+            momentum=float(momentum),
+            clip=float(clip),
+            max_norm=float(max_norm),
+            decay=float(decay),
+            sigma=float(sigma),
+            baseline_rate=float(baseline_rate),
+            capacity=capacity,
+            seed=seed,
+            merge_every=merge_every,
+            base_map=kind,
+            weight=weight,
+            module=module,
+        )
+        self._d_in = d_in
+        self.base: BaseLoRA = BaseLoRA._wrap(self._inner.base)  # type: ignore[assignment]
+        self.micro: MicroLoRA = MicroLoRA._wrap(self._inner.micro)  # type: ignore[assignment]
+
+    @property
+    def d_in(self) -> int:
+        """Input dimension."""
+        return self._inner.d_in
+
+    @property
+    def d_out(self) -> int:
+        """Output dimension."""
+        return self._inner.d_out
+
+    @property
+    def merge_every(self) -> int:
+        """Micro steps between automatic merges (0: never)."""
+        return self._inner.merge_every
+
+    def forward(self, x: Any, explore: bool = False) -> Any:
+        """``y = W x + ΔW_b x + ΔW_µ x``; with ``explore=True`` returns ``(y + noise, token)``."""
+        x = _vec(x, "x", self._d_in)
+        if explore:
+            return self._inner.forward_explore(x)
+        return self._inner.forward(x)
+
+    __call__ = forward
+
+    def forward_batch(self, X: Any) -> F32Array:
+        """Forward for each row of ``X``."""
+        return self._inner.forward_batch(as_matrix(X, "X", self._d_in))
+
+    def reward(self, token: int, reward: float) -> None:
+        """Reward for an explored output: one micro step, then a merge if one is due."""
+        self._inner.reward(int(token), float(reward))
+
+    def update(self, x: Any, error: Any) -> None:
+        """Gradient step on the micro tier, then a merge if one is due."""
+        self._inner.update(_vec(x, "x", self._d_in), _vec(error, "error", self._inner.d_out))
+
+    def merge(self) -> MergeReport:
+        """Merge the micro tier into the base now."""
+        return _report(self._inner.merge())
+
+    def last_merge(self) -> MergeReport | None:
+        """The report of the last merge, if any."""
+        rep = self._inner.last_merge()
+        return None if rep is None else _report(rep)
