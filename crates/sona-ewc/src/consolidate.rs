@@ -214,7 +214,7 @@ impl EwcPlusPlus {
     }
 
     fn check_theta(&self, theta: &[f32]) -> Result<()> {
-        diag::check_vec_fast("theta", theta, self.fbar.len())
+        sona_core::validate::check_vec("theta", theta, self.fbar.len())
     }
 
     /// `λ/2 · Σ F̄ (θ − θ̄*)²` (0 before the first task).
@@ -238,7 +238,7 @@ impl EwcPlusPlus {
     /// `grad ← grad + λ F̄ ⊙ (θ − θ̄*)`. Lengths and finiteness of both are checked first.
     pub fn apply(&self, theta: &[f32], grad: &mut [f32]) -> Result<()> {
         self.check_theta(theta)?;
-        diag::check_vec_fast("grad", grad, self.fbar.len())?;
+        sona_core::validate::check_vec("grad", grad, self.fbar.len())?;
         if self.tasks > 0 {
             diag::add_weighted_diff(self.cfg.lambda, &self.fbar, theta, &self.theta_bar, grad);
         }
@@ -264,7 +264,7 @@ impl EwcPlusPlus {
             )
         } else {
             out.copy_from_slice(grad);
-            diag::all_finite(theta) && diag::all_finite(grad)
+            sona_core::kernels::all_finite(theta) && sona_core::kernels::all_finite(grad)
         };
         if !ok {
             check_finite("theta", theta)?;
@@ -283,7 +283,7 @@ impl EwcPlusPlus {
         projection: &GradientProjection,
     ) -> Result<()> {
         self.check_theta(theta)?;
-        diag::check_vec_fast("grad", grad, self.fbar.len())?;
+        sona_core::validate::check_vec("grad", grad, self.fbar.len())?;
         if projection.param_count() != self.fbar.len() {
             return Err(SonaError::len_mismatch(
                 "projection param_count",

@@ -59,20 +59,6 @@ fn add_weighted_diff_body(alpha: f32, w: &[f32], a: &[f32], b: &[f32], out: &mut
 const EXP: u32 = 0x7f80_0000;
 
 #[inline(always)]
-fn all_finite_body(v: &[f32]) -> bool {
-    // Branch-free OR of "exponent all ones" flags: vectorises, unlike an early-exit `position`.
-    let mut acc = [0u32; W];
-    let mut c = v.chunks_exact(W);
-    for x in &mut c {
-        for i in 0..W {
-            acc[i] |= ((x[i].to_bits() & EXP) == EXP) as u32;
-        }
-    }
-    let tail = c.remainder().iter().any(|x| !x.is_finite());
-    acc.iter().all(|&a| a == 0) && !tail
-}
-
-#[inline(always)]
 fn add_weighted_diff_into_body(
     alpha: f32,
     w: &[f32],
@@ -124,11 +110,6 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn weighted_sq_dist(w: &[f32], a: &[f32], b: &[f32]) -> f64 {
         super::weighted_sq_dist_body(w, a, b)
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn all_finite(v: &[f32]) -> bool {
-        super::all_finite_body(v)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -209,17 +190,6 @@ pub fn add_weighted_diff(alpha: f32, w: &[f32], a: &[f32], b: &[f32], out: &mut 
     add_weighted_diff_body(alpha, w, a, b, out)
 }
 
-/// `true` when no element is NaN or ±Inf (a vectorised scan; find the index only on failure).
-#[inline]
-pub fn all_finite(v: &[f32]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-        return unsafe { avx2::all_finite(v) };
-    }
-    all_finite_body(v)
-}
-
 /// `out ← g + α · w ⊙ (a − b)` in one pass; returns whether every output is finite (with `w`, `b`
 /// and `α` finite, a non-finite output means a non-finite `a` or `g`, or an overflow).
 #[inline]
@@ -242,18 +212,6 @@ pub fn add_weighted_diff_into(
         return unsafe { avx2::add_weighted_diff_into(alpha, w, a, b, g, out) };
     }
     add_weighted_diff_into_body(alpha, w, a, b, g, out)
-}
-
-/// Length and finiteness of a vector argument, like `sona_core::validate::check_vec` but with the
-/// vectorised [`all_finite`] scan on the success path (the slow indexed scan runs only to report).
-#[inline]
-pub(crate) fn check_vec_fast(what: &str, v: &[f32], expected: usize) -> sona_core::Result<()> {
-    sona_core::validate::check_len(what, v, expected)?;
-    if all_finite(v) {
-        Ok(())
-    } else {
-        sona_core::validate::check_finite(what, v)
-    }
 }
 
 #[cfg(test)]
@@ -292,13 +250,9 @@ mod tests {
 
             let mut into = vec![0.0; n];
             assert!(add_weighted_diff_into(2.0, &w, &a, &b, &b, &mut into));
-            assert!(all_finite(&a));
             if n > 0 {
                 let mut bad = a.clone();
                 bad[n - 1] = f32::NAN;
-                assert!(!all_finite(&bad));
-                bad[n - 1] = f32::NEG_INFINITY;
-                assert!(!all_finite(&bad));
                 bad[n / 2] = 1.0;
                 assert!(!add_weighted_diff_into(2.0, &w, &bad, &b, &b, &mut into) || n == 1);
             }

@@ -61,7 +61,7 @@ impl OnlineFisher {
 
     /// One per-sample gradient `g` (length `P`, finite).
     pub fn update(&mut self, grad: &[f32]) -> Result<()> {
-        diag::check_vec_fast("grad", grad, self.raw.len())?;
+        sona_core::validate::check_vec("grad", grad, self.raw.len())?;
         diag::ema_sq(self.gamma, &mut self.raw, grad);
         self.samples += 1;
         self.gamma_pow *= self.gamma as f64;
@@ -81,7 +81,7 @@ impl OnlineFisher {
                 got: format!("{} values", grads.len()),
             });
         }
-        diag::check_vec_fast("grads", grads, expected)?;
+        sona_core::validate::check_vec("grads", grads, expected)?;
         for g in grads.chunks_exact(self.raw.len()) {
             diag::ema_sq(self.gamma, &mut self.raw, g);
             self.gamma_pow *= self.gamma as f64;

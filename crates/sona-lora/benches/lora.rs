@@ -100,10 +100,10 @@ fn forward_parts_4096_r16(bencher: Bencher, part: &str) {
     let mut y = vec![0.0; 4096];
     match part {
         "check" => bencher
-            .bench_local(|| sona_lora::adapter::check_vec_fast("x", black_box(&x), 4096).unwrap()),
+            .bench_local(|| sona_core::validate::check_vec("x", black_box(&x), 4096).unwrap()),
         "copy" => bencher.bench_local(|| y.copy_from_slice(black_box(&x))),
         "copy8" => {
-            bencher.bench_local(|| sona_lora::fused::copy_f32(black_box(&x), black_box(&mut y)))
+            bencher.bench_local(|| sona_core::kernels::copy(black_box(&x), black_box(&mut y)))
         }
         _ => bencher.bench_local(|| l.add_delta_unchecked(black_box(&x), black_box(&mut y))),
     }

@@ -8,23 +8,13 @@
 
 use sona_core::kernels as k;
 
-use crate::fused::{add_combination, all_finite, copy_f32};
+use crate::fused::add_combination;
+use sona_core::kernels::{all_finite, copy};
 use sona_core::{validate, Result, SeededRng, SonaError};
 
 /// Largest supported rank. The hot path keeps `u = A x` in a stack array of this size, so it never
 /// allocates; LoRA ranks in practice are 1-64.
 pub const MAX_RANK: usize = 256;
-
-/// [`validate::check_vec`] with the fast finiteness scan.
-#[inline]
-pub fn check_vec_fast(what: &str, v: &[f32], expected: usize) -> Result<()> {
-    validate::check_len(what, v, expected)?;
-    if all_finite(v) {
-        Ok(())
-    } else {
-        validate::check_finite(what, v)
-    }
-}
 
 /// The frozen map `W` the adapter corrects.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +43,7 @@ impl Frozen {
     #[inline]
     pub fn apply(&self, x: &[f32], y: &mut [f32]) {
         match self {
-            Frozen::Identity => copy_f32(x, y),
+            Frozen::Identity => copy(x, y),
             Frozen::Zero => y.fill(0.0),
             Frozen::Dense(w) => k::matvec(w, y.len(), x.len(), x, y),
         }
@@ -63,7 +53,7 @@ impl Frozen {
     #[inline]
     pub fn apply_t(&self, e: &[f32], gx: &mut [f32]) {
         match self {
-            Frozen::Identity => copy_f32(e, gx),
+            Frozen::Identity => copy(e, gx),
             Frozen::Zero => gx.fill(0.0),
             Frozen::Dense(w) => k::matvec_t(w, e.len(), gx.len(), e, gx),
         }

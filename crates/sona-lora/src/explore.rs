@@ -23,7 +23,8 @@
 
 use sona_core::kernels as k;
 
-use crate::fused::{copy_f32, scaled_copy};
+use crate::fused::scaled_copy;
+use sona_core::kernels::copy;
 use sona_core::{validate, Result, SeededRng, SonaError};
 
 /// Exploration settings.
@@ -179,7 +180,7 @@ impl Explorer {
         let eps = &mut self.eps[i * self.d_out..(i + 1) * self.d_out];
         let eps_sq = fill_gaussian(&mut self.rng, eps);
         k::axpy(self.config.sigma * y_norm, eps, y);
-        copy_f32(x, &mut self.xs[i * self.d_in..(i + 1) * self.d_in]);
+        copy(x, &mut self.xs[i * self.d_in..(i + 1) * self.d_in]);
         self.slots[i] = Slot {
             token,
             used: false,
@@ -220,7 +221,7 @@ impl Explorer {
         let i = self.slot_of(token)?;
         let slot = self.slots[i];
         self.slots[i].used = true;
-        copy_f32(&self.xs[i * self.d_in..(i + 1) * self.d_in], x);
+        copy(&self.xs[i * self.d_in..(i + 1) * self.d_in], x);
         let (b, xx) = self.baseline.predict_with_norm(x);
         let adv = reward - b;
         self.baseline.update(x, xx, b, reward);

@@ -1,10 +1,8 @@
-//! Element-wise loops of the hot path that `sona_core::kernels` does not cover, written so LLVM
+//! Element-wise loops of the hot path that `sona_core::kernels` does not cover (finiteness checks
+//! and plain copies use the core's `all_finite` and `copy`), written so LLVM
 //! vectorises them and compiled twice: for the baseline target and, chosen at run time like the core
 //! kernels, with AVX2+FMA enabled (the crate itself is built for baseline x86-64, whose SSE2 code
 //! made these loops the bulk of a d = 768 reward update).
-
-// `x - x` is deliberate: 0 for a finite `x`, NaN for ±Inf/NaN — a branch-free finiteness probe.
-#![allow(clippy::eq_op)]
 
 /// Defines `$avx`, a copy of the `#[inline(always)]` body `$name` compiled with AVX2+FMA enabled;
 /// callers pick it at run time.
@@ -19,21 +17,6 @@ macro_rules! dispatch {
 }
 
 #[inline(always)]
-fn all_finite_body(v: &[f32]) -> bool {
-    let mut acc = [0.0f32; 16];
-    let chunks = v.chunks_exact(16);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..16 {
-            acc[i] += c[i] - c[i];
-        }
-    }
-    let tail: f32 = rest.iter().map(|x| x - x).sum();
-    (acc.iter().sum::<f32>() + tail) == 0.0
-}
-dispatch!(all_finite_body, all_finite_avx2, (v: &[f32]) -> bool);
-
-#[inline(always)]
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -43,39 +26,6 @@ fn has_avx2() -> bool {
     {
         false
     }
-}
-
-/// Whether every value is finite, branch-free (`x − x` is 0 for a finite `x`, NaN for ±Inf/NaN).
-/// `sona_core::validate::check_finite` finds the first bad index with an early-exit scan, several
-/// times slower at d ≥ 768; hot paths call this first and that only to build the error.
-#[inline]
-pub fn all_finite(v: &[f32]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: AVX2 and FMA are available (checked above).
-        return unsafe { all_finite_avx2(v) };
-    }
-    all_finite_body(v)
-}
-
-#[inline(always)]
-fn copy_body(x: &[f32], y: &mut [f32]) {
-    let mut yc = y.chunks_exact_mut(8);
-    let mut xc = x.chunks_exact(8);
-    for (yb, xb) in (&mut yc).zip(&mut xc) {
-        let block: [f32; 8] = xb.try_into().expect("8-value block");
-        yb.copy_from_slice(&block);
-    }
-    yc.into_remainder().copy_from_slice(xc.remainder());
-}
-
-/// `y ← x` in 8-lane blocks. `copy_from_slice` becomes a `memcpy` whose `rep movsb` path was
-/// measured at ~2-3 GB/s on this AMD EPYC for 16 KiB vectors (5-7 µs at d = 4096, more than the whole
-/// rank-16 correction); fixed-size blocks compile to plain vector moves (0.35 µs).
-#[inline]
-pub fn copy_f32(x: &[f32], y: &mut [f32]) {
-    assert_eq!(x.len(), y.len(), "copy_f32: length mismatch");
-    copy_body(x, y)
 }
 
 #[inline(always)]
@@ -240,22 +190,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finite_scan_matches_the_reference() {
-        for n in [0, 1, 7, 8, 9, 31, 768] {
-            let mut v = vec![1.5f32; n];
-            assert!(all_finite(&v) && all_finite_body(&v));
-            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-                for i in 0..n {
-                    v[i] = bad;
-                    assert!(!all_finite(&v) && !all_finite_body(&v));
-                    v[i] = 1.5;
-                }
-            }
-        }
-        assert!(all_finite(&[f32::MAX, -f32::MAX, 0.0, -0.0]));
-    }
-
-    #[test]
     fn combination_and_momentum_match_scalar() {
         for r in 1..=9 {
             let n = 37;
@@ -273,8 +207,6 @@ mod tests {
                 assert!((a - b).abs() < 1e-4);
             }
             let mut out = vec![0.0; n];
-            copy_f32(&rows[..n], &mut out);
-            assert_eq!(out, &rows[..n]);
             scaled_copy(-2.0, &rows[..n], &mut out);
             for (o, r0) in out.iter().zip(&rows[..n]) {
                 assert_eq!(*o, -2.0 * r0);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use sona_core::{validate, Result, SeededRng, SonaError};
 
-use crate::adapter::{check_shape, check_vec_fast, Frozen, LoraWeights};
+use crate::adapter::{check_shape, Frozen, LoraWeights};
 use crate::explore::{ExploreConfig, Explorer};
 use crate::merge::{merge, MergeReport};
 use crate::optim::{OptimConfig, Optimizer, StepReport};
@@ -203,7 +203,7 @@ impl Lora {
 
     /// `y = W x + s·B(A x)`. Never blocks on an update and never allocates.
     pub fn forward(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
-        check_vec_fast("x", x, self.config.d_in)?;
+        validate::check_vec("x", x, self.config.d_in)?;
         validate::check_len("y", y, self.config.d_out)?;
         self.forward_unchecked(x, y);
         Ok(())
@@ -225,7 +225,7 @@ impl Lora {
     /// Forward for `n` row-major inputs (`xs`: `n × d_in`, `ys`: `n × d_out`), all on one snapshot.
     pub fn forward_batch(&self, xs: &[f32], n: usize, ys: &mut [f32]) -> Result<()> {
         let (di, dout) = (self.config.d_in, self.config.d_out);
-        check_vec_fast("X", xs, n * di)?;
+        validate::check_vec("X", xs, n * di)?;
         validate::check_len("Y", ys, n * dout)?;
         let w = self.weights.load();
         for (x, y) in xs.chunks_exact(di).zip(ys.chunks_exact_mut(dout)) {
@@ -277,8 +277,8 @@ impl Lora {
 
     /// One exact optimizer step for the output error `e = ∂L/∂y` at input `x`.
     pub fn update(&self, x: &[f32], e: &[f32]) -> Result<StepReport> {
-        check_vec_fast("x", x, self.config.d_in)?;
-        check_vec_fast("error", e, self.config.d_out)?;
+        validate::check_vec("x", x, self.config.d_in)?;
+        validate::check_vec("error", e, self.config.d_out)?;
         self.check_writable()?;
         let mut guard = self.writer.lock();
         self.step_locked(&mut guard, x, e, None)
@@ -291,8 +291,8 @@ impl Lora {
         if n == 0 {
             return Err(SonaError::invalid("update_batch: empty batch"));
         }
-        check_vec_fast("X", xs, n * c.d_in)?;
-        check_vec_fast("E", es, n * c.d_out)?;
+        validate::check_vec("X", xs, n * c.d_in)?;
+        validate::check_vec("E", es, n * c.d_out)?;
         self.check_writable()?;
         let mut guard = self.writer.lock();
         let wr = &mut *guard;

@@ -18,7 +18,6 @@ use sona_lora::{
 use crate::convert::{mat2, out2, slice, vec1};
 use crate::errors::{guard, BindResult};
 use numpy::PyReadonlyArray1;
-use sona_lora::fused::all_finite;
 
 enum Inner {
     Own(Arc<Lora>),
@@ -41,20 +40,6 @@ impl LoraAdapter {
             Inner::Micro(t) => &t.micro,
         }
     }
-}
-
-/// A read-only 1-D float32 view, like `convert::vec1` but with the vectorised finiteness scan
-/// (`sona_core::validate::check_finite` is an early-exit scalar loop, ~1 µs at d = 768 — a third of
-/// the Python forward budget). Anything unusual falls back to `vec1`, which builds the same errors.
-fn vec_in<'py>(what: &str, obj: &Bound<'py, PyAny>) -> BindResult<PyReadonlyArray1<'py, f32>> {
-    if let Ok(arr) = obj.cast::<PyArray1<f32>>() {
-        if let Ok(ro) = arr.try_readonly() {
-            if ro.as_slice().is_ok_and(all_finite) {
-                return Ok(ro);
-            }
-        }
-    }
-    vec1(what, obj)
 }
 
 type Arr1<'py> = Bound<'py, PyArray1<f32>>;
@@ -258,7 +243,7 @@ impl LoraAdapter {
     /// `y = W x + s·B(A x)`.
     fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Arr1<'py>> {
         guard(py, || {
-            let xr = vec_in("x", x)?;
+            let xr = vec1("x", x)?;
             let xs = slice(&xr);
             let l = self.lora();
             validate::check_len("x", xs, l.config().d_in)?;
@@ -277,7 +262,7 @@ impl LoraAdapter {
         x: &Bound<'py, PyAny>,
     ) -> PyResult<(Arr1<'py>, u64)> {
         guard(py, || {
-            let xr = vec_in("x", x)?;
+            let xr = vec1("x", x)?;
             let xs = slice(&xr);
             let l = self.lora();
             validate::check_len("x", xs, l.config().d_in)?;
@@ -321,7 +306,7 @@ impl LoraAdapter {
         error: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         guard(py, || {
-            let (xr, er) = (vec_in("x", x)?, vec_in("error", error)?);
+            let (xr, er) = (vec1("x", x)?, vec1("error", error)?);
             self.lora().update(slice(&xr), slice(&er))?;
             Ok(())
         })
@@ -361,7 +346,7 @@ impl LoraAdapter {
         error: &Bound<'py, PyAny>,
     ) -> PyResult<(Arr2<'py>, Arr2<'py>, Arr1<'py>)> {
         guard(py, || {
-            let (xr, er) = (vec_in("x", x)?, vec_in("error", error)?);
+            let (xr, er) = (vec1("x", x)?, vec1("error", error)?);
             let l = self.lora();
             let (ga, gb, gx) = l.gradients(slice(&xr), slice(&er))?;
             let c = l.config();
@@ -720,7 +705,7 @@ impl TwoTierAdapter {
 
     fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Arr1<'py>> {
         guard(py, || {
-            let xr = vec_in("x", x)?;
+            let xr = vec1("x", x)?;
             let (out, ()) = new_vec(py, self.inner.d_out(), |y| {
                 Ok(self.inner.forward(slice(&xr), y)?)
             })?;
@@ -734,7 +719,7 @@ impl TwoTierAdapter {
         x: &Bound<'py, PyAny>,
     ) -> PyResult<(Arr1<'py>, u64)> {
         guard(py, || {
-            let xr = vec_in("x", x)?;
+            let xr = vec1("x", x)?;
             new_vec(py, self.inner.d_out(), |y| {
                 Ok(self.inner.forward_explore(slice(&xr), y)?)
             })
@@ -770,7 +755,7 @@ impl TwoTierAdapter {
         error: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         guard(py, || {
-            let (xr, er) = (vec_in("x", x)?, vec_in("error", error)?);
+            let (xr, er) = (vec1("x", x)?, vec1("error", error)?);
             self.inner.update(slice(&xr), slice(&er))?;
             Ok(())
         })

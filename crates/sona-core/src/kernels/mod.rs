@@ -145,18 +145,7 @@ pub fn copy(src: &[f32], dst: &mut [f32]) {
 /// (the early-exit `iter().all(is_finite)` ran at about one element per cycle).
 #[inline]
 pub fn all_finite(x: &[f32]) -> bool {
-    const EXP: u32 = 0x7f80_0000;
-    let mut chunks = x.chunks_exact(16);
-    for c in &mut chunks {
-        let mut bad = 0u32;
-        for v in c {
-            bad |= ((v.to_bits() & EXP) == EXP) as u32;
-        }
-        if bad != 0 {
-            return false;
-        }
-    }
-    chunks.remainder().iter().all(|v| v.is_finite())
+    dispatch!(all_finite(x))
 }
 
 /// `x ← alpha · x`.

@@ -92,3 +92,23 @@ fn reduce(acc: &[f32]) -> f32 {
 pub fn copy(src: &[f32], dst: &mut [f32]) {
     dst.copy_from_slice(src);
 }
+
+/// Exponent bits of an `f32`: all ones exactly for ±Inf and NaN.
+const EXP: u32 = 0x7f80_0000;
+
+/// OR of "exponent all ones" flags per 16-value chunk, leaving a chunk early only between chunks.
+/// `inline(always)` so the AVX2 wrapper in `x86` compiles this same body with wider vectors.
+#[inline(always)]
+pub fn all_finite(x: &[f32]) -> bool {
+    let mut chunks = x.chunks_exact(W);
+    for c in &mut chunks {
+        let mut bad = 0u32;
+        for v in c {
+            bad |= ((v.to_bits() & EXP) == EXP) as u32;
+        }
+        if bad != 0 {
+            return false;
+        }
+    }
+    chunks.remainder().iter().all(|v| v.is_finite())
+}

@@ -196,3 +196,10 @@ pub unsafe fn copy(src: &[f32], dst: &mut [f32]) {
     }
     dst[i..n].copy_from_slice(&src[i..n]);
 }
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn all_finite(x: &[f32]) -> bool {
+    super::portable::all_finite(x)
+}
