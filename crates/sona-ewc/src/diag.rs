@@ -136,24 +136,12 @@ mod avx2 {
     }
 }
 
-#[inline(always)]
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// `f ← γ f + (1−γ) g²` element-wise (one EMA step of a diagonal second moment).
 #[inline]
 pub fn ema_sq(gamma: f32, f: &mut [f32], g: &[f32]) {
     assert_eq!(f.len(), g.len(), "ema_sq: length mismatch");
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if sona_core::kernels::has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { avx2::ema_sq(gamma, f, g) };
     }
@@ -168,7 +156,7 @@ pub fn weighted_sq_dist(w: &[f32], a: &[f32], b: &[f32]) -> f64 {
         "weighted_sq_dist: length mismatch"
     );
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if sona_core::kernels::has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { avx2::weighted_sq_dist(w, a, b) };
     }
@@ -183,7 +171,7 @@ pub fn add_weighted_diff(alpha: f32, w: &[f32], a: &[f32], b: &[f32], out: &mut 
         "add_weighted_diff: length mismatch"
     );
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if sona_core::kernels::has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { avx2::add_weighted_diff(alpha, w, a, b, out) };
     }
@@ -207,7 +195,7 @@ pub fn add_weighted_diff_into(
         "add_weighted_diff_into: length mismatch"
     );
     #[cfg(target_arch = "x86_64")]
-    if has_avx2_fma() {
+    if sona_core::kernels::has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { avx2::add_weighted_diff_into(alpha, w, a, b, g, out) };
     }

@@ -128,24 +128,12 @@ unsafe fn q_mul_avx2(qr: &HouseholderQr, c: &[f64], cols: usize) -> Vec<f64> {
     q_mul_body(qr, c, cols)
 }
 
-#[inline(always)]
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 impl HouseholderQr {
     /// Factors the `m × k` column-major matrix `a` (consumed: it becomes the reflector storage).
     pub fn new(a: Vec<f64>, m: usize, k: usize) -> Self {
         assert_eq!(a.len(), m * k, "householder_qr: size");
         #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
+        if sona_core::kernels::has_avx2_fma() {
             // SAFETY: AVX2 and FMA are available (checked above).
             return unsafe { qr_avx2(a, m, k) };
         }
@@ -156,7 +144,7 @@ impl HouseholderQr {
     pub fn q_mul(&self, c: &[f64], cols: usize) -> Vec<f64> {
         assert_eq!(c.len(), self.p * cols, "q_mul: size");
         #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
+        if sona_core::kernels::has_avx2_fma() {
             // SAFETY: AVX2 and FMA are available (checked above); sizes asserted.
             return unsafe { q_mul_avx2(self, c, cols) };
         }

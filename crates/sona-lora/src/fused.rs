@@ -4,6 +4,9 @@
 //! kernels, with AVX2+FMA enabled (the crate itself is built for baseline x86-64, whose SSE2 code
 //! made these loops the bulk of a d = 768 reward update).
 
+// `x - x` is deliberate: 0 for a finite `x`, NaN for ±Inf/NaN — a branch-free finiteness probe.
+#![allow(clippy::eq_op)]
+
 /// Defines `$avx`, a copy of the `#[inline(always)]` body `$name` compiled with AVX2+FMA enabled;
 /// callers pick it at run time.
 macro_rules! dispatch {
@@ -14,18 +17,6 @@ macro_rules! dispatch {
             $name($($arg),*)
         }
     };
-}
-
-#[inline(always)]
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 #[inline(always)]
@@ -52,7 +43,7 @@ dispatch!(scaled_copy_body, scaled_copy_avx2, (alpha: f32, x: &[f32], y: &mut [f
 pub fn scaled_copy(alpha: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "scaled_copy: length mismatch");
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if sona_core::kernels::has_avx2_fma() {
         // SAFETY: AVX2 and FMA are available (checked above); lengths asserted.
         return unsafe { scaled_copy_avx2(alpha, x, y) };
     }
@@ -111,7 +102,7 @@ pub fn add_combination(rows: &[f32], n: usize, c: &[f32], y: &mut [f32]) {
     assert_eq!(rows.len(), c.len() * n, "add_combination: size");
     assert_eq!(y.len(), n, "add_combination: y length");
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if sona_core::kernels::has_avx2_fma() {
         // SAFETY: AVX2 and FMA are available (checked above); sizes asserted.
         return unsafe { combination_avx2(rows, n, c, y) };
     }
@@ -178,7 +169,7 @@ pub fn momentum_row(
     let n = w.len();
     assert!(m.len() == n && src.len() == n && w_out.len() == n && m_out.len() == n);
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if sona_core::kernels::has_avx2_fma() {
         // SAFETY: AVX2 and FMA are available (checked above); lengths asserted.
         return unsafe { momentum_avx2(w, m, src, coef, mu, lr, keep, w_out, m_out) };
     }

@@ -54,8 +54,10 @@ pub fn simd_level() -> SimdLevel {
 /// Below this many columns, matrix kernels use plain loops instead of one vector call per row.
 const NARROW: usize = 16;
 
+/// Whether this CPU has AVX2 and FMA (cached by `std`): crates with their own fused loops use it to
+/// pick the same body the core kernels pick.
 #[inline(always)]
-fn has_avx2_fma() -> bool {
+pub fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
