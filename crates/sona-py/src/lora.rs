@@ -17,7 +17,6 @@ use sona_lora::{
 
 use crate::convert::{mat2, out2, slice, vec1};
 use crate::errors::{guard, BindResult};
-use numpy::PyReadonlyArray1;
 
 enum Inner {
     Own(Arc<Lora>),
