@@ -43,11 +43,32 @@ def as_f32(x: Any, name: str, ndim: int, shape: tuple[int | None, ...] | None = 
     return arr
 
 
+_F32 = np.dtype(np.float32)
+
+
 def as_vector(x: Any, name: str, dim: int | None = None) -> F32Array:
     """A 1-D float32 vector, optionally of length ``dim``."""
+    # Fast path for what hot-path callers pass: the general checks cost more than a micro-LoRA
+    # forward. Exact type and dtype identity, so subclasses and odd dtypes take the full path.
+    if (
+        type(x) is np.ndarray
+        and x.dtype is _F32
+        and x.ndim == 1
+        and x.flags.c_contiguous
+        and (dim is None or x.shape[0] == dim)
+    ):
+        return x
     return as_f32(x, name, 1, (dim,))
 
 
 def as_matrix(x: Any, name: str, cols: int | None = None) -> F32Array:
     """A 2-D float32 row-major matrix, optionally with ``cols`` columns."""
+    if (
+        type(x) is np.ndarray
+        and x.dtype is _F32
+        and x.ndim == 2
+        and x.flags.c_contiguous
+        and (cols is None or x.shape[1] == cols)
+    ):
+        return x
     return as_f32(x, name, 2, (None, cols))

@@ -30,8 +30,6 @@ from __future__ import annotations
 import os
 from typing import Any, Literal, TypedDict
 
-import numpy as np
-
 from sona import _sona
 from sona._validate import F32Array, as_matrix, as_vector
 from sona.errors import ConfigError
@@ -60,18 +58,6 @@ class MergeReport(TypedDict):
     total_norm: float
     #: Singular values of ``ΔW_b + ΔW_µ``, descending.
     singular_values: F32Array
-
-
-_F32 = np.dtype(np.float32)
-
-
-def _vec(x: Any, name: str, dim: int) -> F32Array:
-    """``as_vector`` with a fast path for what callers usually pass (a C-contiguous float32 1-D
-    array): ``as_vector`` costs a few µs, more than the forward itself; the length is checked in
-    Rust, which raises the same DimensionError."""
-    if type(x) is np.ndarray and x.dtype is _F32 and x.ndim == 1 and x.flags.c_contiguous:
-        return x
-    return as_vector(x, name, dim)
 
 
 def _report(d: dict[str, Any]) -> MergeReport:
@@ -203,7 +189,7 @@ class LoRA:
         With ``explore=True`` returns ``(y + noise, token)``: pass the token and a reward in [0, 1]
         for the returned output to :meth:`reward`.
         """
-        x = _vec(x, "x", self._d_in)
+        x = as_vector(x, "x", self._d_in)
         if explore:
             return self._inner.forward_explore(x)
         return self._inner.forward(x)
@@ -230,7 +216,9 @@ class LoRA:
         A step that would make weights non-finite raises NumericalError, is counted in
         ``counters()["rejected"]`` and is not applied.
         """
-        self._inner.update(_vec(x, "x", self._d_in), _vec(error, "error", self._inner.d_out))
+        self._inner.update(
+            as_vector(x, "x", self._d_in), as_vector(error, "error", self._inner.d_out)
+        )
 
     def update_batch(self, X: Any, errors: Any) -> None:
         """One step on the mean gradient of a batch (rows of ``X`` with their ``errors``): the
@@ -544,7 +532,7 @@ class TwoTierLoRA:
 
     def forward(self, x: Any, explore: bool = False) -> Any:
         """``y = W x + ΔW_b x + ΔW_µ x``; with ``explore=True`` returns ``(y + noise, token)``."""
-        x = _vec(x, "x", self._d_in)
+        x = as_vector(x, "x", self._d_in)
         if explore:
             return self._inner.forward_explore(x)
         return self._inner.forward(x)
@@ -561,7 +549,9 @@ class TwoTierLoRA:
 
     def update(self, x: Any, error: Any) -> None:
         """Gradient step on the micro tier, then a merge if one is due."""
-        self._inner.update(_vec(x, "x", self._d_in), _vec(error, "error", self._inner.d_out))
+        self._inner.update(
+            as_vector(x, "x", self._d_in), as_vector(error, "error", self._inner.d_out)
+        )
 
     def merge(self) -> MergeReport:
         """Merge the micro tier into the base now."""

@@ -50,6 +50,10 @@ METHODS = ("none", "ewc", "replay", "ewc+replay", "joint")
 #: Also runnable (not in the default set, to keep the full run short).
 EXTRA_METHODS = ("ewc-adaptive", "ewc-detect")
 ALL_METHODS = METHODS + EXTRA_METHODS
+#: Where a finished task's Fisher comes from: ``online`` (the EMA of per-sample gradients gathered
+#: during training), ``final`` (the true Fisher at θ* over the task's training set, exact expectation
+#: over the model's predictive distribution), ``final-empirical`` (same, with the observed labels).
+FISHER_MODES = ("online", "final", "final-empirical")
 
 
 @dataclass
@@ -72,6 +76,8 @@ class ContinualConfig:
     gamma: float = 0.995
     #: Per-sample gradients per minibatch fed to the online Fisher.
     fisher_batch: int = 8
+    #: One of FISHER_MODES (``ewc-detect`` always uses ``online``: it has no task data at θ*).
+    fisher: str = "online"
     replay_size: int = 200
     #: Evaluations of task-1 accuracy per epoch for the forgetting curve.
     curve_points_per_epoch: int = 1
@@ -188,6 +194,10 @@ def run_method(
     dim = tasks[0].x_train.shape[1]
     model = MLP(dim, cfg.hidden, n_classes, rng)
     use_ewc = "ewc" in method
+    if cfg.fisher not in FISHER_MODES:
+        raise ValueError(f"unknown fisher mode {cfg.fisher!r} (choose from {FISHER_MODES})")
+    # The final-Fisher modes need task labels (θ* and the task's data at the boundary).
+    online_fisher = cfg.fisher == "online" or method == "ewc-detect"
     use_replay = "replay" in method
     adaptive = (
         AdaptiveLambda(lam, lambda_min=lam / 10, lambda_max=lam * 10, delta=0.02)
@@ -246,7 +256,7 @@ def run_method(
                         if detector.observe(x, model.theta) and ewc.online_samples > 0:
                             snap = detector.stable_snapshot()
                             ewc.complete_task(model.theta if snap is None else snap[1])
-                if ewc is not None:
+                if ewc is not None and online_fisher:
                     # Per-sample gradients of the current task only (replayed examples are old
                     # tasks), on a subsample of the minibatch: the Fisher is an average, and
                     # per-sample gradients cost several times a batch gradient.
@@ -261,7 +271,12 @@ def run_method(
                 if (step + 1) % eval_every == 0:
                     curve.append(model.accuracy(tasks[0].x_test, tasks[0].y_test))
         if ewc is not None and detector is None:
-            ewc.complete_task(model.theta)
+            if online_fisher:
+                ewc.complete_task(model.theta)
+            else:
+                # The task's Fisher at θ*, averaged over all its training examples.
+                labels = task.y_train if cfg.fisher == "final-empirical" else None
+                ewc.complete_task(model.theta, fisher=model.fisher_diag(task.x_train, labels))
         if reservoir is not None:
             reservoir.offer(task.x_train, task.y_train)
         for j, t in enumerate(tasks):
