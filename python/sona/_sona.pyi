@@ -295,7 +295,6 @@ class GradientProjection:
 
 # --- index (crates/sona-py/src/index.rs) -------------------------------------------------------
 
-
 @final
 class VectorIndex:
     def __new__(
@@ -333,7 +332,6 @@ class VectorIndex:
     def load(path: str) -> VectorIndex: ...
 
 # --- reasoning (crates/sona-py/src/reasoning.rs) -----------------------------------------------
-
 
 @final
 class ReasoningBank:
