@@ -102,3 +102,35 @@ def test_adaptive_lambda_method_runs_and_unknown_names_are_rejected() -> None:
         continual.run_method("magic", tasks, n_classes, cfg, 1, 1.0)
     with pytest.raises(ValueError, match="unknown benchmark"):
         continual.make_tasks("rotated", 0)
+
+
+def test_closed_form_fisher_matches_per_sample_gradients() -> None:
+    from sona.evals._mlp import MLP
+
+    rng = np.random.default_rng(3)
+    model = MLP(7, 5, 4, rng)
+    x = rng.random((13, 7)).astype(np.float32)
+    y = rng.integers(0, 4, 13)
+    # Empirical Fisher: mean squared per-sample gradient at the observed labels.
+    g = model.per_sample_grads(x, rng, y)
+    np.testing.assert_allclose(model.fisher_diag(x, y, chunk=5), (g**2).mean(axis=0), atol=1e-6)
+    # True Fisher: the expectation over the model's own predictive distribution, class by class.
+    p = model._forward(x)[2]
+    true = sum(
+        p[:, [c]] * model.per_sample_grads(x, rng, np.full(13, c)) ** 2 for c in range(4)
+    ).mean(axis=0)
+    np.testing.assert_allclose(model.fisher_diag(x, chunk=4), true, atol=1e-6)
+
+
+def test_final_fisher_modes_and_floor_run() -> None:
+    tasks, n_classes = continual.make_tasks("permuted", 2, 2)
+    for fisher in continual.FISHER_MODES:
+        cfg = continual.ContinualConfig(hidden=32, epochs=2, n_tasks=2, fisher=fisher)
+        r, _ = continual.run_method("ewc", tasks, n_classes, cfg, 2, 50.0)
+        assert r.shape == (2, 2) and r[0, 0] > 0.5
+    cfg = continual.ContinualConfig(hidden=32, epochs=2, n_tasks=2, fisher_floor=1e-5)
+    r, _ = continual.run_method("ewc", tasks, n_classes, cfg, 2, 50.0)
+    assert r[1, 1] > 0.5
+    with pytest.raises(ValueError, match="unknown fisher mode"):
+        bad = continual.ContinualConfig(hidden=32, epochs=1, n_tasks=2, fisher="magic")
+        continual.run_method("ewc", tasks, n_classes, bad, 2, 50.0)

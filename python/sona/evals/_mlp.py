@@ -110,8 +110,7 @@ class MLP:
         a weight's squared gradient is that times its squared input.
         """
         _, _, w2, _ = self.views(self.theta)
-        out = np.zeros(self.param_count, dtype=np.float64)
-        fw1, fb1, fw2, fb2 = self.views(out)
+        fw1, fb1, fw2, fb2 = (np.zeros(shape, dtype=np.float64) for shape in self.shapes)
         n = x.shape[0]
         for start in range(0, n, chunk):
             xc = x[start : start + chunk]
@@ -131,5 +130,5 @@ class MLP:
             fb2 += e2.sum(axis=0)
             fw1 += v.T @ (xc.astype(np.float64) ** 2)
             fb1 += v.sum(axis=0)
-        out /= n
-        return out.astype(np.float32)
+        out: F32 = (np.concatenate([fw1.ravel(), fb1, fw2.ravel(), fb2]) / n).astype(np.float32)
+        return out

@@ -14,7 +14,12 @@ Model: a 64→H→C ReLU MLP in numpy (:mod:`sona.evals._mlp`) trained task by t
 Its per-sample gradients feed :class:`sona.ewc.EwcPlusPlus`'s online Fisher during training and
 every
 training gradient goes through :meth:`~sona.ewc.EwcPlusPlus.apply`; at the end of a task the current
-parameters are folded in with :meth:`~sona.ewc.EwcPlusPlus.complete_task`.
+parameters are folded in with :meth:`~sona.ewc.EwcPlusPlus.complete_task`. ``--fisher final``
+and ``final-empirical`` instead pass an explicit Fisher computed at θ* over the task's whole
+training set (exact expectation over the model's predictive distribution, or at the observed
+labels; :meth:`sona.evals._mlp.MLP.fisher_diag`); ``--fisher-floor`` sets the smallest Fisher
+value a task contributes. No variant beat the defaults (online Fisher, no floor); see
+docs/benchmarks.md.
 
 Methods: ``none`` (fine-tuning, no protection), ``ewc`` (EWC++), ``replay`` (a uniform reservoir of
 past
@@ -51,8 +56,8 @@ METHODS = ("none", "ewc", "replay", "ewc+replay", "joint")
 EXTRA_METHODS = ("ewc-adaptive", "ewc-detect")
 ALL_METHODS = METHODS + EXTRA_METHODS
 #: Where a finished task's Fisher comes from: ``online`` (the EMA of per-sample gradients gathered
-#: during training), ``final`` (the true Fisher at θ* over the task's training set, exact expectation
-#: over the model's predictive distribution), ``final-empirical`` (same, with the observed labels).
+#: during training), ``final`` (the true Fisher at θ* over the task's training set, the exact
+#: expectation over the model's predictive distribution), ``final-empirical`` (observed labels).
 FISHER_MODES = ("online", "final", "final-empirical")
 
 
@@ -78,6 +83,9 @@ class ContinualConfig:
     fisher_batch: int = 8
     #: One of FISHER_MODES (``ewc-detect`` always uses ``online``: it has no task data at θ*).
     fisher: str = "online"
+    #: Smallest Fisher value a task contributes (``EwcPlusPlus(floor=…)``): a weak L2 pull toward θ*
+    #: on parameters the diagonal Fisher calls unimportant.
+    fisher_floor: float = 0.0
     replay_size: int = 200
     #: Evaluations of task-1 accuracy per epoch for the forgetting curve.
     curve_points_per_epoch: int = 1
@@ -211,6 +219,7 @@ def run_method(
             lambda_min=lam / 10,
             lambda_max=lam * 10,
             gamma=cfg.gamma,
+            floor=cfg.fisher_floor,
         )
         if use_ewc
         else None
@@ -415,6 +424,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="EWC++ λ for every benchmark (default: the tuned per-benchmark values)",
     )
+    parser.add_argument(
+        "--fisher",
+        choices=FISHER_MODES,
+        default=ContinualConfig.fisher,
+        help="where a finished task's Fisher comes from: the online EMA during training (default), "
+        "or the true / empirical Fisher at θ* over the task's training set",
+    )
+    parser.add_argument(
+        "--fisher-floor",
+        type=float,
+        default=ContinualConfig.fisher_floor,
+        help="smallest Fisher value a task contributes (EwcPlusPlus floor; default 0)",
+    )
     parser.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     parser.add_argument("--plot", metavar="OUT.png", help="write the forgetting curves as PNG")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -427,6 +449,8 @@ def config_from_args(args: argparse.Namespace) -> ContinualConfig:
         seeds=args.seeds,
         epochs=args.epochs,
         n_tasks=args.tasks,
+        fisher=args.fisher,
+        fisher_floor=args.fisher_floor,
     )
     if args.lam is not None:
         cfg.lambdas = {b: float(args.lam) for b in BENCHMARKS}
