@@ -16,3 +16,15 @@ def test_every_demo_step_parses(quick: bool, tmp_path: Path) -> None:
         assert step.job in cli.EVALS, f"demo step {step.job!r} has no registered evaluation"
         args = parser.parse_args(["eval", step.job, *step.argv(tmp_path, quick)])
         assert callable(args.func)
+
+
+def test_memory_curation_writes_json_through_the_cli(tmp_path: Path) -> None:
+    """Through the CLI the parsed arguments carry the job function; JSON must still be written."""
+    import json
+
+    out = tmp_path / "memory.json"
+    argv = ["eval", "memory-curation", "--n", "400", "--groups", "4", "--replays", "1"]
+    assert cli.main([*argv, "--dim", "16", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["args"]["n"] == 400
+    assert data["counts"]["sona"][0] > 0

@@ -78,7 +78,8 @@ def _run_curation(args: argparse.Namespace) -> int:
         print(f"{name:<12} " + " ".join(f"{c:>9}" for c in counts))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "counts": res}, f, indent=2)
+            settings = {k: v for k, v in vars(args).items() if not callable(v)}
+            json.dump({"args": settings, "counts": res}, f, indent=2)
     return 0
 
 
