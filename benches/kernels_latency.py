@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable
 
 import numpy as np
 
 from sona import _sona
-
-
-def measure(fn: Callable[[], object], calls: int) -> tuple[float, float]:
-    """p50 and p99 in microseconds of `calls` timed calls (after a warm-up)."""
-    for _ in range(min(1000, calls)):
-        fn()
-    times = np.empty(calls)
-    clock = time.perf_counter_ns
-    for i in range(calls):
-        t0 = clock()
-        fn()
-        times[i] = clock() - t0
-    return float(np.percentile(times, 50)) / 1e3, float(np.percentile(times, 99)) / 1e3
+from sona.evals._timing import latency_us
 
 
 def main() -> None:
@@ -51,7 +38,7 @@ def main() -> None:
             "matvec_8xd": lambda m=m, a=a: _sona.matvec(m, a),
         }
         for name, fn in cases.items():
-            p50, p99 = measure(fn, args.calls)
+            p50, p99 = latency_us(fn, args.calls, warmup=1000)
             rows.append({"kernel": name, "d": d, "p50_us": p50, "p99_us": p99})
             print(f"{name:<12}{d:>6}{p50:>10.2f}{p99:>10.2f}")
     if args.json:

@@ -14,25 +14,12 @@ import argparse
 import json
 import platform
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from sona.evals._timing import latency_us
 from sona.lora import BaseLoRA, MicroLoRA
-
-
-def timeit(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """p50 and p99 of ``repeat`` calls, in microseconds (after a short warm-up)."""
-    for _ in range(min(100, repeat)):
-        fn()
-    samples = np.empty(repeat)
-    clock = time.perf_counter_ns
-    for i in range(repeat):
-        t0 = clock()
-        fn()
-        samples[i] = clock() - t0
-    return float(np.percentile(samples, 50) / 1e3), float(np.percentile(samples, 99) / 1e3)
 
 
 def timeit_reward(m: MicroLoRA, x: np.ndarray, repeat: int) -> tuple[float, float]:
@@ -56,10 +43,10 @@ def bench(d: int, r: int, repeat: int) -> dict[str, tuple[float, float]]:
     e = (rng.standard_normal(d) * 1e-3).astype(np.float32)
     X = (rng.standard_normal((32, d)) / np.sqrt(d)).astype(np.float32)
     out = {
-        "forward": timeit(lambda: m.forward(x), repeat),
-        "forward_batch_32": timeit(lambda: m.forward_batch(X), max(50, repeat // 10)),
-        "gradient_step": timeit(lambda: m.update(x, e), repeat),
-        "forward_explore": timeit(lambda: m.forward(x, explore=True), repeat),
+        "forward": latency_us(lambda: m.forward(x), repeat),
+        "forward_batch_32": latency_us(lambda: m.forward_batch(X), max(50, repeat // 10)),
+        "gradient_step": latency_us(lambda: m.update(x, e), repeat),
+        "forward_explore": latency_us(lambda: m.forward(x, explore=True), repeat),
         "reward_update": timeit_reward(m, x, repeat),
     }
     base = BaseLoRA(d, rank=r, seed=2)
@@ -70,7 +57,7 @@ def bench(d: int, r: int, repeat: int) -> dict[str, tuple[float, float]]:
         micro.set_weights(micro.lora_A, np.full((d, 2), 0.01, np.float32))
         base.merge_from(micro)
 
-    out["merge_r+2 (incl. set_weights)"] = timeit(merge, max(20, repeat // 50))
+    out["merge_r+2 (incl. set_weights)"] = latency_us(merge, max(20, repeat // 50))
     return out
 
 

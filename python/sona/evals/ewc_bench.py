@@ -11,30 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
 import numpy as np
 
+from sona.evals._timing import latency_us
 from sona.ewc import EwcPlusPlus, OnlineFisher, TaskBoundaryDetector
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 
 
 def _time(fn: Callable[[], object], repeat: int) -> dict[str, float]:
-    for _ in range(min(10, repeat)):
-        fn()
-    ns = np.empty(repeat)
-    for i in range(repeat):
-        t0 = time.perf_counter_ns()
-        fn()
-        ns[i] = time.perf_counter_ns() - t0
-    return {
-        "p50_us": float(np.percentile(ns, 50) / 1e3),
-        "p99_us": float(np.percentile(ns, 99) / 1e3),
-    }
+    p50, p99 = latency_us(fn, repeat, warmup=10)
+    return {"p50_us": p50, "p99_us": p99}
 
 
 def _observe_next(det: TaskBoundaryDetector, stream: Iterator[Any]) -> bool:
