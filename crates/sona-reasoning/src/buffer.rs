@@ -143,12 +143,20 @@ impl Reservoir {
         }
     }
 
-    /// Rebuilds from a checkpoint. The RNG is re-seeded from `(seed, seen)`: `SeededRng` does not
-    /// expose its state, and a fresh stream per resume keeps sampling uniform (each decision only needs
-    /// an independent uniform draw), though not bit-identical to an uninterrupted run.
-    pub fn restore(dim: usize, cap: usize, seed: u64, slab: TrajectorySlab, seen: u64) -> Self {
+    /// Rebuilds from a checkpoint with the saved RNG state (bit-identical continuation). Without one
+    /// (older files) the RNG is re-seeded from `(seed, seen)`, which keeps sampling uniform — each
+    /// decision only needs an independent uniform draw — but not identical to an uninterrupted run.
+    pub fn restore(
+        dim: usize,
+        cap: usize,
+        seed: u64,
+        slab: TrajectorySlab,
+        seen: u64,
+        rng: Option<SeededRng>,
+    ) -> Self {
         let mut r = Reservoir::new(dim, cap, seed);
-        r.rng = SeededRng::new(seed ^ seen.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        r.rng =
+            rng.unwrap_or_else(|| SeededRng::new(seed ^ seen.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         r.slab = slab;
         r.seen = seen;
         r
@@ -156,6 +164,11 @@ impl Reservoir {
 
     pub fn seed(&self) -> u64 {
         self.seed
+    }
+
+    /// The sampling RNG (saved in checkpoints).
+    pub fn rng(&self) -> &SeededRng {
+        &self.rng
     }
 
     pub fn heap_bytes(&self) -> usize {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sona_core::types::{ArmStats, Pattern};
-use sona_core::{kernels, validate, Checkpoint, Result, SonaError};
+use sona_core::{kernels, validate, Checkpoint, Result, SeededRng, SonaError};
 
 use crate::bank::{BankConfig, Level, PatternNode, PatternState, ReasoningBank};
 use crate::buffer::{PendingEntry, PendingMap, Reservoir, RingBuffer, TrajectoryStore};
@@ -159,6 +159,10 @@ struct Counters {
     expired: u64,
     reservoir_seen: u64,
     reservoir_seed: u64,
+    /// The reservoir's RNG state, so a reloaded bank samples exactly as an uninterrupted one would.
+    /// Absent in files written before it was stored: those re-seed from `(seed, seen)`.
+    #[serde(default)]
+    reservoir_rng: Option<SeededRng>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -326,6 +330,7 @@ impl ReasoningBank {
                 expired: store.pending.expired(),
                 reservoir_seen: store.reservoir.seen(),
                 reservoir_seed: store.reservoir.seed(),
+                reservoir_rng: Some(store.reservoir.rng().clone()),
             },
         )?;
         let mut ids: Vec<u64> = st.nodes.keys().copied().collect();
@@ -515,6 +520,7 @@ impl ReasoningBank {
                 c.reservoir_seed,
                 res,
                 c.reservoir_seen,
+                c.reservoir_rng,
             ),
             pending: PendingMap::restore(
                 cfg.pending_capacity,
@@ -675,6 +681,36 @@ mod tests {
         assert!(next > pend, "ids are never reused after load");
         // Extraction after load continues from the restored buffer.
         assert_eq!(back.extract_patterns().unwrap().trajectories, 200 + 2);
+    }
+
+    #[test]
+    fn reloaded_reservoir_samples_exactly_like_the_original() {
+        let d = 8;
+        let (pts, _) = blobs(500, 5, d, 0.3, 9);
+        let mut cfg = BankConfig::new(d, 4);
+        cfg.reservoir_capacity = 16;
+        let bank = ReasoningBank::new(cfg).unwrap();
+        let add = |b: &ReasoningBank, i: usize| {
+            b.add_trajectory(
+                &pts[i * d..(i + 1) * d],
+                Some(0.5),
+                Some(0),
+                RewardSource::Explicit,
+                Some(i as u64),
+            )
+            .unwrap();
+        };
+        (0..200).for_each(|i| add(&bank, i));
+        let path = std::env::temp_dir().join(format!("sona-res-{}.ckpt", std::process::id()));
+        bank.save(&path).unwrap();
+        let back = ReasoningBank::load(&path).unwrap();
+        std::fs::remove_file(&path).ok();
+        // Past capacity every offer draws from the RNG: identical samples need identical RNG state.
+        for i in 200..500 {
+            add(&bank, i);
+            add(&back, i);
+        }
+        assert_eq!(back.reservoir(), bank.reservoir());
     }
 
     #[test]
