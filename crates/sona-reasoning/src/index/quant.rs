@@ -18,7 +18,9 @@ pub(crate) fn quantize(x: &[f32], out: &mut [i8]) -> f32 {
     }
     let inv = 127.0 / max;
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v * inv).round().clamp(-127.0, 127.0) as i8;
+        // Round half away from zero without a libm call (`f32::round` is one without SSE4.1).
+        let r = (v * inv).clamp(-127.0, 127.0);
+        *o = (r + 0.5f32.copysign(r)) as i8;
     }
     max / 127.0
 }
@@ -82,6 +84,44 @@ unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
     _mm_cvtsi128_si32(s) + dot_i8_scalar(&a[i..], &b[i..])
 }
 
+/// Writes the sign bits of `x` (bit `i` of word `i / 64` set when `x_i > 0`) into `out`
+/// (`⌈len / 64⌉` words; the padding bits stay 0).
+pub(crate) fn sign_bits(x: &[f32], out: &mut [u64]) {
+    assert_eq!(out.len(), x.len().div_ceil(64), "sign_bits: length");
+    for (o, chunk) in out.iter_mut().zip(x.chunks(64)) {
+        // Branch-free: the signs of a query are unpredictable.
+        *o = chunk
+            .iter()
+            .enumerate()
+            .fold(0u64, |w, (j, &v)| w | ((v > 0.0) as u64) << j);
+    }
+}
+
+/// Hamming distance between two sign codes: the number of coordinates whose signs differ.
+#[inline]
+pub(crate) fn hamming(a: &[u64], b: &[u64]) -> u32 {
+    assert_eq!(a.len(), b.len(), "hamming: length");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: POPCNT is available (checked just above) and the lengths are equal.
+            return unsafe { hamming_popcnt(a, b) };
+        }
+    }
+    hamming_scalar(a, b)
+}
+
+#[inline(always)]
+fn hamming_scalar(a: &[u64], b: &[u64]) -> u32 {
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+unsafe fn hamming_popcnt(a: &[u64], b: &[u64]) -> u32 {
+    hamming_scalar(a, b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +162,34 @@ mod tests {
         }
         let mut z = [0i8; 4];
         assert_eq!(quantize(&[0.0; 4], &mut z), 0.0);
+    }
+
+    #[test]
+    fn sign_codes_estimate_the_angle() {
+        let mut rng = SeededRng::new(5);
+        let d = 768;
+        for target in [0.0f32, 0.5, 0.9] {
+            let mut x = vec![0.0f32; d];
+            let mut g = vec![0.0f32; d];
+            rng.fill_normal(&mut x, 1.0);
+            rng.fill_normal(&mut g, 1.0);
+            kernels::normalize(&mut x);
+            kernels::normalize(&mut g);
+            // y = target·x + sqrt(1 − target²)·g (g almost orthogonal to x).
+            let mut y: Vec<f32> = x.iter().map(|v| v * target).collect();
+            kernels::axpy((1.0 - target * target).sqrt(), &g, &mut y);
+            kernels::normalize(&mut y);
+            let (mut bx, mut by) = (vec![0u64; 12], vec![0u64; 12]);
+            sign_bits(&x, &mut bx);
+            sign_bits(&y, &mut by);
+            let h = hamming(&bx, &by);
+            assert_eq!(h, hamming_scalar(&bx, &by));
+            let est = (std::f32::consts::PI * h as f32 / d as f32).cos();
+            let exact = kernels::dot(&x, &y);
+            assert!((est - exact).abs() < 0.15, "{est} vs {exact}");
+        }
+        let mut b = [0u64; 1];
+        sign_bits(&[1.0, -1.0, 0.0, 2.0], &mut b);
+        assert_eq!(b[0], 0b1001);
     }
 }

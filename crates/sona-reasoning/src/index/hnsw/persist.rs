@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use sona_core::{kernels, Checkpoint, Result, SeededRng, SonaError};
 
 use super::{HnswIndex, HnswParams, MAX_LEVEL};
-use crate::index::quant::quantize;
+use crate::index::quant::{quantize, sign_bits};
 
 fn bad(msg: impl Into<String>) -> SonaError {
     SonaError::checkpoint(format!("invalid hnsw index: {}", msg.into()))
@@ -140,6 +140,12 @@ impl HnswIndex {
             .zip(codes.chunks_exact_mut(dim))
             .map(|(v, c)| quantize(v, c))
             .collect();
+        let words = dim.div_ceil(64);
+        let mut bits = vec![0u64; slots * words];
+        for (v, b) in vectors.chunks_exact(dim).zip(bits.chunks_exact_mut(words)) {
+            sign_bits(v, b);
+        }
+        idx.bits = bits;
         idx.codes = codes;
         idx.scales = scales;
         idx.vectors = vectors;

@@ -231,3 +231,49 @@ fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
     assert!(matches!(load(&path), Err(SonaError::Checkpoint(_))));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// From `SIGN_GATE_MIN_DIM` on, searches descend on sign codes and gate the 8-bit scoring with
+/// them: recall, exact similarities, filters, deletes and save/load must behave as below it.
+#[test]
+fn sign_gated_search_at_large_dim_keeps_recall_filters_and_round_trip() {
+    let d = SIGN_GATE_MIN_DIM;
+    let (mut h, mut f, data) = build(2000, d, 11);
+    let queries = clustered_unit_vectors(100, d, 40, 0.75, 11);
+    let r = recall_vs(&h, &f, &queries, 10);
+    assert!(r >= 0.95, "recall@10 = {r}");
+    // A stored vector finds itself first, with the exact similarity.
+    let hits = h.search(&data[..d], 10, None).unwrap();
+    assert_eq!(hits[0].0, 3);
+    assert!((hits[0].1 - 1.0).abs() < 1e-5);
+    for &(id, s) in &hits {
+        assert!((kernels::cosine(&data[..d], h.get(id).unwrap()) - s).abs() < 1e-5);
+    }
+    // Deleted ids never come back; filters are honoured.
+    for id in [3u64, 10, 17] {
+        h.remove(id).unwrap();
+        f.remove(id).unwrap();
+    }
+    let hits = h.search(&data[..d], 10, None).unwrap();
+    assert!(hits.iter().all(|x| ![3, 10, 17].contains(&x.0)));
+    let even = |id: u64| id % 2 == 0;
+    let hits = h.search(&data[d..2 * d], 10, Some(&even)).unwrap();
+    assert_eq!(hits.len(), 10);
+    assert!(hits.iter().all(|x| x.0 % 2 == 0));
+    let r = recall_vs(&h, &f, &queries, 10);
+    assert!(r >= 0.95, "recall@10 after deletes = {r}");
+    // The sign codes are rebuilt on load: identical answers.
+    let mut ck = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    h.write_into(&mut ck, "idx.").unwrap();
+    let ck2 =
+        Checkpoint::from_bytes(&ck.to_bytes().unwrap(), crate::index::CHECKPOINT_KIND, 1).unwrap();
+    let AnyIndex::Hnsw(back) = AnyIndex::read_from(&ck2, "idx.").unwrap() else {
+        panic!("kind changed on reload")
+    };
+    assert_eq!(back.bits, h.bits);
+    for q in queries.chunks_exact(d).take(20) {
+        assert_eq!(
+            back.search(q, 10, None).unwrap(),
+            h.search(q, 10, None).unwrap()
+        );
+    }
+}
