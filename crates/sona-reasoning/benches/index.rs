@@ -80,7 +80,7 @@ fn built(n: usize, d: usize) -> &'static Built {
 }
 
 /// Nanoseconds this thread has spent on a CPU (first field of `/proc/thread-self/schedstat`): with
-/// 4 agents on 2 cores, wall time includes waiting for a core, on-CPU time does not.
+/// several jobs on 2 cores, wall time includes waiting for a core, on-CPU time does not.
 fn cpu_ns() -> Option<u64> {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()?
