@@ -1,6 +1,6 @@
 """Memory-search benchmark (SPEC §11.4) from Python: recall@10, p50/p99 latency and single-thread
 queries/s of ``VectorIndex(kind="approx")`` against exact search, with insert and delete while
-searching. A thin driver over :func:`sona.evals.search.evaluate` (also ``sona eval search``).
+searching. The same job as ``sona eval search`` (:func:`sona.evals.search.run`), with a header line.
 
     python benches/index_search.py                       # n ∈ {10k, 100k}, d ∈ {256, 768}
     python benches/index_search.py --sizes 10000 --dims 768 --json out.json
@@ -12,11 +12,10 @@ shared, so compare the approx and exact columns of one run rather than runs with
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 
 from sona import _sona
-from sona.evals.search import add_arguments, evaluate, format_table
+from sona.evals.search import add_arguments, run
 
 
 def main() -> int:
@@ -24,19 +23,7 @@ def main() -> int:
     add_arguments(parser)
     args = parser.parse_args()
     print(f"SIMD: {_sona.simd_level()}  machine: {platform.machine()}  ef_search={args.ef_search}")
-    rows = evaluate(
-        args.sizes,
-        args.dims,
-        queries=args.queries,
-        ef_search=args.ef_search,
-        churn_ops=args.churn_ops,
-        seed=args.seed,
-    )
-    print(format_table(rows))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"k": 10, "rows": rows}, fh, indent=2)
-    return 0
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use parking_lot::Mutex;
 use sona_core::{kernels, Result, SeededRng, SonaError};
 
-use self::search::{prefetch_f32, Probe, Scored, Visited};
+use self::search::{prefetch_lines, Probe, Scored, Visited};
 use super::quant::{dot_i8, hamming, quantize, sign_bits};
 use super::{check_batch, unit_vector, IdFilter, VectorIndex};
 
@@ -589,7 +589,7 @@ impl VectorIndex for HnswIndex {
             found.truncate(k + 2);
         }
         for c in &found {
-            prefetch_f32(self.vector(c.slot));
+            prefetch_lines(self.vector(c.slot));
         }
         for c in &mut found {
             c.sim = self.exact_sim(&q, c.slot);

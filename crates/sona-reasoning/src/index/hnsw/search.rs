@@ -68,74 +68,34 @@ impl Visited {
     }
 }
 
-/// Prefetches every cache line of an `f32` vector.
+/// Asks the CPU to start loading every 64-byte cache line of `v` (a vector, a code or a sign code
+/// we are about to score). Only a hint: it never faults and changes no result.
 #[inline(always)]
-pub(super) fn prefetch_f32(v: &[f32]) {
+pub(super) fn prefetch_lines<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        for line in v.chunks(16) {
-            // SAFETY: a prefetch is only a hint and never faults; SSE is part of the x86-64 baseline.
+        let p = v.as_ptr() as *const i8;
+        let bytes = std::mem::size_of_val(v);
+        let mut off = 0;
+        while off < bytes {
+            // SAFETY: `off < bytes` keeps the address inside `v`; a prefetch never faults, and SSE
+            // is part of the x86-64 baseline.
             #[allow(unused_unsafe)]
             unsafe {
-                _mm_prefetch(line.as_ptr() as *const i8, _MM_HINT_T0)
+                _mm_prefetch(p.add(off), _MM_HINT_T0)
             };
+            off += 64;
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = v;
 }
 
-/// Prefetches every cache line of a sign code.
-#[inline(always)]
-fn prefetch_u64(v: &[u64]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        for line in v.chunks(8) {
-            // SAFETY: a prefetch is only a hint and never faults; SSE is part of the x86-64 baseline.
-            #[allow(unused_unsafe)]
-            unsafe {
-                _mm_prefetch(line.as_ptr() as *const i8, _MM_HINT_T0)
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
-}
-
-/// Asks the CPU to start loading every cache line of a code we are about to score.
-#[inline(always)]
-pub(super) fn prefetch(v: &[i8]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        for line in v.chunks(64) {
-            // SAFETY: a prefetch is only a hint and never faults; SSE is part of the x86-64 baseline.
-            #[allow(unused_unsafe)]
-            unsafe {
-                _mm_prefetch(line.as_ptr(), _MM_HINT_T0)
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
-}
-
-/// Prefetches the first cache line of an adjacency list.
+/// Prefetches the first cache line of an adjacency list (16 neighbour slots).
 #[inline(always)]
 fn prefetch_u32(v: &[u32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: a prefetch is only a hint and never faults; SSE is part of the x86-64 baseline.
-        #[allow(unused_unsafe)]
-        unsafe {
-            _mm_prefetch(v.as_ptr() as *const i8, _MM_HINT_T0)
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
+    prefetch_lines(&v[..v.len().min(16)]);
 }
 
 impl HnswIndex {
@@ -164,7 +124,7 @@ impl HnswIndex {
             let mut changed = false;
             let list = self.neighbors(cur.0, level);
             for &n in list {
-                prefetch_u64(self.bit_code(n));
+                prefetch_lines(self.bit_code(n));
             }
             for &n in list {
                 let h = hamming(qb, self.bit_code(n));
@@ -240,14 +200,14 @@ impl HnswIndex {
                     let mut ns = 0;
                     for &n in self.neighbors(c.slot, level) {
                         if visited.insert(n) {
-                            prefetch_u64(self.bit_code(n));
+                            prefetch_lines(self.bit_code(n));
                             seen[ns] = n;
                             ns += 1;
                         }
                     }
                     for &n in &seen[..ns] {
                         if hamming(qb, self.bit_code(n)) <= h_max {
-                            prefetch(self.code(n));
+                            prefetch_lines(self.code(n));
                             fresh[nf] = n;
                             nf += 1;
                         }
@@ -256,7 +216,7 @@ impl HnswIndex {
                 _ => {
                     for &n in self.neighbors(c.slot, level) {
                         if visited.insert(n) {
-                            prefetch(self.code(n));
+                            prefetch_lines(self.code(n));
                             fresh[nf] = n;
                             nf += 1;
                         }
