@@ -20,7 +20,9 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use parking_lot::RecursiveRwLock as RwLock;
 use pyo3::prelude::*;
 use sona_core::SonaError;
-use sona_reasoning::index::{load, AnyIndex, HnswParams, IdFilter, IndexKind, VectorIndex as _};
+use sona_reasoning::index::{
+    load, AnyIndex, HnswParams, IdFilter, IndexKind, IvfParams, VectorIndex as _,
+};
 
 use crate::convert::{mat2, out1, slice, vec1};
 use crate::errors::{guard, BindError, BindResult};
@@ -109,7 +111,8 @@ fn with_filter<T: Send>(
     }
 }
 
-/// An exact (`kind="flat"`) or HNSW (`kind="approx"`) index of unit vectors keyed by uint64 ids.
+/// An exact (`kind="flat"`), inverted-list (`"ivf"`, also `"approx"`) or HNSW (`"hnsw"`) index of
+/// unit vectors keyed by uint64 ids.
 #[pyclass(frozen, name = "VectorIndex", module = "sona._sona")]
 pub struct PyVectorIndex {
     inner: RwLock<AnyIndex>,
@@ -118,7 +121,8 @@ pub struct PyVectorIndex {
 #[pymethods]
 impl PyVectorIndex {
     #[new]
-    #[pyo3(signature = (dim, kind = "flat", m = 16, ef_construction = 100, ef_search = 32, seed = 0x534f_4e41))]
+    #[pyo3(signature = (dim, kind = "flat", m = 16, ef_construction = 100, ef_search = 32, nprobe = 16, seed = 0x534f_4e41))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         dim: usize,
@@ -126,12 +130,18 @@ impl PyVectorIndex {
         m: usize,
         ef_construction: usize,
         ef_search: usize,
+        nprobe: usize,
         seed: u64,
     ) -> PyResult<Self> {
         guard(py, || {
             let kind = match kind {
                 "flat" => IndexKind::Flat,
-                "approx" => IndexKind::Approx(HnswParams {
+                "ivf" | "approx" => IndexKind::Ivf(IvfParams {
+                    nprobe,
+                    seed,
+                    ..IvfParams::default()
+                }),
+                "hnsw" => IndexKind::Hnsw(HnswParams {
                     m,
                     ef_construction,
                     ef_search,
@@ -139,7 +149,7 @@ impl PyVectorIndex {
                 }),
                 other => {
                     return Err(SonaError::Config(format!(
-                        "kind must be \"flat\" or \"approx\", got {other:?}"
+                        "kind must be \"flat\", \"ivf\", \"hnsw\" or \"approx\", got {other:?}"
                     ))
                     .into())
                 }
@@ -155,18 +165,18 @@ impl PyVectorIndex {
         self.inner.read().dim()
     }
 
-    /// `"flat"` or `"approx"`.
+    /// `"flat"`, `"ivf"` or `"hnsw"`.
     #[getter]
     fn kind(&self) -> &'static str {
         self.inner.read().kind_name()
     }
 
-    /// HNSW search candidate-list size (`None` for a flat index).
+    /// HNSW search candidate-list size (`None` unless `kind="hnsw"`).
     #[getter]
     fn ef_search(&self) -> Option<usize> {
         match &*self.inner.read() {
             AnyIndex::Hnsw(h) => Some(h.params().ef_search),
-            AnyIndex::Flat(_) => None,
+            _ => None,
         }
     }
 
@@ -175,7 +185,30 @@ impl PyVectorIndex {
         guard(py, || {
             Ok(py.detach(|| match &mut *self.inner.write() {
                 AnyIndex::Hnsw(h) => h.set_ef_search(ef),
-                AnyIndex::Flat(_) => Err(SonaError::Config("a flat index has no ef_search".into())),
+                _ => Err(SonaError::Config(
+                    "ef_search applies to kind=\"hnsw\" only".into(),
+                )),
+            })?)
+        })
+    }
+
+    /// IVF: most lists scanned per search (`None` unless `kind="ivf"`).
+    #[getter]
+    fn nprobe(&self) -> Option<usize> {
+        match &*self.inner.read() {
+            AnyIndex::Ivf(i) => Some(i.params().nprobe),
+            _ => None,
+        }
+    }
+
+    #[setter]
+    fn set_nprobe(&self, py: Python<'_>, nprobe: usize) -> PyResult<()> {
+        guard(py, || {
+            Ok(py.detach(|| match &mut *self.inner.write() {
+                AnyIndex::Ivf(i) => i.set_nprobe(nprobe),
+                _ => Err(SonaError::Config(
+                    "nprobe applies to kind=\"ivf\" only".into(),
+                )),
             })?)
         })
     }
@@ -303,12 +336,9 @@ impl PyVectorIndex {
         })
     }
 
-    /// Approximate heap bytes held (HNSW: vectors + graph + id map; flat: estimated the same way).
+    /// Approximate heap bytes held (vectors, codes, graph or lists, id map).
     fn memory_bytes(&self) -> usize {
-        match &*self.inner.read() {
-            AnyIndex::Hnsw(h) => h.memory_bytes(),
-            AnyIndex::Flat(f) => f.bytes_per_vector() * f.ids().len(),
-        }
+        self.inner.read().memory_bytes()
     }
 
     /// Writes a checkpoint (kind `"vector_index"`, checksummed, written atomically).

@@ -11,7 +11,7 @@ use numpy::{PyArray1, PyArray2};
 use pyo3::prelude::*;
 use sona_core::types::RewardSource;
 use sona_core::SonaError;
-use sona_reasoning::index::{HnswParams, IndexKind};
+use sona_reasoning::index::{HnswParams, IndexKind, IvfParams};
 use sona_reasoning::persist::{self, PatternRecord};
 use sona_reasoning::{BankConfig, GraphConfig, PruneRule, ReasoningBank};
 
@@ -80,14 +80,19 @@ pub(crate) struct PyReasoningBank {
     inner: Arc<ReasoningBank>,
 }
 
-/// `"flat"` (exact) or `"approx"` (HNSW; `ef_search` is its recall/latency knob).
+/// `"flat"` (exact), `"ivf"` / `"approx"` (inverted lists) or `"hnsw"` (`ef_search` is its
+/// recall/latency knob).
 fn index_kind(name: &str, ef_search: Option<i64>, seed: u64) -> Result<IndexKind, SonaError> {
     match (name, ef_search) {
-        ("flat", None) => Ok(IndexKind::Flat),
-        ("flat", Some(_)) => Err(SonaError::Config(
-            "ef_search applies to index=\"approx\" only".into(),
+        ("flat" | "ivf" | "approx", Some(_)) => Err(SonaError::Config(
+            "ef_search applies to index=\"hnsw\" only".into(),
         )),
-        ("approx", ef) => {
+        ("flat", None) => Ok(IndexKind::Flat),
+        ("ivf" | "approx", None) => Ok(IndexKind::Ivf(IvfParams {
+            seed,
+            ..IvfParams::default()
+        })),
+        ("hnsw", ef) => {
             let mut p = HnswParams {
                 seed,
                 ..HnswParams::default()
@@ -98,10 +103,10 @@ fn index_kind(name: &str, ef_search: Option<i64>, seed: u64) -> Result<IndexKind
                     .filter(|&e| e > 0)
                     .ok_or_else(|| SonaError::Config(format!("ef_search must be > 0, got {ef}")))?;
             }
-            Ok(IndexKind::Approx(p))
+            Ok(IndexKind::Hnsw(p))
         }
         (other, _) => Err(SonaError::Config(format!(
-            "index must be \"flat\" or \"approx\", got {other:?}"
+            "index must be \"flat\", \"ivf\", \"hnsw\" or \"approx\", got {other:?}"
         ))),
     }
 }
@@ -199,13 +204,10 @@ impl PyReasoningBank {
         })
     }
 
-    /// `"flat"` or `"approx"`.
+    /// `"flat"`, `"ivf"` or `"hnsw"`.
     #[getter]
     fn index_kind(&self) -> &'static str {
-        match self.inner.config().index {
-            IndexKind::Flat => "flat",
-            IndexKind::Approx(_) => "approx",
-        }
+        self.inner.config().index.name()
     }
 
     #[getter]

@@ -1,7 +1,9 @@
 //! `cargo bench -p sona-reasoning --bench index`: vector-index search latency and recall@10 vs exact
-//! (SPEC §11.4), insert/delete throughput and memory per vector, on clustered unit vectors.
+//! (SPEC §11.4), insert/delete throughput and memory per vector, on clustered unit vectors, for the
+//! inverted-list index (the default approximate index) and the HNSW graph.
 //!
-//! Before divan's timings, `main` prints the ef → recall@10 → µs/query curve of every configuration
+//! Before divan's timings, `main` prints the nprobe (IVF) and ef (HNSW) → recall@10 → µs/query
+//! curves of every configuration
 //! (divan cannot report recall): wall time and on-CPU time per query, each the best of 3 passes of
 //! ≥ 2000 searches, because the machine is shared and other tenants only ever add time. Sets: n ∈ {10k, 100k}, d ∈ {256, 768}, n/100 clusters, spread 0.75.
 //! The 100k × 768 build takes minutes on this 2-core machine, so it runs only with
@@ -14,11 +16,12 @@ use std::time::Instant;
 
 use divan::{black_box, Bencher};
 use sona_reasoning::index::synthetic::{clustered_unit_vectors, recall};
-use sona_reasoning::index::{FlatIndex, HnswIndex, HnswParams, VectorIndex};
+use sona_reasoning::index::{FlatIndex, HnswIndex, HnswParams, IvfIndex, IvfParams, VectorIndex};
 
 const K: usize = 10;
 const SPREAD: f32 = 0.75;
 const EFS: &[usize] = &[10, 16, 24, 32, 48, 64, 96, 128, 256];
+const NPROBES: &[usize] = &[1, 2, 4, 16, 64];
 
 fn large() -> bool {
     std::env::var("SONA_BENCH_LARGE").is_ok_and(|v| v == "1")
@@ -40,6 +43,7 @@ fn configs() -> Vec<(usize, usize)> {
 
 struct Built {
     hnsw: HnswIndex,
+    ivf: IvfIndex,
     flat: FlatIndex,
     queries: Vec<f32>,
 }
@@ -55,6 +59,10 @@ fn built(n: usize, d: usize) -> &'static Built {
         let mut hnsw = HnswIndex::new(d, HnswParams::default()).unwrap();
         hnsw.add_batch(&ids, &data).unwrap();
         let build = t.elapsed();
+        let t = Instant::now();
+        let mut ivf = IvfIndex::new(d, IvfParams::default()).unwrap();
+        ivf.add_batch(&ids, &data).unwrap();
+        let build_ivf = t.elapsed();
         let mut flat = FlatIndex::new(d).unwrap();
         flat.add_batch(&ids, &data).unwrap();
         let nq: usize = std::env::var("SONA_BENCH_QUERIES")
@@ -65,14 +73,20 @@ fn built(n: usize, d: usize) -> &'static Built {
         let all = clustered_unit_vectors(n + nq, d, n / 100, SPREAD, 42);
         let queries = all[n * d..].to_vec();
         println!(
-            "built n={n} d={d}: {:.1} s ({:.0} inserts/s), {:.0} bytes/vector (payload {} B)",
+            "built n={n} d={d}: hnsw {:.1} s ({:.0} inserts/s), {:.0} bytes/vector; \
+             ivf {:.1} s ({:.0} inserts/s, {} lists), {:.0} bytes/vector (payload {} B)",
             build.as_secs_f64(),
             n as f64 / build.as_secs_f64(),
             hnsw.memory_bytes() as f64 / n as f64,
+            build_ivf.as_secs_f64(),
+            n as f64 / build_ivf.as_secs_f64(),
+            ivf.nlist(),
+            ivf.memory_bytes() as f64 / n as f64,
             d * 4
         );
         Box::leak(Box::new(Built {
             hnsw,
+            ivf,
             flat,
             queries,
         }))
@@ -124,19 +138,40 @@ fn curve(n: usize, d: usize) {
     });
     // The scheduler's on-CPU clock ticks every few ms: repeat the HNSW passes to ≥ 2000 searches.
     let reps = (2000 / exact.len()).max(1);
-    let nq_rep = nq * reps as f64;
     println!(
         "  exact flat scan: {:.1} µs/query wall, {:.1} on-CPU",
         wall / nq,
         cpu / nq
     );
+    let mut ivf = b.ivf.clone();
+    sweep("nprobe", NPROBES, b, &exact, reps, &mut ivf, |i, np| {
+        i.set_nprobe(np).unwrap()
+    });
+    let mut hnsw = b.hnsw.clone();
+    sweep("ef", EFS, b, &exact, reps, &mut hnsw, |h, ef| {
+        h.set_ef_search(ef).unwrap()
+    });
+}
+
+/// Prints knob → recall@10 → wall and on-CPU µs/query for the index `set(knob)` returns.
+fn sweep<I: VectorIndex>(
+    name: &str,
+    knobs: &[usize],
+    b: &Built,
+    exact: &[Vec<u64>],
+    reps: usize,
+    index: &mut I,
+    set: impl Fn(&mut I, usize),
+) {
+    let d = b.flat.dim();
+    let nq_rep = (exact.len() * reps) as f64;
     println!(
-        "  {:>5} {:>10} {:>10} {:>10}",
-        "ef", "recall@10", "wall µs", "on-CPU µs"
+        "  {name:>6} {:>10} {:>10} {:>10}",
+        "recall@10", "wall µs", "on-CPU µs"
     );
-    let mut h = b.hnsw.clone();
-    for &ef in EFS {
-        h.set_ef_search(ef).unwrap();
+    for &knob in knobs {
+        set(index, knob);
+        let h = &*index;
         let got: Vec<Vec<u64>> = b
             .queries
             .chunks_exact(d)
@@ -157,8 +192,8 @@ fn curve(n: usize, d: usize) {
             cpu = cpu.min(c);
         }
         println!(
-            "  {ef:>5} {:>10.4} {:>10.1} {:>10.1}",
-            recall(&got, &exact),
+            "  {knob:>6} {:>10.4} {:>10.1} {:>10.1}",
+            recall(&got, exact),
             wall / nq_rep,
             cpu / nq_rep
         );
@@ -189,16 +224,43 @@ fn search_hnsw_default_ef(bencher: Bencher, (n, d): (usize, usize)) {
     });
 }
 
+#[divan::bench(args = SETS, sample_count = 20, sample_size = 20)]
+fn search_ivf_default_nprobe(bencher: Bencher, (n, d): (usize, usize)) {
+    let b = built(n, d);
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % (b.queries.len() / d);
+        b.ivf
+            .search(black_box(&b.queries[i * d..(i + 1) * d]), K, None)
+            .unwrap()
+    });
+}
+
 #[divan::bench(args = SETS, sample_count = 10, sample_size = 5)]
 fn search_flat(bencher: Bencher, (n, d): (usize, usize)) {
     let b = built(n, d);
     bencher.bench(|| b.flat.search(black_box(&b.queries[..d]), K, None).unwrap());
 }
 
-/// One insert then one delete of the same id, into a 10k index (the graph size stays constant).
+/// One insert then one delete of the same id, into a 10k HNSW index (the graph size stays constant).
 #[divan::bench(args = [256, 768], sample_count = 10, sample_size = 20)]
 fn insert_then_delete_10k(bencher: Bencher, d: usize) {
     let mut h = built(10_000, d).hnsw.clone();
+    let q = built(10_000, d).queries.clone();
+    let mut next = 1u64 << 40;
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % (q.len() / d);
+        h.add(next, &q[i * d..(i + 1) * d]).unwrap();
+        h.remove(next).unwrap();
+        next += 1;
+    });
+}
+
+/// The same for the inverted-list index (no retraining: the live count stays at 10k).
+#[divan::bench(args = [256, 768], sample_count = 10, sample_size = 20)]
+fn insert_then_delete_10k_ivf(bencher: Bencher, d: usize) {
+    let mut h = built(10_000, d).ivf.clone();
     let q = built(10_000, d).queries.clone();
     let mut next = 1u64 << 40;
     let mut i = 0;

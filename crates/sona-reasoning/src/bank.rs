@@ -59,7 +59,8 @@ pub struct BankConfig {
     /// Family-wise significance level of verdicts.
     pub alpha: f64,
     pub graph: GraphConfig,
-    /// The pattern index: exact (`Flat`, the default) or HNSW (`Approx`) for large pattern sets.
+    /// The pattern index: exact (`Flat`, the default), or inverted lists (`Ivf`) or an HNSW graph
+    /// (`Hnsw`) for large pattern sets.
     #[serde(default)]
     pub index: IndexKind,
 }

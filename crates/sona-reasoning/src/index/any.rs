@@ -5,42 +5,65 @@ use std::path::Path;
 use sona_core::{Checkpoint, Result, SonaError};
 
 use super::{
-    FlatIndex, HnswIndex, HnswParams, IdFilter, VectorIndex, CHECKPOINT_KIND, CHECKPOINT_VERSION,
+    FlatIndex, HnswIndex, HnswParams, IdFilter, IvfIndex, IvfParams, VectorIndex, CHECKPOINT_KIND,
+    CHECKPOINT_VERSION,
 };
 
 /// Which index to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IndexKind {
     /// Exact scan.
     #[default]
     Flat,
-    /// HNSW graph with these parameters.
-    Approx(HnswParams),
+    /// HNSW graph with these parameters (`"approx"` in files written before the IVF index existed).
+    #[serde(alias = "approx")]
+    Hnsw(HnswParams),
+    /// Inverted lists with these parameters: the default approximate index (see `docs/decisions.md`).
+    Ivf(IvfParams),
 }
 
-/// A flat or an HNSW index behind one concrete type (no boxing, cheap to match).
+impl IndexKind {
+    /// The default approximate index: inverted lists with default parameters.
+    pub fn approx() -> Self {
+        IndexKind::Ivf(IvfParams::default())
+    }
+
+    /// `"flat"`, `"hnsw"` or `"ivf"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            IndexKind::Flat => "flat",
+            IndexKind::Hnsw(_) => "hnsw",
+            IndexKind::Ivf(_) => "ivf",
+        }
+    }
+}
+
+/// A flat, HNSW or IVF index behind one concrete type (no boxing, cheap to match).
 // One value per index, never in a collection: the 376-byte variant costs nothing worth a Box.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum AnyIndex {
     Flat(FlatIndex),
     Hnsw(HnswIndex),
+    Ivf(IvfIndex),
 }
 
 impl AnyIndex {
     pub fn new(dim: usize, kind: IndexKind) -> Result<Self> {
         Ok(match kind {
             IndexKind::Flat => AnyIndex::Flat(FlatIndex::new(dim)?),
-            IndexKind::Approx(p) => AnyIndex::Hnsw(HnswIndex::new(dim, p)?),
+            IndexKind::Hnsw(p) => AnyIndex::Hnsw(HnswIndex::new(dim, p)?),
+            IndexKind::Ivf(p) => AnyIndex::Ivf(IvfIndex::new(dim, p)?),
         })
     }
 
-    /// `"flat"` or `"approx"`.
+    /// `"flat"`, `"hnsw"` or `"ivf"`.
     pub fn kind_name(&self) -> &'static str {
         match self {
             AnyIndex::Flat(_) => "flat",
-            AnyIndex::Hnsw(_) => "approx",
+            AnyIndex::Hnsw(_) => "hnsw",
+            AnyIndex::Ivf(_) => "ivf",
         }
     }
 
@@ -48,6 +71,7 @@ impl AnyIndex {
         match self {
             AnyIndex::Flat(i) => i,
             AnyIndex::Hnsw(i) => i,
+            AnyIndex::Ivf(i) => i,
         }
     }
 
@@ -55,14 +79,16 @@ impl AnyIndex {
         match self {
             AnyIndex::Flat(i) => i,
             AnyIndex::Hnsw(i) => i,
+            AnyIndex::Ivf(i) => i,
         }
     }
 
-    /// The live ids (storage order for flat, slot order for HNSW).
+    /// The live ids (storage order for flat, slot order for HNSW, list by list for IVF).
     pub fn live_ids(&self) -> Vec<u64> {
         match self {
             AnyIndex::Flat(i) => i.ids().to_vec(),
             AnyIndex::Hnsw(i) => i.live_ids(),
+            AnyIndex::Ivf(i) => i.live_ids(),
         }
     }
 
@@ -71,6 +97,16 @@ impl AnyIndex {
         match self {
             AnyIndex::Flat(i) => i.get(id),
             AnyIndex::Hnsw(i) => i.get(id),
+            AnyIndex::Ivf(i) => i.get(id),
+        }
+    }
+
+    /// Heap bytes held (vectors, codes, graph or lists, id map; for flat, estimated the same way).
+    pub fn memory_bytes(&self) -> usize {
+        match self {
+            AnyIndex::Flat(i) => i.bytes_per_vector() * i.len(),
+            AnyIndex::Hnsw(i) => i.memory_bytes(),
+            AnyIndex::Ivf(i) => i.memory_bytes(),
         }
     }
 
@@ -84,6 +120,7 @@ impl AnyIndex {
         match kind.as_str() {
             "flat" => Ok(AnyIndex::Flat(FlatIndex::read_from(ck, prefix, dim)?)),
             "hnsw" => Ok(AnyIndex::Hnsw(HnswIndex::read_from(ck, prefix, dim)?)),
+            "ivf" => Ok(AnyIndex::Ivf(IvfIndex::read_from(ck, prefix, dim)?)),
             other => Err(SonaError::checkpoint(format!(
                 "unknown index kind {other:?}"
             ))),

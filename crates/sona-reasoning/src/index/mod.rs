@@ -4,21 +4,26 @@
 //! Vectors are normalised on insert and queries on search, so callers may pass raw embeddings.
 //!
 //! - [`FlatIndex`]: exact scan (small sets, and the oracle in tests).
+//! - [`IvfIndex`]: approximate search by inverted lists (k-means partitions scanned as contiguous
+//!   8-bit codes); the default approximate index (large, clustered sets: see `docs/decisions.md`).
 //! - [`HnswIndex`]: approximate search on a hierarchical navigable small-world graph with incremental
-//!   insert and tombstone delete (large sets).
-//! - [`AnyIndex`]: either of them behind one type, with persistence through [`sona_core::Checkpoint`]
+//!   insert and tombstone delete (the better choice on weakly clustered data).
+//! - [`AnyIndex`]: any of them behind one type, with persistence through [`sona_core::Checkpoint`]
 //!   (kind [`CHECKPOINT_KIND`]) and [`load`].
 //! - [`synthetic`]: clustered unit vectors and recall@k, shared by tests and benchmarks.
 
 mod any;
 mod flat;
 mod hnsw;
+mod ivf;
+mod prefetch;
 mod quant;
 pub mod synthetic;
 
 pub use any::{load, AnyIndex, IndexKind};
 pub use flat::FlatIndex;
 pub use hnsw::{HnswIndex, HnswParams};
+pub use ivf::{IvfIndex, IvfParams};
 
 use std::collections::HashSet;
 use std::path::Path;

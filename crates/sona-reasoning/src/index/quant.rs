@@ -39,49 +39,118 @@ pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     dot_i8_scalar(a, b)
 }
 
+/// `out[j] = Σ_i q_i · codes[j·len + i]` for every row `j` of the row-major `codes` (`len = q.len()`):
+/// one call per inverted list, so the query's chunks are loaded once for four rows at a time.
+pub(crate) fn dot_i8_rows(q: &[i8], codes: &[i8], out: &mut [i32]) {
+    let n = q.len();
+    assert_eq!(codes.len(), n * out.len(), "dot_i8_rows: shape");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is available (checked just above) and the shapes were checked.
+            return unsafe { dot_i8_rows_avx2(q, codes, out) };
+        }
+    }
+    for (o, row) in out.iter_mut().zip(codes.chunks_exact(n.max(1))) {
+        *o = dot_i8_scalar(q, row);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_i8_rows_avx2(q: &[i8], codes: &[i8], out: &mut [i32]) {
+    use std::arch::x86_64::*;
+    // SAFETY: see the loads below.
+    unsafe {
+        let n = q.len();
+        let body = n - n % 32;
+        let ones = _mm256_set1_epi16(1);
+        let pq = q.as_ptr();
+        let mut rows = out.len();
+        let mut j = 0;
+        // SAFETY (all loads): `i + 32 ≤ body ≤ n` and row `j + r < out.len()`, so every 32-byte load
+        // lies inside `q` or inside row `j + r` of `codes` (`codes.len() = n · out.len()`).
+        while rows >= 4 {
+            let base = codes.as_ptr().add(j * n);
+            let mut acc = [_mm256_setzero_si256(); 4];
+            let mut i = 0;
+            while i < body {
+                let qv = _mm256_loadu_si256(pq.add(i) as *const __m256i);
+                let qa = _mm256_sign_epi8(qv, qv);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let x = _mm256_loadu_si256(base.add(r * n + i) as *const __m256i);
+                    let p = _mm256_maddubs_epi16(qa, _mm256_sign_epi8(x, qv));
+                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(p, ones));
+                }
+                i += 32;
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let row = &codes[(j + r) * n..(j + r + 1) * n];
+                out[j + r] = hsum_i32(*a) + dot_i8_scalar(&q[body..], &row[body..]);
+            }
+            j += 4;
+            rows -= 4;
+        }
+        for r in j..out.len() {
+            out[r] = dot_i8_avx2(q, &codes[r * n..(r + 1) * n]);
+        }
+    }
+}
+
 /// Reference body (also the fallback without AVX2).
 pub(crate) fn dot_i8_scalar(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
 
-/// Sign-extends 16 codes at a time to `i16` and multiplies-adds pairs into `i32` lanes.
+/// `a·b = Σ |a_i| · (sign(a_i) · b_i)`: `maddubs` multiplies 32 unsigned × signed bytes per
+/// instruction (pairs summed into `i16`, at most `2 · 127² < 2¹⁵`, so never saturating for codes in
+/// `[−127, 127]`), then `madd` with ones widens the pairs into `i32` lanes. Twice the bytes per
+/// instruction of sign-extending to `i16` first.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
     use std::arch::x86_64::*;
     let n = a.len();
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let ones = _mm256_set1_epi16(1);
     let mut acc0 = _mm256_setzero_si256();
     let mut acc1 = _mm256_setzero_si256();
     let mut i = 0;
-    // SAFETY (all loads): `i + 16 ≤ n` or `i + 32 ≤ n` holds at each unaligned 16-byte load.
-    while i + 32 <= n {
+    // SAFETY (all loads): `i + 64 ≤ n` or `i + 32 ≤ n` holds at each unaligned 32-byte load.
+    while i + 64 <= n {
         unsafe {
-            let a0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(i) as *const __m128i));
-            let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(i) as *const __m128i));
-            let a1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(i + 16) as *const __m128i));
-            let b1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(i + 16) as *const __m128i));
-            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(a0, b0));
-            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(a1, b1));
+            let a0 = _mm256_loadu_si256(pa.add(i) as *const __m256i);
+            let b0 = _mm256_loadu_si256(pb.add(i) as *const __m256i);
+            let a1 = _mm256_loadu_si256(pa.add(i + 32) as *const __m256i);
+            let b1 = _mm256_loadu_si256(pb.add(i + 32) as *const __m256i);
+            let p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(a0, a0), _mm256_sign_epi8(b0, a0));
+            let p1 = _mm256_maddubs_epi16(_mm256_sign_epi8(a1, a1), _mm256_sign_epi8(b1, a1));
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
+            acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, ones));
+        }
+        i += 64;
+    }
+    if i + 32 <= n {
+        unsafe {
+            let a0 = _mm256_loadu_si256(pa.add(i) as *const __m256i);
+            let b0 = _mm256_loadu_si256(pb.add(i) as *const __m256i);
+            let p0 = _mm256_maddubs_epi16(_mm256_sign_epi8(a0, a0), _mm256_sign_epi8(b0, a0));
+            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
         }
         i += 32;
     }
-    if i + 16 <= n {
-        unsafe {
-            let a0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pa.add(i) as *const __m128i));
-            let b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pb.add(i) as *const __m128i));
-            acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(a0, b0));
-        }
-        i += 16;
-    }
-    let acc = _mm256_add_epi32(acc0, acc1);
-    let s = _mm_add_epi32(
-        _mm256_castsi256_si128(acc),
-        _mm256_extracti128_si256::<1>(acc),
-    );
+    hsum_i32(_mm256_add_epi32(acc0, acc1)) + dot_i8_scalar(&a[i..], &b[i..])
+}
+
+/// Sum of the eight `i32` lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn hsum_i32(v: std::arch::x86_64::__m256i) -> i32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
     let s = _mm_hadd_epi32(s, s);
-    let s = _mm_hadd_epi32(s, s);
-    _mm_cvtsi128_si32(s) + dot_i8_scalar(&a[i..], &b[i..])
+    _mm_cvtsi128_si32(_mm_hadd_epi32(s, s))
 }
 
 /// Writes the sign bits of `x` (bit `i` of word `i / 64` set when `x_i > 0`) into `out`
@@ -138,6 +207,25 @@ mod tests {
                 .map(|_| (rng.below(255) as i32 - 127) as i8)
                 .collect();
             assert_eq!(dot_i8(&a, &b), dot_i8_scalar(&a, &b), "n = {n}");
+        }
+        for n in [0usize, 5, 32, 100, 768] {
+            for rows in 0..7 {
+                let q: Vec<i8> = (0..n)
+                    .map(|_| (rng.below(255) as i32 - 127) as i8)
+                    .collect();
+                let codes: Vec<i8> = (0..n * rows)
+                    .map(|_| (rng.below(255) as i32 - 127) as i8)
+                    .collect();
+                let mut out = vec![0i32; rows];
+                dot_i8_rows(&q, &codes, &mut out);
+                for (r, &o) in out.iter().enumerate() {
+                    assert_eq!(
+                        o,
+                        dot_i8_scalar(&q, &codes[r * n..(r + 1) * n]),
+                        "n={n} r={r}"
+                    );
+                }
+            }
         }
         let a = vec![127i8; 1000];
         let b = vec![-127i8; 1000];

@@ -21,7 +21,8 @@ use std::collections::HashMap;
 use parking_lot::Mutex;
 use sona_core::{kernels, Result, SeededRng, SonaError};
 
-use self::search::{prefetch_lines, Probe, Scored, Visited};
+use self::search::{Probe, Scored, Visited};
+use super::prefetch::prefetch_lines;
 use super::quant::{dot_i8, hamming, quantize, sign_bits};
 use super::{check_batch, unit_vector, IdFilter, VectorIndex};
 

@@ -222,7 +222,7 @@ fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
     let path = dir.join("idx.sona");
     h.save(&path).unwrap();
     let loaded = load(&path).unwrap();
-    assert_eq!(loaded.kind_name(), "approx");
+    assert_eq!(loaded.kind_name(), "hnsw");
     assert_eq!(loaded.len(), h.len());
     let mut bytes = std::fs::read(&path).unwrap();
     let mid = bytes.len() / 2;

@@ -1,0 +1,294 @@
+use super::*;
+use crate::index::synthetic::{clustered_unit_vectors, recall};
+use crate::index::{load, AnyIndex, FlatIndex};
+
+/// Small `min_train` so the tests exercise trained lists at test sizes.
+fn params() -> IvfParams {
+    IvfParams {
+        min_train: 256,
+        ..IvfParams::default()
+    }
+}
+
+fn build(n: usize, dim: usize, seed: u64) -> (IvfIndex, FlatIndex, Vec<f32>) {
+    let data = clustered_unit_vectors(n, dim, n / 50, 0.75, seed);
+    let ids: Vec<u64> = (0..n as u64).map(|i| i * 7 + 3).collect();
+    let mut h = IvfIndex::new(dim, params()).unwrap();
+    let mut f = FlatIndex::new(dim).unwrap();
+    h.add_batch(&ids, &data).unwrap();
+    f.add_batch(&ids, &data).unwrap();
+    (h, f, data)
+}
+
+fn recall_vs(h: &IvfIndex, f: &FlatIndex, queries: &[f32], k: usize) -> f64 {
+    let dim = h.dim();
+    let (mut a, mut e) = (Vec::new(), Vec::new());
+    for q in queries.chunks_exact(dim) {
+        a.push(h.search(q, k, None).unwrap().iter().map(|x| x.0).collect());
+        e.push(f.search(q, k, None).unwrap().iter().map(|x| x.0).collect());
+    }
+    recall(&a, &e)
+}
+
+#[test]
+fn recall_at_10_beats_095_on_clustered_data_and_nprobe_is_a_real_knob() {
+    let (h, f, _) = build(3000, 64, 1);
+    // 3000 vectors trained at 2048: round(√2048) = 45 lists.
+    assert_eq!(h.nlist(), 45);
+    let queries = clustered_unit_vectors(3100, 64, 60, 0.75, 1)[3000 * 64..].to_vec();
+    let r = recall_vs(&h, &f, &queries, 10);
+    assert!(r >= 0.95, "recall@10 = {r}");
+    // On weakly clustered data one list is not enough, and probing more lists finds more.
+    let data = clustered_unit_vectors(3100, 64, 60, 2.5, 9);
+    let ids: Vec<u64> = (0..3000).collect();
+    let mut weak = IvfIndex::new(64, params()).unwrap();
+    let mut wf = FlatIndex::new(64).unwrap();
+    weak.add_batch(&ids, &data[..3000 * 64]).unwrap();
+    wf.add_batch(&ids, &data[..3000 * 64]).unwrap();
+    let q = &data[3000 * 64..];
+    weak.set_nprobe(1).unwrap();
+    let r1 = recall_vs(&weak, &wf, q, 10);
+    weak.set_nprobe(45).unwrap();
+    let r_all = recall_vs(&weak, &wf, q, 10);
+    assert!(
+        r1 < 0.9 && r_all > r1 + 0.05,
+        "nprobe 1: {r1}, all: {r_all}"
+    );
+}
+
+#[test]
+fn list_skipping_rule_keeps_recall_of_probing_every_list() {
+    // The statistical skip must not cost recall on clustered data: compare with nprobe = nlist
+    // and the rule disabled (every list scanned is an exact 8-bit scan).
+    let (mut h, f, _) = build(4000, 128, 4);
+    let queries = clustered_unit_vectors(4100, 128, 80, 0.75, 4)[4000 * 128..].to_vec();
+    let r = recall_vs(&h, &f, &queries, 10);
+    h.set_nprobe(h.nlist()).unwrap();
+    let r_all = recall_vs(&h, &f, &queries, 10);
+    assert!(r >= r_all - 0.01, "with the rule {r}, every list {r_all}");
+    assert!(r_all >= 0.99, "every list: {r_all}");
+}
+
+#[test]
+fn similarities_are_exact_and_sorted() {
+    let (h, f, data) = build(500, 32, 2);
+    let q = &data[..32];
+    let hits = h.search(q, 10, None).unwrap();
+    assert_eq!(hits[0].0, 3, "a stored vector finds itself first");
+    assert!((hits[0].1 - 1.0).abs() < 1e-5);
+    for w in hits.windows(2) {
+        assert!(w[0].1 >= w[1].1);
+    }
+    for &(id, s) in &hits {
+        assert_eq!(f.get(id).unwrap(), h.get(id).unwrap());
+        assert!((kernels::cosine(q, h.get(id).unwrap()) - s).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn insert_is_visible_delete_is_never_returned_and_size_changes_retrain() {
+    let dim = 32;
+    let data = clustered_unit_vectors(3000, dim, 40, 0.75, 3);
+    let mut h = IvfIndex::new(dim, params()).unwrap();
+    let mut f = FlatIndex::new(dim).unwrap();
+    // Untrained below min_train: one list, an exact 8-bit scan.
+    let ids: Vec<u64> = (0..255).collect();
+    h.add_batch(&ids, &data[..255 * dim]).unwrap();
+    f.add_batch(&ids, &data[..255 * dim]).unwrap();
+    assert_eq!(h.nlist(), 1);
+    // Crossing min_train trains √256 = 16 lists; doubling retrains.
+    h.add(255, &data[255 * dim..256 * dim]).unwrap();
+    f.add(255, &data[255 * dim..256 * dim]).unwrap();
+    assert_eq!(h.nlist(), 16);
+    for i in 256..600u64 {
+        let row = &data[i as usize * dim..(i as usize + 1) * dim];
+        h.add(i, row).unwrap();
+        f.add(i, row).unwrap();
+        // Each insert is visible to the next search.
+        assert_eq!(h.search(row, 1, None).unwrap()[0].0, i);
+    }
+    assert_eq!(h.nlist(), 23, "retrained at 512: round(√512)");
+    // Deletes are never returned.
+    for i in 0..300u64 {
+        h.remove(i).unwrap();
+        f.remove(i).unwrap();
+    }
+    assert_eq!(h.nlist(), 23);
+    for q in data.chunks_exact(dim).take(100) {
+        let got = h.search(q, 10, None).unwrap();
+        assert!(got.iter().all(|&(id, _)| id >= 300));
+        assert_eq!(got.len(), 10);
+    }
+    let queries = &data[2000 * dim..2100 * dim];
+    let r = {
+        let (mut a, mut e) = (Vec::new(), Vec::new());
+        for q in queries.chunks_exact(dim) {
+            a.push(h.search(q, 10, None).unwrap().iter().map(|x| x.0).collect());
+            e.push(f.search(q, 10, None).unwrap().iter().map(|x| x.0).collect());
+        }
+        recall(&a, &e)
+    };
+    assert!(r >= 0.95, "recall after churn {r}");
+    // Every position map entry points at its id.
+    let check_map = |h: &IvfIndex| {
+        for id in h.live_ids() {
+            let (l, p) = h.at[&id];
+            assert_eq!(h.lists[l as usize].ids[p as usize], id);
+        }
+        assert_eq!(h.live_ids().len(), h.len());
+    };
+    check_map(&h);
+    // Shrinking to a quarter of the trained size retrains; below min_train, one list again.
+    for i in 300..480u64 {
+        h.remove(i).unwrap();
+    }
+    assert_eq!((h.nlist(), h.len()), (1, 120));
+    check_map(&h);
+    assert_eq!(
+        h.search(&data[500 * dim..501 * dim], 1, None).unwrap()[0].0,
+        500
+    );
+    // Removing everything leaves an empty, usable index.
+    for id in h.live_ids() {
+        h.remove(id).unwrap();
+    }
+    assert!(h.is_empty());
+    assert!(h.search(&data[..dim], 5, None).unwrap().is_empty());
+    h.add(9, &data[..dim]).unwrap();
+    assert_eq!(h.search(&data[..dim], 5, None).unwrap()[0].0, 9);
+}
+
+#[test]
+fn filter_returns_only_accepted_ids_and_all_of_a_small_set() {
+    let (h, f, data) = build(2000, 32, 5);
+    let even = |id: u64| id % 2 == 0;
+    let q = &data[..32];
+    let got = h.search(q, 10, Some(&even)).unwrap();
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().all(|&(id, _)| even(id)));
+    // Three accepted ids scattered over the lists: all three are found (probing continues).
+    let few = |id: u64| id == 3 || id == 7 * 999 + 3 || id == 7 * 1999 + 3;
+    let hits = h.search(q, 10, Some(&few)).unwrap();
+    assert_eq!(hits.len(), 3);
+    assert_eq!(hits, f.search(q, 10, Some(&few)).unwrap());
+    let none = |_: u64| false;
+    assert!(h.search(q, 10, Some(&none)).unwrap().is_empty());
+}
+
+#[test]
+fn bad_input_leaves_the_index_unchanged() {
+    let (mut h, _, data) = build(300, 16, 6);
+    let before = h.search(&data[..16], 10, None).unwrap();
+    assert!(matches!(
+        h.add(3, &data[..16]),
+        Err(SonaError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        h.add(1, &data[..15]),
+        Err(SonaError::Dimension { .. })
+    ));
+    assert!(matches!(
+        h.add(1, &[f32::NAN; 16]),
+        Err(SonaError::NonFinite { .. })
+    ));
+    assert!(h.add(1, &[0.0; 16]).is_err());
+    assert!(matches!(h.remove(1), Err(SonaError::UnknownId { .. })));
+    let mut rows = data[..48].to_vec();
+    rows[40] = f32::INFINITY;
+    assert!(h.add_batch(&[1, 2, 4], &rows).is_err());
+    assert!(h.add_batch(&[1, 2, 1], &data[..48]).is_err());
+    assert!(h.add_batch(&[1, 2, 3], &data[..48]).is_err());
+    assert!(h.remove_batch(&[3, 1]).is_err());
+    assert_eq!(h.len(), 300);
+    assert_eq!(h.search(&data[..16], 10, None).unwrap(), before);
+    assert!(h.search(&data[..8], 1, None).is_err());
+    assert!(h.search(&[f32::NAN; 16], 1, None).is_err());
+    assert!(h.search(&data[..16], 0, None).unwrap().is_empty());
+    assert_eq!(h.search(&data[..16], 1000, None).unwrap().len(), 300);
+    for bad in [
+        IvfParams {
+            nprobe: 0,
+            ..params()
+        },
+        IvfParams {
+            list_factor: f32::NAN,
+            ..params()
+        },
+        IvfParams {
+            min_train: 1,
+            ..params()
+        },
+    ] {
+        assert!(matches!(IvfIndex::new(16, bad), Err(SonaError::Config(_))));
+    }
+    assert!(h.set_nprobe(0).is_err());
+    assert_eq!(h.params().nprobe, params().nprobe);
+}
+
+#[test]
+fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
+    let (mut h, _, data) = build(600, 16, 7);
+    for id in [3u64, 10, 17, 24] {
+        h.remove(id).unwrap();
+    }
+    let mut ck = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    h.write_into(&mut ck, "idx.").unwrap();
+    let bytes = ck.to_bytes().unwrap();
+    let ck2 = Checkpoint::from_bytes(&bytes, crate::index::CHECKPOINT_KIND, 1).unwrap();
+    let AnyIndex::Ivf(mut back) = AnyIndex::read_from(&ck2, "idx.").unwrap() else {
+        panic!("kind changed on reload")
+    };
+    assert_eq!(back.len(), h.len());
+    assert_eq!(back.nlist(), h.nlist());
+    for q in data.chunks_exact(16).take(30) {
+        assert_eq!(
+            back.search(q, 10, None).unwrap(),
+            h.search(q, 10, None).unwrap()
+        );
+    }
+    // Growing after load retrains exactly as before (the RNG state is saved too).
+    let more = clustered_unit_vectors(700, 16, 12, 0.75, 8);
+    let ids: Vec<u64> = (10_000..10_700).collect();
+    h.add_batch(&ids, &more).unwrap();
+    back.add_batch(&ids, &more).unwrap();
+    assert_eq!(back.centroids, h.centroids);
+    assert_eq!(back.live_ids(), h.live_ids());
+
+    // Structurally invalid but well-checksummed data is a checkpoint error, never a panic.
+    let mut evil = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    h.write_into(&mut evil, "").unwrap();
+    let mut sizes: Vec<u64> = h.lists.iter().map(|l| l.len() as u64).collect();
+    sizes[0] += 1;
+    evil.put_u64("list_sizes", &sizes);
+    assert!(matches!(
+        AnyIndex::read_from(&evil, ""),
+        Err(SonaError::Checkpoint(_))
+    ));
+    let mut evil = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    h.write_into(&mut evil, "").unwrap();
+    let mut ids = evil.get_u64("ids").unwrap();
+    ids[1] = ids[0];
+    evil.put_u64("ids", &ids);
+    assert!(matches!(
+        AnyIndex::read_from(&evil, ""),
+        Err(SonaError::Checkpoint(_))
+    ));
+    let mut evil = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    h.write_into(&mut evil, "").unwrap();
+    evil.put_f32("centroids", &[1, 16], &[0.5; 16]);
+    assert!(AnyIndex::read_from(&evil, "").is_err());
+
+    let dir = std::env::temp_dir().join(format!("sona-ivf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("idx.sona");
+    h.save(&path).unwrap();
+    let loaded = load(&path).unwrap();
+    assert_eq!(loaded.kind_name(), "ivf");
+    assert_eq!(loaded.len(), h.len());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(load(&path), Err(SonaError::Checkpoint(_))));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
