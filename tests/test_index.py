@@ -21,7 +21,7 @@ from sona.errors import (
 from sona.evals.search import clustered, draw, recall_at_k
 from sona.index import VectorIndex
 
-KINDS = ["flat", "approx"]
+KINDS = ["flat", "ivf", "hnsw"]
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -56,21 +56,45 @@ def test_search_returns_exact_cosines_best_first(kind: str, rng: np.random.Gener
     assert sorted(index.ids().tolist()) == (np.arange(300) * 3 + 1).tolist()
 
 
-def test_approx_recall_against_flat_on_clustered_data(
+def test_hnsw_recall_against_flat_on_clustered_data(
     data: tuple[np.ndarray, np.ndarray], rng: np.random.Generator
 ) -> None:
     x, centres = data
-    flat, approx = filled("flat", x), filled("approx", x)
+    flat, approx = filled("flat", x), filled("hnsw", x)
     qs = draw(centres, 200, rng)
     truth, _ = flat.search_batch(qs, 10)
     got, sims = approx.search_batch(qs, 10)
     good = recall_at_k(got, truth)
     assert good >= 0.95
     assert np.all(np.diff(sims, axis=1) <= 1e-6), "rows are sorted best first"
+    assert approx.nprobe is None
     approx.ef_search = 1
     assert approx.ef_search == 1
     worse = recall_at_k(approx.search_batch(qs, 10)[0], truth)
     assert worse < good, "a smaller candidate list must lose recall on this data"
+
+
+def test_ivf_recall_against_flat_and_nprobe_on_weakly_clustered_data(
+    data: tuple[np.ndarray, np.ndarray], rng: np.random.Generator
+) -> None:
+    x, centres = data
+    flat, ivf = filled("flat", x), filled("approx", x)
+    assert ivf.kind == "ivf" and ivf.nprobe == 16 and ivf.ef_search is None
+    qs = draw(centres, 200, rng)
+    truth, _ = flat.search_batch(qs, 10)
+    got, sims = ivf.search_batch(qs, 10)
+    assert recall_at_k(got, truth) >= 0.95
+    assert np.all(np.diff(sims, axis=1) <= 1e-6), "rows are sorted best first"
+    # Weak clusters: the neighbours spread over many lists, so one list is not enough.
+    wx, wc = clustered(3000, 32, 30, rng, spread=2.5)
+    wflat, wivf = filled("flat", wx), filled("ivf", wx)
+    wq = draw(wc, 200, rng, spread=2.5)
+    wtruth, _ = wflat.search_batch(wq, 10)
+    wivf.nprobe = 1
+    one = recall_at_k(wivf.search_batch(wq, 10)[0], wtruth)
+    wivf.nprobe = 64
+    many = recall_at_k(wivf.search_batch(wq, 10)[0], wtruth)
+    assert one < 0.9 and many > one + 0.05, (one, many)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -182,15 +206,25 @@ def test_bad_configuration_is_rejected() -> None:
         with pytest.raises(ConfigError):
             VectorIndex(bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
-        VectorIndex(8, "approx", ef_construction=-1)
+        VectorIndex(8, "hnsw", ef_construction=-1)
     with pytest.raises(ValueError):
         VectorIndex(8, "exact")
     with pytest.raises(ValueError):
-        VectorIndex(8, "approx", m=1)
+        VectorIndex(8, "hnsw", m=1)
     with pytest.raises(ValueError):
-        VectorIndex(8, "approx", ef_search=0)
+        VectorIndex(8, "hnsw", ef_search=0)
     with pytest.raises(ValueError):
         VectorIndex(8, "flat").ef_search = 10
+    with pytest.raises(ValueError):
+        VectorIndex(8, "ivf").ef_search = 10
+    with pytest.raises(ValueError):
+        VectorIndex(8, "hnsw").nprobe = 10
+    with pytest.raises(ValueError):
+        VectorIndex(8, "ivf", nprobe=0)
+    index = VectorIndex(8, "ivf")
+    with pytest.raises(ValueError):
+        index.nprobe = 0
+    assert index.nprobe == 16
 
 
 @pytest.mark.parametrize("kind", KINDS)

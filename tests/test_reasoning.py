@@ -435,32 +435,36 @@ def test_vector_index_is_reexported() -> None:
 
 
 def test_bank_over_the_approximate_index_finds_the_same_patterns() -> None:
-    """index="approx" swaps in HNSW; on well-separated groups it returns what the exact bank does,
-    and the choice survives save/load."""
+    """index="ivf" ("approx") and "hnsw" swap in an approximate index; on well-separated groups each
+    returns what the exact bank does, and the choice survives save/load."""
     import tempfile
 
     rng = np.random.default_rng(5)
     dim, groups = 32, 12
     centres = rng.standard_normal((groups, dim)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    banks = {kind: ReasoningBank(dim, seed=1, index=kind) for kind in ("flat", "approx")}
+    kinds = ("flat", "approx", "hnsw")
+    banks = {kind: ReasoningBank(dim, seed=1, index=kind) for kind in kinds}  # type: ignore[arg-type]
     for i in range(600):
         x = centres[i % groups] + 0.05 * rng.standard_normal(dim).astype(np.float32)
         for bank in banks.values():
             bank.add_trajectory(x, reward=0.5, tier=0)
     for bank in banks.values():
         bank.extract_patterns()
-    assert banks["approx"].index_kind == "approx"
-    assert len(banks["approx"].patterns()) == len(banks["flat"].patterns())
-    for c in centres:
-        top_flat = banks["flat"].search(c, k=1)[0]
-        top_approx = banks["approx"].search(c, k=1)[0]
-        np.testing.assert_allclose(top_flat.similarity, top_approx.similarity, atol=1e-5)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bank.sona"
-        banks["approx"].save(path)
-        assert ReasoningBank.load(path).index_kind == "approx"
+    assert [banks[k].index_kind for k in kinds] == ["flat", "ivf", "hnsw"]
+    for kind in kinds[1:]:
+        assert len(banks[kind].patterns()) == len(banks["flat"].patterns())
+        for c in centres:
+            top_flat = banks["flat"].search(c, k=1)[0]
+            top_approx = banks[kind].search(c, k=1)[0]
+            np.testing.assert_allclose(top_flat.similarity, top_approx.similarity, atol=1e-5)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "bank.sona"
+            banks[kind].save(path)
+            assert ReasoningBank.load(path).index_kind == banks[kind].index_kind
     with pytest.raises(ConfigError):
-        ReasoningBank(dim, index="ivf")  # type: ignore[arg-type]
+        ReasoningBank(dim, index="bogus")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        ReasoningBank(dim, index="ivf", ef_search=10)
     with pytest.raises(ConfigError):
         ReasoningBank(dim, index="flat", ef_search=10)

@@ -228,9 +228,10 @@ class ReasoningBank:
             disables the refinement.
         default_tier: the arm verdicts test every other arm against; ``alpha`` their level.
         graph_*, eta_plus, eta_minus, w_init, w_min: memory-graph bounds and update rates.
-        index: ``"flat"`` (exact scan, the default: fastest below a few thousand patterns) or
-            ``"approx"`` (HNSW, for large pattern sets; see :class:`sona.index.VectorIndex`).
-        ef_search: the HNSW candidate-list size (``index="approx"`` only): recall vs latency.
+        index: ``"flat"`` (exact scan, the default: fastest below a few thousand patterns),
+            ``"ivf"`` or ``"approx"`` (inverted lists, for large pattern sets), or ``"hnsw"``
+            (graph; see :class:`sona.index.VectorIndex` for when each wins).
+        ef_search: the HNSW candidate-list size (``index="hnsw"`` only): recall vs latency.
         **kwargs: further options of the Rust core (``kmeans_max_iter``, ``minibatch_threshold``,
             ``max_exemplars``).
     """
@@ -258,7 +259,7 @@ class ReasoningBank:
         w_init: float = 0.1,
         graph_decay: float = 0.01,
         w_min: float = 1e-3,
-        index: Literal["flat", "approx"] = "flat",
+        index: Literal["flat", "ivf", "hnsw", "approx"] = "flat",
         ef_search: int | None = None,
         **kwargs: int,
     ) -> None:
@@ -301,7 +302,7 @@ class ReasoningBank:
 
     @property
     def index_kind(self) -> str:
-        """``"flat"`` or ``"approx"``: the pattern index this bank searches."""
+        """``"flat"``, ``"ivf"`` or ``"hnsw"``: the pattern index this bank searches."""
         return self._bank.index_kind
 
     @property

@@ -1,8 +1,9 @@
 """Memory-search evaluation (SPEC §11.4): recall@10 and single-thread queries/s of the approximate
-index against exact search, at n ∈ {10k, 100k} clustered unit vectors and d ∈ {256, 768}, plus
-insert and delete while searching.
+indexes (inverted lists ``ivf``, the default, and the ``hnsw`` graph) against exact search, at
+n ∈ {10k, 100k} clustered unit vectors and d ∈ {256, 768}, plus insert and delete while searching.
 
-``sona eval search [--sizes 10000,100000] [--dims 256,768] [--json out.json]`` prints a table; the
+``sona eval search [--sizes 10000,100000] [--dims 256,768] [--kinds ivf,hnsw] [--json out.json]``
+prints a table; the
 same function backs ``benches/index_search.py`` and a fast variant in ``tests/test_index_eval.py``.
 
 Data: ``n / 100`` random unit centres; each point is ``normalize(c + 0.75 g)`` with
@@ -127,56 +128,75 @@ def evaluate(
     sizes: list[int],
     dims: list[int],
     *,
+    kinds: tuple[str, ...] = ("ivf", "hnsw"),
     queries: int = 200,
     ef_search: int = 32,
+    nprobe: int = 16,
     churn_ops: int = 500,
     seed: int = 0,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """One result row per (n, d); see the module docstring for the workload."""
+    """One result row per (n, d, kind); see the module docstring for the workload."""
     rows = []
     for n in sizes:
         for dim in dims:
-            rng = np.random.default_rng(seed)
-            data, centres = clustered(n, dim, n // 100, rng)
-            qs = draw(centres, queries, rng)
-            ids = np.arange(n, dtype=np.uint64)
-            flat = VectorIndex(dim, "flat")
-            flat.add(ids, data)
-            approx = VectorIndex(dim, "approx", ef_search=ef_search, seed=seed)
-            t0 = time.perf_counter()
-            approx.add(ids, data)
-            build_s = time.perf_counter() - t0
-            truth, _ = flat.search_batch(qs, K)
-            got, _ = approx.search_batch(qs, K)
-            lat_a = _latencies(approx, qs)
-            lat_e = _latencies(flat, qs[: max(20, queries // 10)])
-            row: dict[str, Any] = {
-                "n": n,
-                "dim": dim,
-                "ef_search": ef_search,
-                "build_s": build_s,
-                "bytes_per_vector": approx.memory_bytes() / n,
-                f"recall@{K}": recall_at_k(got, truth),
-                "approx_qps": 1e6 / float(np.mean(lat_a)),
-                "approx_p50_us": float(np.percentile(lat_a, 50)),
-                "approx_p99_us": float(np.percentile(lat_a, 99)),
-                "exact_qps": 1e6 / float(np.mean(lat_e)),
-                "exact_p50_us": float(np.percentile(lat_e, 50)),
-            }
-            row["speedup"] = row["approx_qps"] / row["exact_qps"]
-            if churn_ops:
-                row.update(_churn(approx, flat, centres, qs, n, min(churn_ops, n // 2), rng))
-            rows.append(row)
-            if progress:
-                print(format_table([row], header=not rows[:-1]), flush=True)
+            for kind in kinds:
+                rows.append(_one(n, dim, kind, queries, ef_search, nprobe, churn_ops, seed))
+                if progress:
+                    print(format_table(rows[-1:], header=len(rows) == 1), flush=True)
     return rows
+
+
+def _one(
+    n: int,
+    dim: int,
+    kind: str,
+    queries: int,
+    ef_search: int,
+    nprobe: int,
+    churn_ops: int,
+    seed: int,
+) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    data, centres = clustered(n, dim, n // 100, rng)
+    qs = draw(centres, queries, rng)
+    ids = np.arange(n, dtype=np.uint64)
+    flat = VectorIndex(dim, "flat")
+    flat.add(ids, data)
+    approx = VectorIndex(dim, kind, ef_search=ef_search, nprobe=nprobe, seed=seed)
+    t0 = time.perf_counter()
+    approx.add(ids, data)
+    build_s = time.perf_counter() - t0
+    truth, _ = flat.search_batch(qs, K)
+    got, _ = approx.search_batch(qs, K)
+    lat_a = _latencies(approx, qs)
+    lat_e = _latencies(flat, qs[: max(20, queries // 10)])
+    row: dict[str, Any] = {
+        "n": n,
+        "dim": dim,
+        "kind": kind,
+        "knob": f"nprobe≤{nprobe}" if kind == "ivf" else f"ef={ef_search}",
+        "build_s": build_s,
+        "bytes_per_vector": approx.memory_bytes() / n,
+        f"recall@{K}": recall_at_k(got, truth),
+        "approx_qps": 1e6 / float(np.mean(lat_a)),
+        "approx_p50_us": float(np.percentile(lat_a, 50)),
+        "approx_p99_us": float(np.percentile(lat_a, 99)),
+        "exact_qps": 1e6 / float(np.mean(lat_e)),
+        "exact_p50_us": float(np.percentile(lat_e, 50)),
+    }
+    row["speedup"] = row["approx_qps"] / row["exact_qps"]
+    if churn_ops:
+        row.update(_churn(approx, flat, centres, qs, n, min(churn_ops, n // 2), rng))
+    return row
 
 
 #: (result key, column head, format) of the printed table.
 COLUMNS = [
     ("n", "n", "{}"),
     ("dim", "d", "{}"),
+    ("kind", "kind", "{}"),
+    ("knob", "knob", "{}"),
     ("build_s", "build s", "{:.1f}"),
     (f"recall@{K}", f"recall@{K}", "{:.4f}"),
     ("approx_p50_us", "p50 µs", "{:.1f}"),
@@ -214,7 +234,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", type=_ints, default=[10_000, 100_000], help="comma-separated n")
     p.add_argument("--dims", type=_ints, default=[256, 768], help="comma-separated d")
     p.add_argument("--queries", type=int, default=200, help="queries per configuration")
+    p.add_argument(
+        "--kinds",
+        type=lambda s: tuple(x for x in s.split(",") if x),
+        default=("ivf", "hnsw"),
+        help="comma-separated approximate index kinds",
+    )
     p.add_argument("--ef-search", type=int, default=32, help="HNSW search candidate list")
+    p.add_argument("--nprobe", type=int, default=16, help="IVF: most lists scanned per search")
     p.add_argument("--churn-ops", type=int, default=500, help="insert+delete pairs while searching")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write the result rows as JSON")
@@ -225,8 +252,10 @@ def run(args: argparse.Namespace) -> int:
     rows = evaluate(
         args.sizes,
         args.dims,
+        kinds=args.kinds,
         queries=args.queries,
         ef_search=args.ef_search,
+        nprobe=args.nprobe,
         churn_ops=args.churn_ops,
         seed=args.seed,
         progress=True,
