@@ -212,28 +212,28 @@ fn main() {
 
 const SETS: &[(usize, usize)] = &[(10_000, 256), (10_000, 768), (100_000, 256)];
 
-#[divan::bench(args = SETS, sample_count = 20, sample_size = 20)]
-fn search_hnsw_default_ef(bencher: Bencher, (n, d): (usize, usize)) {
-    let b = built(n, d);
+/// Searches `index` with the set's queries in turn.
+fn search_each(bencher: Bencher, index: &dyn VectorIndex, queries: &[f32]) {
+    let d = index.dim();
     let mut i = 0;
     bencher.bench_local(|| {
-        i = (i + 1) % (b.queries.len() / d);
-        b.hnsw
-            .search(black_box(&b.queries[i * d..(i + 1) * d]), K, None)
+        i = (i + 1) % (queries.len() / d);
+        index
+            .search(black_box(&queries[i * d..(i + 1) * d]), K, None)
             .unwrap()
     });
 }
 
 #[divan::bench(args = SETS, sample_count = 20, sample_size = 20)]
+fn search_hnsw_default_ef(bencher: Bencher, (n, d): (usize, usize)) {
+    let b = built(n, d);
+    search_each(bencher, &b.hnsw, &b.queries);
+}
+
+#[divan::bench(args = SETS, sample_count = 20, sample_size = 20)]
 fn search_ivf_default_nprobe(bencher: Bencher, (n, d): (usize, usize)) {
     let b = built(n, d);
-    let mut i = 0;
-    bencher.bench_local(|| {
-        i = (i + 1) % (b.queries.len() / d);
-        b.ivf
-            .search(black_box(&b.queries[i * d..(i + 1) * d]), K, None)
-            .unwrap()
-    });
+    search_each(bencher, &b.ivf, &b.queries);
 }
 
 #[divan::bench(args = SETS, sample_count = 10, sample_size = 5)]
@@ -242,32 +242,29 @@ fn search_flat(bencher: Bencher, (n, d): (usize, usize)) {
     bencher.bench(|| b.flat.search(black_box(&b.queries[..d]), K, None).unwrap());
 }
 
-/// One insert then one delete of the same id, into a 10k HNSW index (the graph size stays constant).
-#[divan::bench(args = [256, 768], sample_count = 10, sample_size = 20)]
-fn insert_then_delete_10k(bencher: Bencher, d: usize) {
-    let mut h = built(10_000, d).hnsw.clone();
-    let q = built(10_000, d).queries.clone();
+/// One insert then one delete of the same id into a clone of `index` (its size stays constant, so
+/// the IVF index never retrains and the HNSW graph never compacts).
+fn insert_then_delete<I: VectorIndex + Clone>(bencher: Bencher, index: &I, queries: &[f32]) {
+    let mut h = index.clone();
+    let d = h.dim();
     let mut next = 1u64 << 40;
     let mut i = 0;
     bencher.bench_local(|| {
-        i = (i + 1) % (q.len() / d);
-        h.add(next, &q[i * d..(i + 1) * d]).unwrap();
+        i = (i + 1) % (queries.len() / d);
+        h.add(next, &queries[i * d..(i + 1) * d]).unwrap();
         h.remove(next).unwrap();
         next += 1;
     });
 }
 
-/// The same for the inverted-list index (no retraining: the live count stays at 10k).
+#[divan::bench(args = [256, 768], sample_count = 10, sample_size = 20)]
+fn insert_then_delete_10k(bencher: Bencher, d: usize) {
+    let b = built(10_000, d);
+    insert_then_delete(bencher, &b.hnsw, &b.queries);
+}
+
 #[divan::bench(args = [256, 768], sample_count = 10, sample_size = 20)]
 fn insert_then_delete_10k_ivf(bencher: Bencher, d: usize) {
-    let mut h = built(10_000, d).ivf.clone();
-    let q = built(10_000, d).queries.clone();
-    let mut next = 1u64 << 40;
-    let mut i = 0;
-    bencher.bench_local(|| {
-        i = (i + 1) % (q.len() / d);
-        h.add(next, &q[i * d..(i + 1) * d]).unwrap();
-        h.remove(next).unwrap();
-        next += 1;
-    });
+    let b = built(10_000, d);
+    insert_then_delete(bencher, &b.ivf, &b.queries);
 }

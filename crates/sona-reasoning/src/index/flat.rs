@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sona_core::{kernels, Checkpoint, Result, SonaError};
 
-use super::{check_batch, unit_vector, IdFilter, VectorIndex};
+use super::{check_batch, new_entry, unit_vector, IdFilter, VectorIndex};
 
 /// Exact index: rows are stored contiguously; delete swaps the last row into the hole.
 #[derive(Debug, Clone, Default)]
@@ -95,12 +95,7 @@ impl VectorIndex for FlatIndex {
     }
 
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {
-        if self.slot.contains_key(&id) {
-            return Err(SonaError::invalid(format!(
-                "id {id} is already in the index"
-            )));
-        }
-        let u = self.unit("vector", vector)?;
+        let u = new_entry(self, id, vector)?;
         self.slot.insert(id, self.ids.len());
         self.ids.push(id);
         self.data.extend_from_slice(&u);

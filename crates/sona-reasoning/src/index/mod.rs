@@ -19,6 +19,8 @@ mod ivf;
 mod prefetch;
 mod quant;
 pub mod synthetic;
+#[cfg(test)]
+mod testkit;
 
 pub use any::{load, AnyIndex, IndexKind};
 pub use flat::FlatIndex;
@@ -135,6 +137,21 @@ pub(crate) fn check_batch<I: VectorIndex + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// The validated unit-norm copy of `vector` for inserting it under `id` into `index`: an id already
+/// present is an `InvalidInput` error (the one check every index's `add` shares).
+pub(crate) fn new_entry<I: VectorIndex + ?Sized>(
+    index: &I,
+    id: u64,
+    vector: &[f32],
+) -> Result<Vec<f32>> {
+    if index.contains(id) {
+        return Err(SonaError::invalid(format!(
+            "id {id} is already in the index"
+        )));
+    }
+    unit_vector("vector", vector, index.dim())
 }
 
 /// A validated unit-norm copy of `v` (dimension, finiteness, non-zero).

@@ -24,7 +24,7 @@ use sona_core::{kernels, Result, SeededRng, SonaError};
 use self::search::{Probe, Scored, Visited};
 use super::prefetch::prefetch_lines;
 use super::quant::{dot_i8, hamming, quantize, sign_bits};
-use super::{check_batch, unit_vector, IdFilter, VectorIndex};
+use super::{check_batch, new_entry, unit_vector, IdFilter, VectorIndex};
 
 /// Highest layer a node may be drawn at (the expected top layer of 10⁹ nodes with M = 4 is ~15).
 const MAX_LEVEL: usize = 24;
@@ -511,12 +511,7 @@ impl VectorIndex for HnswIndex {
     }
 
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {
-        if self.slot_of.contains_key(&id) {
-            return Err(SonaError::invalid(format!(
-                "id {id} is already in the index"
-            )));
-        }
-        let u = unit_vector("vector", vector, self.dim)?;
+        let u = new_entry(self, id, vector)?;
         let mut visited = self.take_visited();
         self.insert_unit(id, &u, &mut visited);
         self.give_visited(visited);

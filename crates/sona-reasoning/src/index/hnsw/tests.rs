@@ -1,26 +1,13 @@
 use super::*;
-use crate::index::synthetic::{clustered_unit_vectors, recall};
-use crate::index::{load, AnyIndex, FlatIndex};
+use crate::index::synthetic::clustered_unit_vectors;
+use crate::index::testkit::{self, recall_vs};
+use crate::index::{AnyIndex, FlatIndex};
 use sona_core::Checkpoint;
 
 fn build(n: usize, dim: usize, seed: u64) -> (HnswIndex, FlatIndex, Vec<f32>) {
-    let data = clustered_unit_vectors(n, dim, n / 50, 0.75, seed);
-    let ids: Vec<u64> = (0..n as u64).map(|i| i * 7 + 3).collect();
     let mut h = HnswIndex::new(dim, HnswParams::default()).unwrap();
-    let mut f = FlatIndex::new(dim).unwrap();
-    h.add_batch(&ids, &data).unwrap();
-    f.add_batch(&ids, &data).unwrap();
+    let (f, data) = testkit::fill(&mut h, n, seed);
     (h, f, data)
-}
-
-fn recall_vs(h: &HnswIndex, f: &FlatIndex, queries: &[f32], k: usize) -> f64 {
-    let dim = h.dim();
-    let (mut a, mut e) = (Vec::new(), Vec::new());
-    for q in queries.chunks_exact(dim) {
-        a.push(h.search(q, k, None).unwrap().iter().map(|x| x.0).collect());
-        e.push(f.search(q, k, None).unwrap().iter().map(|x| x.0).collect());
-    }
-    recall(&a, &e)
 }
 
 #[test]
@@ -134,36 +121,7 @@ fn filter_returns_only_accepted_ids_and_all_of_a_small_set() {
 #[test]
 fn bad_input_leaves_the_index_unchanged() {
     let (mut h, _, data) = build(200, 16, 6);
-    let before = h.search(&data[..16], 10, None).unwrap();
-    assert!(matches!(
-        h.add(3, &data[..16]),
-        Err(SonaError::InvalidInput(_))
-    ));
-    assert!(matches!(
-        h.add(1, &data[..15]),
-        Err(SonaError::Dimension { .. })
-    ));
-    assert!(matches!(
-        h.add(1, &[f32::NAN; 16]),
-        Err(SonaError::NonFinite { .. })
-    ));
-    assert!(h.add(1, &[0.0; 16]).is_err());
-    assert!(matches!(h.remove(1), Err(SonaError::UnknownId { .. })));
-    // A batch with one bad row inserts nothing.
-    let mut rows = data[..48].to_vec();
-    rows[40] = f32::INFINITY;
-    assert!(h.add_batch(&[1, 2, 4], &rows).is_err());
-    assert!(h.add_batch(&[1, 2, 1], &data[..48]).is_err());
-    assert!(h.add_batch(&[1, 2, 3], &data[..48]).is_err());
-    assert!(h.remove_batch(&[3, 1]).is_err());
-    assert!(h.remove_batch(&[3, 3]).is_err());
-    assert_eq!(h.len(), 200);
-    assert!(h.contains(3) && !h.contains(1));
-    assert_eq!(h.search(&data[..16], 10, None).unwrap(), before);
-    assert!(matches!(
-        h.search(&data[..8], 1, None),
-        Err(SonaError::Dimension { .. })
-    ));
+    testkit::bad_input_leaves_the_index_unchanged(&mut h, &data);
     assert!(HnswIndex::new(
         16,
         HnswParams {
@@ -181,21 +139,10 @@ fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
     for id in [3u64, 10, 17, 24] {
         h.remove(id).unwrap();
     }
-    let mut ck = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
-    h.write_into(&mut ck, "idx.").unwrap();
-    let bytes = ck.to_bytes().unwrap();
-    let ck2 = Checkpoint::from_bytes(&bytes, crate::index::CHECKPOINT_KIND, 1).unwrap();
-    let AnyIndex::Hnsw(mut back) = AnyIndex::read_from(&ck2, "idx.").unwrap() else {
+    let AnyIndex::Hnsw(mut back) = testkit::reload(&h, &data) else {
         panic!("kind changed on reload")
     };
-    assert_eq!(back.len(), h.len());
     assert_eq!(back.tombstones(), h.tombstones());
-    for q in data.chunks_exact(16).take(20) {
-        assert_eq!(
-            back.search(q, 10, None).unwrap(),
-            h.search(q, 10, None).unwrap()
-        );
-    }
     // Inserting after load behaves exactly as inserting before (the RNG state is saved too).
     h.add(5_000, &data[..16]).unwrap();
     back.add(5_000, &data[..16]).unwrap();
@@ -217,19 +164,7 @@ fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
     evil.set_meta("entry", &Some(100_000u32)).unwrap();
     assert!(AnyIndex::read_from(&evil, "").is_err());
 
-    let dir = std::env::temp_dir().join(format!("sona-hnsw-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("idx.sona");
-    h.save(&path).unwrap();
-    let loaded = load(&path).unwrap();
-    assert_eq!(loaded.kind_name(), "hnsw");
-    assert_eq!(loaded.len(), h.len());
-    let mut bytes = std::fs::read(&path).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 1;
-    std::fs::write(&path, &bytes).unwrap();
-    assert!(matches!(load(&path), Err(SonaError::Checkpoint(_))));
-    std::fs::remove_dir_all(&dir).unwrap();
+    testkit::file_round_trip_and_corruption(&h, "hnsw");
 }
 
 /// From `SIGN_GATE_MIN_DIM` on, searches descend on sign codes and gate the 8-bit scoring with

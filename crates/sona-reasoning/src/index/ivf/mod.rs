@@ -22,7 +22,7 @@ use sona_core::{kernels, Checkpoint, Result, SeededRng, SonaError};
 
 use super::prefetch::prefetch_lines;
 use super::quant::{dot_i8_rows, quantize};
-use super::{check_batch, unit_vector, IdFilter, VectorIndex};
+use super::{check_batch, new_entry, unit_vector, IdFilter, VectorIndex};
 use crate::kmeans::{spherical_kmeans, KMeansParams};
 
 /// Candidates re-scored exactly beyond `k`: the 8-bit order is already close to exact (error
@@ -343,6 +343,17 @@ impl IvfIndex {
             || (self.trained_at > 0 && 4 * n <= self.trained_at)
     }
 
+    /// Installs unit `centroids` (`nlist × dim`) and their int8 codes.
+    fn set_centroids(&mut self, centroids: Vec<f32>) {
+        self.centroid_codes = vec![0; centroids.len()];
+        self.centroid_scales = centroids
+            .chunks_exact(self.dim)
+            .zip(self.centroid_codes.chunks_exact_mut(self.dim))
+            .map(|(c, code)| quantize(c, code))
+            .collect();
+        self.centroids = centroids;
+    }
+
     /// Re-partitions the live vectors: k-means on a sample, then every vector joins its nearest
     /// centroid's list. Below `min_train` live vectors, goes back to one untrained list.
     pub fn retrain(&mut self) {
@@ -397,15 +408,8 @@ impl IvfIndex {
             ..KMeansParams::default()
         };
         let cl = spherical_kmeans(&sample, m, d, &params, &mut self.rng);
-        self.centroids = cl.centroids;
         let k = cl.k;
-        self.centroid_codes = vec![0; k * d];
-        self.centroid_scales = self
-            .centroids
-            .chunks_exact(d)
-            .zip(self.centroid_codes.chunks_exact_mut(d))
-            .map(|(c, code)| quantize(c, code))
-            .collect();
+        self.set_centroids(cl.centroids);
         self.lists = vec![List::default(); k];
         self.at.clear();
         let mut code = vec![0i8; d];
@@ -532,14 +536,7 @@ impl IvfIndex {
         for (i, row) in vectors.chunks_exact(dim).enumerate() {
             check_unit("row", i, row)?;
         }
-        idx.centroids = centroids;
-        idx.centroid_codes = vec![0; idx.centroids.len()];
-        idx.centroid_scales = idx
-            .centroids
-            .chunks_exact(dim)
-            .zip(idx.centroid_codes.chunks_exact_mut(dim))
-            .map(|(c, code)| quantize(c, code))
-            .collect();
+        idx.set_centroids(centroids);
         idx.lists = vec![List::default(); nlist];
         let mut code = vec![0i8; dim];
         let mut next = 0usize;
@@ -580,12 +577,7 @@ impl VectorIndex for IvfIndex {
     }
 
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {
-        if self.at.contains_key(&id) {
-            return Err(SonaError::invalid(format!(
-                "id {id} is already in the index"
-            )));
-        }
-        let u = unit_vector("vector", vector, self.dim)?;
+        let u = new_entry(self, id, vector)?;
         let mut code = vec![0i8; self.dim];
         self.insert_unit(id, &u, &mut code, &mut Vec::new());
         if self.wants_training() {
