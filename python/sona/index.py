@@ -12,9 +12,9 @@ Similarity is the cosine: vectors are normalised on insert and queries on search
 scans every vector (exact; best below a few thousand vectors, and the reference in tests).
 ``kind="ivf"`` (also ``"approx"``, the default approximate index) partitions the vectors by k-means
 into inverted lists and scans the lists nearest the query (recall@10 0.98–1.00 against exact search
-on the clustered benchmark sets with the defaults; ``nprobe`` caps the lists scanned). ``kind="hnsw"`` searches a
-graph (``ef_search`` is its recall/latency knob); it is slower on clustered data but degrades less
-on weakly clustered data (measurements in ``docs/benchmarks.md``). Inserts are visible to
+on the clustered benchmark sets with the defaults; ``nprobe`` caps the lists scanned).
+``kind="hnsw"`` searches a graph (``ef_search`` is its recall/latency knob); it is slower on
+clustered data but degrades less on weakly clustered data (measurements in ``docs/benchmarks.md``). Inserts are visible to
 the next search; deleted ids are never returned. Every method validates its whole input first and
 leaves the index unchanged when it raises.
 """
