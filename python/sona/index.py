@@ -14,9 +14,9 @@ scans every vector (exact; best below a few thousand vectors, and the reference 
 into inverted lists and scans the lists nearest the query (recall@10 0.98–1.00 against exact search
 on the clustered benchmark sets with the defaults; ``nprobe`` caps the lists scanned).
 ``kind="hnsw"`` searches a graph (``ef_search`` is its recall/latency knob); it is slower on
-clustered data but degrades less on weakly clustered data (measurements in ``docs/benchmarks.md``). Inserts are visible to
-the next search; deleted ids are never returned. Every method validates its whole input first and
-leaves the index unchanged when it raises.
+clustered data but degrades less on weakly clustered data (measurements in ``docs/benchmarks.md``).
+Inserts are visible to the next search; deleted ids are never returned. Every method validates its
+whole input first and leaves the index unchanged when it raises.
 """
 
 from __future__ import annotations
