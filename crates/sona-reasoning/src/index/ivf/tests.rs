@@ -230,3 +230,65 @@ fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
 
     testkit::file_round_trip_and_corruption(&h, "ivf");
 }
+
+#[test]
+fn random_inserts_and_deletes_through_retrains_keep_the_index_consistent() {
+    // min_train = 16 so the index trains, retrains on growth and falls back to one list on
+    // shrinkage many times; after every operation the id map, the lists and the oracle agree.
+    let dim = 8;
+    let data = clustered_unit_vectors(600, dim, 6, 0.5, 21);
+    let mut rng = SeededRng::new(5);
+    let mut h = IvfIndex::new(
+        dim,
+        IvfParams {
+            min_train: 16,
+            ..IvfParams::default()
+        },
+    )
+    .unwrap();
+    let mut f = FlatIndex::new(dim).unwrap();
+    let mut live: Vec<u64> = Vec::new();
+    let (mut trainings, mut fallbacks, mut prev_nlist) = (0, 0, 1);
+    for step in 0..1500u64 {
+        // Grow for a while, then shrink, then grow again.
+        let grow = (step / 250) % 2 == 0;
+        if live.is_empty() || (grow && rng.below(4) != 0) || (!grow && rng.below(4) == 0) {
+            let row = &data[(step as usize % 600) * dim..][..dim];
+            h.add(step, row).unwrap();
+            f.add(step, row).unwrap();
+            live.push(step);
+        } else {
+            let id = live.swap_remove(rng.below(live.len() as u64) as usize);
+            h.remove(id).unwrap();
+            f.remove(id).unwrap();
+        }
+        if h.nlist() != prev_nlist {
+            if h.nlist() == 1 {
+                fallbacks += 1;
+            } else {
+                trainings += 1;
+            }
+            prev_nlist = h.nlist();
+        }
+        assert_eq!(h.len(), live.len());
+        for (l, list) in h.lists.iter().enumerate() {
+            assert_eq!(list.vectors.len(), list.len() * dim);
+            assert_eq!(list.codes.len(), list.len() * dim);
+            for (p, id) in list.ids.iter().enumerate() {
+                assert_eq!(h.at[id], (l as u32, p as u32));
+            }
+        }
+        if step % 50 == 0 && !live.is_empty() {
+            let q = &data[(step as usize * 7 % 600) * dim..][..dim];
+            let got = h.search(q, 5, None).unwrap();
+            let want = f.search(q, 5, None).unwrap();
+            assert_eq!(got.len(), want.len());
+            // The best hit is the exact best (or ties with it).
+            assert!((got[0].1 - want[0].1).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
+    assert!(
+        trainings >= 4 && fallbacks >= 1,
+        "{trainings} / {fallbacks}"
+    );
+}
