@@ -214,6 +214,11 @@ impl TopBuf {
     }
 }
 
+/// Order of `(similarity, list)` pairs: most similar first, ties by list number.
+fn best_first(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
 /// Approximate nearest-neighbour index over unit vectors (inner product) by inverted lists.
 #[derive(Debug, Clone)]
 pub struct IvfIndex {
@@ -439,11 +444,10 @@ impl IvfIndex {
             .map(|(j, (&d, &s))| (d as f32 * qs * s, j as u32))
             .collect();
         let want = want.min(n);
-        let by_sim = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if want < n {
-            scored.select_nth_unstable_by(want, by_sim);
+            scored.select_nth_unstable_by(want, best_first);
         }
-        scored[..want].sort_unstable_by(by_sim);
+        scored[..want].sort_unstable_by(best_first);
         scored
     }
 
@@ -470,16 +474,13 @@ impl IvfIndex {
         radial + z * perp >= bar
     }
 
-    /// Scans list `l` into `top` (accepted members only); `dots` is scratch space.
-    #[allow(clippy::too_many_arguments)]
+    /// Scans list `l` into `top` (members the filter accepts only); `dots` is scratch space.
     fn scan(
         &self,
         l: u32,
-        qc: &[i8],
-        qs: f32,
+        (qc, qs): (&[i8], f32),
         top: &mut TopBuf,
-        accept: &dyn Fn(u64) -> bool,
-        filtered: bool,
+        filter: Option<IdFilter<'_>>,
         dots: &mut Vec<i32>,
     ) {
         let list = &self.lists[l as usize];
@@ -488,7 +489,7 @@ impl IvfIndex {
         let mut bar = top.bar();
         for (p, (&dot, &scale)) in dots.iter().zip(&list.scales).enumerate() {
             let sim = dot as f32 * qs * scale;
-            if sim > bar && (!filtered || accept(list.ids[p])) {
+            if sim > bar && filter.is_none_or(|keep| keep(list.ids[p])) {
                 top.push(Cand {
                     sim,
                     list: l,
@@ -628,7 +629,6 @@ impl VectorIndex for IvfIndex {
         }
         let mut qc = vec![0i8; self.dim];
         let qs = quantize(&q, &mut qc);
-        let accept = |id: u64| filter.is_none_or(|keep| keep(id));
         let want = k.min(self.at.len());
         let mut top = TopBuf::new(k + RERANK_MARGIN);
         let nprobe = self.params.nprobe.min(self.lists.len());
@@ -639,14 +639,15 @@ impl VectorIndex for IvfIndex {
             if i > 0 && top.items.len() >= top.cap && !self.may_hold(l, s, top.bar()) {
                 continue;
             }
-            self.scan(l, &qc, qs, &mut top, &accept, filter.is_some(), &mut dots);
+            self.scan(l, (&qc, qs), &mut top, filter, &mut dots);
         }
         if top.items.len() < want && nprobe < order.len() {
-            // A selective filter left too few matches in the probed lists: keep probing, nearest
-            // lists first, until enough are found (at worst every list: an exact 8-bit scan).
-            order = self.probe_order(&qc, qs, order.len());
+            // Too few matches in the probed lists (a selective filter, or small lists): keep
+            // probing, nearest lists first, until enough are found (at worst every list: an exact
+            // 8-bit scan). No list was skipped above: skipping needs a full candidate set.
+            order[nprobe..].sort_unstable_by(best_first);
             for &(_, l) in &order[nprobe..] {
-                self.scan(l, &qc, qs, &mut top, &accept, true, &mut dots);
+                self.scan(l, (&qc, qs), &mut top, filter, &mut dots);
                 if top.items.len() >= want {
                     break;
                 }
