@@ -44,6 +44,10 @@ pub(crate) fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
 pub(crate) fn dot_i8_rows(q: &[i8], codes: &[i8], out: &mut [i32]) {
     let n = q.len();
     assert_eq!(codes.len(), n * out.len(), "dot_i8_rows: shape");
+    if n == 0 {
+        out.fill(0);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -51,7 +55,7 @@ pub(crate) fn dot_i8_rows(q: &[i8], codes: &[i8], out: &mut [i32]) {
             return unsafe { dot_i8_rows_avx2(q, codes, out) };
         }
     }
-    for (o, row) in out.iter_mut().zip(codes.chunks_exact(n.max(1))) {
+    for (o, row) in out.iter_mut().zip(codes.chunks_exact(n)) {
         *o = dot_i8_scalar(q, row);
     }
 }
@@ -216,7 +220,7 @@ mod tests {
                 let codes: Vec<i8> = (0..n * rows)
                     .map(|_| (rng.below(255) as i32 - 127) as i8)
                     .collect();
-                let mut out = vec![0i32; rows];
+                let mut out = vec![-1i32; rows];
                 dot_i8_rows(&q, &codes, &mut out);
                 for (r, &o) in out.iter().enumerate() {
                     assert_eq!(
