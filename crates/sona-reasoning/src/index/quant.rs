@@ -55,7 +55,12 @@ pub(crate) fn dot_i8_rows(q: &[i8], codes: &[i8], out: &mut [i32]) {
             return unsafe { dot_i8_rows_avx2(q, codes, out) };
         }
     }
-    for (o, row) in out.iter_mut().zip(codes.chunks_exact(n)) {
+    dot_i8_rows_scalar(q, codes, out);
+}
+
+/// Reference body of [`dot_i8_rows`] (also the fallback without AVX2); `q` is not empty.
+fn dot_i8_rows_scalar(q: &[i8], codes: &[i8], out: &mut [i32]) {
+    for (o, row) in out.iter_mut().zip(codes.chunks_exact(q.len())) {
         *o = dot_i8_scalar(q, row);
     }
 }
