@@ -18,7 +18,7 @@ use sona_core::{kernels, validate, Result, SeededRng, SonaError};
 use crate::buffer::{PendingMap, Reservoir, RingBuffer, TrajectoryStore};
 use crate::extract::{summarize, ClusterSummary};
 use crate::graph::{GraphConfig, MemoryGraph};
-use crate::index::{AnyIndex, FlatIndex, IndexKind, VectorIndex};
+use crate::index::{AnyIndex, FlatIndex, IndexKind, RetrainJob, VectorIndex};
 use crate::kmeans::KMeansParams;
 use crate::trajectory::{TrajectorySlab, NO_TIER};
 use crate::verdict::verdict_for;
@@ -581,7 +581,16 @@ impl ReasoningBank {
         report: &mut ExtractReport,
     ) -> Result<()> {
         let t1 = Instant::now();
+        // An index that re-partitions (IVF) does the clustering here, outside the write lock: only
+        // the copy (read lock, searches continue) and the install (write lock) block anything.
+        let plan = {
+            let job = self.state.read().index.retrain_job(clusters.len());
+            job.map(RetrainJob::run)
+        };
         let mut st = self.state.write();
+        if let Some(plan) = plan {
+            st.index.apply_retrain(plan);
+        }
         if report.trajectories > 0 {
             st.extractions += 1;
         }
@@ -983,6 +992,42 @@ pub(crate) mod tests {
             "≤ 10 % growth over 3 replays: {grown:?}"
         );
         assert!(c_plain > 2 * c_bisect.max(1), "{grown:?}");
+    }
+
+    #[test]
+    fn bank_over_ivf_trains_its_index_outside_the_write_lock_and_finds_every_group() {
+        // 300 groups: the IVF index (trained from 64 patterns on) re-partitions during extraction
+        // through retrain_job/apply_retrain; every group's pattern must stay findable.
+        let d = 32;
+        let (pts, label) = blobs(3000, 300, d, 0.2, 13);
+        let mut cfg = BankConfig::new(d, 4);
+        cfg.index = IndexKind::Ivf(crate::index::IvfParams {
+            min_train: 64,
+            ..Default::default()
+        });
+        cfg.max_clusters = 400;
+        let bank = ReasoningBank::new(cfg).unwrap();
+        let half = 1500;
+        feed(&bank, &pts[..half * d], &label[..half]);
+        bank.extract_patterns().unwrap();
+        feed(&bank, &pts[half * d..], &label[half..]);
+        bank.extract_patterns().unwrap();
+        assert!(bank.len() >= 250, "{} patterns", bank.len());
+        {
+            let st = bank.state.read();
+            assert_eq!(st.index.len(), bank.len());
+            // Past min_train, an IVF index offers a job; flat and HNSW never do.
+            assert!(st.index.retrain_job(usize::MAX).is_some());
+        }
+        let mut found = 0;
+        for i in 0..300 {
+            let hit = bank.search(&pts[i * d..(i + 1) * d], 1).unwrap()[0];
+            found += usize::from(hit.1 > 0.9);
+        }
+        assert!(
+            found >= 290,
+            "{found} of 300 points have their pattern at cos > 0.9"
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::path::Path;
 use sona_core::{Checkpoint, Result, SonaError};
 
 use super::{
-    FlatIndex, HnswIndex, HnswParams, IdFilter, IvfIndex, IvfParams, VectorIndex, CHECKPOINT_KIND,
-    CHECKPOINT_VERSION,
+    FlatIndex, HnswIndex, HnswParams, IdFilter, IvfIndex, IvfParams, RetrainJob, RetrainPlan,
+    VectorIndex, CHECKPOINT_KIND, CHECKPOINT_VERSION,
 };
 
 /// Which index to build.
@@ -163,6 +163,12 @@ impl VectorIndex for AnyIndex {
     }
     fn remove_batch(&mut self, ids: &[u64]) -> Result<()> {
         self.inner_mut().remove_batch(ids)
+    }
+    fn retrain_job(&self, upcoming: usize) -> Option<RetrainJob> {
+        self.inner().retrain_job(upcoming)
+    }
+    fn apply_retrain(&mut self, plan: RetrainPlan) {
+        self.inner_mut().apply_retrain(plan)
     }
     fn write_into(&self, ck: &mut Checkpoint, prefix: &str) -> Result<()> {
         self.inner().write_into(ck, prefix)

@@ -25,7 +25,7 @@ mod testkit;
 pub use any::{load, AnyIndex, IndexKind};
 pub use flat::FlatIndex;
 pub use hnsw::{HnswIndex, HnswParams};
-pub use ivf::{IvfIndex, IvfParams};
+pub use ivf::{IvfIndex, IvfParams, RetrainJob, RetrainPlan};
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -89,6 +89,22 @@ pub trait VectorIndex: Send + Sync {
             self.remove(id)?;
         }
         Ok(())
+    }
+
+    /// For indexes that re-partition their vectors now and then (IVF): a copy of what a
+    /// re-partition needs when one would be due within `upcoming` more inserts, else `None` (always
+    /// `None` for the others). Run it with [`RetrainJob::run`] without holding the index, then
+    /// install the result with [`VectorIndex::apply_retrain`]: a caller that keeps the index behind a
+    /// lock then holds the lock only for the copy and the install, not for the clustering.
+    fn retrain_job(&self, upcoming: usize) -> Option<RetrainJob> {
+        let _ = upcoming;
+        None
+    }
+
+    /// Installs a plan computed from this index's [`VectorIndex::retrain_job`], replaying the
+    /// inserts and deletes made since the job's copy. Indexes without jobs ignore it.
+    fn apply_retrain(&mut self, plan: RetrainPlan) {
+        let _ = plan;
     }
 
     /// Writes the index into `ck` under tensor/meta names starting with `prefix`, so that a larger

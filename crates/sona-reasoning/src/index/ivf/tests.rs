@@ -292,3 +292,54 @@ fn random_inserts_and_deletes_through_retrains_keep_the_index_consistent() {
         "{trainings} / {fallbacks}"
     );
 }
+
+#[test]
+fn retrain_job_outside_the_index_replays_changes_made_meanwhile() {
+    let dim = 16;
+    let (mut h, _, data) = build(1200, dim, 17);
+    // Not due before a doubling; due when the upcoming inserts would double the live count.
+    assert_eq!(h.trained_at, 1024);
+    assert!(h.retrain_job(0).is_none());
+    let job = h.retrain_job(900).expect("due after 900 more");
+    // No change meanwhile: the same result as retraining in place.
+    let mut inline = h.clone();
+    inline.retrain();
+    let mut planned = h.clone();
+    planned.apply_retrain(h.retrain_job(900).unwrap().run());
+    assert_eq!(planned.centroids, inline.centroids);
+    assert_eq!(planned.live_ids(), inline.live_ids());
+    // Changes between the copy and the install: removed, added, and replaced (same id, new
+    // vector) entries all end up as the index has them now.
+    let more = clustered_unit_vectors(100, dim, 5, 0.75, 18);
+    for i in 0..50u64 {
+        h.add(100_000 + i, &more[i as usize * dim..(i as usize + 1) * dim])
+            .unwrap();
+    }
+    for id in [3u64, 10, 17, 24] {
+        h.remove(id).unwrap();
+    }
+    let replaced = 31u64;
+    h.remove(replaced).unwrap();
+    h.add(replaced, &more[60 * dim..61 * dim]).unwrap();
+    let before: std::collections::HashMap<u64, Vec<f32>> = h
+        .live_ids()
+        .into_iter()
+        .map(|id| (id, h.get(id).unwrap().to_vec()))
+        .collect();
+    h.apply_retrain(job.run());
+    assert_eq!(h.len(), before.len());
+    assert!(h.nlist() > 1 && h.trained_at == 1200);
+    for (id, v) in &before {
+        assert_eq!(h.get(*id).unwrap(), &v[..], "id {id}");
+        let (l, p) = h.at[id];
+        assert_eq!(h.lists[l as usize].ids[p as usize], *id);
+    }
+    assert!(!h.contains(3) && !h.contains(24));
+    let hit = h.search(&more[60 * dim..61 * dim], 1, None).unwrap()[0];
+    assert_eq!(hit.0, replaced);
+    assert!((hit.1 - 1.0).abs() < 1e-5);
+    let _ = data;
+    // Flat and HNSW never offer a job.
+    let (flat, _) = testkit::fill(&mut FlatIndex::new(dim).unwrap(), 1200, 1);
+    assert!(flat.retrain_job(usize::MAX).is_none());
+}
