@@ -9,10 +9,12 @@
 //! returned similarities are exact cosines.
 //!
 //! Lifecycle: below [`IvfParams::min_train`] live vectors there is one list (an 8-bit exact scan).
-//! The lists are (re)trained when the live count reaches `min_train`, doubles, or falls to a quarter
-//! of the count at the last training (below `min_train`, back to one list); in between, an insert joins the list of its nearest centroid
-//! and a delete swap-removes from its list, so both are cheap and visible to the next search.
-//! Retraining costs one k-means on a sample plus one assignment pass (amortised O(1) per insert).
+//! The lists are (re)trained when the live count reaches `min_train`, doubles, or falls to a
+//! quarter of the count at the last training (below `min_train`, back to one list); in between, an
+//! insert joins the list of its nearest centroid and a delete swap-removes from its list, so both
+//! are cheap and visible to the next search. Retraining costs one k-means on a sample plus one
+//! assignment pass (amortised O(1) per insert); a caller that holds the index behind a lock can run
+//! it outside the lock ([`retrain`]: copy, run, install).
 //! A filtered search that finds fewer than `k` accepted vectors in the probed lists keeps probing
 //! further lists in centroid order, so a selective filter never silently drops existing matches.
 
