@@ -289,6 +289,18 @@ impl IvfIndex {
         self.at.get(&id).map(|&(l, p)| self.row(l, p))
     }
 
+    /// Copies of the live ids and their rows (row-major), list by list.
+    fn gather(&self) -> (Vec<u64>, Vec<f32>) {
+        let n = self.at.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut vectors = Vec::with_capacity(n * self.dim);
+        for l in &self.lists {
+            ids.extend_from_slice(&l.ids);
+            vectors.extend_from_slice(&l.vectors);
+        }
+        (ids, vectors)
+    }
+
     /// The live ids, list by list.
     pub fn live_ids(&self) -> Vec<u64> {
         self.lists
@@ -663,13 +675,8 @@ impl VectorIndex for IvfIndex {
         ck.set_meta(&format!("{prefix}trained_at"), &self.trained_at)?;
         ck.set_meta(&format!("{prefix}rng"), &self.rng)?;
         let sizes: Vec<u64> = self.lists.iter().map(|l| l.len() as u64).collect();
-        let n = self.at.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut vectors = Vec::with_capacity(n * self.dim);
-        for l in &self.lists {
-            ids.extend_from_slice(&l.ids);
-            vectors.extend_from_slice(&l.vectors);
-        }
+        let (ids, vectors) = self.gather();
+        let n = ids.len();
         ck.put_u64(&format!("{prefix}list_sizes"), &sizes);
         ck.put_u64(&format!("{prefix}ids"), &ids);
         ck.put_f32(&format!("{prefix}vectors"), &[n, self.dim], &vectors);

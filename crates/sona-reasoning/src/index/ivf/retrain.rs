@@ -93,13 +93,7 @@ impl RetrainJob {
 impl IvfIndex {
     /// A copy of the live vectors (and of the RNG, so the result is reproducible).
     pub(super) fn snapshot(&self) -> RetrainJob {
-        let n = self.at.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut vectors = Vec::with_capacity(n * self.dim);
-        for l in &self.lists {
-            ids.extend_from_slice(&l.ids);
-            vectors.extend_from_slice(&l.vectors);
-        }
+        let (ids, vectors) = self.gather();
         RetrainJob {
             dim: self.dim,
             params: self.params,
