@@ -589,7 +589,7 @@ impl ReasoningBank {
         };
         let mut st = self.state.write();
         if let Some(plan) = plan {
-            st.index.apply_retrain(plan);
+            st.index.apply_retrain(plan)?;
         }
         if report.trajectories > 0 {
             st.extractions += 1;

@@ -167,7 +167,7 @@ impl VectorIndex for AnyIndex {
     fn retrain_job(&self, upcoming: usize) -> Option<RetrainJob> {
         self.inner().retrain_job(upcoming)
     }
-    fn apply_retrain(&mut self, plan: RetrainPlan) {
+    fn apply_retrain(&mut self, plan: RetrainPlan) -> Result<()> {
         self.inner_mut().apply_retrain(plan)
     }
     fn write_into(&self, ck: &mut Checkpoint, prefix: &str) -> Result<()> {

@@ -102,9 +102,12 @@ pub trait VectorIndex: Send + Sync {
     }
 
     /// Installs a plan computed from this index's [`VectorIndex::retrain_job`], replaying the
-    /// inserts and deletes made since the job's copy. Indexes without jobs ignore it.
-    fn apply_retrain(&mut self, plan: RetrainPlan) {
+    /// inserts and deletes made since the job's copy (a plan from another index of the same kind
+    /// and dimension is therefore still correct, only slower to install). A plan of another
+    /// dimension, or given to an index without jobs, is an `InvalidInput` error that changes nothing.
+    fn apply_retrain(&mut self, plan: RetrainPlan) -> Result<()> {
         let _ = plan;
+        Err(SonaError::invalid("this index kind has no retrain plans"))
     }
 
     /// Writes the index into `ck` under tensor/meta names starting with `prefix`, so that a larger

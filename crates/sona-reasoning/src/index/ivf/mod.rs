@@ -664,8 +664,16 @@ impl VectorIndex for IvfIndex {
         self.job_if_due(upcoming)
     }
 
-    fn apply_retrain(&mut self, plan: RetrainPlan) {
+    fn apply_retrain(&mut self, plan: RetrainPlan) -> Result<()> {
+        if plan.dim() != self.dim {
+            return Err(SonaError::invalid(format!(
+                "the retrain plan is for dimension {}, the index has {}",
+                plan.dim(),
+                self.dim
+            )));
+        }
         self.apply_plan(plan);
+        Ok(())
     }
 
     fn write_into(&self, ck: &mut Checkpoint, prefix: &str) -> Result<()> {

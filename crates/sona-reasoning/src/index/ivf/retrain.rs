@@ -38,6 +38,13 @@ pub struct RetrainPlan {
     generation: u64,
 }
 
+impl RetrainPlan {
+    /// Dimension of the index the plan was computed for.
+    pub fn dim(&self) -> usize {
+        self.fresh.dim
+    }
+}
+
 impl RetrainJob {
     /// k-means on a sample of the copied vectors, then every vector joins its nearest centroid's
     /// list: the expensive step (seconds at 65k × 768), run while the index keeps serving.

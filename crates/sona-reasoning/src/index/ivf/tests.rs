@@ -305,7 +305,9 @@ fn retrain_job_outside_the_index_replays_changes_made_meanwhile() {
     let mut inline = h.clone();
     inline.retrain();
     let mut planned = h.clone();
-    planned.apply_retrain(h.retrain_job(900).unwrap().run());
+    planned
+        .apply_retrain(h.retrain_job(900).unwrap().run())
+        .unwrap();
     assert_eq!(planned.centroids, inline.centroids);
     assert_eq!(planned.live_ids(), inline.live_ids());
     // Changes between the copy and the install: removed, added, and replaced (same id, new
@@ -326,7 +328,7 @@ fn retrain_job_outside_the_index_replays_changes_made_meanwhile() {
         .into_iter()
         .map(|id| (id, h.get(id).unwrap().to_vec()))
         .collect();
-    h.apply_retrain(job.run());
+    h.apply_retrain(job.run()).unwrap();
     assert_eq!(h.len(), before.len());
     assert!(h.nlist() > 1 && h.trained_at == 1200);
     for (id, v) in &before {
@@ -339,7 +341,24 @@ fn retrain_job_outside_the_index_replays_changes_made_meanwhile() {
     assert_eq!(hit.0, replaced);
     assert!((hit.1 - 1.0).abs() < 1e-5);
     let _ = data;
-    // Flat and HNSW never offer a job.
-    let (flat, _) = testkit::fill(&mut FlatIndex::new(dim).unwrap(), 1200, 1);
+    // Flat and HNSW never offer a job, and refuse a plan; so does an index of another dimension.
+    let (mut flat, _) = testkit::fill(&mut FlatIndex::new(dim).unwrap(), 1200, 1);
     assert!(flat.retrain_job(usize::MAX).is_none());
+    let plan = h.retrain_job(usize::MAX).unwrap().run();
+    assert!(matches!(
+        flat.apply_retrain(plan),
+        Err(SonaError::InvalidInput(_))
+    ));
+    let (mut other, _, _) = build(1100, 2 * dim, 3);
+    let before = other.search(other.get(3).unwrap(), 5, None).unwrap();
+    let plan = h.retrain_job(usize::MAX).unwrap().run();
+    assert!(matches!(
+        other.apply_retrain(plan),
+        Err(SonaError::InvalidInput(_))
+    ));
+    assert_eq!(other.dim(), 2 * dim);
+    assert_eq!(
+        other.search(other.get(3).unwrap(), 5, None).unwrap(),
+        before
+    );
 }
