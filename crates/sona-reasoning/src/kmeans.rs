@@ -48,7 +48,13 @@ pub struct Clustering {
 
 /// Index of the largest inner product of `x` with the `k` rows of `c`, and that product.
 #[inline]
-fn nearest(c: &[f32], k: usize, d: usize, x: &[f32], scratch: &mut [f32]) -> (usize, f32) {
+pub(crate) fn nearest(
+    c: &[f32],
+    k: usize,
+    d: usize,
+    x: &[f32],
+    scratch: &mut [f32],
+) -> (usize, f32) {
     kernels::batch_dot(c, k, d, x, &mut scratch[..k]);
     let mut best = (0, f32::NEG_INFINITY);
     for (j, &s) in scratch[..k].iter().enumerate() {
@@ -57,6 +63,22 @@ fn nearest(c: &[f32], k: usize, d: usize, x: &[f32], scratch: &mut [f32]) -> (us
         }
     }
     best
+}
+
+/// `m` of the rows of `points` (row-major, `d` wide) drawn uniformly without replacement (a partial
+/// Fisher–Yates shuffle), copied in draw order.
+pub(crate) fn subsample(points: &[f32], d: usize, m: usize, rng: &mut SeededRng) -> Vec<f32> {
+    let n = points.len() / d;
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..m {
+        let j = i + rng.below((n - i) as u64) as usize;
+        idx.swap(i, j);
+    }
+    let mut sub = Vec::with_capacity(m * d);
+    for &i in &idx[..m] {
+        sub.extend_from_slice(&points[i * d..(i + 1) * d]);
+    }
+    sub
 }
 
 /// k-means++ seeding (Arthur & Vassilvitskii 2007) with squared chordal distance `2(1 − cos)`.
@@ -124,16 +146,7 @@ pub fn spherical_kmeans(
     // Seed on a subsample (a uniform partial shuffle) when the input is large.
     let m = n.min(params.init_sample.max(k));
     let mut centroids = if m < n {
-        let mut idx: Vec<usize> = (0..n).collect();
-        for i in 0..m {
-            let j = i + rng.below((n - i) as u64) as usize;
-            idx.swap(i, j);
-        }
-        let mut sub = Vec::with_capacity(m * d);
-        for &i in &idx[..m] {
-            sub.extend_from_slice(&points[i * d..(i + 1) * d]);
-        }
-        seed_plus_plus(&sub, m, d, k, rng)
+        seed_plus_plus(&subsample(points, d, m, rng), m, d, k, rng)
     } else {
         seed_plus_plus(points, n, d, k, rng)
     };

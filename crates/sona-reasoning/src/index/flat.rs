@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use sona_core::{kernels, Checkpoint, Result, SonaError};
 
-use super::{check_batch, new_entry, unit_vector, IdFilter, VectorIndex};
+use super::{check_batch, first_non_unit_row, new_entry, unit_vector, IdFilter, VectorIndex};
 
 /// Exact index: rows are stored contiguously; delete swaps the last row into the hole.
 #[derive(Debug, Clone, Default)]
@@ -55,13 +55,12 @@ impl FlatIndex {
             .map_err(|e| SonaError::checkpoint(format!("bad index header: {e}")))?;
         let ids = ck.get_u64(&format!("{prefix}ids"))?;
         let data = ck.get_f32_shaped(&format!("{prefix}vectors"), &[ids.len(), dim])?;
-        for (i, (&id, row)) in ids.iter().zip(data.chunks_exact(dim)).enumerate() {
-            let n = kernels::norm_sq(row);
-            if !n.is_finite() || (n - 1.0).abs() > 1e-3 {
-                return Err(SonaError::checkpoint(format!(
-                    "invalid flat index: row {i} is not unit-norm"
-                )));
-            }
+        if let Some(i) = first_non_unit_row(&data, dim) {
+            return Err(SonaError::checkpoint(format!(
+                "invalid flat index: row {i} is not unit-norm"
+            )));
+        }
+        for (i, &id) in ids.iter().enumerate() {
             if idx.slot.insert(id, i).is_some() {
                 return Err(SonaError::checkpoint(format!(
                     "invalid flat index: id {id} appears twice"

@@ -173,6 +173,15 @@ pub(crate) fn new_entry<I: VectorIndex + ?Sized>(
     unit_vector("vector", vector, index.dim())
 }
 
+/// The first row of the row-major `rows` (`dim` wide) that is not unit-norm (finite, norm² within
+/// 1e-3 of 1): the check every index runs on vectors read back from a file.
+pub(crate) fn first_non_unit_row(rows: &[f32], dim: usize) -> Option<usize> {
+    rows.chunks_exact(dim).position(|row| {
+        let n = kernels::norm_sq(row);
+        !n.is_finite() || (n - 1.0).abs() > 1e-3
+    })
+}
+
 /// A validated unit-norm copy of `v` (dimension, finiteness, non-zero).
 pub(crate) fn unit_vector(what: &str, v: &[f32], dim: usize) -> Result<Vec<f32>> {
     validate::check_vec(what, v, dim)?;

@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 
 use parking_lot::Mutex;
-use sona_core::{kernels, Checkpoint, Result, SeededRng, SonaError};
+use sona_core::{Checkpoint, Result, SeededRng, SonaError};
 
 use super::{HnswIndex, HnswParams, MAX_LEVEL};
+use crate::index::first_non_unit_row;
 use crate::index::quant::{quantize, sign_bits};
 
 fn bad(msg: impl Into<String>) -> SonaError {
@@ -50,11 +51,8 @@ impl HnswIndex {
             return Err(bad("too many slots"));
         }
         let vectors = ck.get_f32_shaped(&format!("{p}vectors"), &[slots, dim])?;
-        for (s, row) in vectors.chunks_exact(dim).enumerate() {
-            let n = kernels::norm_sq(row);
-            if !n.is_finite() || (n - 1.0).abs() > 1e-3 {
-                return Err(bad(format!("vector of slot {s} is not unit-norm")));
-            }
+        if let Some(s) = first_non_unit_row(&vectors, dim) {
+            return Err(bad(format!("vector of slot {s} is not unit-norm")));
         }
 
         let mut deleted = vec![false; slots];

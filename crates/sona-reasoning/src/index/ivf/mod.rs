@@ -27,7 +27,8 @@ mod retrain;
 pub use self::retrain::{RetrainJob, RetrainPlan};
 use super::prefetch::prefetch_lines;
 use super::quant::{dot_i8_rows, quantize};
-use super::{check_batch, new_entry, unit_vector, IdFilter, VectorIndex};
+use super::{check_batch, first_non_unit_row, new_entry, unit_vector, IdFilter, VectorIndex};
+use crate::kmeans::nearest;
 
 /// Candidates re-scored exactly beyond `k`: the 8-bit order is already close to exact (error
 /// ≤ 5e-3 at unit norm), and each `f32` row is 4× its code and mostly out of cache.
@@ -344,14 +345,7 @@ impl IvfIndex {
             return (0, 1.0);
         }
         scratch.resize(n, 0.0);
-        kernels::batch_dot(&self.centroids, n, self.dim, unit, scratch);
-        let mut best = 0;
-        for (j, &s) in scratch.iter().enumerate() {
-            if s > scratch[best] {
-                best = j;
-            }
-        }
-        (best, scratch[best])
+        nearest(&self.centroids, n, self.dim, unit, scratch)
     }
 
     fn insert_unit(&mut self, id: u64, unit: &[f32], code: &mut [i8], scratch: &mut Vec<f32>) {
@@ -514,20 +508,12 @@ impl IvfIndex {
                 "invalid IVF index: list sizes, ids and centroids disagree",
             ));
         }
-        let check_unit = |what: &str, i: usize, row: &[f32]| -> Result<()> {
-            let n = kernels::norm_sq(row);
-            if !n.is_finite() || (n - 1.0).abs() > 1e-3 {
+        for (what, rows) in [("centroid", &centroids), ("row", &vectors)] {
+            if let Some(i) = first_non_unit_row(rows, dim) {
                 return Err(SonaError::checkpoint(format!(
                     "invalid IVF index: {what} {i} is not unit-norm"
                 )));
             }
-            Ok(())
-        };
-        for (i, c) in centroids.chunks_exact(dim).enumerate() {
-            check_unit("centroid", i, c)?;
-        }
-        for (i, row) in vectors.chunks_exact(dim).enumerate() {
-            check_unit("row", i, row)?;
         }
         idx.set_centroids(centroids);
         idx.lists = vec![List::default(); nlist];

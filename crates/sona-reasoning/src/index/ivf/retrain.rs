@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sona_core::SeededRng;
 
 use super::{IvfIndex, IvfParams, List, TRAIN_POINTS_PER_LIST};
-use crate::kmeans::{spherical_kmeans, KMeansParams};
+use crate::kmeans::{spherical_kmeans, subsample, KMeansParams};
 
 /// Source of [`IvfIndex::generation`] values: process-wide, so two different states of any indexes
 /// never share one.
@@ -53,19 +53,12 @@ impl RetrainJob {
         let nlist = ((self.params.list_factor as f64 * (n as f64).sqrt()).round() as usize)
             .clamp(1, n.max(1));
         let m = n.min(TRAIN_POINTS_PER_LIST * nlist);
-        let sample = if m < n {
-            let mut idx: Vec<usize> = (0..n).collect();
-            for i in 0..m {
-                let j = i + self.rng.below((n - i) as u64) as usize;
-                idx.swap(i, j);
-            }
-            let mut s = Vec::with_capacity(m * d);
-            for &i in &idx[..m] {
-                s.extend_from_slice(&self.vectors[i * d..(i + 1) * d]);
-            }
-            s
+        let drawn;
+        let sample: &[f32] = if m < n {
+            drawn = subsample(&self.vectors, d, m, &mut self.rng);
+            &drawn
         } else {
-            self.vectors.clone()
+            &self.vectors
         };
         let params = KMeansParams {
             k: nlist,
@@ -75,7 +68,7 @@ impl RetrainJob {
             minibatch_threshold: usize::MAX,
             ..KMeansParams::default()
         };
-        let cl = spherical_kmeans(&sample, m, d, &params, &mut self.rng);
+        let cl = spherical_kmeans(sample, m, d, &params, &mut self.rng);
         let mut fresh = IvfIndex::new(d, self.params).expect("parameters were validated");
         fresh.set_centroids(cl.centroids);
         fresh.lists = vec![List::default(); cl.k];
