@@ -140,7 +140,9 @@ class SONAConfig:
         try:
             text = json.dumps(plain, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"settings must be numbers, strings, booleans or lists: {exc}") from exc
+            raise ConfigError(
+                f"settings must be numbers, strings, booleans or lists: {exc}"
+            ) from exc
         values = json.loads(_sona.engine_config_validate(text))
         object.__setattr__(self, "_values", values)
 
@@ -246,7 +248,7 @@ class SONAConfigBuilder:
         return set_value
 
     def target_latency_us(self, value: float) -> SONAConfigBuilder:
-        """Accepted for the overview's example; not enforced (warns). ``process`` takes tens of µs."""
+        """Accepted for the overview's example; not enforced (warns): process takes µs."""
         if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
             raise ConfigError(f"target_latency_us must be a positive number, got {value!r}")
         warnings.warn(
@@ -299,7 +301,7 @@ def _close_all_at_exit() -> None:
     for engine in engines:
         try:
             engine.close()
-        except Exception:  # noqa: BLE001 - at exit, closing the rest matters more
+        except Exception:  # at exit, closing the others matters more than this error
             pass
 
 
@@ -319,15 +321,15 @@ def _backends_for(backends: Any, names: list[str]) -> list[Backend] | None:
         unknown = sorted(set(backends) - set(names))
         missing = [n for n in names if n not in backends]
         if unknown or missing:
-            raise ConfigError(
-                f"backends: tiers are {names}; unknown {unknown}, missing {missing}"
-            )
+            raise ConfigError(f"backends: tiers are {names}; unknown {unknown}, missing {missing}")
         return [as_backend(backends[n], f"backend of tier {n!r}") for n in names]
     if callable(backends) or isinstance(backends, (str, bytes)):
         raise ConfigError("backends: expected one backend per tier (a list or a dict by tier name)")
     items = list(backends)
     if len(items) != len(names):
-        raise ConfigError(f"backends: {len(names)} tiers need {len(names)} backends, got {len(items)}")
+        raise ConfigError(
+            f"backends: {len(names)} tiers need {len(names)} backends, got {len(items)}"
+        )
     return [as_backend(b, f"backend of tier {names[k]!r}") for k, b in enumerate(items)]
 
 
@@ -444,9 +446,7 @@ class SONAEngine:
         """
         self._engine.feedback(_trajectory_id(trajectory_id), _reward(reward), source)
 
-    def feedback_batch(
-        self, trajectory_ids: Any, rewards: Any, source: str = "explicit"
-    ) -> None:
+    def feedback_batch(self, trajectory_ids: Any, rewards: Any, source: str = "explicit") -> None:
         """``feedback`` for many trajectories at once (all checked before any is applied)."""
         ids = _trajectory_ids(trajectory_ids)
         rs = as_vector(rewards, "rewards", ids.shape[0])

@@ -131,8 +131,7 @@ def make_split(seed: int) -> Split:
         for tier in tiers:
             tier.fit(x_tr / 16.0, y_tr)
         correct = {
-            part: np.stack([t.predict(raw[part]) == ys[part] for t in tiers], axis=1)
-            for part in xs
+            part: np.stack([t.predict(raw[part]) == ys[part] for t in tiers], axis=1) for part in xs
         }
     return Split(
         x={p: np.ascontiguousarray(v, dtype=np.float32) for p, v in xs.items()},
@@ -641,7 +640,8 @@ def format_table(out: dict[str, Any]) -> str:
             )
         ),
         "",
-        f"  {'policy':<24} {'accuracy':>15} {'mean cost':>15} {'regret':>15} {'top-tier share':>15}",
+        f"  {'policy':<24} "
+        + " ".join(f"{h:>15}" for h in ("accuracy", "mean cost", "regret", "top-tier share")),
     ]
     for name, res in out["results"].items():
         s = res["summary"]
