@@ -41,7 +41,11 @@ impl Adam {
         if !norm.is_finite() {
             return false;
         }
-        let c = if norm > self.clip as f64 { self.clip as f64 / norm } else { 1.0 } as f32;
+        let c = if norm > self.clip as f64 {
+            self.clip as f64 / norm
+        } else {
+            1.0
+        } as f32;
         self.t += 1;
         let b1t = 1.0 - (self.beta1 as f64).powi(self.t.min(1 << 30) as i32);
         let b2t = 1.0 - (self.beta2 as f64).powi(self.t.min(1 << 30) as i32);

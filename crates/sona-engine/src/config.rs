@@ -215,8 +215,8 @@ impl EngineConfig {
         if s.len() > 1 << 20 {
             return Err(SonaError::Config("config JSON is larger than 1 MiB".into()));
         }
-        let mut c: EngineConfig = serde_json::from_str(s)
-            .map_err(|e| SonaError::Config(format!("config JSON: {e}")))?;
+        let mut c: EngineConfig =
+            serde_json::from_str(s).map_err(|e| SonaError::Config(format!("config JSON: {e}")))?;
         c.fill_defaults();
         c.validate()?;
         Ok(c)
@@ -248,7 +248,11 @@ impl EngineConfig {
                 self.tier_names.len()
             )));
         }
-        if self.tier_names.iter().any(|n| n.is_empty() || n.len() > 256) {
+        if self
+            .tier_names
+            .iter()
+            .any(|n| n.is_empty() || n.len() > 256)
+        {
             return Err(SonaError::Config(
                 "tier_names must be non-empty strings of at most 256 bytes".into(),
             ));
@@ -275,13 +279,23 @@ impl EngineConfig {
         int_range("k_recall", self.k_recall as u64, 0, 32)?;
         real_range("epsilon", self.epsilon, 0.0, 1.0)?;
         real_range("gamma", self.gamma, 0.0, 1e6)?;
-        int_range("micro_rank", self.micro_rank as u64, 1, 2.min(self.dim) as u64)?;
+        int_range(
+            "micro_rank",
+            self.micro_rank as u64,
+            1,
+            2.min(self.dim) as u64,
+        )?;
         real_range("micro_lr", self.micro_lr, 0.0, 10.0)?;
         real_range("micro_alpha", self.micro_alpha, 1e-6, 1e6)?;
         real_range("micro_max_norm", self.micro_max_norm, 1e-6, 1e6)?;
         int_range("head_micro_rank", self.head_micro_rank as u64, 1, 2)?;
         real_range("head_micro_lr", self.head_micro_lr, 0.0, 10.0)?;
-        int_range("base_rank", self.base_rank as u64, 1, 64.min(self.dim) as u64)?;
+        int_range(
+            "base_rank",
+            self.base_rank as u64,
+            1,
+            64.min(self.dim) as u64,
+        )?;
         real_range("base_alpha", self.base_alpha, 1e-6, 1e6)?;
         real_range("loop_b_lr", self.loop_b_lr, 0.0, 1.0)?;
         int_range("loop_b_steps", self.loop_b_steps as u64, 0, 10_000)?;
@@ -293,9 +307,19 @@ impl EngineConfig {
         if self.iw_clip != 0.0 {
             real_range("iw_clip", self.iw_clip, 1.0, 1e6)?;
         }
-        int_range("pending_capacity", self.pending_capacity as u64, 1, 10_000_000)?;
+        int_range(
+            "pending_capacity",
+            self.pending_capacity as u64,
+            1,
+            10_000_000,
+        )?;
         real_range("pending_ttl_s", self.pending_ttl_s, 1e-3, 1e9)?;
-        int_range("replay_capacity", self.replay_capacity as u64, 1, 10_000_000)?;
+        int_range(
+            "replay_capacity",
+            self.replay_capacity as u64,
+            1,
+            10_000_000,
+        )?;
         int_range("metrics_window", self.metrics_window as u64, 1, 10_000_000)?;
         real_range("memory_budget_mb", self.memory_budget_mb, 1.0, 1e6)?;
         if !["flat", "ivf", "hnsw"].contains(&self.bank_index.as_str()) {
@@ -305,7 +329,12 @@ impl EngineConfig {
             )));
         }
         real_range("bank_merge_threshold", self.bank_merge_threshold, -1.0, 1.0)?;
-        int_range("bank_max_clusters", self.bank_max_clusters as u64, 1, 100_000)?;
+        int_range(
+            "bank_max_clusters",
+            self.bank_max_clusters as u64,
+            1,
+            100_000,
+        )?;
         int_range(
             "bank_buffer_capacity",
             self.bank_buffer_capacity as u64,

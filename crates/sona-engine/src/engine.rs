@@ -482,10 +482,16 @@ impl Inner {
             };
             self.build_seq(&unit, &entry.ids, stats, &lookup, &mut sc.seq);
             let head = model.head_view();
-            forward(&self.layout, &model.router, Some(head), &sc.seq, &mut sc.cache);
+            forward(
+                &self.layout,
+                &model.router,
+                Some(head),
+                &sc.seq,
+                &mut sc.cache,
+            );
             let pred = sc.cache.out[t];
-            let loss =
-                wgt as f64 * crate::router::bce_from_logit(sc.cache.logits[t] as f64, reward as f64);
+            let loss = wgt as f64
+                * crate::router::bce_from_logit(sc.cache.logits[t] as f64, reward as f64);
             wr.loss_ema = if wr.loss_ema.is_nan() {
                 loss
             } else {
@@ -512,25 +518,34 @@ impl Inner {
             // Through the normalisation: ∂L/∂a = (g − û (û·g)) / ‖a‖.
             let proj = sona_core::kernels::dot(&unit, &sc.dx0);
             sc.e.clear();
-            sc.e.extend(
-                sc.dx0
-                    .iter()
-                    .zip(&unit)
-                    .map(|(g, u)| (g - u * proj) / norm),
-            );
+            sc.e.extend(sc.dx0.iter().zip(&unit).map(|(g, u)| (g - u * proj) / norm));
             let mut micro = (*model.micro).clone();
             let mut head_w = (*model.head).clone();
             let hl = sc.cache.h_final(self.layout.hidden).to_vec();
-            let ok_m = wr.micro_opt.step(&model.micro, &mut micro, x, &sc.e).is_ok();
-            let ok_h = wr.head_opt.step(&model.head, &mut head_w, &hl, &sc.dl).is_ok();
+            let ok_m = wr
+                .micro_opt
+                .step(&model.micro, &mut micro, x, &sc.e)
+                .is_ok();
+            let ok_h = wr
+                .head_opt
+                .step(&model.head, &mut head_w, &hl, &sc.dl)
+                .is_ok();
             wr.rejected += (!ok_m) as u64 + (!ok_h) as u64;
             if ok_m || ok_h {
                 let next = Model {
                     generation: model.generation + 1,
                     router: model.router.clone(),
                     base: model.base.clone(),
-                    micro: if ok_m { Arc::new(micro) } else { model.micro.clone() },
-                    head: if ok_h { Arc::new(head_w) } else { model.head.clone() },
+                    micro: if ok_m {
+                        Arc::new(micro)
+                    } else {
+                        model.micro.clone()
+                    },
+                    head: if ok_h {
+                        Arc::new(head_w)
+                    } else {
+                        model.head.clone()
+                    },
                 };
                 self.model.store(Arc::new(next));
             }
@@ -592,19 +607,26 @@ impl Inner {
     pub(crate) fn stats_json(&self) -> String {
         let bank = self.bank.stats();
         let model = self.model.load();
-        let wr = self.writer.lock();
+        // Lock order everywhere: learner, then writer; here each is taken alone.
+        let (rejected, loss_ema) = {
+            let wr = self.writer.lock();
+            (wr.rejected, wr.loss_ema)
+        };
         let (replay_len, replay_seen, replay_bytes) = {
             let r = self.replay.lock();
             (r.items.len(), r.seen, r.heap_bytes())
         };
-        let learner = self.learner.lock();
+        let (learner_bytes, ewc_tasks, boundaries) = {
+            let l = self.learner.lock();
+            (l.bytes(), l.ewc.task_count(), l.boundaries)
+        };
         let pending_bytes = self.pending.heap_bytes();
         let memory = model.bytes()
             + bank.trajectory_bytes
             + bank.pattern_bytes
             + replay_bytes
             + pending_bytes
-            + learner.bytes();
+            + learner_bytes;
         serde_json::json!({
             "processed": self.processed.load(Relaxed),
             "feedbacks": self.feedbacks.load(Relaxed),
@@ -619,10 +641,10 @@ impl Inner {
             "generation": model.generation,
             "replay": replay_len,
             "replay_seen": replay_seen,
-            "rejected_steps": wr.rejected,
-            "loop_a_loss_ema": if wr.loss_ema.is_nan() { None } else { Some(wr.loss_ema) },
-            "ewc_tasks": learner.ewc.task_count(),
-            "boundaries": learner.boundaries,
+            "rejected_steps": rejected,
+            "loop_a_loss_ema": if loss_ema.is_nan() { None } else { Some(loss_ema) },
+            "ewc_tasks": ewc_tasks,
+            "boundaries": boundaries,
             "router_params": self.layout.n_params(),
             "router_bytes": self.layout.n_params() * 4,
             "model_bytes": model.bytes(),
@@ -674,7 +696,9 @@ impl Engine {
         self.inner.check_open()?;
         let d = self.inner.cfg.dim;
         if n > 10_000_000 {
-            return Err(SonaError::invalid(format!("batch of {n} rows is too large")));
+            return Err(SonaError::invalid(format!(
+                "batch of {n} rows is too large"
+            )));
         }
         validate::check_matrix("xs", xs, n, d)?;
         let run = |rows: std::ops::Range<usize>| -> Result<Vec<Decision>> {
@@ -705,7 +729,12 @@ impl Engine {
     /// `feedback` for each `(id, reward)`. Rewards, ids (known, not repeated in the batch) are all
     /// checked first, so a bad batch changes nothing (unless another thread completes one of its ids
     /// in between, which then fails that id alone).
-    pub fn feedback_batch(&self, ids: &[u64], rewards: &[f32], source: FeedbackSource) -> Result<()> {
+    pub fn feedback_batch(
+        &self,
+        ids: &[u64],
+        rewards: &[f32],
+        source: FeedbackSource,
+    ) -> Result<()> {
         self.inner.check_open()?;
         if ids.len() != rewards.len() {
             return Err(SonaError::len_mismatch("rewards", ids.len(), rewards.len()));

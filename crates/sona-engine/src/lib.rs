@@ -11,6 +11,7 @@
 //! - [`metrics`]: per-window reward, cost, utility, tier shares and IPS regret.
 //! - [`engine`]: [`Engine`]: `process`, `feedback` (loop A), the background thread.
 //! - [`loop_b`]: one loop-B cycle and its [`LearningResult`].
+//! - [`persist`]: `save(dir)` / `load(dir)` of every learned piece.
 
 pub mod adam;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod loop_b;
 pub mod metrics;
 pub mod model;
 pub mod pending;
+pub mod persist;
 pub mod policy;
 pub mod real;
 pub mod replay;

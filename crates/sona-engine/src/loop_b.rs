@@ -55,6 +55,13 @@ pub struct LearningResult {
     pub generation: u64,
 }
 
+impl LearningResult {
+    /// Every field as a JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a LearningResult serialises")
+    }
+}
+
 /// State only loop B touches.
 pub(crate) struct Learner {
     pub adam: Adam,
@@ -104,7 +111,12 @@ impl Learner {
     pub(crate) fn bytes(&self) -> usize {
         let p = self.adam.m.len();
         // Adam moments, EWC (F̄, θ̄*, online F) and the detector's windows and snapshots (estimate).
-        p * 4 * 2 + p * 4 * 3 + self.detector.as_ref().map_or(0, |d| d.dim() * 4 * 300 + p * 4 * 6)
+        p * 4 * 2
+            + p * 4 * 3
+            + self
+                .detector
+                .as_ref()
+                .map_or(0, |d| d.dim() * 4 * 300 + p * 4 * 6)
     }
 }
 
@@ -182,8 +194,7 @@ impl Inner {
             );
             let proj = sona_core::kernels::dot(&unit, &sc.dx0);
             sc.e.clear();
-            sc.e
-                .extend(sc.dx0.iter().zip(&unit).map(|(g, u)| (g - u * proj) / norm));
+            sc.e.extend(sc.dx0.iter().zip(&unit).map(|(g, u)| (g - u * proj) / norm));
             let (ga, gbt) = gb.split_at_mut(base.a.len());
             base.grads(x, &sc.e, ga, gbt);
         }
@@ -326,13 +337,25 @@ impl Inner {
                     }
                 }
                 let d = cfg.dim;
-                let micro = fresh_lora(d, d, cur.micro.rank, cur.micro.scale * cur.micro.rank as f32, &mut wr.rng)?;
+                let micro = fresh_lora(
+                    d,
+                    d,
+                    cur.micro.rank,
+                    cur.micro.scale * cur.micro.rank as f32,
+                    &mut wr.rng,
+                )?;
                 let head = fresh_lora(hd, nt, h.rank, h.scale * h.rank as f32, &mut wr.rng)?;
                 wr.micro_opt.reset();
                 wr.head_opt.reset();
                 (out, micro, head, true, rep.discarded as f64)
             } else {
-                ((new_base).clone(), (*cur.micro).clone(), (*cur.head).clone(), false, 0.0)
+                (
+                    (new_base).clone(),
+                    (*cur.micro).clone(),
+                    (*cur.head).clone(),
+                    false,
+                    0.0,
+                )
             };
             let next = Model {
                 generation: cur.generation + 1,

@@ -133,12 +133,18 @@ mod tests {
             }
             for k in 0..4 {
                 let rate = counts[k] as f64 / n as f64;
-                assert!((rate - p[k]).abs() < 0.005, "{rule:?} tier {k}: {rate} vs {}", p[k]);
+                assert!(
+                    (rate - p[k]).abs() < 0.005,
+                    "{rule:?} tier {k}: {rate} vs {}",
+                    p[k]
+                );
             }
             assert!((explored as f64 / n as f64 - (1.0 - p[1])).abs() < 0.005);
         }
         // ε = 0 never explores.
-        assert!((0..1000).all(|id| !choose(&u, Exploration::Epsilon, 0.0, 0.0, draw(1, id)).explored));
+        assert!(
+            (0..1000).all(|id| !choose(&u, Exploration::Epsilon, 0.0, 0.0, draw(1, id)).explored)
+        );
     }
 
     #[test]

@@ -16,6 +16,9 @@
 //! offsets. The math is generic over [`Real`] so the gradient check runs in `f64`.
 
 pub mod backward;
+pub mod standalone;
+
+pub use standalone::Router;
 
 use sona_core::{Result, SeededRng, SonaError};
 
@@ -56,7 +59,14 @@ pub const ZETA_INIT: f64 = 4.6;
 pub const NU_INIT: f64 = 0.0;
 
 impl Layout {
-    pub fn new(dim: usize, stat_width: usize, hidden: usize, rank_w: usize, rank_u: usize, tiers: usize) -> Result<Self> {
+    pub fn new(
+        dim: usize,
+        stat_width: usize,
+        hidden: usize,
+        rank_w: usize,
+        rank_u: usize,
+        tiers: usize,
+    ) -> Result<Self> {
         let input = dim + stat_width;
         if dim == 0 || hidden == 0 || tiers == 0 {
             return Err(SonaError::Config(format!(
@@ -71,11 +81,24 @@ impl Layout {
         if hidden > 4096 || input > 1 << 20 || tiers > 64 {
             return Err(SonaError::Config("router sizes too large".into()));
         }
-        Ok(Layout { input, dim, hidden, rank_w, rank_u, tiers })
+        Ok(Layout {
+            input,
+            dim,
+            hidden,
+            rank_w,
+            rank_u,
+            tiers,
+        })
     }
 
     pub fn offsets(&self) -> Offsets {
-        let (h, d, rw, ru, t) = (self.hidden, self.input, self.rank_w, self.rank_u, self.tiers);
+        let (h, d, rw, ru, t) = (
+            self.hidden,
+            self.input,
+            self.rank_w,
+            self.rank_u,
+            self.tiers,
+        );
         let w1 = 0;
         let w2 = w1 + h * rw;
         let u1 = w2 + rw * d;
@@ -86,7 +109,19 @@ impl Layout {
         let nu = zeta + 1;
         let wo = nu + 1;
         let bo = wo + t * h;
-        Offsets { w1, w2, u1, u2, bz, bh, zeta, nu, wo, bo, total: bo + t }
+        Offsets {
+            w1,
+            w2,
+            u1,
+            u2,
+            bz,
+            bh,
+            zeta,
+            nu,
+            wo,
+            bo,
+            total: bo + t,
+        }
     }
 
     /// Number of parameters.
@@ -101,7 +136,13 @@ impl Layout {
         let o = self.offsets();
         let mut rng = SeededRng::new(seed ^ 0x524f_5554_4552);
         let mut th = vec![0.0f32; o.total];
-        let (h, d, rw, ru, t) = (self.hidden, self.input, self.rank_w, self.rank_u, self.tiers);
+        let (h, d, rw, ru, t) = (
+            self.hidden,
+            self.input,
+            self.rank_w,
+            self.rank_u,
+            self.tiers,
+        );
         rng.fill_normal(&mut th[o.w1..o.w2], (1.0 / rw as f32).sqrt());
         let stat = (self.input - self.dim).max(1) as f32;
         for r in 0..rw {
@@ -242,7 +283,11 @@ fn head<T: Real>(l: &Layout, theta: &[T], micro: Option<HeadMicro<'_, T>>, cache
 /// Binary cross-entropy of prediction `p = σ(g)` against target `r ∈ [0, 1]`, from the logit (stable).
 pub fn bce_from_logit(g: f64, r: f64) -> f64 {
     // −[r log σ(g) + (1−r) log(1−σ(g))] = softplus(g) − r g
-    let sp = if g > 0.0 { g + (-g).exp().ln_1p() } else { g.exp().ln_1p() };
+    let sp = if g > 0.0 {
+        g + (-g).exp().ln_1p()
+    } else {
+        g.exp().ln_1p()
+    };
     sp - r * g
 }
 
@@ -264,7 +309,11 @@ pub mod features {
                 out[3 * k + 2] = a.variance().max(0.0).sqrt().min(1.0) as f32;
             }
         }
-        out[3 * t] = if cosine.is_finite() { cosine.clamp(-1.0, 1.0) } else { 0.0 };
+        out[3 * t] = if cosine.is_finite() {
+            cosine.clamp(-1.0, 1.0)
+        } else {
+            0.0
+        };
         out[3 * t + 1] = 1.0;
     }
 

@@ -55,7 +55,10 @@ fn bad_input_leaves_state_unchanged() {
     let d = e.process(&x).unwrap();
     let before = e.stats();
     let gen = e.model().generation;
-    assert!(matches!(e.process(&x[..7]), Err(SonaError::Dimension { .. })));
+    assert!(matches!(
+        e.process(&x[..7]),
+        Err(SonaError::Dimension { .. })
+    ));
     let mut bad = x.clone();
     bad[3] = f32::NAN;
     assert!(matches!(e.process(&bad), Err(SonaError::NonFinite { .. })));
@@ -70,14 +73,25 @@ fn bad_input_leaves_state_unchanged() {
         e.feedback(d.trajectory_id + 100, 0.5, FeedbackSource::Explicit),
         Err(SonaError::UnknownId { .. })
     ));
-    assert!(e.feedback_batch(&[d.trajectory_id, 999], &[0.5, 0.5], FeedbackSource::Judge).is_err());
-    assert!(e.feedback_batch(&[d.trajectory_id, d.trajectory_id], &[0.5, 0.5], FeedbackSource::Judge).is_err());
-    assert!(e.feedback_batch(&[d.trajectory_id], &[0.5, 0.5], FeedbackSource::Judge).is_err());
+    assert!(e
+        .feedback_batch(&[d.trajectory_id, 999], &[0.5, 0.5], FeedbackSource::Judge)
+        .is_err());
+    assert!(e
+        .feedback_batch(
+            &[d.trajectory_id, d.trajectory_id],
+            &[0.5, 0.5],
+            FeedbackSource::Judge
+        )
+        .is_err());
+    assert!(e
+        .feedback_batch(&[d.trajectory_id], &[0.5, 0.5], FeedbackSource::Judge)
+        .is_err());
     assert!(e.process_batch(&x, 2).is_err());
     assert_eq!(e.stats(), before);
     assert_eq!(e.model().generation, gen);
     // The id still works once, then is gone.
-    e.feedback(d.trajectory_id, 0.5, FeedbackSource::Error).unwrap();
+    e.feedback(d.trajectory_id, 0.5, FeedbackSource::Error)
+        .unwrap();
     assert!(matches!(
         e.feedback(d.trajectory_id, 0.5, FeedbackSource::Explicit),
         Err(SonaError::UnknownId { .. })
@@ -111,7 +125,8 @@ fn background_thread_runs_and_stops() {
     let xs = vecs(60, 8, 4);
     for row in xs.chunks(8) {
         let d = e.process(row).unwrap();
-        e.feedback(d.trajectory_id, 1.0, FeedbackSource::Implicit).unwrap();
+        e.feedback(d.trajectory_id, 1.0, FeedbackSource::Implicit)
+            .unwrap();
     }
     let t0 = std::time::Instant::now();
     loop {

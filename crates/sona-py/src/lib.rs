@@ -13,12 +13,14 @@
 //!   method never holds a Python-level borrow across a call, and long work releases the GIL.
 
 mod convert;
+mod engine;
 mod errors;
 mod ewc;
 mod index;
 mod kernels;
 mod lora;
 mod reasoning;
+mod router;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -61,5 +63,7 @@ fn _sona(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ewc::register(m)?;
     index::register(m)?;
     reasoning::register(m)?;
+    engine::register(m)?;
+    router::register(m)?;
     Ok(())
 }

@@ -21,18 +21,32 @@ fn case(seed: u64) -> Case {
     for t in theta.iter_mut() {
         *t += 0.3 * rng.normal() as f64;
     }
-    let mut f = |n: usize, s: f64| -> Vec<f64> { (0..n).map(|_| s * rng.normal() as f64).collect() };
+    let mut f =
+        |n: usize, s: f64| -> Vec<f64> { (0..n).map(|_| s * rng.normal() as f64).collect() };
     let a = f(RANK * l.hidden, 0.5);
     let bt = f(RANK * l.tiers, 0.5);
     let seq = f(4 * l.input, 0.8);
     let targets = (0..l.tiers).map(|k| [0.0, 1.0, 0.3][k % 3]).collect();
     let weights = (0..l.tiers).map(|k| 0.5 + k as f64).collect();
-    Case { l, theta, a, bt, seq, targets, weights }
+    Case {
+        l,
+        theta,
+        a,
+        bt,
+        seq,
+        targets,
+        weights,
+    }
 }
 
 fn loss(c: &Case, theta: &[f64], a: &[f64], bt: &[f64], seq: &[f64]) -> f64 {
     let mut cache = Cache::default();
-    let m = HeadMicro { a, bt, rank: RANK, scale: SCALE };
+    let m = HeadMicro {
+        a,
+        bt,
+        rank: RANK,
+        scale: SCALE,
+    };
     forward(&c.l, theta, Some(m), seq, &mut cache);
     (0..c.l.tiers)
         .map(|k| c.weights[k] * bce_from_logit(cache.logits[k], c.targets[k]))
@@ -52,7 +66,12 @@ fn close(what: &str, i: usize, analytic: f64, numeric: f64) {
 fn backward_matches_central_differences_in_f64() {
     for seed in [1, 2, 3] {
         let c = case(seed);
-        let m = HeadMicro { a: &c.a, bt: &c.bt, rank: RANK, scale: SCALE };
+        let m = HeadMicro {
+            a: &c.a,
+            bt: &c.bt,
+            rank: RANK,
+            scale: SCALE,
+        };
         let mut cache = Cache::default();
         forward(&c.l, &c.theta, Some(m), &c.seq, &mut cache);
         let dlogits: Vec<f64> = (0..c.l.tiers)
@@ -70,7 +89,10 @@ fn backward_matches_central_differences_in_f64() {
             &dlogits,
             &mut grad,
             Some(&mut dx0),
-            Some(MicroGrads { ga: &mut ga, gbt: &mut gbt }),
+            Some(MicroGrads {
+                ga: &mut ga,
+                gbt: &mut gbt,
+            }),
             &mut Scratch::default(),
         );
         let eps = 1e-6;
@@ -117,7 +139,10 @@ fn backward_matches_central_differences_in_f64() {
             ("zeta", o.zeta..o.zeta + 1),
             ("nu", o.nu..o.nu + 1),
         ] {
-            assert!(grad[r].iter().any(|g| g.abs() > 1e-6), "{name} has no gradient");
+            assert!(
+                grad[r].iter().any(|g| g.abs() > 1e-6),
+                "{name} has no gradient"
+            );
         }
     }
 }
@@ -128,10 +153,20 @@ fn f32_forward_agrees_with_f64() {
     let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     let (t32, a32, b32, s32) = (to32(&c.theta), to32(&c.a), to32(&c.bt), to32(&c.seq));
     let mut c32 = Cache::default();
-    let m32 = HeadMicro { a: &a32, bt: &b32, rank: RANK, scale: SCALE as f32 };
+    let m32 = HeadMicro {
+        a: &a32,
+        bt: &b32,
+        rank: RANK,
+        scale: SCALE as f32,
+    };
     forward(&c.l, &t32, Some(m32), &s32, &mut c32);
     let mut c64 = Cache::default();
-    let m64 = HeadMicro { a: &c.a, bt: &c.bt, rank: RANK, scale: SCALE };
+    let m64 = HeadMicro {
+        a: &c.a,
+        bt: &c.bt,
+        rank: RANK,
+        scale: SCALE,
+    };
     forward(&c.l, &c.theta, Some(m64), &c.seq, &mut c64);
     for k in 0..c.l.tiers {
         assert!((c32.out[k] as f64 - c64.out[k]).abs() < 1e-5);
