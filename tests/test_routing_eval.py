@@ -1,4 +1,4 @@
-"""The routing benchmark (SPEC §11.3), small: the data, the baselines and the direction of SONA's
+"""The routing benchmark (design §11.3), small: the data, the baselines and the direction of SONA's
 result (beats a random tier and the cheapest tier on utility, and learns over the stream)."""
 
 from __future__ import annotations

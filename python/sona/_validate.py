@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sona.errors import DimensionError, InvalidInputError
+from sona.errors import ConfigError, DimensionError, InvalidInputError
 
 F32Array = npt.NDArray[np.float32]
 
@@ -72,3 +72,39 @@ def as_matrix(x: Any, name: str, cols: int | None = None) -> F32Array:
     ):
         return x
     return as_f32(x, name, 2, (None, cols))
+
+
+# Sizes and scalars: Python's int()/float() would accept 1.5 as a size, "8" as a count and
+# "0.5" as a reward, and an int beyond 64 bits would surface as a bare OverflowError from the
+# binding. These accept only real numbers of the right kind and report a SonaError subclass.
+
+_U64_MAX = (1 << 64) - 1
+
+
+def as_size(x: Any, name: str, lo: int = 0, hi: int = _U64_MAX) -> int:
+    """An integer argument (``int`` or a numpy integer, not ``bool``) within ``[lo, hi]``.
+
+    Raises :class:`~sona.errors.ConfigError` otherwise (also a ``ValueError``).
+    """
+    if isinstance(x, bool) or not isinstance(x, int | np.integer):
+        raise ConfigError(f"{name} must be an integer, got {type(x).__name__} {x!r}")
+    value = int(x)
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be in [{lo}, {hi}], got {value}")
+    return value
+
+
+def as_real(x: Any, name: str, error: type[Exception] | None = None) -> float:
+    """A real-number argument (``int``, ``float`` or a numpy number, not ``bool`` or ``str``).
+
+    Range checks stay in Rust (one place per bound); this only refuses the wrong kinds of value,
+    with ``error`` (default :class:`~sona.errors.InvalidInputError`).
+    """
+    if isinstance(x, bool) or not isinstance(x, int | float | np.integer | np.floating):
+        raise (error or InvalidInputError)(
+            f"{name} must be a real number, got {type(x).__name__} {x!r}"
+        )
+    try:
+        return float(x)
+    except OverflowError:
+        raise (error or InvalidInputError)(f"{name} is too large: {x!r}") from None

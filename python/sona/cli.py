@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(p_demo)
     p_demo.set_defaults(func=demo.run)
 
-    _add_group(sub, "eval", "run a built-in evaluation (see SPEC §11)", EVALS)
+    _add_group(sub, "eval", "run a built-in evaluation (see design §11)", EVALS)
     _add_group(sub, "bench", "run a latency/throughput benchmark", BENCHES)
     return parser
 

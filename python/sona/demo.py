@@ -1,6 +1,6 @@
 """``sona demo``: the product's main job on built-in data, no network.
 
-It runs the cost-aware routing benchmark (SPEC §11.3, ``sona eval routing``) in a short version:
+It runs the cost-aware routing benchmark (design §11.3, ``sona eval routing``) in a short version:
 four real classifiers of rising capacity and cost answer held-out digit images; :class:`SONAEngine`
 routes each query, gets a reward when the chosen tier was right, learns online (loops A and B) and
 adapts when the class mix of the traffic flips halfway. It prints the table against a random tier,
@@ -32,7 +32,7 @@ class Step:
 #: The demo itself: the routing benchmark, short.
 STEPS: tuple[Step, ...] = (
     Step(
-        "Cost-aware routing with SONAEngine on real classifiers, with drift (SPEC §11.3)",
+        "Cost-aware routing with SONAEngine on real classifiers, with drift (design §11.3)",
         "routing",
         lambda out, quick: [
             "--seeds", "1" if quick else "2",
@@ -48,7 +48,7 @@ STEPS: tuple[Step, ...] = (
 #: Short versions of the component evaluations (``sona demo --components``).
 COMPONENT_STEPS: tuple[Step, ...] = (
     Step(
-        "Adaptation from scalar feedback (SPEC §11.1)",
+        "Adaptation from scalar feedback (design §11.1)",
         "adapt",
         lambda out, quick: [
             "--seeds", "1",
@@ -59,7 +59,7 @@ COMPONENT_STEPS: tuple[Step, ...] = (
         ],
     ),
     Step(
-        "Continual learning on scikit-learn digits (SPEC §11.2)",
+        "Continual learning on scikit-learn digits (design §11.2)",
         "continual",
         lambda out, quick: [
             "--benchmark", "permuted",
@@ -69,7 +69,7 @@ COMPONENT_STEPS: tuple[Step, ...] = (
         ],
     ),
     Step(
-        "Memory search: approximate vs exact (SPEC §11.4)",
+        "Memory search: approximate vs exact (design §11.4)",
         "search",
         lambda out, quick: [
             "--sizes", "10000",
@@ -80,7 +80,7 @@ COMPONENT_STEPS: tuple[Step, ...] = (
         ],
     ),
     Step(
-        "ReasoningBank: replayed traffic does not grow memory (SPEC §5)",
+        "ReasoningBank: replayed traffic does not grow memory (design §5)",
         "memory-curation",
         lambda out, quick: [
             "--n", "4000",

@@ -1,4 +1,4 @@
-"""The product: :class:`SONAEngine`, configured by :class:`SONAConfig` (SPEC §9).
+"""The product: :class:`SONAEngine`, configured by :class:`SONAConfig` (design §9).
 
 >>> from sona.engine import SONAConfig, SONAEngine, LearningMode
 >>> cfg = SONAConfig.builder().dim(64).learning_loops(LearningMode.INSTANT_AND_BACKGROUND).build()
@@ -67,7 +67,7 @@ LearningResult = _sona.LearningResult
 
 F32 = npt.NDArray[np.float32]
 
-#: Reward sources ``feedback`` accepts (SPEC §1: rewards only come from outside).
+#: Reward sources ``feedback`` accepts (design §1: rewards only come from outside).
 SOURCES: Final = ("explicit", "implicit", "judge", "error")
 
 #: Files of a saved engine directory.
@@ -77,7 +77,7 @@ _MANIFEST_FORMAT: Final = "sona-engine-dir/1"
 
 
 class LearningMode(enum.StrEnum):
-    """Which learning loops run (SPEC §1). Values are the engine configuration's strings."""
+    """Which learning loops run (design §1). Values are the engine configuration's strings."""
 
     #: Loop A only: every ``feedback`` steps the micro-LoRA, arm statistics and graph edges.
     INSTANT_ONLY = "instant_only"
@@ -340,7 +340,7 @@ def _embedder_manifest(embedder: Embedder) -> dict[str, Any] | None:
 
 
 class SONAEngine:
-    """A self-improving router with memory: process queries, take feedback, learn (SPEC §9).
+    """A self-improving router with memory: process queries, take feedback, learn (design §9).
 
     Args:
         config: a :class:`SONAConfig` (default: ``SONAConfig()``).
@@ -523,7 +523,7 @@ class SONAEngine:
         )
 
     def improvement_metrics(self) -> dict[str, Any]:
-        """Reward and regret per window of feedback, and how they changed (SPEC §8)."""
+        """Reward and regret per window of feedback, and how they changed (design §8)."""
         return dict(self._engine.improvement_metrics())
 
     def stats(self) -> dict[str, Any]:

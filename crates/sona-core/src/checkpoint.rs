@@ -6,8 +6,8 @@
 //! The JSON header holds the component `kind` (e.g. `"ewc"`), the component's own `version`, free-form
 //! `meta` and the tensor directory (name, dtype, shape, byte offset). Tensor data is little-endian.
 //! The CRC covers every byte before it, so truncation or a flipped bit is a [`SonaError::Checkpoint`],
-//! never a panic or a silently wrong model. Files are written to a temporary name and renamed, so a
-//! crash mid-write leaves the previous checkpoint intact.
+//! never a panic or a silently wrong model. Files are written through [`crate::fsio`] (unique
+//! temporary file, fsync, rename), so a crash mid-write leaves the previous checkpoint intact.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -250,19 +250,16 @@ impl Checkpoint {
         Ok(ck)
     }
 
-    /// Writes atomically (temporary file in the same directory, then rename).
+    /// Writes atomically and durably (see [`crate::fsio::write_atomic`]): a unique temporary file
+    /// in the target's directory, fsync, rename, fsync of the directory.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let bytes = self.to_bytes()?;
-        let tmp = path.with_extension("tmp-sona");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        crate::fsio::write_atomic(path, &self.to_bytes()?)
     }
 
-    /// Reads and validates a file (see [`Checkpoint::from_bytes`]).
+    /// Reads and validates a file (see [`Checkpoint::from_bytes`]); files larger than
+    /// [`crate::fsio::MAX_FILE_BYTES`] or that are not regular files are refused unread.
     pub fn load(path: impl AsRef<Path>, kind: &str, max_version: u32) -> Result<Self> {
-        let bytes = std::fs::read(path.as_ref())?;
+        let bytes = crate::fsio::read_capped(path, crate::fsio::MAX_FILE_BYTES)?;
         Self::from_bytes(&bytes, kind, max_version)
     }
 }

@@ -4,12 +4,14 @@
 //!   each with a scalar reference and a runtime-dispatched fast path.
 //! - [`types`]: the canonical records of SPEC §2 (trajectories, decisions, patterns, verdicts).
 //! - [`checkpoint`]: the versioned, checksummed file container every component saves into.
+//! - [`fsio`]: atomic, durable saves (unique temporary file, fsync, rename) and capped reads.
 //! - [`error`]: the one error type, mirrored in Python as the `SonaError` hierarchy.
 //! - [`rng`]: a small seeded RNG so every experiment is reproducible.
-//! - [`validate`]: input checks shared by every public entry point.
+//! - [`validate`]: input checks shared by every public entry point, size bounds, fallible allocation.
 
 pub mod checkpoint;
 pub mod error;
+pub mod fsio;
 pub mod kernels;
 pub mod rng;
 pub mod types;

@@ -7,10 +7,36 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RngState")]
 pub struct SeededRng {
     s: [u64; 4],
     /// Second value of the last Box–Muller pair, returned by the next `normal()` call.
     spare: Option<u32>,
+}
+
+/// The serialised form, checked before it becomes a generator: the all-zero state is xoshiro's
+/// fixed point (every draw 0), which would make rejection loops spin forever and all noise constant.
+#[derive(Deserialize)]
+struct RngState {
+    s: [u64; 4],
+    spare: Option<u32>,
+}
+
+impl TryFrom<RngState> for SeededRng {
+    type Error = String;
+
+    fn try_from(r: RngState) -> Result<Self, String> {
+        if r.s == [0; 4] {
+            return Err("RNG state is all zeros (a stuck generator)".to_string());
+        }
+        if r.spare.is_some_and(|b| !f32::from_bits(b).is_finite()) {
+            return Err("RNG spare normal is not finite".to_string());
+        }
+        Ok(SeededRng {
+            s: r.s,
+            spare: r.spare,
+        })
+    }
 }
 
 fn splitmix64(state: &mut u64) -> u64 {
@@ -129,6 +155,19 @@ impl SeededRng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stuck_or_corrupt_saved_state_is_refused() {
+        let mut r = SeededRng::new(3);
+        r.normal();
+        let json = serde_json::to_string(&r).unwrap();
+        let back: SeededRng = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        let zero = r#"{"s":[0,0,0,0],"spare":null}"#;
+        assert!(serde_json::from_str::<SeededRng>(zero).is_err());
+        let nan_spare = format!(r#"{{"s":[1,2,3,4],"spare":{}}}"#, f32::NAN.to_bits());
+        assert!(serde_json::from_str::<SeededRng>(&nan_spare).is_err());
+    }
 
     #[test]
     fn same_seed_same_stream() {

@@ -73,9 +73,80 @@ pub fn check_range(what: &str, x: f64, lo: f64, hi: f64) -> Result<()> {
     }
 }
 
+/// Largest vector dimension any component accepts (embeddings are at most a few thousand wide;
+/// this bound keeps `dim × rank × …` products far from overflow).
+pub const MAX_DIM: usize = 1 << 16;
+
+/// Largest number of elements of any single user-sized buffer (2³¹ floats = 8 GiB).
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// A size argument (dimension, window, capacity) must lie in `[lo, hi]`: a clear
+/// [`SonaError::Config`] instead of an allocation failure or an overflow later.
+#[inline]
+pub fn check_size(what: &str, value: usize, lo: usize, hi: usize) -> Result<usize> {
+    if (lo..=hi).contains(&value) {
+        Ok(value)
+    } else {
+        Err(SonaError::Config(format!(
+            "{what} must be in [{lo}, {hi}], got {value}"
+        )))
+    }
+}
+
+/// The product of `dims` as an element count, or a [`SonaError::Config`] when it overflows or
+/// exceeds [`MAX_ELEMENTS`].
+pub fn element_count(what: &str, dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| {
+            SonaError::Config(format!(
+                "{what}: {dims:?} is more than {MAX_ELEMENTS} elements"
+            ))
+        })
+}
+
+/// A vector of `n` copies of `value`, allocated fallibly: an allocation the machine cannot
+/// satisfy is a [`SonaError::Config`], never an abort.
+pub fn try_filled<T: Clone>(what: &str, n: usize, value: T) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        SonaError::Config(format!(
+            "{what}: cannot allocate {n} elements of {} bytes",
+            std::mem::size_of::<T>()
+        ))
+    })?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+/// `n` zeros, allocated fallibly (see [`try_filled`]).
+#[inline]
+pub fn try_zeros(what: &str, n: usize) -> Result<Vec<f32>> {
+    try_filled(what, n, 0.0f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_bounded_and_allocation_is_fallible() {
+        assert_eq!(check_size("dim", 768, 1, MAX_DIM).unwrap(), 768);
+        assert!(matches!(
+            check_size("dim", 1 << 40, 1, MAX_DIM),
+            Err(SonaError::Config(_))
+        ));
+        assert!(check_size("dim", 0, 1, MAX_DIM).is_err());
+        assert_eq!(element_count("w", &[3, 4]).unwrap(), 12);
+        assert!(element_count("w", &[usize::MAX, 2]).is_err());
+        assert!(element_count("w", &[1 << 20, 1 << 20]).is_err());
+        assert_eq!(try_zeros("x", 5).unwrap(), vec![0.0; 5]);
+        assert!(matches!(
+            try_filled("x", usize::MAX / 2, 0u64),
+            Err(SonaError::Config(_))
+        ));
+    }
 
     #[test]
     fn rejects_bad_vectors() {

@@ -14,12 +14,14 @@
 
 mod convert;
 mod embed;
+mod engine;
 mod errors;
 mod ewc;
 mod index;
 mod kernels;
 mod lora;
 mod reasoning;
+mod router;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -69,5 +71,7 @@ fn _sona(m: &Bound<'_, PyModule>) -> PyResult<()> {
     index::register(m)?;
     reasoning::register(m)?;
     embed::register(m)?;
+    engine::register(m)?;
+    router::register(m)?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-"""Cost-aware routing on real models (SPEC §11.3): ``sona eval routing``.
+"""Cost-aware routing on real models (design §11.3): ``sona eval routing``.
 
 Data: scikit-learn's bundled ``load_digits`` (1,797 8×8 images, no download), split per seed,
 stratified, into three parts:
@@ -815,7 +815,7 @@ def _register() -> None:
     from sona import cli
 
     cli.EVALS["routing"] = (
-        "cost-aware routing of digits over 4 real classifiers, with drift (SPEC §11.3)",
+        "cost-aware routing of digits over 4 real classifiers, with drift (design §11.3)",
         add_arguments,
         main,
     )
