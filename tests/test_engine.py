@@ -377,7 +377,7 @@ def test_load_rejects_missing_and_corrupted_directories(tmp_path: Path) -> None:
         SONAEngine.load(tmp_path / "ok")
     with SONAEngine(_cfg()) as engine:
         engine.save(tmp_path / "ok2")
-    (tmp_path / "ok2" / "engine.sona").write_bytes(b"garbage" * 10)
+    (tmp_path / "ok2" / "engine.ckpt").write_bytes(b"garbage" * 10)
     with pytest.raises(sona.CheckpointError):
         SONAEngine.load(tmp_path / "ok2")
     (tmp_path / "file").write_text("x")
