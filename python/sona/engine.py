@@ -535,8 +535,8 @@ class SONAEngine:
         """Save every learned piece into the directory ``path`` (created if needed).
 
         The directory holds the engine's checkpoints (router, adapters, optimiser state, memory,
-        EWC++ state, counters, metrics) and a small manifest naming the embedder (the built-in one is
-        restored by :meth:`load`; another must be passed to :meth:`load` again).
+        EWC++ state, counters, metrics) and a small manifest naming the embedder (the built-in
+        one is restored by :meth:`load`; another must be passed to :meth:`load` again).
         """
         self._check_open()
         directory = Path(path)

@@ -33,6 +33,7 @@ top-tier calls; the per-window reward/regret curve (drift marked) and the costâ€
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -393,7 +394,7 @@ def _policies(
         ("oracle", lambda: OraclePolicy(TIER_COSTS, cw)),
     ]
     for k in range(len(TIER_COSTS)):
-        out.append((f"fixed:{TIER_NAMES[k]}", lambda k=k: FixedPolicy(k)))
+        out.append((f"fixed:{TIER_NAMES[k]}", functools.partial(FixedPolicy, k)))
     return out
 
 
@@ -592,14 +593,15 @@ def tune(cfg: RoutingConfig, progress: bool = True) -> dict[str, Any]:
     for params in sona_grid:
         settings = {**cfg.sona, **params}
         summary = evaluate(
-            lambda s, st=settings: SonaPolicy(dim, st, s, cfg.learn_every),
+            lambda s: SonaPolicy(dim, settings, s, cfg.learn_every),  # noqa: B023 - called now
             float(settings["cost_weight"]),
         )
         scored["SONA"].append((_score(summary), settings, summary))
     for cw in SONA_GRID["cost_weight"]:
         for params in bandit_grid:
             summary = evaluate(
-                lambda s, p=params, c=cw: LogisticBandit(dim, TIER_COSTS, c, seed=s, **p), cw
+                lambda s: LogisticBandit(dim, TIER_COSTS, cw, seed=s, **params),  # noqa: B023
+                cw,
             )
             scored["bandit"].append((_score(summary), {"cost_weight": cw, **params}, summary))
     bar.close()
