@@ -55,9 +55,9 @@ FAVOURED_SHARE = 0.9
 
 #: SONA settings chosen on validation streams (``--tune``; see docs/benchmarks.md). Everything not
 #: listed is the engine's default.
-SONA_TUNED: dict[str, Any] = {"cost_weight": 0.002, "epsilon": 0.05}
-#: The bandit's settings chosen the same way (learning rate, ε).
-BANDIT_TUNED: dict[str, float] = {"lr": 0.1, "epsilon": 0.05}
+SONA_TUNED: dict[str, Any] = {"cost_weight": 0.001, "epsilon": 0.05, "micro_lr": 0.05}
+#: The bandit's settings chosen the same way at SONA's cost weight (learning rate, ε).
+BANDIT_TUNED: dict[str, float] = {"lr": 0.3, "epsilon": 0.02}
 #: ``background_learn()`` every this many queries.
 LEARN_EVERY = 250
 
@@ -542,8 +542,9 @@ def _equal_accuracy(out: dict[str, Any]) -> dict[str, Any]:
 
 #: The grid ``--tune`` searches (SONA), by validation accuracy subject to mean cost ≤ the budget.
 SONA_GRID: dict[str, tuple[Any, ...]] = {
-    "cost_weight": (0.001, 0.002, 0.005),
+    "cost_weight": (0.001, 0.002),
     "epsilon": (0.02, 0.05),
+    "micro_lr": (0.01, 0.05),
 }
 BANDIT_GRID: dict[str, tuple[float, ...]] = {"lr": (0.03, 0.1, 0.3), "epsilon": (0.02, 0.05)}
 COST_BUDGET = 10.0
