@@ -1,4 +1,4 @@
-"""The engine binding (`sona._sona.Engine`, `Router`): round trip, bad input, persistence, threads."""
+"""The engine binding (`sona._sona.Engine`, `Router`): round trip, bad input, files, threads."""
 
 from __future__ import annotations
 
