@@ -422,6 +422,7 @@ class ReasoningBank:
 
 def engine_config_defaults() -> str: ...
 def engine_config_validate(config_json: str) -> str: ...
+
 @final
 class Decision:
     @property
