@@ -337,14 +337,9 @@ mod tests {
             .collect()
     }
 
-    fn setup(
-        seed: u64,
-    ) -> (
-        Softmax,
-        Vec<(Vec<f32>, usize)>,
-        Vec<(Vec<f32>, usize)>,
-        Vec<Vec<f32>>,
-    ) {
+    type Set = Vec<(Vec<f32>, usize)>;
+
+    fn setup(seed: u64) -> (Softmax, Set, Set, Vec<Vec<f32>>) {
         let mut rng = SeededRng::new(seed);
         let centres: Vec<Vec<f32>> = (0..K)
             .map(|_| {
