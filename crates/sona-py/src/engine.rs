@@ -335,6 +335,14 @@ impl PyEngine {
         })
     }
 
+    /// One deep ("dream") cycle; its report as a dict (see `sona_engine::loop_c`).
+    fn deep_learn<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || {
+            let r = py.detach(|| self.inner.deep_learn())?;
+            json_to_py(py, &r.to_json())
+        })
+    }
+
     fn improvement_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         guard(py, || {
             let s = py.detach(|| self.inner.improvement_metrics());
