@@ -131,10 +131,10 @@ impl EngineDream<'_> {
     ) {
         let inner = self.inner;
         let (d, nr) = (inner.cfg.dim, inner.layout.n_params());
-        sc.grad.clear();
-        sc.grad.resize(grad.len(), 0.0);
+        // Per call: the dream's batches are small and this keeps the request path's scratch lean.
+        let mut g = vec![0.0f32; grad.len()];
         sc.dx0.resize(d, 0.0);
-        let (gr, gb) = sc.grad.split_at_mut(nr);
+        let (gr, gb) = g.split_at_mut(nr);
         backward(
             &inner.layout,
             &self.theta[..nr],
@@ -157,7 +157,7 @@ impl EngineDream<'_> {
         );
         let (ga, gbt) = gb.split_at_mut(base.a.len());
         base.grads(&rec.data[..d], &sc.e, ga, gbt);
-        sona_core::kernels::axpy(scale, &sc.grad, grad);
+        sona_core::kernels::axpy(scale, &g, grad);
     }
 
     /// Bandit loss of a logged decision (BCE of the chosen tier's predicted reward).
