@@ -187,7 +187,9 @@ def run(cfg: OpeConfig, progress: bool = True) -> dict[str, Any]:
     ]
     names = list(seeds[0]["targets"])
     coverage = {
-        name: {m: sum(s["targets"][name]["estimates"][m]["covers"] for s in seeds) for m in ESTIMATORS}
+        name: {
+            m: sum(s["targets"][name]["estimates"][m]["covers"] for s in seeds) for m in ESTIMATORS
+        }
         for name in names
     }
     return {"config": asdict(cfg), "seeds": seeds, "coverage": coverage}
