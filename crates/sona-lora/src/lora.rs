@@ -849,6 +849,131 @@ mod tests {
         assert_eq!(base.counters().merges, 1);
     }
 
+    /// Everything a failed call must leave as it was (the `rejected` counter aside).
+    fn state(m: &Lora) -> (LoraWeights, (Vec<f32>, Vec<f32>), (Vec<f32>, f32), Counters, String) {
+        let mut c = m.counters();
+        c.rejected = 0;
+        (
+            (*m.snapshot()).clone(),
+            m.momentum(),
+            m.baseline(),
+            c,
+            format!("{:?}", m.explore_rng()),
+        )
+    }
+
+    #[test]
+    fn a_refused_reward_changes_nothing_and_keeps_its_token() {
+        let d = 8;
+        let m = micro(d);
+        let x = vec![1e25f32; d];
+        let mut y = vec![0.0; d];
+        let t = m.forward_explore(&x, &mut y).unwrap();
+        assert!(y.iter().all(|v| v.is_finite()));
+        let before = state(&m);
+        // ‖x‖² overflows f32: the step is refused, so nothing of the reward may stick.
+        assert!(matches!(m.reward(t, 0.9), Err(SonaError::Numerical(_))));
+        assert!(state(&m) == before, "a refused reward changed the adapter");
+        assert_eq!(m.counters().rewards, 0);
+        assert_eq!(m.counters().rejected, 1);
+        // The token was not consumed: it is refused for the same reason again, not as unknown.
+        assert!(matches!(m.reward(t, 0.9), Err(SonaError::Numerical(_))));
+        // A normal reward still works afterwards.
+        let x = vec![0.3f32; d];
+        let t = m.forward_explore(&x, &mut y).unwrap();
+        m.reward(t, 0.9).unwrap();
+        assert_eq!(m.counters().rewards, 1);
+    }
+
+    #[test]
+    fn huge_sizes_are_config_errors_not_aborts() {
+        for d in [1usize << 40, 1 << 63, usize::MAX, validate::MAX_DIM + 1] {
+            assert!(matches!(
+                Lora::new(LoraConfig::micro(d)),
+                Err(SonaError::Config(_))
+            ));
+        }
+        let mut c = LoraConfig::micro(validate::MAX_DIM);
+        c.explore.capacity = 1 << 20;
+        assert!(matches!(Lora::new(c), Err(SonaError::Config(_))));
+        let mut c = LoraConfig::micro(8);
+        c.explore.capacity = usize::MAX;
+        assert!(matches!(Lora::new(c), Err(SonaError::Config(_))));
+        let mut c = LoraConfig::micro(8);
+        c.rank = 1 << 40;
+        assert!(matches!(Lora::new(c), Err(SonaError::Config(_))));
+    }
+
+    #[test]
+    fn finite_inputs_give_finite_outputs_or_a_numerical_error() {
+        let d = 16;
+        let m = micro(d);
+        let x = vec![1e38f32; d];
+        let mut y = vec![0.0; d];
+        // B = 0: the output is x itself, although A x overflows.
+        m.forward(&x, &mut y).unwrap();
+        assert_eq!(y, x);
+        let mut w = (*m.snapshot()).clone();
+        SeededRng::new(1).fill_normal(&mut w.bt, 1.0);
+        m.set_weights(w).unwrap();
+        match m.forward(&x, &mut y) {
+            Ok(()) => assert!(y.iter().all(|v| v.is_finite())),
+            Err(e) => assert!(matches!(e, SonaError::Numerical(_)), "{e}"),
+        }
+        // Large but representable outputs are computed exactly by scaling.
+        let x = vec![1e34f32; d];
+        let mut want = vec![0.0; d];
+        let xs: Vec<f32> = x.iter().map(|v| v / 1e30).collect();
+        m.forward(&xs, &mut want).unwrap();
+        m.forward(&x, &mut y).unwrap();
+        for (a, b) in y.iter().zip(&want) {
+            assert!((a / 1e30 - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        let mut yb = vec![0.0; 2 * d];
+        let xb: Vec<f32> = x.iter().chain(&x).cloned().collect();
+        m.forward_batch(&xb, 2, &mut yb).unwrap();
+        assert!(yb.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn set_weights_refuses_absurd_factors_and_keeps_the_old_ones() {
+        let m = micro(8);
+        let before = state(&m);
+        for bad in [1e38f32, 2.0 * crate::MAX_WEIGHT, f32::NAN, f32::INFINITY] {
+            let mut w = (*m.snapshot()).clone();
+            w.bt[3] = bad;
+            assert!(m.set_weights(w).is_err(), "{bad} accepted");
+            let mut w = (*m.snapshot()).clone();
+            w.a[0] = -bad;
+            assert!(m.set_weights(w).is_err(), "{bad} accepted");
+        }
+        assert!(state(&m) == before);
+        let mut w = (*m.snapshot()).clone();
+        w.bt[3] = crate::MAX_WEIGHT;
+        m.set_weights(w).unwrap();
+    }
+
+    #[test]
+    fn steps_never_store_weights_above_the_bound() {
+        let d = 8;
+        let mut c = LoraConfig::base(d);
+        c.rank = 1;
+        c.optim.lr = 1e3;
+        c.optim.momentum = 0.0;
+        let m = Lora::new(c).unwrap();
+        let mut w = (*m.snapshot()).clone();
+        w.a.fill(0.9 * crate::MAX_WEIGHT);
+        w.bt.fill(0.9 * crate::MAX_WEIGHT);
+        m.set_weights(w).unwrap();
+        let x = vec![1.0f32; d];
+        let e = vec![-1.0f32; d];
+        let before = m.snapshot();
+        // The step pushes B beyond the bound: refused, weights as they were.
+        assert!(matches!(m.update(&x, &e), Err(SonaError::Numerical(_))));
+        assert_eq!(*m.snapshot(), *before);
+        assert!(crate::adapter::max_abs(&m.snapshot().bt) <= crate::MAX_WEIGHT);
+    }
+
     #[test]
     fn readers_are_not_blocked_by_a_held_writer_lock() {
         let m = Arc::new(micro(8));

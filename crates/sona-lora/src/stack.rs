@@ -201,4 +201,43 @@ mod tests {
         let err0: f32 = x.iter().zip(&target).map(|(a, b)| (a - b).powi(2)).sum();
         assert!(err < 0.5 * err0, "{err} vs {err0}");
     }
+
+    #[test]
+    fn a_failing_merge_does_not_fail_the_applied_step() {
+        let d = 8;
+        let tt = TwoTierLoRA::new(LoraConfig::base(d), LoraConfig::micro(d), 1).unwrap();
+        tt.base.freeze();
+        let before = tt.micro.snapshot();
+        let x = vec![0.5f32; d];
+        let e = vec![0.1f32; d];
+        // The step is applied, so the call succeeds; the due merge (into a frozen base) fails, is
+        // counted and stays due.
+        tt.update(&x, &e).unwrap();
+        assert_ne!(*tt.micro.snapshot(), *before);
+        assert_eq!(tt.counters().1.updates, 1);
+        assert_eq!(tt.merge_failures().0, 1);
+        assert!(tt.merge_failures().1.unwrap().contains("read-only"));
+        assert_eq!(tt.counters().0.merges, 0);
+        // An explicit merge fails and changes neither tier.
+        let (b, m) = (tt.base.snapshot(), tt.micro.snapshot());
+        assert!(tt.merge().is_err());
+        assert_eq!(*tt.base.snapshot(), *b);
+        assert_eq!(*tt.micro.snapshot(), *m);
+    }
+
+    #[test]
+    fn a_merge_is_one_generation() {
+        let d = 12;
+        let mut mc = LoraConfig::micro(d);
+        mc.optim.lr = 0.05;
+        let tt = TwoTierLoRA::new(LoraConfig::base(d), mc, 0).unwrap();
+        let x = vec![0.25f32; d];
+        let e = vec![0.5f32; d];
+        tt.update(&x, &e).unwrap();
+        let mut y = vec![0.0; d];
+        let g0 = tt.forward_generation(&x, &mut y).unwrap();
+        tt.merge().unwrap();
+        let g1 = tt.forward_generation(&x, &mut y).unwrap();
+        assert_eq!(g1, g0 + 1, "new base and restarted micro are published together");
+    }
 }
