@@ -319,9 +319,9 @@ class LoRA:
         exact key, so a short name like ``"q_proj"`` would load as an adapter that does nothing and
         is refused (ConfigError). ``layer`` is the kind of that layer (``"embedding"`` writes
         ``lora_embedding_A/B``; ``"conv1d"``, GPT-2's layers, sets ``fan_in_fan_out``); by default
-        it is inferred from the name (``embed_tokens``/``wte``/… are embeddings, ``c_attn``/``c_fc``/
-        ``c_proj`` are Conv1D, anything else linear). ``task_type`` (e.g. ``"CAUSAL_LM"``) and
-        ``base_model_name_or_path`` are written for ``AutoPeftModel*``.
+        it is inferred from the name (``embed_tokens``, ``wte``, ... are embeddings; ``c_attn``,
+        ``c_fc``, ``c_proj`` are Conv1D; anything else is linear). ``task_type`` (e.g.
+        ``"CAUSAL_LM"``) and ``base_model_name_or_path`` are written for ``AutoPeftModel*``.
         """
         for name, value in (
             ("module", module),

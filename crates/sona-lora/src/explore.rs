@@ -145,7 +145,10 @@ fn robust_norm(y: &[f32]) -> f64 {
     if sq.is_finite() {
         return (sq as f64).sqrt();
     }
-    y.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt()
+    y.iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt()
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -178,8 +181,14 @@ pub struct Explorer {
 impl Explorer {
     pub fn new(config: ExploreConfig, d_in: usize, d_out: usize, seed: u64) -> Result<Self> {
         config.check()?;
-        let xs = validate::element_count("exploration inputs (capacity x d_in)", &[config.capacity, d_in])?;
-        let eps = validate::element_count("exploration noise (capacity x d_out)", &[config.capacity, d_out])?;
+        let xs = validate::element_count(
+            "exploration inputs (capacity x d_in)",
+            &[config.capacity, d_in],
+        )?;
+        let eps = validate::element_count(
+            "exploration noise (capacity x d_out)",
+            &[config.capacity, d_out],
+        )?;
         Ok(Explorer {
             config,
             d_in,
@@ -202,7 +211,8 @@ impl Explorer {
         let y_norm = robust_norm(y);
         let y_norm = if y_norm > 0.0 { y_norm } else { 1.0 };
         // |y_i + σ‖y‖ε_i| ≤ ‖y‖ (1 + σ · NOISE_BOUND): refuse before drawing if that could overflow.
-        if !(y_norm * (1.0 + self.config.sigma as f64 * NOISE_BOUND as f64) < f32::MAX as f64) {
+        let reach = y_norm * (1.0 + self.config.sigma as f64 * NOISE_BOUND as f64);
+        if reach.is_nan() || reach >= f32::MAX as f64 {
             return Err(SonaError::Numerical(format!(
                 "output norm {y_norm:e} is too large to explore around without overflowing f32"
             )));

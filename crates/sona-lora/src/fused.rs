@@ -225,17 +225,6 @@ mod tests {
         }
         let want = wo.iter().fold(0.0f32, |a, b| a.max(b.abs()));
         assert_eq!(big, want, "largest |w'| over blocks and tail");
-        assert!(momentum_row(
-            &w,
-            &m,
-            &s,
-            f32::INFINITY,
-            0.9,
-            0.1,
-            1.0,
-            &mut wo,
-            &mut mo
-        )
-        .is_nan());
+        assert!(momentum_row(&w, &m, &s, f32::INFINITY, 0.9, 0.1, 1.0, &mut wo, &mut mo).is_nan());
     }
 }

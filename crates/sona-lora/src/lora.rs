@@ -850,7 +850,16 @@ mod tests {
     }
 
     /// Everything a failed call must leave as it was (the `rejected` counter aside).
-    fn state(m: &Lora) -> (LoraWeights, (Vec<f32>, Vec<f32>), (Vec<f32>, f32), Counters, String) {
+    #[allow(clippy::type_complexity)]
+    fn state(
+        m: &Lora,
+    ) -> (
+        LoraWeights,
+        (Vec<f32>, Vec<f32>),
+        (Vec<f32>, f32),
+        Counters,
+        String,
+    ) {
         let mut c = m.counters();
         c.rejected = 0;
         (
@@ -927,7 +936,10 @@ mod tests {
         m.forward(&xs, &mut want).unwrap();
         m.forward(&x, &mut y).unwrap();
         for (a, b) in y.iter().zip(&want) {
-            assert!((a / 1e30 - b).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {b}");
+            assert!(
+                (a / 1e30 - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "{a} vs {b}"
+            );
         }
         let mut yb = vec![0.0; 2 * d];
         let xb: Vec<f32> = x.iter().chain(&x).cloned().collect();

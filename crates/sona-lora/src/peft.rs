@@ -358,7 +358,11 @@ fn parse_config(text: &str) -> Result<PeftConfig> {
 /// The value of a `rank_pattern` / `alpha_pattern` entry that applies to `module`, matched as PEFT
 /// does for plain names (the whole path or a dotted suffix of it). Keys with regular-expression
 /// syntax are refused: SONA does not evaluate Python regular expressions.
-fn pattern_value<'a>(pattern: &'a Map<String, Value>, what: &str, module: &str) -> Result<Option<&'a Value>> {
+fn pattern_value<'a>(
+    pattern: &'a Map<String, Value>,
+    what: &str,
+    module: &str,
+) -> Result<Option<&'a Value>> {
     let mut found = None;
     for (key, value) in pattern {
         if key.is_empty()
@@ -450,16 +454,24 @@ pub fn parse_peft(config: &str, weights: &[u8], module: Option<&str>) -> Result<
         Some(v) => v
             .as_u64()
             .and_then(|r| usize::try_from(r).ok())
-            .ok_or_else(|| bad(format!("rank_pattern value for {module:?} is not a rank: {v}")))?,
+            .ok_or_else(|| {
+                bad(format!(
+                    "rank_pattern value for {module:?} is not a rank: {v}"
+                ))
+            })?,
     };
     let lora_alpha = match pattern_value(&cfg.alpha_pattern, "alpha_pattern", &module)? {
         None => cfg.lora_alpha,
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| bad(format!("alpha_pattern value for {module:?} is not a number: {v}")))?,
+        Some(v) => v.as_f64().ok_or_else(|| {
+            bad(format!(
+                "alpha_pattern value for {module:?} is not a number: {v}"
+            ))
+        })?,
     };
     if !(lora_alpha.is_finite() && lora_alpha > 0.0 && lora_alpha <= 1e6) {
-        return Err(bad(format!("lora_alpha must be in (0, 1e6], got {lora_alpha}")));
+        return Err(bad(format!(
+            "lora_alpha must be in (0, 1e6], got {lora_alpha}"
+        )));
     }
     let (ka, kb) = layer.keys(&module);
     let (a_shape, a) = read_f32(&st, &ka)?;
@@ -565,7 +577,10 @@ mod tests {
         };
         save_peft(&dir, 12.0, &w, &export).unwrap();
         let back = load_peft(&dir, None).unwrap();
-        assert_eq!((back.module.as_str(), back.alpha, back.layer), (Q, 12.0, LayerKind::Linear));
+        assert_eq!(
+            (back.module.as_str(), back.alpha, back.layer),
+            (Q, 12.0, LayerKind::Linear)
+        );
         assert_eq!(back.weights.scale.to_bits(), w.scale.to_bits());
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&back.weights.a), bits(&w.a));
@@ -573,7 +588,10 @@ mod tests {
         let c = config(&dir);
         assert!(!c.contains_key("sona"), "no keys PEFT does not know");
         assert_eq!(c["task_type"], "CAUSAL_LM");
-        assert_eq!(c["base_model_name_or_path"], "hf-internal-testing/tiny-random-LlamaForCausalLM");
+        assert_eq!(
+            c["base_model_name_or_path"],
+            "hf-internal-testing/tiny-random-LlamaForCausalLM"
+        );
         assert_eq!(c["target_modules"], json!([Q]));
         assert_eq!(c["fan_in_fan_out"], false);
         let bytes = fs::read(dir.join(WEIGHTS_FILE)).unwrap();
@@ -607,7 +625,10 @@ mod tests {
             },
         ] {
             assert!(
-                matches!(save_peft(&dir, 12.0, &w, &export), Err(SonaError::Config(_))),
+                matches!(
+                    save_peft(&dir, 12.0, &w, &export),
+                    Err(SonaError::Config(_))
+                ),
                 "{export:?}"
             );
         }
@@ -636,7 +657,13 @@ mod tests {
         assert_eq!(back.layer, LayerKind::Embedding);
         assert_eq!(back.weights.a, w.a);
         let dir2 = tmpdir("conv");
-        save_peft(&dir2, 12.0, &w, &PeftExport::module("transformer.h.0.attn.c_attn")).unwrap();
+        save_peft(
+            &dir2,
+            12.0,
+            &w,
+            &PeftExport::module("transformer.h.0.attn.c_attn"),
+        )
+        .unwrap();
         assert_eq!(config(&dir2)["fan_in_fan_out"], true);
         let explicit = PeftExport {
             layer: Some(LayerKind::Conv1D),
@@ -657,22 +684,40 @@ mod tests {
         set_config(&dir, "use_rslora", json!(true));
         let back = load_peft(&dir, None).unwrap();
         let want = 12.0 / 3f32.sqrt();
-        assert!((back.weights.scale - want).abs() < 1e-6, "{}", back.weights.scale);
+        assert!(
+            (back.weights.scale - want).abs() < 1e-6,
+            "{}",
+            back.weights.scale
+        );
         assert!((back.alpha - 12.0 * 3f32.sqrt()).abs() < 1e-4);
         assert!(back.use_rslora && back.lora_alpha == 12.0);
         set_config(&dir, "use_rslora", json!(false));
-        set_config(&dir, "alpha_pattern", json!({"q_proj": 6.0, "v_proj": 100.0}));
+        set_config(
+            &dir,
+            "alpha_pattern",
+            json!({"q_proj": 6.0, "v_proj": 100.0}),
+        );
         let back = load_peft(&dir, None).unwrap();
         assert_eq!(back.weights.scale, 2.0);
         set_config(&dir, "alpha_pattern", json!({"self_attn.q_proj": 9.0}));
         assert_eq!(load_peft(&dir, None).unwrap().weights.scale, 3.0);
         set_config(&dir, "alpha_pattern", json!({"elf_attn.q_proj": 9.0}));
-        assert_eq!(load_peft(&dir, None).unwrap().weights.scale, 4.0, "suffixes end at dots");
+        assert_eq!(
+            load_peft(&dir, None).unwrap().weights.scale,
+            4.0,
+            "suffixes end at dots"
+        );
         set_config(&dir, "alpha_pattern", json!({"^model.*q_proj$": 9.0}));
-        assert!(matches!(load_peft(&dir, None), Err(SonaError::Checkpoint(_))));
+        assert!(matches!(
+            load_peft(&dir, None),
+            Err(SonaError::Checkpoint(_))
+        ));
         set_config(&dir, "alpha_pattern", json!({}));
         set_config(&dir, "r", json!(8));
-        assert!(load_peft(&dir, None).is_err(), "r disagrees with the tensors");
+        assert!(
+            load_peft(&dir, None).is_err(),
+            "r disagrees with the tensors"
+        );
         set_config(&dir, "rank_pattern", json!({"q_proj": 3}));
         assert_eq!(load_peft(&dir, None).unwrap().weights.rank, 3);
         let _ = fs::remove_dir_all(&dir);
@@ -711,8 +756,15 @@ mod tests {
             (kb.as_str(), view(vec![6, 3], &b).unwrap()),
             (km.as_str(), view(vec![6], &m).unwrap()),
         ];
-        fs::write(dir.join(WEIGHTS_FILE), safetensors::serialize(views, None).unwrap()).unwrap();
-        assert!(load_peft(&dir, None).unwrap_err().to_string().contains("DoRA"));
+        fs::write(
+            dir.join(WEIGHTS_FILE),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        assert!(load_peft(&dir, None)
+            .unwrap_err()
+            .to_string()
+            .contains("DoRA"));
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -735,7 +787,10 @@ mod tests {
         let n = bytes.len();
         bytes[n - 2..].copy_from_slice(&[0xc0, 0x7f]); // NaN
         fs::write(dir.join(WEIGHTS_FILE), &bytes).unwrap();
-        assert!(matches!(load_peft(&dir, None), Err(SonaError::Checkpoint(_))));
+        assert!(matches!(
+            load_peft(&dir, None),
+            Err(SonaError::Checkpoint(_))
+        ));
         let _ = fs::remove_dir_all(&dir);
     }
 

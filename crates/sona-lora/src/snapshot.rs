@@ -176,10 +176,17 @@ mod tests {
         let snap = Snapshot::new(vec![1u32, 10]);
         let g0 = snap.load_full_gen();
         let old = snap.publish([Some(Arc::new(2)), Some(Arc::new(20))]);
-        assert_eq!((*old[0].clone().unwrap(), *old[1].clone().unwrap()), (1, 10));
+        assert_eq!(
+            (*old[0].clone().unwrap(), *old[1].clone().unwrap()),
+            (1, 10)
+        );
         let g = snap.load();
         assert_eq!((*g.tier(0), *g.tier(1), g.number), (2, 20, 1));
-        assert_eq!((*g0.tier(0), *g0.tier(1)), (1, 10), "old readers keep theirs");
+        assert_eq!(
+            (*g0.tier(0), *g0.tier(1)),
+            (1, 10),
+            "old readers keep theirs"
+        );
         let old = snap.publish([None, Some(Arc::new(30))]);
         assert!(old[0].is_none());
         assert_eq!((*snap.load().tier(0), *snap.load().tier(1)), (2, 30));

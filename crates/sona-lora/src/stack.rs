@@ -238,6 +238,10 @@ mod tests {
         let g0 = tt.forward_generation(&x, &mut y).unwrap();
         tt.merge().unwrap();
         let g1 = tt.forward_generation(&x, &mut y).unwrap();
-        assert_eq!(g1, g0 + 1, "new base and restarted micro are published together");
+        assert_eq!(
+            g1,
+            g0 + 1,
+            "new base and restarted micro are published together"
+        );
     }
 }

@@ -384,7 +384,8 @@ fn check_peft(cfg: String, st: Vec<u8>) {
         c.alpha = ad.alpha;
         c.frozen = Frozen::Zero;
         if let Ok(l) = Lora::new(c) {
-            l.set_weights(w.clone()).expect("imported weights load into an adapter");
+            l.set_weights(w.clone())
+                .expect("imported weights load into an adapter");
             l.forward(&x, &mut y).unwrap();
             assert!(y.iter().all(|v| v.is_finite()));
         }
@@ -491,7 +492,8 @@ fn unmutated_files_load() {
         assert_usable(&back);
     }
     for q in quantized() {
-        let back = QuantizedLora::from_bytes(&q.to_checkpoint().unwrap().to_bytes().unwrap()).unwrap();
+        let back =
+            QuantizedLora::from_bytes(&q.to_checkpoint().unwrap().to_bytes().unwrap()).unwrap();
         assert_eq!(back, q);
     }
     let (cfg, st) = peft_files();
