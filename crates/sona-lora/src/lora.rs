@@ -90,10 +90,13 @@ impl LoraConfig {
         self.frozen.check(self.d_in, self.d_out)?;
         self.optim.check()?;
         self.explore.check()?;
-        if self.module.is_empty() || self.module.contains(char::is_whitespace) {
+        if self.module.is_empty()
+            || self.module.len() > 1024
+            || self.module.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(SonaError::Config(format!(
-                "module must be a non-empty name without spaces, got {:?}",
-                self.module
+                "module must be a non-empty name of at most 1024 bytes without spaces, got {:?}",
+                self.module.chars().take(80).collect::<String>()
             )));
         }
         Ok(())
