@@ -80,6 +80,18 @@ def _cfg(x: Any, name: str) -> float:
     return as_real(x, name, ConfigError)
 
 
+def _learning(**values: Any) -> dict[str, float]:
+    """The step and exploration settings shared by every adapter, as floats (ConfigError for
+    anything that is not a real number)."""
+    return {name: _cfg(value, name) for name, value in values.items()}
+
+
+def _module(module: Any) -> str:
+    if not isinstance(module, str):
+        raise ConfigError(f"module must be a str, got {type(module).__name__}")
+    return module
+
+
 def _token(token: Any) -> int:
     """An exploration token: an int (InvalidInputError otherwise); out of range is unknown."""
     if isinstance(token, bool) or not isinstance(token, int | np.integer):
@@ -133,26 +145,26 @@ class LoRA:
         rank = as_size(rank, "rank", 1, _U64_MAX)
         capacity = as_size(capacity, "capacity", 1, _U64_MAX)
         seed = as_size(seed, "seed", 0, _U64_MAX)
-        if not isinstance(module, str):
-            raise ConfigError(f"module must be a str, got {type(module).__name__}")
         kind, weight = _base_map(W, d_in, d_out)
         self._inner = _sona.LoraAdapter(
             d_in,
             d_out,
             rank,
             _cfg(alpha, "alpha"),
-            lr=_cfg(lr, "lr"),
-            momentum=_cfg(momentum, "momentum"),
-            clip=_cfg(clip, "clip"),
-            max_norm=_cfg(max_norm, "max_norm"),
-            decay=_cfg(decay, "decay"),
-            sigma=_cfg(sigma, "sigma"),
-            baseline_rate=_cfg(baseline_rate, "baseline_rate"),
+            **_learning(
+                lr=lr,
+                momentum=momentum,
+                clip=clip,
+                max_norm=max_norm,
+                decay=decay,
+                sigma=sigma,
+                baseline_rate=baseline_rate,
+            ),
             capacity=capacity,
             seed=seed,
             base_map=kind,
             weight=weight,
-            module=module,
+            module=_module(module),
             tier=self._tier,
         )
         self._d_in = d_in
@@ -562,8 +574,6 @@ class TwoTierLoRA:
         capacity = as_size(capacity, "capacity", 1, _U64_MAX)
         seed = as_size(seed, "seed", 0, _U64_MAX)
         merge_every = as_size(merge_every, "merge_every", 0, _U64_MAX)
-        if not isinstance(module, str):
-            raise ConfigError(f"module must be a str, got {type(module).__name__}")
         kind, weight = _base_map(W, d_in, d_out)
         self._inner = _sona.TwoTierAdapter(
             d_in,
@@ -572,19 +582,21 @@ class TwoTierLoRA:
             micro_rank=micro_rank,
             base_alpha=_cfg(base_alpha, "base_alpha"),
             micro_alpha=_cfg(micro_alpha, "micro_alpha"),
-            lr=_cfg(lr, "lr"),
-            momentum=_cfg(momentum, "momentum"),
-            clip=_cfg(clip, "clip"),
-            max_norm=_cfg(max_norm, "max_norm"),
-            decay=_cfg(decay, "decay"),
-            sigma=_cfg(sigma, "sigma"),
-            baseline_rate=_cfg(baseline_rate, "baseline_rate"),
+            **_learning(
+                lr=lr,
+                momentum=momentum,
+                clip=clip,
+                max_norm=max_norm,
+                decay=decay,
+                sigma=sigma,
+                baseline_rate=baseline_rate,
+            ),
             capacity=capacity,
             seed=seed,
             merge_every=merge_every,
             base_map=kind,
             weight=weight,
-            module=module,
+            module=_module(module),
         )
         self._d_in = d_in
         self.base: BaseLoRA = BaseLoRA._wrap(self._inner.base)  # type: ignore[assignment]
