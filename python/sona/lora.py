@@ -27,6 +27,7 @@ adapter is unchanged.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Literal, TypedDict
 
@@ -42,6 +43,8 @@ __all__ = [
     "MergeReport",
     "MicroLoRA",
     "TwoTierLoRA",
+    "default_lr",
+    "default_sigma",
     "load_quantized",
     "read_peft",
 ]
@@ -78,6 +81,24 @@ _TOKEN_MAX = (1 << 63) - 1
 def _cfg(x: Any, name: str) -> float:
     """A real-valued setting (ConfigError for strings, bools and other non-numbers)."""
     return as_real(x, name, ConfigError)
+
+
+def default_sigma(d: int) -> float:
+    """Default relative exploration noise for output dimension ``d``.
+
+    0.1 up to d = 256 (where it was tuned), then ``0.1·√(256/d)``: the noise ``σ‖y‖ε`` has norm
+    about ``σ√d·‖y‖``, so this keeps that norm at its d = 256 value instead of letting the
+    explored output drown the signal as d grows. Chosen on validation seeds 100-101 of
+    ``sona eval adapt --dims 128,384,768,1024 --clusters 4,6`` (docs/benchmarks.md).
+    """
+    return 0.1 * min(1.0, math.sqrt(256.0 / d))
+
+
+def default_lr(d: int, two_tier: bool = False) -> float:
+    """Default step size for dimension ``d``: 3e-4 for a micro adapter at every d; for a two-tier
+    stack 3e-4 up to d = 256, then ``3e-4·√(d/256)`` (its merges keep what the larger steps learn;
+    same validation as :func:`default_sigma`)."""
+    return 3e-4 * (max(1.0, math.sqrt(d / 256.0)) if two_tier else 1.0)
 
 
 def _learning(**values: Any) -> dict[str, float]:
@@ -396,7 +417,8 @@ class MicroLoRA(LoRA):
     Defaults were chosen on the adaptation benchmark (``sona eval adapt``; docs/decisions.md):
     ``alpha=20`` (so ``s·‖A x‖`` is about 1 for unit ``x`` at rank 2), ``lr=3e-4``, momentum 0.9,
     gradient clip 10, ``‖ΔW‖_F ≤ max_norm = 16``, decay ``1e-5`` per step, relative exploration
-    ``sigma=0.1`` and a linear baseline fitted at rate 0.05.
+    ``sigma=0.1`` up to d = 256 and ``0.1·√(256/d)`` above (:func:`default_sigma`), and a linear
+    baseline fitted at rate 0.05.
     """
 
     _tier = "micro"
@@ -408,29 +430,30 @@ class MicroLoRA(LoRA):
         *,
         rank: int = 2,
         alpha: float = 20.0,
-        lr: float = 3e-4,
+        lr: float | None = None,
         momentum: float = 0.9,
         clip: float = 10.0,
         max_norm: float = 16.0,
         decay: float = 1e-5,
-        sigma: float = 0.1,
+        sigma: float | None = None,
         baseline_rate: float = 0.05,
         capacity: int = 256,
         seed: int = 0,
         W: Any = None,
         module: str = "embedding",
     ) -> None:
+        dim = as_size(d_in if d_out is None else d_out, "d_out", 1, _U64_MAX)
         super().__init__(
             d_in,
             d_out,
             rank=rank,
             alpha=alpha,
-            lr=lr,
+            lr=default_lr(dim) if lr is None else lr,
             momentum=momentum,
             clip=clip,
             max_norm=max_norm,
             decay=decay,
-            sigma=sigma,
+            sigma=default_sigma(dim) if sigma is None else sigma,
             baseline_rate=baseline_rate,
             capacity=capacity,
             seed=seed,
@@ -543,6 +566,8 @@ class TwoTierLoRA:
     ``y = W x + ΔW_b x + ΔW_µ x``. Every feedback trains the micro tier; every ``merge_every``
     applied micro steps it is merged into the base (0 disables automatic merges; call
     :meth:`merge`). The tiers are exposed as :attr:`base` and :attr:`micro` (shared state).
+    ``lr`` and ``sigma`` default to :func:`default_lr` (two-tier) and :func:`default_sigma` of
+    ``d_out``: the d = 256 values, scaled by ``√(d/256)`` and ``√(256/d)`` above 256.
     """
 
     def __init__(
@@ -554,12 +579,12 @@ class TwoTierLoRA:
         micro_rank: int = 2,
         base_alpha: float = 16.0,
         micro_alpha: float = 20.0,
-        lr: float = 3e-4,
+        lr: float | None = None,
         momentum: float = 0.9,
         clip: float = 10.0,
         max_norm: float = 16.0,
         decay: float = 1e-5,
-        sigma: float = 0.1,
+        sigma: float | None = None,
         baseline_rate: float = 0.05,
         capacity: int = 256,
         seed: int = 0,
@@ -569,6 +594,8 @@ class TwoTierLoRA:
     ) -> None:
         d_in = as_size(d_in, "d_in", 1, _U64_MAX)
         d_out = d_in if d_out is None else as_size(d_out, "d_out", 1, _U64_MAX)
+        lr = default_lr(d_out, two_tier=True) if lr is None else lr
+        sigma = default_sigma(d_out) if sigma is None else sigma
         base_rank = as_size(base_rank, "base_rank", 1, _U64_MAX)
         micro_rank = as_size(micro_rank, "micro_rank", 1, _U64_MAX)
         capacity = as_size(capacity, "capacity", 1, _U64_MAX)

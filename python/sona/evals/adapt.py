@@ -49,9 +49,10 @@ class AdaptSettings:
     rank: int = 2
     base_rank: int = 8
     alpha: float = 20.0
-    lr: float = 3e-4
+    #: None: the library defaults for this d (sona.lora.default_lr / default_sigma).
+    lr: float | None = None
     momentum: float = 0.9
-    sigma: float = 0.1
+    sigma: float | None = None
     baseline_rate: float = 0.05
     merge_every: int = 1000
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
