@@ -92,7 +92,10 @@ impl LoraConfig {
         self.explore.check()?;
         if self.module.is_empty()
             || self.module.len() > 1024
-            || self.module.chars().any(|c| c.is_whitespace() || c.is_control())
+            || self
+                .module
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(SonaError::Config(format!(
                 "module must be a non-empty name of at most 1024 bytes without spaces, got {:?}",
