@@ -93,7 +93,7 @@ def test_rewards_and_settings_must_be_numbers(value: Any) -> None:
     with pytest.raises(sona.InvalidInputError):
         m.reward(token, value)
     with pytest.raises(sona.ConfigError):
-        MicroLoRA(8, lr=value)
+        MicroLoRA(8, momentum=value)
     with pytest.raises(sona.InvalidInputError):
         m.reward(str(token), 0.5)
     assert state(m) == before
