@@ -45,7 +45,8 @@ pub struct LoraConfig {
 impl LoraConfig {
     /// Micro-tier defaults for an embedding adapter (`W = I`): rank 2, one momentum step per feedback,
     /// `‖ΔW‖_F ≤ 16`, slow decay. Step size, scale and exploration were chosen on the adaptation
-    /// benchmark (SPEC §11.1; see docs/decisions.md).
+    /// benchmark (SPEC §11.1; see docs/decisions.md); above d = 256 the exploration noise is
+    /// `0.1·√(256/d)` (as `sona.lora.default_sigma`; docs/benchmarks.md, "Defaults across sizes").
     pub fn micro(d: usize) -> Self {
         LoraConfig {
             d_in: d,
@@ -60,7 +61,10 @@ impl LoraConfig {
                 max_norm: 16.0,
                 decay: 1e-5,
             },
-            explore: ExploreConfig::default(),
+            explore: ExploreConfig {
+                sigma: 0.1 * (256.0 / d.max(1) as f32).sqrt().min(1.0),
+                ..ExploreConfig::default()
+            },
             seed: 0,
             module: "embedding".into(),
         }
@@ -898,6 +902,13 @@ mod tests {
         let t = m.forward_explore(&x, &mut y).unwrap();
         m.reward(t, 0.9).unwrap();
         assert_eq!(m.counters().rewards, 1);
+    }
+
+    #[test]
+    fn micro_noise_scales_above_256() {
+        assert_eq!(LoraConfig::micro(128).explore.sigma, 0.1);
+        assert_eq!(LoraConfig::micro(256).explore.sigma, 0.1);
+        assert!((LoraConfig::micro(1024).explore.sigma - 0.05).abs() < 1e-7);
     }
 
     #[test]
