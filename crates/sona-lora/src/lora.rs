@@ -344,8 +344,8 @@ impl Lora {
     /// Forward for `n` row-major inputs (`xs`: `n × d_in`, `ys`: `n × d_out`), all on one snapshot.
     pub fn forward_batch(&self, xs: &[f32], n: usize, ys: &mut [f32]) -> Result<()> {
         let (di, dout) = (self.config.d_in, self.config.d_out);
-        validate::check_vec("X", xs, n * di)?;
-        validate::check_len("Y", ys, n * dout)?;
+        validate::check_vec("X", xs, validate::element_count("X", &[n, di])?)?;
+        validate::check_len("Y", ys, validate::element_count("Y", &[n, dout])?)?;
         let g = self.weights.load();
         let w = [g.tier(self.tier)];
         for (x, y) in xs.chunks_exact(di).zip(ys.chunks_exact_mut(dout)) {
@@ -417,8 +417,8 @@ impl Lora {
         if n == 0 {
             return Err(SonaError::invalid("update_batch: empty batch"));
         }
-        validate::check_vec("X", xs, n * c.d_in)?;
-        validate::check_vec("E", es, n * c.d_out)?;
+        validate::check_vec("X", xs, validate::element_count("X", &[n, c.d_in])?)?;
+        validate::check_vec("E", es, validate::element_count("E", &[n, c.d_out])?)?;
         self.check_writable()?;
         let mut guard = self.writer.lock();
         let wr = &mut *guard;
@@ -902,6 +902,16 @@ mod tests {
         let t = m.forward_explore(&x, &mut y).unwrap();
         m.reward(t, 0.9).unwrap();
         assert_eq!(m.counters().rewards, 1);
+    }
+
+    #[test]
+    fn batch_sizes_that_overflow_are_errors() {
+        let m = micro(4);
+        let mut y = vec![0.0; 4];
+        assert!(m.forward_batch(&[0.0; 4], usize::MAX / 2, &mut y).is_err());
+        assert!(m
+            .update_batch(&[0.0; 4], &[0.0; 4], usize::MAX / 2)
+            .is_err());
     }
 
     #[test]

@@ -81,8 +81,8 @@ impl TwoTierLoRA {
     /// Row-major batch forward, all rows on one generation.
     pub fn forward_batch(&self, xs: &[f32], n: usize, ys: &mut [f32]) -> Result<()> {
         let (di, dout) = (self.d_in(), self.d_out());
-        validate::check_vec("X", xs, n * di)?;
-        validate::check_len("Y", ys, n * dout)?;
+        validate::check_vec("X", xs, validate::element_count("X", &[n, di])?)?;
+        validate::check_len("Y", ys, validate::element_count("Y", &[n, dout])?)?;
         let g = self.base.generation();
         let tiers = [g.tier(self.base.tier()), g.tier(self.micro.tier())];
         for (x, y) in xs.chunks_exact(di).zip(ys.chunks_exact_mut(dout)) {
