@@ -239,16 +239,16 @@ mod tests {
         assert!(idx.remove_batch(&[1, 9]).is_err());
         assert!(idx.contains(1));
 
-        let mut ck = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+        let mut ck = Checkpoint::new(crate::CHECKPOINT_KIND, 1);
         idx.write_into(&mut ck, "f.").unwrap();
-        let back = crate::index::AnyIndex::read_from(&ck, "f.").unwrap();
+        let back = crate::AnyIndex::read_from(&ck, "f.").unwrap();
         assert_eq!(back.kind_name(), "flat");
         assert_eq!(back.get(2).unwrap(), idx.get(2).unwrap());
-        let mut dup = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+        let mut dup = Checkpoint::new(crate::CHECKPOINT_KIND, 1);
         idx.write_into(&mut dup, "").unwrap();
         dup.put_u64("ids", &[2, 2]);
         assert!(matches!(
-            crate::index::AnyIndex::read_from(&dup, ""),
+            crate::AnyIndex::read_from(&dup, ""),
             Err(SonaError::Checkpoint(_))
         ));
     }

@@ -2,20 +2,27 @@
 //!
 //! Every index inserts (visible to the next search), deletes, and searches with an optional id filter.
 //! Vectors are normalised on insert and queries on search, so callers may pass raw embeddings.
+//! `k` above the number of (filtered) live vectors returns them all, as every ANN library does.
 //!
+//! - [`VectorIndex`]: what every index offers (add, remove, search, batches, save).
 //! - [`FlatIndex`]: exact scan (small sets, and the oracle in tests).
 //! - [`IvfIndex`]: approximate search by inverted lists (k-means partitions scanned as contiguous
 //!   8-bit codes); the default approximate index (large, clustered sets: see `docs/decisions.md`).
+//!   [`RetrainJob`]/[`RetrainPlan`] re-partition it without holding it.
 //! - [`HnswIndex`]: approximate search on a hierarchical navigable small-world graph with incremental
 //!   insert and tombstone delete (the better choice on weakly clustered data).
 //! - [`AnyIndex`]: any of them behind one type, with persistence through [`sona_core::Checkpoint`]
 //!   (kind [`CHECKPOINT_KIND`]) and [`load`].
+//! - [`kmeans`]: seeded spherical k-means (k-means++ seeding, Lloyd or mini-batch), used by IVF and
+//!   by the ReasoningBank's pattern extraction.
+//! - `quant`, `prefetch` (private): the int8/sign-bit codes the scans read, and cache-line prefetch.
 //! - [`synthetic`]: clustered unit vectors and recall@k, shared by tests and benchmarks.
 
 mod any;
 mod flat;
 mod hnsw;
 mod ivf;
+pub mod kmeans;
 mod prefetch;
 mod quant;
 pub mod synthetic;

@@ -8,8 +8,8 @@ use parking_lot::Mutex;
 use sona_core::{Checkpoint, Result, SeededRng, SonaError};
 
 use super::{HnswIndex, HnswParams, MAX_LEVEL};
-use crate::index::first_non_unit_row;
-use crate::index::quant::{quantize, sign_bits};
+use crate::first_non_unit_row;
+use crate::quant::{quantize, sign_bits};
 
 fn bad(msg: impl Into<String>) -> SonaError {
     SonaError::checkpoint(format!("invalid hnsw index: {}", msg.into()))
