@@ -17,9 +17,7 @@ pub struct FlatIndex {
 
 impl FlatIndex {
     pub fn new(dim: usize) -> Result<Self> {
-        if dim == 0 {
-            return Err(SonaError::Config("index dimension must be > 0".into()));
-        }
+        crate::check_dim(dim)?;
         Ok(FlatIndex {
             dim,
             ..Default::default()
@@ -81,6 +79,9 @@ impl FlatIndex {
 }
 
 impl VectorIndex for FlatIndex {
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        FlatIndex::get(self, id)
+    }
     fn dim(&self) -> usize {
         self.dim
     }
@@ -126,6 +127,8 @@ impl VectorIndex for FlatIndex {
         filter: Option<IdFilter<'_>>,
     ) -> Result<Vec<(u64, f32)>> {
         let q = self.unit("query", query)?;
+        // Never more than the stored count: a huge `k` must not size any buffer.
+        let k = k.min(self.len());
         match filter {
             None => Ok(kernels::top_k(&self.scores(&q), k)
                 .into_iter()

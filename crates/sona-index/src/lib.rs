@@ -60,6 +60,11 @@ pub trait VectorIndex: Send + Sync {
     }
     /// Whether `id` is present.
     fn contains(&self, id: u64) -> bool;
+    /// The stored unit vector of `id` (`None` if absent, or for an index that keeps no exact copy).
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        let _ = id;
+        None
+    }
     /// Inserts `vector` under a new `id` (an existing id is an `InvalidInput` error).
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()>;
     /// Removes `id`; `UnknownId` if absent.
@@ -135,6 +140,11 @@ pub trait VectorIndex: Send + Sync {
     }
 }
 
+/// An index dimension must lie in `[1, MAX_DIM]` (a `Config` error, never a huge allocation later).
+pub(crate) fn check_dim(dim: usize) -> Result<usize> {
+    validate::check_size("index dimension", dim, 1, validate::MAX_DIM)
+}
+
 /// Validates an id batch and its row-major vectors against `index` without changing it.
 pub(crate) fn check_batch<I: VectorIndex + ?Sized>(
     index: &I,
@@ -182,7 +192,7 @@ pub(crate) fn new_entry<I: VectorIndex + ?Sized>(
 
 /// The first row of the row-major `rows` (`dim` wide) that is not unit-norm (finite, norm² within
 /// 1e-3 of 1): the check every index runs on vectors read back from a file.
-pub(crate) fn first_non_unit_row(rows: &[f32], dim: usize) -> Option<usize> {
+pub fn first_non_unit_row(rows: &[f32], dim: usize) -> Option<usize> {
     rows.chunks_exact(dim).position(|row| {
         let n = kernels::norm_sq(row);
         !n.is_finite() || (n - 1.0).abs() > 1e-3

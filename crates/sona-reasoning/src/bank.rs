@@ -130,6 +130,34 @@ pub(crate) fn unit(what: &str, v: &[f32], dim: usize) -> Result<Vec<f32>> {
     Ok(u)
 }
 
+/// One change of an extraction's merge phase, kept so a failure can restore the state before it.
+pub(crate) enum Undo {
+    /// The node as it was before a cluster merged into it.
+    Merged(PatternNode),
+    /// A pattern created under this id.
+    Created(u64),
+}
+
+/// Reverts `undo` (newest first). Every step restores a vector the index held (or removes one it
+/// accepted) moments ago, so it only fails if the index itself is broken.
+pub(crate) fn rollback(st: &mut PatternState, undo: Vec<Undo>) {
+    for step in undo.into_iter().rev() {
+        match step {
+            Undo::Created(id) => {
+                st.nodes.remove(&id);
+                if st.index.contains(id) {
+                    let _ = st.index.remove(id);
+                }
+            }
+            Undo::Merged(old) => {
+                let id = old.pattern.id;
+                st.nodes.insert(id, old);
+                let _ = st.reindex(id);
+            }
+        }
+    }
+}
+
 impl ReasoningBank {
     /// A bank over the index its configuration names (exact [`FlatIndex`] by default).
     pub fn new(cfg: BankConfig) -> Result<Self> {
@@ -226,10 +254,9 @@ impl ReasoningBank {
             self.check_tier(t)?;
         }
         let ts = ts_ms.unwrap_or_else(now_ms);
-        Ok(self
-            .store
+        self.store
             .lock()
-            .add(&u, reward, tier.unwrap_or(NO_TIER), source, ts))
+            .add(&u, reward, tier.unwrap_or(NO_TIER), source, ts)
     }
 
     /// Records a full SPEC §2 trajectory: its adapted embedding (the query when `adapted` is empty),
@@ -277,9 +304,14 @@ impl ReasoningBank {
         let _one_at_a_time = self.extract_lock.lock();
         let batch = self.take_new();
         let (clusters, mut report) = self.cluster(&batch);
-        drop(batch);
-        self.apply(clusters, &mut report)?;
-        Ok(report)
+        match self.apply(clusters, &mut report) {
+            Ok(()) => Ok(report),
+            Err(e) => {
+                // `apply` left the patterns as they were: the batch goes back for the next try.
+                self.store.lock().ring.put_back(batch);
+                Err(e)
+            }
+        }
     }
 
     /// Extraction phase 1 (store lock only, O(1) unless the ring wrapped): the new trajectories.
@@ -331,14 +363,29 @@ impl ReasoningBank {
             let job = self.state.read().index.retrain_job(clusters.len());
             job.map(RetrainJob::run)
         };
+        // Checked before the write lock, so a bad summary (it cannot be, but the index would refuse
+        // it half-way) fails with nothing changed.
+        for c in &clusters {
+            unit("cluster centroid", &c.centroid, self.cfg.dim)?;
+        }
         let mut st = self.state.write();
         if let Some(plan) = plan {
+            // Changes only the partition, never the ids or vectors; an error changes nothing.
             st.index.apply_retrain(plan)?;
         }
+        let saved = (st.next_pattern_id, st.extractions);
         if report.trajectories > 0 {
             st.extractions += 1;
         }
-        let (merged, created) = self.apply_clusters(&mut st, clusters)?;
+        let mut undo = Vec::new();
+        let (merged, created) = match self.apply_clusters(&mut st, clusters, &mut undo) {
+            Ok(counts) => counts,
+            Err(e) => {
+                rollback(&mut st, undo);
+                (st.next_pattern_id, st.extractions) = saved;
+                return Err(e);
+            }
+        };
         report.merged = merged;
         report.created = created;
         report.patterns = st.nodes.len();
@@ -354,6 +401,7 @@ impl ReasoningBank {
         &self,
         st: &mut PatternState,
         clusters: Vec<ClusterSummary>,
+        undo: &mut Vec<Undo>,
     ) -> Result<(usize, usize)> {
         let now = now_ms();
         let (mut merged, mut created) = (0, 0);
@@ -377,6 +425,7 @@ impl ReasoningBank {
             match nearest {
                 Some((id, sim)) if st.nodes.contains_key(&id) && sim >= threshold(id) => {
                     let node = st.nodes.get_mut(&id).expect("checked above");
+                    undo.push(Undo::Merged(node.clone()));
                     node.absorb(
                         &c.centroid,
                         c.resultant,
@@ -391,7 +440,8 @@ impl ReasoningBank {
                     merged += 1;
                 }
                 _ => {
-                    let id = st.fresh_id();
+                    let id = st.fresh_id()?;
+                    undo.push(Undo::Created(id));
                     let pattern = Pattern {
                         id,
                         level: 0,
@@ -416,13 +466,13 @@ impl ReasoningBank {
         Ok((merged, created))
     }
 
-    fn check_k(&self, k: usize, size: usize) -> Result<()> {
-        if k == 0 || k > size {
-            return Err(SonaError::invalid(format!(
-                "k must be in [1, {size}] (the number of patterns), got {k}"
-            )));
+    /// `k` must be ≥ 1; above the number of patterns the search returns them all (as every ANN
+    /// library does), so the effective `k` is capped at `size`.
+    fn check_k(&self, k: usize, size: usize) -> Result<usize> {
+        if k == 0 {
+            return Err(SonaError::invalid("k must be >= 1, got 0"));
         }
-        Ok(())
+        Ok(k.min(size))
     }
 
     /// The `k` level-0 patterns most similar to `query`, as `(id, cosine)`, best first. Counts as an
@@ -430,7 +480,10 @@ impl ReasoningBank {
     pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {
         let q = unit("query", query, self.cfg.dim)?;
         let st = self.state.read();
-        self.check_k(k, st.nodes.len())?;
+        let k = self.check_k(k, st.nodes.len())?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
         let hits = st.index.search(&q, k, None)?;
         let now = now_ms();
         for (id, _) in &hits {
@@ -535,7 +588,7 @@ impl ReasoningBank {
             .levels
             .get(level - 1)
             .ok_or_else(|| SonaError::invalid(format!("level {level} does not exist")))?;
-        self.check_k(k, l.patterns.len())?;
+        let k = self.check_k(k, l.patterns.len())?;
         l.index.search(&q, k, None)
     }
 

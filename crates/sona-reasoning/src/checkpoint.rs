@@ -6,12 +6,12 @@
 //! The vector index is not stored: it is rebuilt from the centroids on load, which keeps the file
 //! independent of the index implementation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sona_core::types::ArmStats;
-use sona_core::{validate, Checkpoint, Result, SeededRng, SonaError};
+use sona_core::{Checkpoint, Result, SeededRng, SonaError};
 
 use crate::bank::ReasoningBank;
 use crate::buffer::{PendingEntry, PendingMap, Reservoir, RingBuffer, TrajectoryStore};
@@ -20,7 +20,7 @@ use crate::export::{unit_rows, PatternRecord};
 use crate::graph::MemoryGraph;
 use crate::node::{Level, PatternState};
 use crate::trajectory::{TrajectoryMeta, TrajectorySlab};
-use sona_index::{AnyIndex, FlatIndex, VectorIndex};
+use sona_index::{first_non_unit_row, AnyIndex, FlatIndex, VectorIndex};
 
 /// Checkpoint kind of a bank.
 pub const KIND: &str = "reasoning_bank";
@@ -83,17 +83,36 @@ fn get_slab(ck: &Checkpoint, name: &str, dim: usize, n_tiers: usize) -> Result<T
             "{name}: field lengths differ"
         )));
     }
-    validate::check_finite(name, &data).map_err(|e| SonaError::checkpoint(e.to_string()))?;
+    // Stored embeddings are unit-norm (clustering relies on it), and each store holds an id once.
+    if let Some(i) = first_non_unit_row(&data, dim) {
+        return Err(SonaError::checkpoint(format!(
+            "{name}: row {i} is not a finite unit vector"
+        )));
+    }
+    let mut seen = HashSet::with_capacity(n);
+    if let Some(id) = ids.iter().find(|&&id| !seen.insert(id)) {
+        return Err(SonaError::checkpoint(format!(
+            "{name}: trajectory id {id} appears twice"
+        )));
+    }
     let mut slab = TrajectorySlab::new(dim);
     slab.data = data;
     for i in 0..n {
         let (tier, source) = TrajectoryMeta::unpack_small(small[i]);
         let r = rewards[i];
-        if !(r.is_nan() || (0.0..=1.0).contains(&r))
+        // Only pending trajectories are still without a reward (stored as NaN).
+        let reward_ok = if r.is_nan() {
+            name == "pending"
+        } else {
+            (0.0..=1.0).contains(&r)
+        };
+        if !reward_ok
             || (tier as usize >= n_tiers && tier != u8::MAX)
+            || small[i] >> 16 != 0
+            || (small[i] >> 8) & 0xFF > 2
         {
             return Err(SonaError::checkpoint(format!(
-                "{name}: bad reward or tier at row {i}"
+                "{name}: bad reward, tier or source at row {i}"
             )));
         }
         slab.meta.push(TrajectoryMeta {
@@ -273,6 +292,15 @@ impl ReasoningBank {
             ));
         }
         let c: Counters = ck.meta("counters")?;
+        // Both counters hand out the next id with a checked increment: they must leave room.
+        for (what, next) in [
+            ("next_trajectory_id", c.next_trajectory_id),
+            ("next_pattern_id", c.next_pattern_id),
+        ] {
+            if next == 0 || next == u64::MAX {
+                return Err(SonaError::checkpoint(format!("{what} {next} out of range")));
+            }
+        }
         let d = cfg.dim;
         let mut recs: Vec<PatternRecord> = ck.meta("patterns")?;
         get_stats(ck, "patterns", &mut recs)?;
@@ -292,7 +320,24 @@ impl ReasoningBank {
         }
         let level_recs: Vec<LevelRecord> = ck.meta("levels")?;
         let mut levels = Vec::new();
+        // Abstractions take fresh ids from the same counter as level-0 patterns.
+        let mut all_ids: HashSet<u64> = nodes.keys().copied().collect();
         for (i, mut lr) in level_recs.into_iter().enumerate() {
+            if lr.level as usize != i + 1 {
+                return Err(SonaError::checkpoint(format!(
+                    "hierarchy level {} stored at position {}",
+                    lr.level,
+                    i + 1
+                )));
+            }
+            for r in &lr.patterns {
+                if r.id >= c.next_pattern_id || !all_ids.insert(r.id) || r.level != lr.level {
+                    return Err(SonaError::checkpoint(format!(
+                        "level {} pattern id {} repeated, beyond the counter or of another level",
+                        lr.level, r.id
+                    )));
+                }
+            }
             get_stats(ck, &format!("level{}", i + 1), &mut lr.patterns)?;
             let n = lr.patterns.len();
             let cents = ck.get_f32_shaped(&format!("level{}.centroids", i + 1), &[n, d])?;
@@ -330,7 +375,17 @@ impl ReasoningBank {
             .enumerate()
             .map(|(i, &w)| (pairs[2 * i], pairs[2 * i + 1], w))
             .collect();
+        if edges.len() > cfg.graph.max_edges {
+            return Err(SonaError::checkpoint(format!(
+                "{} graph edges, more than max_edges {}",
+                edges.len(),
+                cfg.graph.max_edges
+            )));
+        }
         let graph = MemoryGraph::from_edges(cfg.graph, &edges)?;
+        if graph.edge_count() != edges.len() {
+            return Err(SonaError::checkpoint("a graph edge is stored twice"));
+        }
         let ring = get_slab(ck, "ring", d, cfg.n_tiers)?;
         let res = get_slab(ck, "reservoir", d, cfg.n_tiers)?;
         let pend = get_slab(ck, "pending", d, cfg.n_tiers)?;
@@ -342,9 +397,12 @@ impl ReasoningBank {
             .map(|m| m.id)
             .max()
             .unwrap_or(0);
+        let seen_ok = res.len() as u64 <= c.reservoir_seen && ring.len() as u64 <= c.completed;
         if max_id >= c.next_trajectory_id
             || ring.len() > cfg.buffer_capacity
             || res.len() > cfg.reservoir_capacity
+            || pend.len() > cfg.pending_capacity
+            || !seen_ok
         {
             return Err(SonaError::checkpoint(
                 "trajectory stores inconsistent with counters or capacities",

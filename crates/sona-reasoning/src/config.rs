@@ -86,6 +86,28 @@ impl BankConfig {
                 return Err(SonaError::Config(format!("{name} must be > 0")));
             }
         }
+        // Upper bounds, so a constructor argument or a crafted checkpoint cannot ask for more
+        // memory than a machine has (each store holds up to `capacity × dim` floats).
+        validate::check_size("dim", self.dim, 1, validate::MAX_DIM)?;
+        for (name, cap) in [
+            ("buffer_capacity", self.buffer_capacity),
+            ("reservoir_capacity", self.reservoir_capacity),
+            ("pending_capacity", self.pending_capacity),
+        ] {
+            validate::element_count(name, &[cap, self.dim])?;
+        }
+        for (name, v, hi) in [
+            ("max_clusters", self.max_clusters, 1 << 20),
+            ("kmeans_max_iter", self.kmeans_max_iter, 10_000),
+            (
+                "minibatch_threshold",
+                self.minibatch_threshold,
+                validate::MAX_ELEMENTS,
+            ),
+            ("max_exemplars", self.max_exemplars, 1 << 16),
+        ] {
+            validate::check_size(name, v, 0, hi)?;
+        }
         if !(1..=64).contains(&self.n_tiers) {
             return Err(SonaError::Config(format!(
                 "n_tiers must be in [1, 64], got {}",

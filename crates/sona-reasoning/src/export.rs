@@ -11,6 +11,13 @@ use crate::bank::ReasoningBank;
 use crate::config::BankConfig;
 use crate::node::PatternNode;
 
+/// Most exemplar ids a record may carry (the bound of `BankConfig::max_exemplars`).
+const MAX_EXEMPLARS: usize = 1 << 16;
+
+/// Largest pattern id [`ReasoningBank::import`] accepts: the id counter continues after the largest
+/// id, so an id near 2⁶⁴ would leave no room for new patterns (and a saved bank could not reload).
+pub const MAX_IMPORT_ID: u64 = (1 << 63) - 1;
+
 /// A pattern without its centroid (stored as a tensor / numpy matrix alongside), plus the
 /// bookkeeping that keeps merges exact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +92,12 @@ impl PatternRecord {
         }
         if !(self.avg_reward.is_finite() && (0.0..=1.0).contains(&self.avg_reward)) {
             return bad(format!("avg_reward {} outside [0, 1]", self.avg_reward));
+        }
+        if self.exemplars.len() > MAX_EXEMPLARS {
+            return bad(format!(
+                "{} exemplars (at most {MAX_EXEMPLARS})",
+                self.exemplars.len()
+            ));
         }
         if !(self.resultant.is_finite() && self.resultant > 0.0 && self.resultant <= 1.0 + 1e-6) {
             return bad(format!("resultant {} outside (0, 1]", self.resultant));
@@ -234,6 +247,12 @@ impl ReasoningBank {
                     rec.id
                 )));
             }
+            if rec.id > MAX_IMPORT_ID {
+                return Err(SonaError::invalid(format!(
+                    "pattern id {} is above {MAX_IMPORT_ID}: the bank's id counter would have no room left",
+                    rec.id
+                )));
+            }
             if !seen.insert(rec.id) || st.nodes.contains_key(&rec.id) || level_ids.contains(&rec.id)
             {
                 return Err(SonaError::invalid(format!(
@@ -243,11 +262,22 @@ impl ReasoningBank {
             }
             nodes.push(rec.into_node(row, &self.cfg)?);
         }
-        // All checks passed: the inserts below cannot fail on input (ids are fresh, vectors unit).
+        // All checks passed: the inserts below cannot fail on input (ids are fresh, vectors unit);
+        // should the index fail anyway, the ones already made are taken back.
         let n = nodes.len();
+        let mut added = Vec::with_capacity(n);
+        for node in &nodes {
+            let id = node.pattern.id;
+            if let Err(e) = st.index.add(id, &node.pattern.centroid) {
+                for &a in &added {
+                    let _ = st.index.remove(a);
+                }
+                return Err(e);
+            }
+            added.push(id);
+        }
         for node in nodes {
             let id = node.pattern.id;
-            st.index.add(id, &node.pattern.centroid)?;
             st.next_pattern_id = st.next_pattern_id.max(id + 1);
             st.nodes.insert(id, node);
         }

@@ -142,19 +142,41 @@ pub(crate) struct PatternState {
 }
 
 impl PatternState {
-    pub fn fresh_id(&mut self) -> u64 {
+    /// A new pattern id; an exhausted id space is an error rather than a wrapped (reused) id.
+    pub fn fresh_id(&mut self) -> Result<u64> {
         let id = self.next_pattern_id;
-        self.next_pattern_id += 1;
-        id
+        self.next_pattern_id = id
+            .checked_add(1)
+            .ok_or_else(|| SonaError::invalid("the pattern id space is exhausted"))?;
+        Ok(id)
     }
 
-    /// Replaces `id`'s vector in the index (delete + insert: the trait has no update).
+    /// Replaces `id`'s vector in the index (delete + insert: the trait has no update), all or
+    /// nothing: when the insert fails the old vector is put back.
     pub fn reindex(&mut self, id: u64) -> Result<()> {
         let c = self.nodes[&id].pattern.centroid.clone();
-        if self.index.contains(id) {
+        let old = match self.index.get(id) {
+            Some(v) => Some(v.to_vec()),
+            None if self.index.contains(id) => {
+                return Err(SonaError::Internal(format!(
+                    "pattern {id}: the index cannot return its stored vector"
+                )))
+            }
+            None => None,
+        };
+        if old.is_some() {
             self.index.remove(id)?;
         }
-        self.index.add(id, &c)
+        match self.index.add(id, &c) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Some(v) = old {
+                    // Restores the state before the call; the vector was accepted once already.
+                    self.index.add(id, &v)?;
+                }
+                Err(e)
+            }
+        }
     }
 
     pub fn node(&self, id: u64) -> Result<&PatternNode> {

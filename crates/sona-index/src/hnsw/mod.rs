@@ -145,9 +145,7 @@ impl Clone for HnswIndex {
 
 impl HnswIndex {
     pub fn new(dim: usize, params: HnswParams) -> Result<Self> {
-        if dim == 0 {
-            return Err(SonaError::Config("index dimension must be > 0".into()));
-        }
+        crate::check_dim(dim)?;
         params.validate()?;
         Ok(HnswIndex {
             dim,
@@ -498,6 +496,9 @@ impl HnswIndex {
 }
 
 impl VectorIndex for HnswIndex {
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        HnswIndex::get(self, id)
+    }
     fn dim(&self) -> usize {
         self.dim
     }
@@ -562,6 +563,8 @@ impl VectorIndex for HnswIndex {
         let Some(entry) = self.entry else {
             return Ok(Vec::new());
         };
+        // Never more than the live count: a huge `k` must not size any buffer.
+        let k = k.min(self.slot_of.len());
         if k == 0 || self.slot_of.is_empty() {
             return Ok(Vec::new());
         }
