@@ -317,3 +317,184 @@ fn search_runs_while_extraction_clusters() {
     // Every trajectory is either in this extraction or waits for the next one; none is lost.
     assert_eq!(r.trajectories + bank.stats().buffered, 6_000 + during);
 }
+
+/// An exact index whose `add` fails once when the shared countdown reaches zero: a fault injected
+/// into the middle of an extraction or a reindex.
+struct FailingIndex {
+    inner: sona_index::FlatIndex,
+    adds_left: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FailingIndex {
+    /// The index and the handle that arms it (`usize::MAX`: never fail).
+    fn new(dim: usize) -> (Self, Arc<std::sync::atomic::AtomicUsize>) {
+        let left = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+        let idx = FailingIndex {
+            inner: sona_index::FlatIndex::new(dim).unwrap(),
+            adds_left: left.clone(),
+        };
+        (idx, left)
+    }
+}
+
+impl VectorIndex for FailingIndex {
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn contains(&self, id: u64) -> bool {
+        self.inner.contains(id)
+    }
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        VectorIndex::get(&self.inner, id)
+    }
+    fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {
+        let left = self.adds_left.load(Ordering::SeqCst);
+        if left == 0 {
+            // One transient fault: the next insert (e.g. the rollback's) works again.
+            self.adds_left.store(usize::MAX, Ordering::SeqCst);
+            return Err(SonaError::Internal("injected index failure".into()));
+        }
+        if left != usize::MAX {
+            self.adds_left.store(left - 1, Ordering::SeqCst);
+        }
+        self.inner.add(id, vector)
+    }
+    fn remove(&mut self, id: u64) -> Result<()> {
+        self.inner.remove(id)
+    }
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<sona_index::IdFilter<'_>>,
+    ) -> Result<Vec<(u64, f32)>> {
+        self.inner.search(query, k, filter)
+    }
+}
+
+/// Everything observable about a bank: patterns (with statistics), index answers, counters, buffer.
+fn full_state(bank: &ReasoningBank, probes: &[f32]) -> String {
+    let st = bank.stats();
+    let hits: Vec<_> = probes
+        .chunks_exact(bank.dim())
+        .map(|q| bank.state.read().index.search(q, 4, None).unwrap())
+        .collect();
+    let ring = bank.store.lock().ring.snapshot();
+    format!(
+        "{:?}|{hits:?}|{:?}|{:?}|{:?}|{:?}",
+        bank.patterns(),
+        (
+            st.patterns,
+            st.buffered,
+            st.dropped,
+            st.next_pattern_id,
+            st.extractions
+        ),
+        (st.completed, st.reservoir, st.pending),
+        ring.meta.iter().map(|m| m.id).collect::<Vec<_>>(),
+        ring.data,
+    )
+}
+
+#[test]
+fn a_failed_extraction_keeps_its_batch_and_changes_no_pattern() {
+    let d = 16;
+    let (pts, label) = blobs(900, 6, d, 0.3, 5);
+    let mut cfg = BankConfig::new(d, 4);
+    cfg.seed = 7;
+    let (index, fail) = FailingIndex::new(d);
+    let bank = ReasoningBank::with_index(cfg, Box::new(index)).unwrap();
+    feed(&bank, &pts[..300 * d], &label[..300]);
+    bank.extract_patterns().unwrap();
+    // The next batch holds the old groups (merges: reindex = remove + add) and a new one.
+    let (far, _) = blobs(60, 1, d, 0.2, 99);
+    feed(&bank, &pts[300 * d..], &label[300..]);
+    feed(&bank, &far, &[0; 60]);
+    let before = full_state(&bank, &pts[..40 * d]);
+    for budget in [0, 1, 3, 6] {
+        // The (budget+1)-th index insert of this extraction fails: earlier merges were applied.
+        fail.store(budget, Ordering::SeqCst);
+        assert!(bank.extract_patterns().is_err(), "budget {budget}");
+        assert!(
+            full_state(&bank, &pts[..40 * d]) == before,
+            "budget {budget}: the failed extraction changed the bank"
+        );
+    }
+    // Once the index works again the kept batch is extracted as if nothing had happened.
+    let r = bank.extract_patterns().unwrap();
+    assert_eq!(r.trajectories, 660);
+    assert!(r.created >= 1, "{r:?}");
+    let support: u32 = bank.patterns().iter().map(|p| p.support).sum();
+    assert_eq!(support, 960);
+}
+
+#[test]
+fn a_failed_reindex_keeps_the_old_vector() {
+    let d = 4;
+    let (index, fail) = FailingIndex::new(d);
+    let bank = ReasoningBank::with_index(BankConfig::new(d, 2), Box::new(index)).unwrap();
+    bank.add_trajectory(
+        &[1.0, 0.0, 0.0, 0.0],
+        Some(1.0),
+        Some(0),
+        RewardSource::Explicit,
+        None,
+    )
+    .unwrap();
+    bank.extract_patterns().unwrap();
+    let id = bank.patterns()[0].id;
+    let mut st = bank.state.write();
+    st.nodes.get_mut(&id).unwrap().pattern.centroid = vec![0.0, 1.0, 0.0, 0.0];
+    fail.store(0, Ordering::SeqCst);
+    assert!(st.reindex(id).is_err());
+    assert_eq!(
+        VectorIndex::get(&*st.index, id),
+        Some(&[1.0, 0.0, 0.0, 0.0][..])
+    );
+}
+
+#[test]
+fn a_bank_with_a_huge_imported_id_is_refused_and_saves_stay_loadable() {
+    let d = 4;
+    let src = small_bank(d);
+    src.add_trajectory(
+        &[1.0, 0.0, 0.0, 0.0],
+        Some(1.0),
+        Some(0),
+        RewardSource::Explicit,
+        None,
+    )
+    .unwrap();
+    src.extract_patterns().unwrap();
+    let (mut recs, cents) = src.export();
+    let bank = small_bank(d);
+    for id in [u64::MAX, u64::MAX - 1, 1 << 63] {
+        recs[0].id = id;
+        assert!(matches!(
+            bank.import(recs.clone(), &cents),
+            Err(SonaError::InvalidInput(_))
+        ));
+        assert!(bank.is_empty());
+    }
+    recs[0].id = crate::export::MAX_IMPORT_ID;
+    bank.import(recs, &cents).unwrap();
+    // New patterns still get fresh ids, and the saved bank loads again.
+    bank.add_trajectory(
+        &[0.0, 1.0, 0.0, 0.0],
+        Some(0.5),
+        Some(1),
+        RewardSource::Explicit,
+        None,
+    )
+    .unwrap();
+    bank.extract_patterns().unwrap();
+    assert_eq!(bank.len(), 2);
+    let ck = bank.to_checkpoint().unwrap();
+    let back =
+        ReasoningBank::from_checkpoint(&ck, Box::new(sona_index::FlatIndex::new(d).unwrap()))
+            .unwrap();
+    assert_eq!(back.patterns(), bank.patterns());
+}
