@@ -414,8 +414,9 @@ class ReasoningBank:
         return ExtractReport(**json.loads(self._bank.extract_patterns()))
 
     def search(self, vector: Any, k: int, *, expand: int = 0) -> list[SearchHit]:
-        """The ``k`` patterns most similar to ``vector`` (1 ≤ k ≤ len(self)), best first, plus up to
-        ``expand`` more reached through the memory graph (personalized PageRank, restart 0.15)."""
+        """The ``k`` patterns most similar to ``vector``, best first (all of them when ``k`` exceeds
+        ``len(self)``, as in every ANN library; ``k < 1`` raises), plus up to ``expand`` more
+        reached through the memory graph (personalized PageRank, restart 0.15)."""
         hits_json, recs, cents = self._bank.search_patterns(
             as_vector(vector, "vector", self.dim), _k(k), _int(expand, "expand")
         )
