@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import scribbling
 from sona.errors import ConfigError, InvalidInputError, SonaError
 from sona.index import VectorIndex
 
@@ -195,27 +196,13 @@ def test_an_array_written_by_another_thread_during_add_never_stores_a_bad_vector
     dim, rows = 64, 256
     index = VectorIndex(dim, kind)
     shared = np.ascontiguousarray(_unit_rows(rng, rows, dim))
-    good = shared.copy()
-    bad = np.full_like(shared, np.nan)
-    stop = threading.Event()
-
-    def scribbler() -> None:
-        while not stop.is_set():
-            np.copyto(shared, bad)
-            np.copyto(shared, good)
-
-    t = threading.Thread(target=scribbler)
-    t.start()
     failures = 0
-    try:
+    with scribbling(shared):
         for batch in range(12):
             try:
                 index.add(np.arange(batch * rows, (batch + 1) * rows), shared)
             except SonaError:
                 failures += 1
-    finally:
-        stop.set()
-        t.join()
     for i in index.ids()[:: max(1, len(index) // 200)]:
         v = index.get(int(i))
         assert np.isfinite(v).all() and abs(float(v @ v) - 1.0) < 1e-3

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import scribbling
 from sona.errors import ConfigError, InvalidInputError, SonaError, UnknownIdError
 from sona.reasoning import ReasoningBank
 
@@ -193,26 +194,13 @@ def test_an_embedding_written_by_another_thread_during_a_call_is_never_stored_ba
     dim = 4096
     b = ReasoningBank(dim, seed=2)
     shared = np.ascontiguousarray(_blobs(rng, 1, 1, dim)[0])
-    good, bad = shared.copy(), np.full_like(shared, np.nan)
-    stop = threading.Event()
-
-    def scribbler() -> None:
-        while not stop.is_set():
-            np.copyto(shared, bad)
-            np.copyto(shared, good)
-
-    t = threading.Thread(target=scribbler)
-    t.start()
     failures = 0
-    try:
+    with scribbling(shared):
         for _ in range(400):
             try:
                 b.add_trajectory(shared, 0.5, 0)
             except SonaError:
                 failures += 1
-    finally:
-        stop.set()
-        t.join()
     ids, vectors, _, _ = b.reservoir()
     assert len(ids) == 400 - failures
     assert np.isfinite(vectors).all()

@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from sona import _sona
 from sona._validate import F32Array, as_matrix, as_real, as_size, as_vector
-from sona.errors import ConfigError, InvalidInputError, UnknownIdError
+from sona.errors import ConfigError, InvalidInputError, SonaError, UnknownIdError
 from sona.index import VectorIndex
 
 __all__ = [
@@ -194,27 +194,22 @@ def _patterns(records_json: str, centroids: F32Array) -> list[Pattern]:
 _I64_MAX = (1 << 63) - 1
 
 
-def _int(x: Any, name: str) -> int:
-    """An int argument (not bool, float or str) that fits the binding's 64-bit signed integers.
-
-    Negative values pass through: the bank reports them (an unknown id, a bad tier) itself.
-    """
-    if isinstance(x, bool) or not isinstance(x, int | np.integer):
-        raise InvalidInputError(f"{name} must be an int, got {type(x).__name__} {x!r}")
-    value = int(x)
-    if not -_I64_MAX - 1 <= value <= _I64_MAX:
-        raise InvalidInputError(f"{name} is out of range: {value}")
-    return value
-
-
-def _id(x: Any, name: str) -> int:
-    """An id argument: an int; one that no bank can have issued (≥ 2**63) is an UnknownIdError."""
+def _int(x: Any, name: str, *, big: type[SonaError] = InvalidInputError) -> int:
+    """An int argument (not bool, float or str) that fits the binding's 64-bit signed integers;
+    a larger one raises ``big``. Negative values pass through: the bank reports them itself."""
     if isinstance(x, bool) or not isinstance(x, int | np.integer):
         raise InvalidInputError(f"{name} must be an int, got {type(x).__name__} {x!r}")
     value = int(x)
     if value > _I64_MAX:
-        raise UnknownIdError(f"{name} {value} does not exist")
-    return _int(value, name)
+        raise big(f"{name} {value} is out of range")
+    if value < -_I64_MAX - 1:
+        raise InvalidInputError(f"{name} {value} is out of range")
+    return value
+
+
+def _id(x: Any, name: str) -> int:
+    """An id argument: one no bank can have issued (≥ 2**63) is an UnknownIdError."""
+    return _int(x, name, big=UnknownIdError)
 
 
 def _k(x: Any) -> int:

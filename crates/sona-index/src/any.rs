@@ -138,9 +138,6 @@ pub fn load(path: &Path) -> Result<AnyIndex> {
 }
 
 impl VectorIndex for AnyIndex {
-    fn get(&self, id: u64) -> Option<&[f32]> {
-        AnyIndex::get(self, id)
-    }
     fn dim(&self) -> usize {
         self.inner().dim()
     }
@@ -149,6 +146,9 @@ impl VectorIndex for AnyIndex {
     }
     fn contains(&self, id: u64) -> bool {
         self.inner().contains(id)
+    }
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        AnyIndex::get(self, id)
     }
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {
         self.inner_mut().add(id, vector)

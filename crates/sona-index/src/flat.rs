@@ -79,9 +79,6 @@ impl FlatIndex {
 }
 
 impl VectorIndex for FlatIndex {
-    fn get(&self, id: u64) -> Option<&[f32]> {
-        FlatIndex::get(self, id)
-    }
     fn dim(&self) -> usize {
         self.dim
     }
@@ -92,6 +89,10 @@ impl VectorIndex for FlatIndex {
 
     fn contains(&self, id: u64) -> bool {
         self.slot.contains_key(&id)
+    }
+
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        FlatIndex::get(self, id)
     }
 
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {

@@ -496,9 +496,6 @@ impl HnswIndex {
 }
 
 impl VectorIndex for HnswIndex {
-    fn get(&self, id: u64) -> Option<&[f32]> {
-        HnswIndex::get(self, id)
-    }
     fn dim(&self) -> usize {
         self.dim
     }
@@ -509,6 +506,10 @@ impl VectorIndex for HnswIndex {
 
     fn contains(&self, id: u64) -> bool {
         self.slot_of.contains_key(&id)
+    }
+
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        HnswIndex::get(self, id)
     }
 
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {

@@ -551,9 +551,6 @@ impl IvfIndex {
 }
 
 impl VectorIndex for IvfIndex {
-    fn get(&self, id: u64) -> Option<&[f32]> {
-        IvfIndex::get(self, id)
-    }
     fn dim(&self) -> usize {
         self.dim
     }
@@ -564,6 +561,10 @@ impl VectorIndex for IvfIndex {
 
     fn contains(&self, id: u64) -> bool {
         self.at.contains_key(&id)
+    }
+
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        IvfIndex::get(self, id)
     }
 
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {
