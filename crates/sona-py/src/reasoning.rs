@@ -16,8 +16,8 @@ use numpy::{PyArray1, PyArray2};
 use pyo3::prelude::*;
 use sona_core::types::RewardSource;
 use sona_core::SonaError;
-use sona_reasoning::export::{self as persist, PatternRecord};
 use sona_reasoning::index::{HnswParams, IndexKind, IvfParams};
+use sona_reasoning::persist::{self, PatternRecord};
 use sona_reasoning::{BankConfig, GraphConfig, PruneRule, ReasoningBank};
 
 use crate::convert::{mat2, out1, out2, slice, vec1};

@@ -28,6 +28,13 @@ pub mod node;
 pub mod trajectory;
 pub mod verdict;
 
+/// The paths of checkpoint and export items before `persist.rs` was split in two, kept so that
+/// dependents written against them still compile.
+pub mod persist {
+    pub use crate::checkpoint::{KIND, VERSION};
+    pub use crate::export::{records_from_json, to_json, PatternRecord};
+}
+
 pub use bank::{BankStats, ExtractReport, Hit, ReasoningBank};
 pub use config::BankConfig;
 pub use export::{records_from_json, to_json, PatternRecord};
