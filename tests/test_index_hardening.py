@@ -135,6 +135,16 @@ def test_setters_and_k_refuse_strings_floats_and_huge_ints() -> None:
     for bad_k in ("3", 3.0, 0, -2, True):
         with pytest.raises(InvalidInputError):
             hnsw.search(np.ones(8), bad_k)  # type: ignore[arg-type]
+    # Ids beyond 64 bits are a SonaError, never a bare OverflowError.
+    for call in (
+        lambda: hnsw.get(2**64),
+        lambda: hnsw.remove([2**70]),
+        lambda: hnsw.add([2**64], np.ones((1, 8))),
+        lambda: hnsw.search(np.ones(8), 3, filter=[2**65]),
+    ):
+        with pytest.raises(InvalidInputError):
+            call()
+    assert 2**70 not in hnsw and len(hnsw) == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)
