@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -37,3 +37,36 @@ def scribbling(shared: np.ndarray) -> Iterator[None]:
         stop.set()
         t.join()
         np.copyto(shared, good)
+
+
+def write_while_reading(
+    write: Callable[[], None], read: Callable[[], None], timeout: float = 180.0
+) -> None:
+    """Runs ``write`` once on one thread while another calls ``read`` until it finishes; fails on
+    any exception of either thread, or when they are still running after ``timeout`` seconds (a
+    deadlock)."""
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer() -> None:
+        try:
+            write()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                read()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout)
+    assert not any(th.is_alive() for th in threads), "deadlock"
+    assert not errors, errors

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import scribbling
+from conftest import scribbling, write_while_reading
 from sona.errors import ConfigError, InvalidInputError, SonaError
 from sona.index import VectorIndex
 
@@ -156,39 +156,22 @@ def test_two_threads_on_one_index_above_every_size_threshold(
     dim, n = 256, 1600
     index = VectorIndex(dim, kind, ef_construction=32)
     x = _unit_rows(rng, n, dim)
-    errors: list[BaseException] = []
-    done = threading.Event()
 
-    def writer() -> None:
-        try:
-            for start in range(0, n, 200):
-                index.add(np.arange(start, start + 200), x[start : start + 200])
-            index.remove(np.arange(0, n, 10))
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            done.set()
+    def write() -> None:
+        for start in range(0, n, 200):
+            index.add(np.arange(start, start + 200), x[start : start + 200])
+        index.remove(np.arange(0, n, 10))
 
-    def reader() -> None:
-        try:
-            while not done.is_set():
-                ids, sims = index.search(x[5], 10)
-                assert np.isfinite(sims).all() and len(ids) <= 10
-                index.search_batch(x[:4], 3, filter=np.arange(0, n, 2))
-                index.search(x[7], 3, filter=lambda i: i % 3 == 0)
-                _ = len(index), 5 in index, index.memory_bytes(), repr(index)
-                if 5 in index:
-                    index.get(5)
-        except BaseException as exc:
-            errors.append(exc)
+    def read() -> None:
+        ids, sims = index.search(x[5], 10)
+        assert np.isfinite(sims).all() and len(ids) <= 10
+        index.search_batch(x[:4], 3, filter=np.arange(0, n, 2))
+        index.search(x[7], 3, filter=lambda i: i % 3 == 0)
+        _ = len(index), 5 in index, index.memory_bytes(), repr(index)
+        if 5 in index:
+            index.get(5)
 
-    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not any(t.is_alive() for t in threads), "deadlock"
-    assert not errors, errors
+    write_while_reading(write, read, 120)
     assert len(index) == n - n // 10
     index.save(tmp_path / "i.ckpt")
     back = VectorIndex.load(tmp_path / "i.ckpt")

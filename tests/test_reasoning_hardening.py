@@ -5,13 +5,12 @@ threshold, and numpy inputs written by another thread during a call."""
 from __future__ import annotations
 
 import dataclasses
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import scribbling
+from conftest import scribbling, write_while_reading
 from sona.errors import ConfigError, InvalidInputError, SonaError, UnknownIdError
 from sona.reasoning import ReasoningBank
 
@@ -141,46 +140,29 @@ def test_two_threads_on_one_bank_above_every_size_threshold(
         minibatch_threshold=200,
     )
     x = _blobs(rng, 1200, 12, dim)
-    errors: list[BaseException] = []
-    done = threading.Event()
 
-    def writer() -> None:
-        try:
-            for i, v in enumerate(x):
-                if i % 7 == 0:
-                    b.set_reward(b.add_trajectory(v, tier=1), 0.75)
-                else:
-                    b.add_trajectory(v, float(i % 2), i % 4)
-                if i % 300 == 299:
-                    b.extract_patterns()
-            b.consolidate(0.99)
-            b.build_hierarchy(3)
-            b.save(tmp_path / "bank.sona")
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            done.set()
+    def write() -> None:
+        for i, v in enumerate(x):
+            if i % 7 == 0:
+                b.set_reward(b.add_trajectory(v, tier=1), 0.75)
+            else:
+                b.add_trajectory(v, float(i % 2), i % 4)
+            if i % 300 == 299:
+                b.extract_patterns()
+        b.consolidate(0.99)
+        b.build_hierarchy(3)
+        b.save(tmp_path / "bank.sona")
 
-    def reader() -> None:
-        try:
-            while not done.is_set():
-                hits = b.search(x[3], 5, expand=2)
-                if hits:
-                    b.record_feedback(hits[0].pattern.id, 2, 1.0)
-                    b.record_usage([h.pattern.id for h in hits], [hits[0].pattern.id])
-                b.stats()
-                b.verdicts()
-                b.export()
-        except BaseException as exc:
-            errors.append(exc)
+    def read() -> None:
+        hits = b.search(x[3], 5, expand=2)
+        if hits:
+            b.record_feedback(hits[0].pattern.id, 2, 1.0)
+            b.record_usage([h.pattern.id for h in hits], [hits[0].pattern.id])
+        b.stats()
+        b.verdicts()
+        b.export()
 
-    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(180)
-    assert not any(t.is_alive() for t in threads), "deadlock"
-    assert not errors, errors
+    write_while_reading(write, read)
     assert 10 <= len(b) <= 40
     back = ReasoningBank.load(tmp_path / "bank.sona")
     assert back.index_kind == b.index_kind and len(back) >= 1
