@@ -15,8 +15,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use divan::{black_box, Bencher};
-use sona_reasoning::index::synthetic::{clustered_unit_vectors, recall};
-use sona_reasoning::index::{FlatIndex, HnswIndex, HnswParams, IvfIndex, IvfParams, VectorIndex};
+use sona_index::synthetic::{clustered_unit_vectors, recall};
+use sona_index::{FlatIndex, HnswIndex, HnswParams, IvfIndex, IvfParams, VectorIndex};
 
 const K: usize = 10;
 const SPREAD: f32 = 0.75;
