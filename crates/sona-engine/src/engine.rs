@@ -245,8 +245,8 @@ impl Inner {
             head: Arc::new(head),
         };
         let writer = Writer {
-            micro_opt: Optimizer::new(micro_optim(&cfg), d, d, cfg.micro_rank),
-            head_opt: Optimizer::new(head_optim(&cfg), cfg.hidden, cfg.n_tiers, hr),
+            micro_opt: Optimizer::new(micro_optim(&cfg), d, d, cfg.micro_rank)?,
+            head_opt: Optimizer::new(head_optim(&cfg), cfg.hidden, cfg.n_tiers, hr)?,
             rng: rng.fork(1),
             rejected: 0,
             loss_ema: f64::NAN,
