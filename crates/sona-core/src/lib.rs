@@ -6,12 +6,14 @@
 //! - [`checkpoint`]: the versioned, checksummed file container every component saves into.
 //! - [`error`]: the one error type, mirrored in Python as the `SonaError` hierarchy.
 //! - [`rng`]: a small seeded RNG so every experiment is reproducible.
+//! - [`stats`]: Student-t tail, normal and χ² quantiles (from `statrs`) for the statistical tests.
 //! - [`validate`]: input checks shared by every public entry point.
 
 pub mod checkpoint;
 pub mod error;
 pub mod kernels;
 pub mod rng;
+pub mod stats;
 pub mod types;
 pub mod validate;
 

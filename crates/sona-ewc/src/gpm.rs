@@ -7,8 +7,8 @@
 //!
 //! New directions come from an SVD of the residual of the given matrix after projecting out the
 //! current basis; the top singular vectors are kept until the basis captures `threshold` of the
-//! matrix's energy (the GPM criterion). The SVD is done through the small `n × n` Gram matrix with a
-//! cyclic Jacobi eigensolver in `f64`, so `n` (rows per call) is capped at [`MAX_ROWS`].
+//! matrix's energy (the GPM criterion). The SVD is done through the small `n × n` Gram matrix with
+//! `faer`'s symmetric eigensolver in `f64`, so `n` (rows per call) is capped at [`MAX_ROWS`].
 
 use sona_core::kernels;
 use sona_core::validate::{check_matrix, check_vec};
@@ -114,7 +114,9 @@ impl GradientProjection {
                 gram[j * rows + i] = v;
             }
         }
-        let (vals, vecs) = jacobi_eigen(&mut gram, rows);
+        let (vals, vecs) = sym_eigen(&gram, rows).ok_or_else(|| {
+            SonaError::Numerical("gradient projection: the Gram eigensolver did not converge".into())
+        })?;
         let mut order: Vec<usize> = (0..rows).collect();
         order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]));
         let mut added = 0;
@@ -147,53 +149,26 @@ impl GradientProjection {
     }
 }
 
-/// Eigen-decomposition of a symmetric `n × n` matrix (overwritten) by cyclic Jacobi rotations.
-/// Returns the eigenvalues and the eigenvectors as columns of a row-major `n × n` matrix.
-pub(crate) fn jacobi_eigen(a: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut v = vec![0.0f64; n * n];
+/// Eigen-decomposition of a symmetric `n × n` matrix (`faer`'s self-adjoint solver, lower triangle
+/// read). Returns the eigenvalues (ascending) and the eigenvectors as columns of a row-major `n × n`
+/// matrix; `None` if the solver does not converge (non-finite entries).
+pub(crate) fn sym_eigen(a: &[f64], n: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+    let evd = faer::MatRef::from_column_major_slice(a, n, n)
+        .self_adjoint_eigen(faer::Side::Lower)
+        .ok()?;
+    let (u, s) = (evd.U(), evd.S().column_vector());
+    let vals: Vec<f64> = (0..n).map(|e| s[e]).collect();
+    let mut vecs = vec![0.0; n * n];
     for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    for _sweep in 0..60 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j] * a[i * n + j])
-            .sum();
-        let diag: f64 = (0..n).map(|i| a[i * n + i] * a[i * n + i]).sum();
-        if off <= 1e-22 * diag.max(f64::MIN_POSITIVE) {
-            break;
-        }
-        for pi in 0..n {
-            for qi in pi + 1..n {
-                let apq = a[pi * n + qi];
-                if apq == 0.0 {
-                    continue;
-                }
-                let (app, aqq) = (a[pi * n + pi], a[qi * n + qi]);
-                let theta = (aqq - app) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + pi], a[k * n + qi]);
-                    a[k * n + pi] = c * akp - s * akq;
-                    a[k * n + qi] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[pi * n + k], a[qi * n + k]);
-                    a[pi * n + k] = c * apk - s * aqk;
-                    a[qi * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let (vkp, vkq) = (v[k * n + pi], v[k * n + qi]);
-                    v[k * n + pi] = c * vkp - s * vkq;
-                    v[k * n + qi] = s * vkp + c * vkq;
-                }
-            }
+        for e in 0..n {
+            vecs[i * n + e] = u[(i, e)];
         }
     }
-    ((0..n).map(|i| a[i * n + i]).collect(), v)
+    if vals.iter().chain(&vecs).all(|x| x.is_finite()) {
+        Some((vals, vecs))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -202,10 +177,10 @@ mod tests {
     use sona_core::SeededRng;
 
     #[test]
-    fn jacobi_recovers_eigenpairs() {
-        let mut a = vec![4.0, 1.0, 2.0, 1.0, 3.0, 0.5, 2.0, 0.5, 5.0];
+    fn sym_eigen_recovers_eigenpairs() {
+        let a = vec![4.0, 1.0, 2.0, 1.0, 3.0, 0.5, 2.0, 0.5, 5.0];
         let orig = a.clone();
-        let (vals, vecs) = jacobi_eigen(&mut a, 3);
+        let (vals, vecs) = sym_eigen(&a, 3).unwrap();
         for e in 0..3 {
             for i in 0..3 {
                 let av: f64 = (0..3).map(|j| orig[i * 3 + j] * vecs[j * 3 + e]).sum();
