@@ -714,6 +714,25 @@ mod tests {
     }
 
     #[test]
+    fn pca_fit_on_overflowing_inputs_does_not_panic() {
+        // Finite f32 inputs whose Gram entries overflow: no spectrum, so no informative direction.
+        let cfg = BoundaryConfig {
+            window: 10,
+            reference: 20,
+            components: 2,
+            ..Default::default()
+        };
+        let mut det = TaskBoundaryDetector::new(4, 0, cfg).unwrap();
+        let mut rng = SeededRng::new(2);
+        for _ in 0..60 {
+            let x = sample(&mut rng, 4, 0.0, 0);
+            let x: Vec<f32> = x.iter().map(|v| v * 1e30).collect();
+            assert!(!det.observe(&x, None).unwrap());
+        }
+        assert!(det.checks() > 0);
+    }
+
+    #[test]
     fn cooldown_pauses_checks_and_windows_refill_from_new_data() {
         let d = 32;
         let cfg = BoundaryConfig {

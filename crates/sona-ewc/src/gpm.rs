@@ -115,7 +115,9 @@ impl GradientProjection {
             }
         }
         let (vals, vecs) = sym_eigen(&gram, rows).ok_or_else(|| {
-            SonaError::Numerical("gradient projection: the Gram eigensolver did not converge".into())
+            SonaError::Numerical(
+                "gradient projection: the Gram eigensolver did not converge".into(),
+            )
         })?;
         let mut order: Vec<usize> = (0..rows).collect();
         order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]));
@@ -186,6 +188,14 @@ mod tests {
                 let av: f64 = (0..3).map(|j| orig[i * 3 + j] * vecs[j * 3 + e]).sum();
                 assert!((av - vals[e] * vecs[i * 3 + e]).abs() < 1e-9);
             }
+        }
+    }
+
+    #[test]
+    fn sym_eigen_of_non_finite_input_is_none() {
+        for bad in [f64::NAN, f64::INFINITY] {
+            let a = vec![1.0, bad, bad, 2.0];
+            assert!(sym_eigen(&a, 2).is_none());
         }
     }
 

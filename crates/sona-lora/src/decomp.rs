@@ -90,6 +90,9 @@ pub fn thin_qr(a: &[f64], m: usize, k: usize) -> (Vec<f64>, Vec<f64>, usize) {
 pub fn svd(a: &[f64], rows: usize, cols: usize) -> Option<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     assert_eq!(a.len(), rows * cols, "svd: size");
     let s = MatRef::from_column_major_slice(a, rows, cols).svd().ok()?;
+    if !s.S().column_vector().iter().all(|x| x.is_finite()) {
+        return None;
+    }
     let n = rows.min(cols);
     let (fu, fs, fv) = (s.U(), s.S().column_vector(), s.V());
     let mut u = vec![0.0; rows * cols];
@@ -164,5 +167,25 @@ mod tests {
         }
         let (_, s2, _) = svd(&b, rows, cols).unwrap();
         assert!(s2[4] < 1e-10);
+    }
+
+    #[test]
+    fn non_finite_input_gives_no_svd_and_no_hang() {
+        for bad in [f64::NAN, f64::INFINITY] {
+            let mut a = random(6, 6, 5);
+            a[7] = bad;
+            assert!(svd(&a, 6, 6).is_none());
+            // QR just propagates it (the merge rejects non-finite results).
+            let qr = ThinQr::new(&a, 6, 6);
+            assert!(!qr.q().iter().chain(&qr.r).all(|x| x.is_finite()));
+        }
+        // Zero matrix: exact, orthonormal Q, zero R and σ.
+        let (q, r, p) = thin_qr(&[0.0; 12], 4, 3);
+        assert!(r.iter().all(|&x| x == 0.0));
+        for a1 in 0..p {
+            let n: f64 = (0..4).map(|i| q[a1 * 4 + i] * q[a1 * 4 + i]).sum();
+            assert!((n - 1.0).abs() < 1e-12);
+        }
+        assert!(svd(&[0.0; 9], 3, 3).unwrap().1.iter().all(|&s| s == 0.0));
     }
 }

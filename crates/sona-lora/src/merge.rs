@@ -67,8 +67,9 @@ pub fn merge(
             core[j * pb + i] = (0..kk).map(|t| r_b[i * kk + t] * r_a[j * kk + t]).sum();
         }
     }
-    let (u, sigma, v) = svd(&core, pb, pa)
-        .ok_or_else(|| SonaError::Numerical("merge: the SVD of the core did not converge".into()))?;
+    let (u, sigma, v) = svd(&core, pb, pa).ok_or_else(|| {
+        SonaError::Numerical("merge: the SVD of the core did not converge".into())
+    })?;
     let sb = base.scale as f64;
     let energy: f64 = sigma.iter().map(|s| s * s).sum();
     let kept = rb.min(sigma.len());
