@@ -8,7 +8,7 @@
 //! New directions come from an SVD of the residual of the given matrix after projecting out the
 //! current basis; the top singular vectors are kept until the basis captures `threshold` of the
 //! matrix's energy (the GPM criterion). The SVD is done through the small `n × n` Gram matrix with
-//! `faer`'s symmetric eigensolver in `f64`, so `n` (rows per call) is capped at [`MAX_ROWS`].
+//! `nalgebra`'s symmetric eigensolver in `f64`, so `n` (rows per call) is capped at [`MAX_ROWS`].
 
 use sona_core::kernels;
 use sona_core::validate::{check_matrix, check_vec};
@@ -151,26 +151,25 @@ impl GradientProjection {
     }
 }
 
-/// Eigen-decomposition of a symmetric `n × n` matrix (`faer`'s self-adjoint solver, lower triangle
-/// read). Returns the eigenvalues (ascending) and the eigenvectors as columns of a row-major `n × n`
-/// matrix; `None` if the solver does not converge (non-finite entries).
+/// Eigen-decomposition of a symmetric `n × n` matrix (`nalgebra`'s symmetric QR algorithm).
+/// Returns the eigenvalues (unordered) and the eigenvectors as columns of a row-major `n × n`
+/// matrix; `None` for non-finite input.
 pub(crate) fn sym_eigen(a: &[f64], n: usize) -> Option<(Vec<f64>, Vec<f64>)> {
-    let evd = faer::MatRef::from_column_major_slice(a, n, n)
-        .self_adjoint_eigen(faer::Side::Lower)
-        .ok()?;
-    let (u, s) = (evd.U(), evd.S().column_vector());
-    let vals: Vec<f64> = (0..n).map(|e| s[e]).collect();
+    if !a.iter().all(|x| x.is_finite()) {
+        return None;
+    }
+    // Never reached on finite input; bounds the work on anything else.
+    let max_iterations = 1000 * n.max(1);
+    let evd = nalgebra::DMatrix::from_column_slice(n, n, a)
+        .try_symmetric_eigen(f64::EPSILON, max_iterations)?;
+    let vals: Vec<f64> = evd.eigenvalues.iter().copied().collect();
     let mut vecs = vec![0.0; n * n];
     for i in 0..n {
         for e in 0..n {
-            vecs[i * n + e] = u[(i, e)];
+            vecs[i * n + e] = evd.eigenvectors[(i, e)];
         }
     }
-    if vals.iter().chain(&vecs).all(|x| x.is_finite()) {
-        Some((vals, vecs))
-    } else {
-        None
-    }
+    Some((vals, vecs))
 }
 
 #[cfg(test)]

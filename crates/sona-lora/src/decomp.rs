@@ -1,23 +1,23 @@
-//! The two small factorizations the merge needs, in `f64`, from `faer`: a thin QR of a tall matrix
-//! (blocked Householder, `Q` kept in factored form) and the SVD of a small dense matrix. This module
-//! only adapts shapes: matrices are column-major slices here (`col j` is `a[j*m..(j+1)*m]`), the
-//! layout `faer` views without copying. Measured against the hand-written versions and `nalgebra` in
+//! The two small factorizations the merge needs, in `f64`, from `nalgebra`: a thin QR of a tall
+//! matrix and the SVD of a small dense matrix. This module only adapts shapes: matrices are
+//! column-major slices here (`col j` is `a[j*m..(j+1)*m]`), the layout of `nalgebra`'s `DMatrix`.
+//! Why `nalgebra` and not `faer` (faster on large matrices, slower on these skinny ones): measured in
 //! `docs/decisions.md`.
 
-use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::linalg::householder;
-use faer::linalg::solvers::Qr;
-use faer::{Conj, MatMut, MatRef, Par};
+use nalgebra::DMatrix;
 
-/// A thin QR `a = Q R` of an `m × k` column-major matrix, `p = min(m, k)`. `Q` stays a block
-/// Householder sequence and is applied with [`ThinQr::q_mul`], which costs `O(m p c)` for `c`
-/// columns instead of forming the `m × p` matrix first.
-#[derive(Debug)]
+/// Iteration cap of the SVD (never reached on finite input; bounds the work on anything else).
+const MAX_SVD_ITERATIONS: usize = 10_000;
+
+/// A thin QR `a = Q R` of an `m × k` column-major matrix, `p = min(m, k)`, with the explicit `m × p`
+/// `Q` (forming it costs `O(m p²)`, as much as applying the reflectors to the `p × r_b` factors
+/// the merge multiplies it with).
+#[derive(Debug, Clone)]
 pub struct ThinQr {
     pub m: usize,
     pub k: usize,
     pub p: usize,
-    qr: Qr<f64>,
+    q: DMatrix<f64>,
     /// `R`, `p × k` row-major, upper-trapezoidal.
     pub r: Vec<f64>,
 }
@@ -27,51 +27,34 @@ impl ThinQr {
     pub fn new(a: &[f64], m: usize, k: usize) -> Self {
         assert_eq!(a.len(), m * k, "thin_qr: size");
         let p = m.min(k);
-        let qr = MatRef::from_column_major_slice(a, m, k).qr();
-        let rm = qr.thin_R();
+        let qr = DMatrix::from_column_slice(m, k, a).qr();
+        let rm = qr.r();
         let mut r = vec![0.0; p * k];
         for i in 0..p {
             for j in i..k {
                 r[i * k + j] = rm[(i, j)];
             }
         }
-        ThinQr { m, k, p, qr, r }
+        ThinQr {
+            m,
+            k,
+            p,
+            q: qr.q(),
+            r,
+        }
     }
 
-    /// `Q [C; 0]` for a `p × cols` column-major `C`: an `m × cols` column-major result.
+    /// `Q C` for a `p × cols` column-major `C`: an `m × cols` column-major result.
     pub fn q_mul(&self, c: &[f64], cols: usize) -> Vec<f64> {
-        let (m, p) = (self.m, self.p);
-        assert_eq!(c.len(), p * cols, "q_mul: size");
-        let mut out = vec![0.0; m * cols];
-        for t in 0..cols {
-            out[t * m..t * m + p].copy_from_slice(&c[t * p..(t + 1) * p]);
-        }
-        let (basis, coeff) = (self.qr.Q_basis(), self.qr.Q_coeff());
-        let mut scratch = MemBuffer::new(
-            householder::apply_block_householder_sequence_on_the_left_in_place_scratch::<f64>(
-                m,
-                coeff.nrows(),
-                cols,
-            ),
-        );
-        householder::apply_block_householder_sequence_on_the_left_in_place_with_conj(
-            basis,
-            coeff,
-            Conj::No,
-            MatMut::from_column_major_slice_mut(&mut out, m, cols),
-            Par::Seq,
-            MemStack::new(&mut scratch),
-        );
-        out
+        assert_eq!(c.len(), self.p * cols, "q_mul: size");
+        (&self.q * DMatrix::from_column_slice(self.p, cols, c))
+            .as_slice()
+            .to_vec()
     }
 
     /// The explicit `m × p` column-major `Q` (for tests).
     pub fn q(&self) -> Vec<f64> {
-        let mut eye = vec![0.0; self.p * self.p];
-        for j in 0..self.p {
-            eye[j * self.p + j] = 1.0;
-        }
-        self.q_mul(&eye, self.p)
+        self.q.as_slice().to_vec()
     }
 }
 
@@ -80,33 +63,38 @@ impl ThinQr {
 /// such that `a = Q R`.
 pub fn thin_qr(a: &[f64], m: usize, k: usize) -> (Vec<f64>, Vec<f64>, usize) {
     let qr = ThinQr::new(a, m, k);
-    (qr.q(), qr.r.clone(), qr.p)
+    (qr.q(), qr.r, qr.p)
 }
 
 /// SVD of the `rows × cols` column-major matrix `a`: returns `(U, σ, V)` with `U` `rows × cols`
 /// column-major (unit columns for the first `min(rows, cols)`, zero after), `σ` (`cols` values,
 /// zero-padded) sorted descending, and `V` `cols × cols` column-major orthogonal, so that
-/// `a = U diag(σ) Vᵀ`. `None` if `faer` reports no convergence (non-finite input).
+/// `a = U diag(σ) Vᵀ`. `None` for non-finite input (no convergence).
 pub fn svd(a: &[f64], rows: usize, cols: usize) -> Option<(Vec<f64>, Vec<f64>, Vec<f64>)> {
     assert_eq!(a.len(), rows * cols, "svd: size");
-    let s = MatRef::from_column_major_slice(a, rows, cols).svd().ok()?;
-    if !s.S().column_vector().iter().all(|x| x.is_finite()) {
+    if !a.iter().all(|x| x.is_finite()) {
         return None;
     }
-    let n = rows.min(cols);
-    let (fu, fs, fv) = (s.U(), s.S().column_vector(), s.V());
+    // A wide matrix gets zero rows appended, so `V` comes out square (the merge uses all of it).
+    let n = rows.max(cols);
+    let mut padded = DMatrix::zeros(n, cols);
+    padded
+        .rows_mut(0, rows)
+        .copy_from(&DMatrix::from_column_slice(rows, cols, a));
+    let s = padded.try_svd(true, true, f64::EPSILON, MAX_SVD_ITERATIONS)?;
+    let (fu, fv_t) = (s.u.as_ref()?, s.v_t.as_ref()?);
     let mut u = vec![0.0; rows * cols];
     let mut sigma = vec![0.0; cols];
     let mut v = vec![0.0; cols * cols];
-    for j in 0..n {
-        sigma[j] = fs[j];
+    for j in 0..rows.min(cols) {
+        sigma[j] = s.singular_values[j];
         for i in 0..rows {
             u[j * rows + i] = fu[(i, j)];
         }
     }
     for j in 0..cols {
         for i in 0..cols {
-            v[j * cols + i] = fv[(i, j)];
+            v[j * cols + i] = fv_t[(j, i)];
         }
     }
     Some((u, sigma, v))
@@ -175,7 +163,7 @@ mod tests {
             let mut a = random(6, 6, 5);
             a[7] = bad;
             assert!(svd(&a, 6, 6).is_none());
-            // QR just propagates it (the merge rejects non-finite results).
+            // QR propagates it (the merge rejects non-finite results).
             let qr = ThinQr::new(&a, 6, 6);
             assert!(!qr.q().iter().chain(&qr.r).all(|x| x.is_finite()));
         }
