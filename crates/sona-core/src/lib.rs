@@ -7,6 +7,7 @@
 //! - [`fsio`]: atomic, durable saves (unique temporary file, fsync, rename) and capped reads.
 //! - [`error`]: the one error type, mirrored in Python as the `SonaError` hierarchy.
 //! - [`rng`]: a small seeded RNG so every experiment is reproducible.
+//! - [`stats`]: Student-t tail, normal and χ² quantiles (from `statrs`) for the statistical tests.
 //! - [`validate`]: input checks shared by every public entry point, size bounds, fallible allocation.
 
 pub mod checkpoint;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod fsio;
 pub mod kernels;
 pub mod rng;
+pub mod stats;
 pub mod types;
 pub mod validate;
 

@@ -1,6 +1,6 @@
 //! `cargo bench -p sona-ewc`: Fisher update, penalty and apply at P ∈ {1e3, 1e4, 1e5, 1e6}, plus one
-//! boundary-detector observation at d ∈ {256, 768}. Targets (design §10 / issue 4): apply and Fisher
-//! update at P = 1e5 ≤ 50 µs.
+//! boundary-detector observation and one PCA fit at d ∈ {256, 768}. Targets (design §10 / issue 4):
+//! apply and Fisher update at P = 1e5 ≤ 50 µs.
 
 use divan::{black_box, Bencher};
 use sona_core::SeededRng;
@@ -70,4 +70,22 @@ fn boundary_observe(bencher: Bencher, d: usize) {
         i = (i + 1) % xs.len();
         det.observe(black_box(&xs[i]), None).unwrap()
     });
+}
+
+/// PCA mode (k = 8, n_b = 200): the observation that fills both windows and fits the basis (Gram
+/// matrix of the 200 centred reference rows, its eigen-decomposition, projection of all 300 rows).
+#[divan::bench(args = [256, 768], sample_count = 10)]
+fn boundary_pca_fit(bencher: Bencher, d: usize) {
+    let cfg = BoundaryConfig {
+        components: 8,
+        ..Default::default()
+    };
+    let mut det = TaskBoundaryDetector::new(d, 0, cfg).unwrap();
+    let xs: Vec<Vec<f32>> = (0..300).map(|i| randv(d, 10 + i)).collect();
+    for x in &xs[..299] {
+        det.observe(x, None).unwrap();
+    }
+    bencher
+        .with_inputs(|| det.clone())
+        .bench_local_values(|mut det| det.observe(black_box(&xs[299]), None).unwrap());
 }

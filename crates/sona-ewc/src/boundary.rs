@@ -12,8 +12,8 @@
 //! estimated from the reference window, so each term is a squared Student t with `ν = n_b − 1` degrees
 //! of freedom (mean `ν/(ν−2)`, heavier tail), and the plain χ²_d quantile would fire far too often.
 //! The threshold is therefore the upper-α quantile of the scaled `c·χ²_h` matching the mean and
-//! variance of a sum of `d` independent `t²_ν` (Satterthwaite), with the χ² quantile from
-//! Wilson–Hilferty. A boundary is declared after `K` consecutive checks over the threshold; the windows
+//! variance of a sum of `d` independent `t²_ν` (Satterthwaite), with the χ² quantile from `statrs`
+//! ([`sona_core::stats::chi2_quantile`]). A boundary is declared after `K` consecutive checks over the threshold; the windows
 //! are then emptied (the new distribution becomes the next reference) and checks pause for `cooldown`
 //! samples.
 //!
@@ -29,6 +29,7 @@
 
 use std::collections::VecDeque;
 
+use sona_core::stats::chi2_quantile;
 use sona_core::validate::{check_matrix, check_vec};
 use sona_core::{Result, SonaError};
 
@@ -106,7 +107,9 @@ impl BoundaryConfig {
 pub struct TaskBoundaryDetector {
     dim: usize,
     cfg: BoundaryConfig,
-    z: f64,
+    /// The threshold for the last seen number of active coordinates (a χ² quantile costs ~µs, and
+    /// that number rarely changes).
+    threshold_for: Option<(usize, f64)>,
     /// Width of the tested features: `dim`, or `components` once the PCA basis is fitted.
     width: usize,
     /// Features of the samples in both windows (`(window + reference) × width`, a ring).
@@ -153,7 +156,7 @@ impl TaskBoundaryDetector {
         Ok(TaskBoundaryDetector {
             dim,
             cfg,
-            z: inverse_normal_upper(cfg.alpha),
+            threshold_for: None,
             width,
             ring: vec![0.0; cap * width],
             raw: if pca {
@@ -268,7 +271,7 @@ impl TaskBoundaryDetector {
     }
 
     /// The statistic `S` and its threshold for the current windows.
-    fn statistic(&self) -> (f64, f64) {
+    fn statistic(&mut self) -> (f64, f64) {
         let (nr, nb) = (self.cfg.window as f64, self.cfg.reference as f64);
         let c = 1.0 / nr + 1.0 / nb;
         let mut stat = 0.0;
@@ -285,7 +288,15 @@ impl TaskBoundaryDetector {
                 stat += diff * diff / (self.cfg.var_floor * c);
             }
         }
-        (stat, t2_sum_quantile(active, nb - 1.0, self.z))
+        let threshold = match self.threshold_for {
+            Some((n, t)) if n == active => t,
+            _ => {
+                let t = t2_sum_quantile(active, nb - 1.0, self.cfg.alpha);
+                self.threshold_for = Some((active, t));
+                t
+            }
+        };
+        (stat, threshold)
     }
 
     fn take_snapshot(&mut self, index: u64, theta: &[f32]) {
@@ -428,7 +439,9 @@ impl TaskBoundaryDetector {
                 gram[j * nb + i] = v;
             }
         }
-        let (vals, vecs) = crate::gpm::jacobi_eigen(&mut gram, nb);
+        // A Gram matrix with overflowed entries has no spectrum: no informative direction (below).
+        let (vals, vecs) =
+            crate::gpm::sym_eigen(&gram, nb).unwrap_or_else(|| (vec![0.0; nb], vec![0.0; nb * nb]));
         let mut order: Vec<usize> = (0..nb).collect();
         order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]));
         let mut basis = Vec::with_capacity(k * dim);
@@ -491,9 +504,9 @@ impl TaskBoundaryDetector {
     }
 }
 
-/// Upper-tail threshold for a sum of `d` independent `t²_ν` variables at the level whose standard
-/// normal quantile is `z`: moment-matched `c·χ²_h`, χ² quantile by Wilson–Hilferty.
-pub fn t2_sum_quantile(d: usize, nu: f64, z: f64) -> f64 {
+/// Upper-`alpha` threshold for a sum of `d` independent `t²_ν` variables: the moment-matched
+/// `c·χ²_h` (Satterthwaite) and its exact χ² quantile.
+pub fn t2_sum_quantile(d: usize, nu: f64, alpha: f64) -> f64 {
     if d == 0 {
         return 0.0;
     }
@@ -504,63 +517,7 @@ pub fn t2_sum_quantile(d: usize, nu: f64, z: f64) -> f64 {
     let (mean, var) = (d * mean1, d * var1);
     let c = var / (2.0 * mean);
     let h = 2.0 * mean * mean / var;
-    c * chi2_quantile_wh(h, z)
-}
-
-/// Wilson–Hilferty: `χ²_h` quantile ≈ `h (1 − 2/(9h) + z √(2/(9h)))³`.
-pub fn chi2_quantile_wh(h: f64, z: f64) -> f64 {
-    let a = 2.0 / (9.0 * h);
-    h * (1.0 - a + z * a.sqrt()).max(0.0).powi(3)
-}
-
-/// `z` with `P(N(0,1) > z) = alpha` (Acklam's rational approximation, relative error < 1.2e-9).
-pub fn inverse_normal_upper(alpha: f64) -> f64 {
-    -inverse_normal_cdf(alpha)
-}
-
-fn inverse_normal_cdf(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    const B: [f64; 5] = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    const D: [f64; 4] = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
-    let plow = 0.02425;
-    if p < plow {
-        let q = (-2.0 * p.ln()).sqrt();
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    } else if p <= 1.0 - plow {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    } else {
-        -inverse_normal_cdf(1.0 - p)
-    }
+    c * chi2_quantile(1.0 - alpha, h)
 }
 
 #[cfg(test)]
@@ -579,15 +536,13 @@ mod tests {
 
     #[test]
     fn quantiles_are_right() {
-        assert!((inverse_normal_upper(0.025) - 1.959_964).abs() < 1e-5);
-        assert!((inverse_normal_upper(1e-4) - 3.719_016).abs() < 1e-5);
-        // χ²_100 upper 1% is 135.807; Wilson–Hilferty is accurate to ~0.1 there.
-        assert!((chi2_quantile_wh(100.0, inverse_normal_upper(0.01)) - 135.807).abs() < 0.2);
-        // With ν → ∞ the t² sum tends to χ²_d.
-        let q = t2_sum_quantile(100, 1e7, inverse_normal_upper(0.01));
+        // (The normal and χ² quantiles themselves are tested in `sona_core::stats`.)
+        // With ν → ∞ the t² sum tends to χ²_d: χ²_100 upper 1% is 135.807.
+        let q = t2_sum_quantile(100, 1e7, 0.01);
         assert!((q - 135.807).abs() < 0.3, "{q}");
-        // Estimated variance (small ν) needs a higher threshold.
-        assert!(t2_sum_quantile(100, 20.0, 2.0) > t2_sum_quantile(100, 1e7, 2.0) + 5.0);
+        // Estimated variance (small ν) needs a higher threshold (α = P(N(0,1) > 2)).
+        let alpha = 0.022_750_131_948_179_2;
+        assert!(t2_sum_quantile(100, 20.0, alpha) > t2_sum_quantile(100, 1e7, alpha) + 5.0);
     }
 
     #[test]
@@ -756,6 +711,25 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    #[test]
+    fn pca_fit_on_overflowing_inputs_does_not_panic() {
+        // Finite f32 inputs whose Gram entries overflow: no spectrum, so no informative direction.
+        let cfg = BoundaryConfig {
+            window: 10,
+            reference: 20,
+            components: 2,
+            ..Default::default()
+        };
+        let mut det = TaskBoundaryDetector::new(4, 0, cfg).unwrap();
+        let mut rng = SeededRng::new(2);
+        for _ in 0..60 {
+            let x = sample(&mut rng, 4, 0.0, 0);
+            let x: Vec<f32> = x.iter().map(|v| v * 1e30).collect();
+            assert!(!det.observe(&x, None).unwrap());
+        }
+        assert!(det.checks() > 0);
     }
 
     #[test]

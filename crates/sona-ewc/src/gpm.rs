@@ -7,8 +7,8 @@
 //!
 //! New directions come from an SVD of the residual of the given matrix after projecting out the
 //! current basis; the top singular vectors are kept until the basis captures `threshold` of the
-//! matrix's energy (the GPM criterion). The SVD is done through the small `n × n` Gram matrix with a
-//! cyclic Jacobi eigensolver in `f64`, so `n` (rows per call) is capped at [`MAX_ROWS`].
+//! matrix's energy (the GPM criterion). The SVD is done through the small `n × n` Gram matrix with
+//! `nalgebra`'s symmetric eigensolver in `f64`, so `n` (rows per call) is capped at [`MAX_ROWS`].
 
 use sona_core::kernels;
 use sona_core::validate::{check_matrix, check_vec};
@@ -114,7 +114,11 @@ impl GradientProjection {
                 gram[j * rows + i] = v;
             }
         }
-        let (vals, vecs) = jacobi_eigen(&mut gram, rows);
+        let (vals, vecs) = sym_eigen(&gram, rows).ok_or_else(|| {
+            SonaError::Numerical(
+                "gradient projection: the Gram eigensolver did not converge".into(),
+            )
+        })?;
         let mut order: Vec<usize> = (0..rows).collect();
         order.sort_by(|&a, &b| vals[b].total_cmp(&vals[a]));
         let mut added = 0;
@@ -147,53 +151,25 @@ impl GradientProjection {
     }
 }
 
-/// Eigen-decomposition of a symmetric `n × n` matrix (overwritten) by cyclic Jacobi rotations.
-/// Returns the eigenvalues and the eigenvectors as columns of a row-major `n × n` matrix.
-pub(crate) fn jacobi_eigen(a: &mut [f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut v = vec![0.0f64; n * n];
+/// Eigen-decomposition of a symmetric `n × n` matrix (`nalgebra`'s symmetric QR algorithm).
+/// Returns the eigenvalues (unordered) and the eigenvectors as columns of a row-major `n × n`
+/// matrix; `None` for non-finite input.
+pub(crate) fn sym_eigen(a: &[f64], n: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+    if !a.iter().all(|x| x.is_finite()) {
+        return None;
+    }
+    // Never reached on finite input; bounds the work on anything else.
+    let max_iterations = 1000 * n.max(1);
+    let evd = nalgebra::DMatrix::from_column_slice(n, n, a)
+        .try_symmetric_eigen(f64::EPSILON, max_iterations)?;
+    let vals: Vec<f64> = evd.eigenvalues.iter().copied().collect();
+    let mut vecs = vec![0.0; n * n];
     for i in 0..n {
-        v[i * n + i] = 1.0;
-    }
-    for _sweep in 0..60 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j] * a[i * n + j])
-            .sum();
-        let diag: f64 = (0..n).map(|i| a[i * n + i] * a[i * n + i]).sum();
-        if off <= 1e-22 * diag.max(f64::MIN_POSITIVE) {
-            break;
-        }
-        for pi in 0..n {
-            for qi in pi + 1..n {
-                let apq = a[pi * n + qi];
-                if apq == 0.0 {
-                    continue;
-                }
-                let (app, aqq) = (a[pi * n + pi], a[qi * n + qi]);
-                let theta = (aqq - app) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + pi], a[k * n + qi]);
-                    a[k * n + pi] = c * akp - s * akq;
-                    a[k * n + qi] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[pi * n + k], a[qi * n + k]);
-                    a[pi * n + k] = c * apk - s * aqk;
-                    a[qi * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let (vkp, vkq) = (v[k * n + pi], v[k * n + qi]);
-                    v[k * n + pi] = c * vkp - s * vkq;
-                    v[k * n + qi] = s * vkp + c * vkq;
-                }
-            }
+        for e in 0..n {
+            vecs[i * n + e] = evd.eigenvectors[(i, e)];
         }
     }
-    ((0..n).map(|i| a[i * n + i]).collect(), v)
+    Some((vals, vecs))
 }
 
 #[cfg(test)]
@@ -202,15 +178,23 @@ mod tests {
     use sona_core::SeededRng;
 
     #[test]
-    fn jacobi_recovers_eigenpairs() {
-        let mut a = vec![4.0, 1.0, 2.0, 1.0, 3.0, 0.5, 2.0, 0.5, 5.0];
+    fn sym_eigen_recovers_eigenpairs() {
+        let a = vec![4.0, 1.0, 2.0, 1.0, 3.0, 0.5, 2.0, 0.5, 5.0];
         let orig = a.clone();
-        let (vals, vecs) = jacobi_eigen(&mut a, 3);
+        let (vals, vecs) = sym_eigen(&a, 3).unwrap();
         for e in 0..3 {
             for i in 0..3 {
                 let av: f64 = (0..3).map(|j| orig[i * 3 + j] * vecs[j * 3 + e]).sum();
                 assert!((av - vals[e] * vecs[i * 3 + e]).abs() < 1e-9);
             }
+        }
+    }
+
+    #[test]
+    fn sym_eigen_of_non_finite_input_is_none() {
+        for bad in [f64::NAN, f64::INFINITY] {
+            let a = vec![1.0, bad, bad, 2.0];
+            assert!(sym_eigen(&a, 2).is_none());
         }
     }
 

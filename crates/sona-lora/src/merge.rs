@@ -16,7 +16,7 @@
 use sona_core::{Result, SonaError};
 
 use crate::adapter::LoraWeights;
-use crate::decomp::{jacobi_svd, HouseholderQr};
+use crate::decomp::{svd, ThinQr};
 
 /// What a merge did.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,8 +57,8 @@ pub fn merge(
     let mut acat = Vec::with_capacity(di * kk);
     acat.extend(base.a.iter().map(|&t| t as f64));
     acat.extend(micro.a.iter().map(|&t| t as f64));
-    let qr_b = HouseholderQr::new(bcat, dout, kk);
-    let qr_a = HouseholderQr::new(acat, di, kk);
+    let qr_b = ThinQr::new(&bcat, dout, kk);
+    let qr_a = ThinQr::new(&acat, di, kk);
     let (r_b, pb, r_a, pa) = (&qr_b.r, qr_b.p, &qr_a.r, qr_a.p);
     // Core C = R_B R_Aᵀ  (pb × pa), column-major for the SVD.
     let mut core = vec![0.0; pb * pa];
@@ -67,7 +67,9 @@ pub fn merge(
             core[j * pb + i] = (0..kk).map(|t| r_b[i * kk + t] * r_a[j * kk + t]).sum();
         }
     }
-    let (u, sigma, v) = jacobi_svd(&core, pb, pa);
+    let (u, sigma, v) = svd(&core, pb, pa).ok_or_else(|| {
+        SonaError::Numerical("merge: the SVD of the core did not converge".into())
+    })?;
     let sb = base.scale as f64;
     let energy: f64 = sigma.iter().map(|s| s * s).sum();
     let kept = rb.min(sigma.len());
