@@ -1,4 +1,4 @@
-"""Fast variant of the adaptation benchmark (SPEC §11.1): direction of the result, not a timing."""
+"""Fast variant of the adaptation benchmark (design §11.1): the result's direction, not a timing."""
 
 from __future__ import annotations
 

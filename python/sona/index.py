@@ -1,4 +1,4 @@
-"""Vector indexes over unit vectors keyed by integer ids (SPEC §5): exact and approximate.
+"""Vector indexes over unit vectors keyed by integer ids (design §5): exact and approximate.
 
 >>> import numpy as np
 >>> from sona.index import VectorIndex

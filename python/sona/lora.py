@@ -1,4 +1,4 @@
-"""Two-tier LoRA adapters that learn from gradients or from a scalar reward (SPEC §3).
+"""Two-tier LoRA adapters that learn from gradients or from a scalar reward (design §3).
 
 An adapter corrects a frozen map ``W`` (the identity for an embedding adapter)::
 

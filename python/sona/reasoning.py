@@ -1,4 +1,4 @@
-"""ReasoningBank: a curated, searchable memory of what worked for which kind of query (SPEC §5).
+"""ReasoningBank: a curated, searchable memory of what worked for which kind of query (design §5).
 
 Trajectories (one embedding per query, with the tier that served it and the reward it earned)
 go in; :meth:`ReasoningBank.extract_patterns` clusters the new ones with seeded spherical k-means
@@ -68,7 +68,7 @@ class ArmStats:
 
 @dataclass(frozen=True)
 class Pattern:
-    """A cluster of similar trajectories and what worked for them (SPEC §2).
+    """A cluster of similar trajectories and what worked for them (design §2).
 
     ``resultant`` is the mean resultant length ‖Σx‖/support of the member embeddings; together with
     ``support`` it makes merging two patterns' centroids exact.

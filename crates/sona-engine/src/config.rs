@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use sona_core::{Result, SonaError};
 
-/// How the engine learns (SPEC §9 `LearningMode`).
+/// How the engine learns (design §9 `LearningMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LearningMode {

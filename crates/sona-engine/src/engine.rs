@@ -39,7 +39,7 @@ use crate::replay::{Replay, ReplayItem};
 use crate::router::backward::{backward, Scratch as BwScratch};
 use crate::router::{features, forward, Cache, Layout};
 
-/// Where a reward came from (SPEC §1): the three outside sources plus `Error`, a failed backend call
+/// Where a reward came from (design §1): the three outside sources plus `Error`, a failed backend call
 /// reported by the caller as reward 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

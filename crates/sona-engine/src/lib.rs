@@ -1,4 +1,4 @@
-//! The FastGRNN router and the learning loops A and B, joined into the SONA engine (SPEC §1, §6).
+//! The FastGRNN router and the learning loops A and B, joined into the SONA engine (design §1, §6).
 //!
 //! - [`config`]: [`EngineConfig`], every tunable, its default and its range (the only place defaults live).
 //! - [`real`]: the float trait the router is written over (`f32` in production, `f64` in gradient checks).

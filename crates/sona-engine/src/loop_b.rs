@@ -1,5 +1,5 @@
 //! Loop B: replay, Adam on router + base LoRA with the EWC++ penalty, online Fisher, task
-//! boundaries, micro → base merge and pattern extraction (SPEC §1).
+//! boundaries, micro → base merge and pattern extraction (design §1).
 //!
 //! A cycle copies the router and base weights out of the current snapshot and trains the copy with
 //! no engine lock held (only the learner's own mutex, which serialises cycles). It then publishes

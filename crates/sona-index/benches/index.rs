@@ -1,5 +1,5 @@
 //! `cargo bench -p sona-reasoning --bench index`: vector-index search latency and recall@10 vs exact
-//! (SPEC §11.4), insert/delete throughput and memory per vector, on clustered unit vectors, for the
+//! (design §11.4), insert/delete throughput and memory per vector, on clustered unit vectors, for the
 //! inverted-list index (the default approximate index) and the HNSW graph.
 //!
 //! Before divan's timings, `main` prints the nprobe (IVF) and ef (HNSW) → recall@10 → µs/query

@@ -1,4 +1,4 @@
-//! Clustered unit vectors and recall@k: the workload of SPEC §11.4, shared by tests and benchmarks.
+//! Clustered unit vectors and recall@k: the workload of design §11.4, shared by tests and benchmarks.
 //!
 //! Real embedding sets are clustered (topics), not uniform on the sphere; uniform high-dimensional
 //! data is the worst case of every graph index and says little about pattern search.

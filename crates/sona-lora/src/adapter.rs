@@ -1,4 +1,4 @@
-//! The LoRA map `y = W x + s · B (A x)` and its exact gradients (SPEC §3).
+//! The LoRA map `y = W x + s · B (A x)` and its exact gradients (design §3).
 //!
 //! [`LoraWeights`] holds one immutable-by-convention copy of the trainable factors. `A` is stored as in
 //! PEFT (`r × d_in`, row-major). `B` is stored **transposed** (`bt`, `r × d_out`): column `k` of `B` is
@@ -26,7 +26,7 @@ pub const MAX_WEIGHT: f32 = 1e4;
 /// The frozen map `W` the adapter corrects.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frozen {
-    /// `W = I` (requires `d_in == d_out`): the embedding adapter of SPEC §3.
+    /// `W = I` (requires `d_in == d_out`): the embedding adapter of design §3.
     Identity,
     /// `W = 0`: the adapter outputs only its correction `s·BAx` (used for the micro tier of a stack).
     Zero,
@@ -130,7 +130,7 @@ impl LoraWeights {
         })
     }
 
-    /// SPEC §3 initialisation: `A ~ N(0, 1/d_in)`, `B = 0`, `s = α / r`.
+    /// design §3 initialisation: `A ~ N(0, 1/d_in)`, `B = 0`, `s = α / r`.
     pub fn init(
         d_in: usize,
         d_out: usize,

@@ -1,7 +1,7 @@
 //! The live adapter: published weights + optimizer + explorer, and its two tiers.
 //!
 //! [`Lora`] is thread-safe behind `&self`: a forward loads the current snapshot and never takes a lock
-//! that an update holds (SPEC §3); updates are serialised by the writer lock; explorations share a
+//! that an update holds (design §3); updates are serialised by the writer lock; explorations share a
 //! small table lock that an update holds only while copying one pending entry. Every public method
 //! validates its input before touching state, so a failing call leaves the adapter unchanged.
 //! [`MicroLoRA`] and [`BaseLoRA`] are the two tiers (same machinery, different defaults); a base
@@ -45,7 +45,7 @@ pub struct LoraConfig {
 impl LoraConfig {
     /// Micro-tier defaults for an embedding adapter (`W = I`): rank 2, one momentum step per feedback,
     /// `‖ΔW‖_F ≤ 16`, slow decay. Step size, scale and exploration were chosen on the adaptation
-    /// benchmark (SPEC §11.1; see docs/decisions.md); above d = 256 the exploration noise is
+    /// benchmark (design §11.1; see docs/decisions.md); above d = 256 the exploration noise is
     /// `0.1·√(256/d)` (as `sona.lora.default_sigma`; docs/benchmarks.md, "Defaults across sizes").
     pub fn micro(d: usize) -> Self {
         LoraConfig {
@@ -203,7 +203,7 @@ pub fn forward_tiers(
 }
 
 impl Lora {
-    /// A fresh adapter: `A ~ N(0, 1/d_in)`, `B = 0` (SPEC §3).
+    /// A fresh adapter: `A ~ N(0, 1/d_in)`, `B = 0` (design §3).
     pub fn new(config: LoraConfig) -> Result<Self> {
         let parts = Self::fresh(config)?;
         let snap = Arc::new(Snapshot::new(vec![parts.weights.clone()]));
@@ -551,7 +551,7 @@ impl Lora {
     }
 
     /// Marks the adapter read-only: later updates, rewards and merges into it fail. Quantized copies
-    /// are only made of frozen adapters (SPEC §3).
+    /// are only made of frozen adapters (design §3).
     pub fn freeze(&self) {
         self.read_only.store(true, Ordering::Release);
     }
@@ -611,7 +611,7 @@ impl Lora {
         (a.to_vec(), b.to_vec())
     }
 
-    /// Absorbs `micro` (SPEC §3): `ΔW_b ← best rank-r_b approximation of ΔW_b + ΔW_µ`, then zeroes the
+    /// Absorbs `micro` (design §3): `ΔW_b ← best rank-r_b approximation of ΔW_b + ΔW_µ`, then zeroes the
     /// micro adapter (`B_µ = 0`; see [`Lora::restarted`] for how `A_µ` restarts). Both adapters are
     /// locked for the duration (in address order), readers are not. When the two are tiers of one
     /// stack, the new base and the restarted micro are published in one swap, so a reader sees

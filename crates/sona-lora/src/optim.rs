@@ -1,5 +1,5 @@
 //! The LoRA optimizer step: heavy-ball momentum on the exact gradient, clipped, then a slow decay of
-//! `B` toward 0 and a Frobenius bound on `ΔW` (SPEC §3).
+//! `B` toward 0 and a Frobenius bound on `ΔW` (design §3).
 //!
 //! The step reads the current snapshot and writes the next one into a separate buffer, so readers keep
 //! using the old weights until the new ones are published, and a step that would produce non-finite
@@ -12,7 +12,7 @@ use sona_core::{validate, Result, SonaError};
 use crate::adapter::{LoraWeights, MAX_RANK, MAX_WEIGHT};
 use crate::fused::momentum_row;
 
-/// Step settings. The step size (`lr`) is separate from the forward scale `s = α/r` (SPEC §3).
+/// Step settings. The step size (`lr`) is separate from the forward scale `s = α/r` (design §3).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OptimConfig {
     /// Step size.

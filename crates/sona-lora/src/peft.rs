@@ -1,4 +1,4 @@
-//! PEFT-compatible adapter directories (SPEC §3): `adapter_model.safetensors` plus
+//! PEFT-compatible adapter directories (design §3): `adapter_model.safetensors` plus
 //! `adapter_config.json`, as Hugging Face PEFT writes and reads them.
 //!
 //! **Export.** Tensors are keyed by the *full dotted path* of the target layer in the base model,

@@ -1,4 +1,4 @@
-//! FP16 and group-wise Q4 copies of *frozen* adapters (SPEC §3: never of weights still being trained),
+//! FP16 and group-wise Q4 copies of *frozen* adapters (design §3: never of weights still being trained),
 //! with the reconstruction error they cost.
 //!
 //! Q4 is symmetric absmax quantisation per group of `g` consecutive values of a factor row:

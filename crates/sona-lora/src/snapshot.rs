@@ -1,4 +1,4 @@
-//! Readers never wait for writers (SPEC §3), and a reader of a two-tier stack sees both tiers of one
+//! Readers never wait for writers (design §3), and a reader of a two-tier stack sees both tiers of one
 //! generation: the weights of every tier of one stack live in one immutable [`Generation`] swapped
 //! atomically with `arc_swap::ArcSwap`.
 //!

@@ -1,4 +1,4 @@
-//! The two-tier adapter of SPEC §3: `y = W x + ΔW_b x + ΔW_µ x`.
+//! The two-tier adapter of design §3: `y = W x + ΔW_b x + ΔW_µ x`.
 //!
 //! The micro tier learns from every feedback (gradient or reward); every `merge_every` applied micro
 //! steps it is merged into the base (exact up to truncation to the base rank) and restarts at `ΔW_µ = 0`.

@@ -1,4 +1,4 @@
-//! The ReasoningBank: trajectories in, curated patterns out (SPEC §5).
+//! The ReasoningBank: trajectories in, curated patterns out (design §5).
 //!
 //! Locking: trajectories live behind one mutex (`store`), patterns/index/graph behind one read-write
 //! lock (`state`). Producers touch only `store`; searches take `state` for reading. Extraction takes
@@ -259,7 +259,7 @@ impl ReasoningBank {
             .add(&u, reward, tier.unwrap_or(NO_TIER), source, ts)
     }
 
-    /// Records a full SPEC §2 trajectory: its adapted embedding (the query when `adapted` is empty),
+    /// Records a full design §2 trajectory: its adapted embedding (the query when `adapted` is empty),
     /// the decision's tier and the reward if present. The record's own `id` is ignored: the bank
     /// issues global ids.
     pub fn add_record(&self, t: &Trajectory) -> Result<u64> {

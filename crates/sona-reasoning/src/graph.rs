@@ -1,4 +1,4 @@
-//! The memory graph (SPEC §5): nodes are patterns, undirected edges come from co-retrieval and co-use,
+//! The memory graph (design §5): nodes are patterns, undirected edges come from co-retrieval and co-use,
 //! weights stay in `[0, 1]`.
 //!
 //! - use (both patterns used for one query): `w ← min(1, w(1 + η⁺))`, the edge created at `w_init`;

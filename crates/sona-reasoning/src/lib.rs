@@ -1,4 +1,4 @@
-//! ReasoningBank: trajectories in, curated patterns out (SPEC §2, §5).
+//! ReasoningBank: trajectories in, curated patterns out (design §2, §5).
 //!
 //! - [`index`]: the vector indexes and k-means, re-exported from the `sona-index` crate.
 //! - [`trajectory`]: compact storage of completed trajectories (one unit vector + 24 bytes each).

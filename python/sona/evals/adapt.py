@@ -1,4 +1,4 @@
-"""Adaptation from scalar feedback (SPEC §11.1): ``sona eval adapt``.
+"""Adaptation from scalar feedback (design §11.1): ``sona eval adapt``.
 
 ``d = 256``; 4 query clusters with unit centres, queries at cosine ≈ 0.9 to their centre; each
 cluster has a hidden unit target direction orthogonal to its centre. The adapter's output for a
@@ -324,7 +324,7 @@ def _register() -> None:
     from sona import cli
 
     cli.EVALS["adapt"] = (
-        "adaptation from scalar feedback (SPEC §11.1): micro, base+micro, plain rank-2",
+        "adaptation from scalar feedback (design §11.1): micro, base+micro, plain rank-2",
         add_arguments,
         main,
     )

@@ -31,7 +31,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from sona.evals.routing import SONA_TUNED, TIER_COSTS, TIER_NAMES, make_split, make_stream
+from sona.evals.routing import (
+    SONA_TUNED,
+    TIER_COSTS,
+    TIER_NAMES,
+    SonaPolicy,
+    make_split,
+    make_stream,
+)
 
 F64 = npt.NDArray[np.float64]
 ESTIMATORS = ("ips", "snips", "dr")
@@ -61,21 +68,8 @@ class Log:
 
 
 def _engine(dim: int, seed: int, epsilon: float) -> Any:
-    from sona.engine import LearningMode, SONAConfig, SONAEngine
-
-    settings = {
-        **SONA_TUNED,
-        "dim": dim,
-        "n_tiers": len(TIER_COSTS),
-        "tier_names": list(TIER_NAMES),
-        "tier_costs": list(TIER_COSTS),
-        "learning_mode": LearningMode.INSTANT_AND_BACKGROUND,
-        "loop_b_every": 0,
-        "loop_b_interval_s": 0.0,
-        "epsilon": epsilon,
-        "seed": seed,
-    }
-    return SONAEngine(SONAConfig(**settings))
+    """The routing benchmark's SONA engine (tuned settings), exploring with ``epsilon``."""
+    return SonaPolicy(dim, {**SONA_TUNED, "epsilon": epsilon}, seed, learn_every=0).engine
 
 
 def log_traffic(
