@@ -98,7 +98,12 @@ impl BoundaryConfig {
         check_size("reference", self.reference, 10, MAX_WINDOW)?;
         check_size("consecutive", self.consecutive, 1, u32::MAX as usize)?;
         if self.components > 0 {
-            check_size("reference (with components > 0)", self.reference, 10, MAX_PCA_REFERENCE)?;
+            check_size(
+                "reference (with components > 0)",
+                self.reference,
+                10,
+                MAX_PCA_REFERENCE,
+            )?;
         }
         if !(self.alpha > 0.0 && self.alpha < 0.5) {
             return cfg(format!("alpha must be in (0, 0.5), got {}", self.alpha));

@@ -205,7 +205,9 @@ impl EwcPlusPlus {
             let g = vec1("grad", grad)?;
             let detach = detaches(g.len());
             let g = detachable(&g, detach)?;
-            Ok(with_state(py, detach, &self.inner, |e| e.update_fisher(&g))?)
+            Ok(with_state(py, detach, &self.inner, |e| {
+                e.update_fisher(&g)
+            })?)
         })
     }
 
@@ -309,9 +311,7 @@ impl EwcPlusPlus {
     /// The current task's bias-corrected online Fisher (raises if it has no samples).
     fn online_fisher<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f32>>> {
         guard(py, || {
-            let v = with_state(py, detaches(self.p), &self.inner, |e| {
-                e.online().estimate()
-            })?;
+            let v = with_state(py, detaches(self.p), &self.inner, |e| e.online().estimate())?;
             Ok(out1(py, v))
         })
     }
