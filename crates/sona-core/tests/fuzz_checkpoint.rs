@@ -78,8 +78,11 @@ fn metadata() -> impl Strategy<Value = String> {
         })
 }
 
+/// Name, dtype, shape and data offsets of one crafted header entry.
+type CraftedTensor = (String, &'static str, Vec<u64>, (u64, u64));
+
 fn safetensors_file(
-    tensors: Vec<(String, &'static str, Vec<u64>, (u64, u64))>,
+    tensors: Vec<CraftedTensor>,
     meta: String,
     data_len: usize,
     header_len: Option<u64>,

@@ -213,6 +213,9 @@ fn ewc_sample() -> EwcPlusPlus {
     ewc
 }
 
+/// One change to a checkpoint.
+type Edit = dyn Fn(&mut Checkpoint);
+
 fn refused(ck: &Checkpoint) -> bool {
     matches!(
         EwcPlusPlus::from_checkpoint(ck),
@@ -232,7 +235,7 @@ fn ewc_loader_validates_every_field() {
         let bytes = ck.to_bytes().unwrap();
         Checkpoint::from_bytes(&bytes, "ewc", 1).unwrap()
     };
-    let cases: Vec<Box<dyn Fn(&mut Checkpoint)>> = vec![
+    let cases: Vec<Box<Edit>> = vec![
         Box::new(|c| c.set_meta("param_count", &(1u64 << 40)).unwrap()),
         Box::new(|c| c.set_meta("param_count", &0u64).unwrap()),
         Box::new(|c| c.set_meta("param_count", &-1i64).unwrap()),
