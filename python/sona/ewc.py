@@ -17,7 +17,12 @@ Every method takes array-likes (converted once to C-contiguous float32) and retu
 Wrong lengths raise :class:`~sona.errors.DimensionError`, NaN/Inf
 :class:`~sona.errors.NonFiniteError`,
 out-of-range settings :class:`~sona.errors.ConfigError`, corrupted files
-:class:`~sona.errors.CheckpointError`; a failing call leaves the object unchanged.
+:class:`~sona.errors.CheckpointError`, and values whose result ``float32`` cannot hold
+(gradients beyond ``1e19``, detector inputs beyond ``1e15``, an overflowing fold or penalty)
+:class:`~sona.errors.NumericalError`; a failing call leaves the object unchanged, and no stored
+value is ever NaN or Inf. Sizes must be ``int`` (``1.5`` or ``"8"`` raise ConfigError) and scalars
+real numbers (a string raises InvalidInputError). Every class may be shared between threads
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -55,7 +60,8 @@ class OnlineFisher:
         )
 
     def update(self, grad: Any) -> None:
-        """Folds in one per-sample gradient (length ``P``)."""
+        """Folds in one per-sample gradient (length ``P``); ``|g| > 1e19`` raises NumericalError
+        (its square would overflow the float32 Fisher)."""
         self._f.update(as_vector(grad, "grad", self.param_count))
 
     def update_batch(self, grads: Any) -> None:
