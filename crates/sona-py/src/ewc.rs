@@ -53,16 +53,29 @@ fn with_state<T: Send, R: Send>(
     }
 }
 
-fn matrix_cols(what: &str, cols: usize, want: usize) -> BindResult<()> {
-    if cols != want {
+/// Runs `f(state, rows, n_rows)` on a checked `n × cols` matrix argument (C-contiguous float32,
+/// finite): with the GIL released and the matrix copied when it has at least [`DETACH_AT`] floats
+/// or `always_detach`, else in place with the GIL held (see [`with_state`]).
+fn with_matrix<T: Send, R: Send>(
+    py: Python<'_>,
+    state: &Mutex<T>,
+    (what, obj, cols): (&str, &Bound<'_, PyAny>, usize),
+    always_detach: bool,
+    f: impl FnOnce(&mut T, &[f32], usize) -> Result<R, SonaError> + Send,
+) -> BindResult<R> {
+    let m = mat2(what, obj)?;
+    let (rows, got) = (m.shape()[0], m.shape()[1]);
+    if got != cols {
         return Err(SonaError::Dimension {
             what: what.into(),
-            expected: format!("{want} columns"),
-            got: format!("{cols} columns"),
+            expected: format!("{cols} columns"),
+            got: format!("{got} columns"),
         }
         .into());
     }
-    Ok(())
+    let detach = always_detach || detaches(m.len());
+    let data = detachable(&m, detach)?;
+    Ok(with_state(py, detach, state, |s| f(s, &data, rows))?)
 }
 
 /// Online diagonal Fisher from per-sample gradients: `F ← γF + (1−γ)g²`, bias-corrected, floored.
@@ -99,14 +112,13 @@ impl OnlineFisher {
     /// Folds in the rows of an `n × P` matrix of per-sample gradients, in order.
     fn update_batch(&self, py: Python<'_>, grads: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
-            let m = mat2("grads", grads)?;
-            let (rows, cols) = (m.shape()[0], m.shape()[1]);
-            matrix_cols("grads", cols, self.p)?;
-            let detach = detaches(m.len());
-            let g = detachable(&m, detach)?;
-            Ok(with_state(py, detach, &self.inner, |f| {
-                f.update_batch(&g, rows)
-            })?)
+            with_matrix(
+                py,
+                &self.inner,
+                ("grads", grads, self.p),
+                false,
+                |s, data, rows| s.update_batch(data, rows),
+            )
         })
     }
 
@@ -214,14 +226,13 @@ impl EwcPlusPlus {
     /// Folds an `n × P` matrix of per-sample gradients into the online Fisher.
     fn update_fisher_batch(&self, py: Python<'_>, grads: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
-            let m = mat2("grads", grads)?;
-            let (rows, cols) = (m.shape()[0], m.shape()[1]);
-            matrix_cols("grads", cols, self.p)?;
-            let detach = detaches(m.len());
-            let g = detachable(&m, detach)?;
-            Ok(with_state(py, detach, &self.inner, |e| {
-                e.update_fisher_batch(&g, rows)
-            })?)
+            with_matrix(
+                py,
+                &self.inner,
+                ("grads", grads, self.p),
+                false,
+                |s, data, rows| s.update_fisher_batch(data, rows),
+            )
         })
     }
 
@@ -447,14 +458,13 @@ impl TaskBoundaryDetector {
     /// Feeds the rows of an `n × dim` matrix; returns the sample indices of declared boundaries.
     fn observe_batch(&self, py: Python<'_>, xs: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
         guard(py, || {
-            let m = mat2("xs", xs)?;
-            let (rows, cols) = (m.shape()[0], m.shape()[1]);
-            matrix_cols("xs", cols, self.dim)?;
-            let detach = detaches(m.len());
-            let x = detachable(&m, detach)?;
-            Ok(with_state(py, detach, &self.inner, |d| {
-                d.observe_batch(&x, rows)
-            })?)
+            with_matrix(
+                py,
+                &self.inner,
+                ("xs", xs, self.dim),
+                false,
+                |s, data, rows| s.observe_batch(data, rows),
+            )
         })
     }
 
@@ -611,14 +621,14 @@ impl GradientProjection {
     #[pyo3(signature = (m, threshold = 0.97))]
     fn add(&self, py: Python<'_>, m: &Bound<'_, PyAny>, threshold: f32) -> PyResult<usize> {
         guard(py, || {
-            let a = mat2("m", m)?;
-            let (rows, cols) = (a.shape()[0], a.shape()[1]);
-            matrix_cols("m", cols, self.p)?;
-            // An eigen-decomposition of the n × n Gram matrix: always worth releasing the GIL.
-            let a = detachable(&a, true)?;
-            Ok(with_state(py, true, &self.inner, |g| {
-                g.add(&a, rows, threshold)
-            })?)
+            with_matrix(
+                py,
+                &self.inner,
+                ("m", m, self.p),
+                // An eigen-decomposition of the n × n Gram matrix: always worth releasing the GIL.
+                true,
+                |s, data, rows| s.add(data, rows, threshold),
+            )
         })
     }
 
