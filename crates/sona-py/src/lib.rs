@@ -18,6 +18,7 @@ mod ewc;
 mod index;
 mod kernels;
 mod lora;
+mod metrics;
 mod reasoning;
 
 use pyo3::prelude::*;
@@ -61,5 +62,6 @@ fn _sona(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ewc::register(m)?;
     index::register(m)?;
     reasoning::register(m)?;
+    metrics::register(m)?;
     Ok(())
 }
