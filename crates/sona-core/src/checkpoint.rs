@@ -258,6 +258,15 @@ impl Checkpoint {
             .map_err(|e| SonaError::Internal(format!("serialising checkpoint: {e}")))
     }
 
+    /// The same checkpoint in the first container format (`SONACKPT`), which `from_bytes` still
+    /// reads. For tests that craft files by editing the JSON header in place: that layout keeps the
+    /// header at a fixed offset and its CRC is a plain CRC-32 of the preceding bytes, so an edited
+    /// file can be re-sealed and reaches the component's validation. Saving never uses it.
+    #[doc(hidden)]
+    pub fn to_first_format_bytes(&self) -> Result<Vec<u8>> {
+        legacy::write(self)
+    }
+
     /// Parses bytes, checking the container, checksum, `kind` and that `version <= max_version`.
     /// Files of the first container format (`SONACKPT`) are read too.
     pub fn from_bytes(bytes: &[u8], kind: &str, max_version: u32) -> Result<Self> {

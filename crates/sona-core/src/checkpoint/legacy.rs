@@ -40,6 +40,37 @@ struct Header {
     tensors: BTreeMap<String, Entry>,
 }
 
+/// The first-format bytes of `ck` (tensors laid out in name order).
+pub(super) fn write(ck: &Checkpoint) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut dir = serde_json::Map::new();
+    for (name, t) in &ck.tensors {
+        let dtype = match t.dtype {
+            DType::F32 => "f32",
+            DType::U64 => "u64",
+        };
+        dir.insert(
+            name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": t.shape, "offset": data.len()}),
+        );
+        data.extend_from_slice(&t.bytes);
+    }
+    let header = serde_json::json!({
+        "kind": ck.kind, "version": ck.version, "meta": ck.meta, "tensors": dir,
+    });
+    let header = serde_json::to_vec(&header)
+        .map_err(|e| SonaError::Internal(format!("serialising header: {e}")))?;
+    let mut out = Vec::with_capacity(24 + header.len() + data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&data);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
 pub(super) fn parse(bytes: &[u8]) -> Result<Checkpoint> {
     let bad = |m: &str| SonaError::checkpoint(m.to_string());
     if bytes.len() < 24 || &bytes[..8] != MAGIC {
@@ -126,6 +157,14 @@ mod tests {
         assert_eq!(c.get_u64("ids").unwrap(), vec![7, u64::MAX]);
         let again = Checkpoint::from_bytes(&c.to_bytes().unwrap(), "test", 2).unwrap();
         assert_eq!(again.tensors, c.tensors);
+        // The test-only writer produces a first-format file that reads back the same.
+        let first = c.to_first_format_bytes().unwrap();
+        assert!(first.starts_with(MAGIC));
+        let back = Checkpoint::from_bytes(&first, "test", 2).unwrap();
+        assert_eq!(
+            (back.tensors, back.meta),
+            (c.tensors.clone(), c.meta.clone())
+        );
         for i in 0..file.len() {
             let mut b = file.clone();
             b[i] ^= 0x40;
