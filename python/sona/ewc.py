@@ -17,7 +17,12 @@ Every method takes array-likes (converted once to C-contiguous float32) and retu
 Wrong lengths raise :class:`~sona.errors.DimensionError`, NaN/Inf
 :class:`~sona.errors.NonFiniteError`,
 out-of-range settings :class:`~sona.errors.ConfigError`, corrupted files
-:class:`~sona.errors.CheckpointError`; a failing call leaves the object unchanged.
+:class:`~sona.errors.CheckpointError`, and values whose result ``float32`` cannot hold
+(gradients beyond ``1e19``, detector inputs beyond ``1e15``, an overflowing fold or penalty)
+:class:`~sona.errors.NumericalError`; a failing call leaves the object unchanged, and no stored
+value is ever NaN or Inf. Sizes must be ``int`` (``1.5`` or ``"8"`` raise ConfigError) and scalars
+real numbers (a string raises InvalidInputError). Every class may be shared between threads
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import os
 from typing import Any, Literal
 
 from sona import _sona
-from sona._validate import F32Array, as_matrix, as_vector
+from sona._validate import F32Array, as_matrix, as_real, as_size, as_vector
 
 __all__ = [
     "AdaptiveLambda",
@@ -48,10 +53,15 @@ class OnlineFisher:
     """
 
     def __init__(self, param_count: int, gamma: float = 0.999, floor: float = 0.0) -> None:
-        self._f = _sona.OnlineFisher(int(param_count), gamma=float(gamma), floor=float(floor))
+        self._f = _sona.OnlineFisher(
+            as_size(param_count, "param_count"),
+            gamma=as_real(gamma, "gamma"),
+            floor=as_real(floor, "floor"),
+        )
 
     def update(self, grad: Any) -> None:
-        """Folds in one per-sample gradient (length ``P``)."""
+        """Folds in one per-sample gradient (length ``P``); ``|g| > 1e19`` raises NumericalError
+        (its square would overflow the float32 Fisher)."""
         self._f.update(as_vector(grad, "grad", self.param_count))
 
     def update_batch(self, grads: Any) -> None:
@@ -114,13 +124,13 @@ class EwcPlusPlus:
         decay: float = 1.0,
     ) -> None:
         self._e = _sona.EwcPlusPlus(
-            int(param_count),
-            lambda_=float(lambda_),
-            lambda_min=float(lambda_min),
-            lambda_max=float(lambda_max),
-            gamma=float(gamma),
-            floor=float(floor),
-            decay=float(decay),
+            as_size(param_count, "param_count"),
+            lambda_=as_real(lambda_, "lambda_"),
+            lambda_min=as_real(lambda_min, "lambda_min"),
+            lambda_max=as_real(lambda_max, "lambda_max"),
+            gamma=as_real(gamma, "gamma"),
+            floor=as_real(floor, "floor"),
+            decay=as_real(decay, "decay"),
         )
 
     @classmethod
@@ -148,7 +158,7 @@ class EwcPlusPlus:
         """
         p = self.param_count
         f = None if fisher is None else as_vector(fisher, "fisher", p)
-        self._e.complete_task(as_vector(theta_star, "theta_star", p), f, float(weight))
+        self._e.complete_task(as_vector(theta_star, "theta_star", p), f, as_real(weight, "weight"))
 
     def penalty(self, theta: Any) -> float:
         """``λ/2 · Σ F̄ (θ − θ̄*)²`` (0 before the first completed task)."""
@@ -174,7 +184,7 @@ class EwcPlusPlus:
 
     @lambda_.setter
     def lambda_(self, value: float) -> None:
-        self._e.set_lambda(float(value))
+        self._e.set_lambda(as_real(value, "value"))
 
     @property
     def fisher(self) -> F32Array:
@@ -277,15 +287,15 @@ class TaskBoundaryDetector:
         components: int = 0,
     ) -> None:
         self._d = _sona.TaskBoundaryDetector(
-            int(dim),
-            window=int(window),
-            reference=int(reference),
-            alpha=float(alpha),
-            consecutive=int(consecutive),
-            cooldown=int(cooldown),
-            snapshot_every=int(snapshot_every),
-            param_count=int(param_count),
-            components=int(components),
+            as_size(dim, "dim"),
+            window=as_size(window, "window"),
+            reference=as_size(reference, "reference"),
+            alpha=as_real(alpha, "alpha"),
+            consecutive=as_size(consecutive, "consecutive"),
+            cooldown=as_size(cooldown, "cooldown"),
+            snapshot_every=as_size(snapshot_every, "snapshot_every"),
+            param_count=as_size(param_count, "param_count"),
+            components=as_size(components, "components"),
         )
 
     def observe(self, x: Any, theta: Any | None = None) -> bool:
@@ -357,21 +367,23 @@ class AdaptiveLambda:
         target: float = 0.95,
     ) -> None:
         self._a = _sona.AdaptiveLambda(
-            initial=float(initial),
-            lambda_min=float(lambda_min),
-            lambda_max=float(lambda_max),
-            delta=float(delta),
-            raise_factor=float(raise_factor),
-            lower_factor=float(lower_factor),
-            stall=float(stall),
-            target=float(target),
+            initial=as_real(initial, "initial"),
+            lambda_min=as_real(lambda_min, "lambda_min"),
+            lambda_max=as_real(lambda_max, "lambda_max"),
+            delta=as_real(delta, "delta"),
+            raise_factor=as_real(raise_factor, "raise_factor"),
+            lower_factor=as_real(lower_factor, "lower_factor"),
+            stall=as_real(stall, "stall"),
+            target=as_real(target, "target"),
         )
 
     def update(
         self, probe_accuracy: float, new_task_quality: float
     ) -> Literal["raised", "lowered", "kept"]:
         """Reports both values (each in [0, 1]) and returns what λ did."""
-        step = self._a.update(float(probe_accuracy), float(new_task_quality))
+        step = self._a.update(
+            as_real(probe_accuracy, "probe_accuracy"), as_real(new_task_quality, "new_task_quality")
+        )
         assert step in ("raised", "lowered", "kept")
         return step  # type: ignore[return-value]
 
@@ -401,12 +413,14 @@ class GradientProjection:
     """Gradient projection memory: an orthonormal basis of directions to keep gradients out of."""
 
     def __init__(self, param_count: int, max_basis: int) -> None:
-        self._g = _sona.GradientProjection(int(param_count), int(max_basis))
+        self._g = _sona.GradientProjection(
+            as_size(param_count, "param_count"), as_size(max_basis, "max_basis")
+        )
 
     def add(self, m: Any, threshold: float = 0.97) -> int:
         """Adds directions of ``m`` (``n × P``, n ≤ 512) until ``threshold`` of its energy is
         spanned."""
-        return self._g.add(as_matrix(m, "m", self.param_count), float(threshold))
+        return self._g.add(as_matrix(m, "m", self.param_count), as_real(threshold, "threshold"))
 
     def project(self, grad: Any) -> F32Array:
         """``grad − V Vᵀ grad``."""

@@ -13,7 +13,8 @@ import numpy as np
 import numpy.typing as npt
 
 from sona import _sona
-from sona._validate import F32Array, as_matrix, as_vector
+from sona._validate import F32Array, as_matrix, as_real, as_size, as_vector
+from sona.errors import ConfigError, InvalidInputError
 
 __all__ = [
     "axpy",
@@ -53,12 +54,12 @@ def normalize(a: Any) -> F32Array:
 
 def axpy(alpha: float, x: Any, y: Any) -> F32Array:
     """``y + alpha * x`` as a new array."""
-    return _sona.axpy(float(alpha), as_vector(x, "x"), as_vector(y, "y"))
+    return _sona.axpy(as_real(alpha, "alpha"), as_vector(x, "x"), as_vector(y, "y"))
 
 
 def scale(alpha: float, x: Any) -> F32Array:
     """``alpha * x`` as a new array."""
-    return _sona.scale(float(alpha), as_vector(x, "x"))
+    return _sona.scale(as_real(alpha, "alpha"), as_vector(x, "x"))
 
 
 def matvec(m: Any, x: Any) -> F32Array:
@@ -73,7 +74,9 @@ def matvec_t(m: Any, x: Any) -> F32Array:
 
 def rank_update(m: Any, alpha: float, u: Any, v: Any) -> F32Array:
     """``m + alpha * u.T @ v`` as a new array (``u``: r × rows, ``v``: r × cols)."""
-    return _sona.rank_update(as_matrix(m, "m"), float(alpha), as_matrix(u, "u"), as_matrix(v, "v"))
+    return _sona.rank_update(
+        as_matrix(m, "m"), as_real(alpha, "alpha"), as_matrix(u, "u"), as_matrix(v, "v")
+    )
 
 
 def batch_dot(m: Any, q: Any) -> F32Array:
@@ -83,11 +86,12 @@ def batch_dot(m: Any, q: Any) -> F32Array:
 
 def top_k(scores: Any, k: int) -> tuple[npt.NDArray[np.int64], F32Array]:
     """Indices and values of the ``k`` largest scores, best first (NaN ranks last)."""
-    if k < 0:
-        from sona.errors import InvalidInputError
-
-        raise InvalidInputError(f"k must be >= 0, got {k}")
-    return _sona.top_k(as_vector(scores, "scores"), int(k))
+    try:
+        count = as_size(k, "k")
+    except ConfigError as exc:
+        # k is an argument of this call, not a configuration value.
+        raise InvalidInputError(str(exc)) from None
+    return _sona.top_k(as_vector(scores, "scores"), count)
 
 
 def simd_level() -> str:

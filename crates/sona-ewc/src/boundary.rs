@@ -30,8 +30,29 @@
 use std::collections::VecDeque;
 
 use sona_core::stats::chi2_quantile;
-use sona_core::validate::{check_matrix, check_vec};
+use sona_core::validate::{
+    check_matrix, check_size, check_vec, element_count, try_zeros, MAX_DIM, MAX_ELEMENTS,
+};
 use sona_core::{Result, SonaError};
+
+/// Largest recent or reference window.
+pub const MAX_WINDOW: usize = 1 << 20;
+/// Largest reference window in PCA mode (the basis is fitted from an `n_b × n_b` Gram matrix).
+pub const MAX_PCA_REFERENCE: usize = 4096;
+/// Largest accepted `|x_i|`: keeps the `f32` window statistics and PCA projections of up to
+/// [`MAX_DIM`] coordinates finite (`MAX_DIM · (2·MAX_INPUT)²` is far below `f32::MAX`).
+pub const MAX_INPUT: f32 = 1e15;
+
+/// Refuses inputs whose statistics `f32` cannot hold (before any state changes).
+fn check_magnitude(what: &str, x: &[f32]) -> Result<()> {
+    match x.iter().position(|v| v.abs() > MAX_INPUT) {
+        None => Ok(()),
+        Some(i) => Err(SonaError::Numerical(format!(
+            "{what}[{i}] = {} exceeds {MAX_INPUT:e}: rescale the inputs",
+            x[i]
+        ))),
+    }
+}
 
 /// Hyper-parameters of [`TaskBoundaryDetector`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,11 +95,16 @@ impl Default for BoundaryConfig {
 impl BoundaryConfig {
     fn validate(&self) -> Result<()> {
         let cfg = |m: String| Err(SonaError::Config(m));
-        if self.window < 2 {
-            return cfg(format!("window must be ≥ 2, got {}", self.window));
-        }
-        if self.reference < 10 {
-            return cfg(format!("reference must be ≥ 10, got {}", self.reference));
+        check_size("window", self.window, 2, MAX_WINDOW)?;
+        check_size("reference", self.reference, 10, MAX_WINDOW)?;
+        check_size("consecutive", self.consecutive, 1, u32::MAX as usize)?;
+        if self.components > 0 {
+            check_size(
+                "reference (with components > 0)",
+                self.reference,
+                10,
+                MAX_PCA_REFERENCE,
+            )?;
         }
         if !(self.alpha > 0.0 && self.alpha < 0.5) {
             return cfg(format!("alpha must be in (0, 0.5), got {}", self.alpha));
@@ -140,9 +166,8 @@ pub struct TaskBoundaryDetector {
 impl TaskBoundaryDetector {
     /// A detector over `dim`-dimensional inputs. `param_count > 0` enables parameter snapshots.
     pub fn new(dim: usize, param_count: usize, cfg: BoundaryConfig) -> Result<Self> {
-        if dim == 0 {
-            return Err(SonaError::Config("dim must be at least 1".into()));
-        }
+        check_size("dim", dim, 1, MAX_DIM)?;
+        check_size("param_count", param_count, 0, MAX_ELEMENTS)?;
         cfg.validate()?;
         if cfg.components > dim {
             return Err(SonaError::Config(format!(
@@ -153,17 +178,19 @@ impl TaskBoundaryDetector {
         let cap = cfg.window + cfg.reference;
         let pca = cfg.components > 0;
         let width = if pca { cfg.components } else { dim };
+        let ring = element_count("(window + reference) × width", &[cap, width])?;
+        let raw = if pca {
+            element_count("(window + reference) × dim", &[cap, dim])?
+        } else {
+            0
+        };
         Ok(TaskBoundaryDetector {
             dim,
             cfg,
             threshold_for: None,
             width,
-            ring: vec![0.0; cap * width],
-            raw: if pca {
-                vec![0.0; cap * dim]
-            } else {
-                Vec::new()
-            },
+            ring: try_zeros("window ring", ring)?,
+            raw: try_zeros("raw window buffer", raw)?,
             basis: Vec::new(),
             filled: 0,
             sum_r: vec![0.0; width],
@@ -312,6 +339,7 @@ impl TaskBoundaryDetector {
     /// it). Returns `true` when a task boundary is declared at this sample.
     pub fn observe(&mut self, x: &[f32], theta: Option<&[f32]>) -> Result<bool> {
         check_vec("x", x, self.dim)?;
+        check_magnitude("x", x)?;
         if let Some(t) = theta {
             if self.param_count == 0 {
                 return Err(SonaError::invalid(
@@ -326,6 +354,7 @@ impl TaskBoundaryDetector {
     /// Feeds `rows` inputs (`rows × dim`, validated first); returns the indices of declared boundaries.
     pub fn observe_batch(&mut self, xs: &[f32], rows: usize) -> Result<Vec<u64>> {
         check_matrix("xs", xs, rows, self.dim)?;
+        check_magnitude("xs", xs)?;
         let mut out = Vec::new();
         for r in 0..rows {
             let x = &xs[r * self.dim..(r + 1) * self.dim];

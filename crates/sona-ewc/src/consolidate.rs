@@ -12,10 +12,13 @@
 //! λ multiplies once, at use (design §4); per-task weights and decay live inside `F̄`. Folding a task
 //! updates `F̄` and `θ̄*` in place, so memory never grows with the number of tasks. Where `F̄_i = 0` no
 //! task constrains parameter `i` and `θ̄*_i` is simply the newest anchor (it has no effect).
+//!
+//! No non-finite value is ever stored: a fold whose `F̄` or `θ̄*` would overflow is refused with
+//! `Numerical` before anything changes, and loaded files are validated field by field.
 
 use std::path::Path;
 
-use sona_core::validate::{check_finite, check_len, check_range, check_vec};
+use sona_core::validate::{check_finite, check_len, check_range, check_vec, try_zeros};
 use sona_core::{Checkpoint, Result, SonaError};
 
 use crate::diag;
@@ -94,11 +97,12 @@ pub struct EwcPlusPlus {
 impl EwcPlusPlus {
     pub fn new(param_count: usize, cfg: EwcConfig) -> Result<Self> {
         cfg.validate()?;
+        // Bounds the size (a `Config` error) before the two buffers below are allocated.
         let online = OnlineFisher::new(param_count, cfg.gamma, cfg.floor)?;
         Ok(EwcPlusPlus {
             cfg,
-            fbar: vec![0.0; param_count],
-            theta_bar: vec![0.0; param_count],
+            fbar: try_zeros("param_count", param_count)?,
+            theta_bar: try_zeros("param_count", param_count)?,
             tasks: 0,
             online,
         })
@@ -189,8 +193,8 @@ impl EwcPlusPlus {
         };
         // Compute into temporaries so an overflow to Inf is refused with state unchanged.
         let decay = if self.tasks == 0 { 0.0 } else { self.cfg.decay };
-        let mut new_f = vec![0.0f32; p];
-        let mut new_t = vec![0.0f32; p];
+        let mut new_f = try_zeros("fisher", p)?;
+        let mut new_t = try_zeros("theta_star", p)?;
         for i in 0..p {
             let old = decay * self.fbar[i];
             let add = weight * f[i].max(self.cfg.floor);
@@ -206,9 +210,13 @@ impl EwcPlusPlus {
         }
         check_finite("consolidated fisher", &new_f)
             .map_err(|_| SonaError::Numerical("consolidated Fisher overflowed".into()))?;
+        // θ* − θ̄ overflows when the anchors sit near ±f32::MAX on opposite sides.
+        check_finite("consolidated anchor", &new_t).map_err(|_| {
+            SonaError::Numerical("consolidated anchor θ̄* overflowed (θ* − θ̄* is beyond f32)".into())
+        })?;
         self.fbar = new_f;
         self.theta_bar = new_t;
-        self.tasks += 1;
+        self.tasks = self.tasks.saturating_add(1);
         self.online.reset();
         Ok(())
     }
@@ -235,12 +243,16 @@ impl EwcPlusPlus {
         Ok(p)
     }
 
-    /// `grad ← grad + λ F̄ ⊙ (θ − θ̄*)`. Lengths and finiteness of both are checked first.
+    /// `grad ← grad + λ F̄ ⊙ (θ − θ̄*)`. Lengths and finiteness of both are checked first; if the
+    /// result overflows, `Numerical` is returned and `grad` holds unspecified values.
     pub fn apply(&self, theta: &[f32], grad: &mut [f32]) -> Result<()> {
         self.check_theta(theta)?;
         sona_core::validate::check_vec("grad", grad, self.fbar.len())?;
         if self.tasks > 0 {
             diag::add_weighted_diff(self.cfg.lambda, &self.fbar, theta, &self.theta_bar, grad);
+            if !sona_core::kernels::all_finite(grad) {
+                return Err(SonaError::Numerical("EWC gradient overflowed".into()));
+            }
         }
         Ok(())
     }
@@ -313,7 +325,10 @@ impl EwcPlusPlus {
         Ok(ck)
     }
 
-    /// Rebuilds from a checkpoint; any inconsistency is a `Checkpoint` error.
+    /// Rebuilds from a checkpoint; any inconsistency is a `Checkpoint` error. Every field is
+    /// validated: the configuration ranges (as in [`EwcPlusPlus::new`]), tensor shapes against
+    /// `param_count`, finite and non-negative Fishers, finite anchors, an all-zero `F̄` when no task
+    /// was folded, and the online Fisher's own invariants.
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self> {
         let bad = |e: SonaError| match e {
             SonaError::Checkpoint(_) => e,
@@ -328,26 +343,37 @@ impl EwcPlusPlus {
             floor: ck.meta("floor")?,
             decay: ck.meta("decay")?,
         };
-        // Tensors first: their sizes are bounded by the file, so a forged `param_count` is caught
+        cfg.validate().map_err(bad)?;
+        sona_core::validate::check_size("param_count", p, 1, sona_core::validate::MAX_ELEMENTS)
+            .map_err(bad)?;
+        // Tensors next: their sizes are bounded by the file, so a forged `param_count` is caught
         // before anything of that size is allocated.
         let fbar = ck.get_f32_shaped("fisher", &[p])?;
         let theta_bar = ck.get_f32_shaped("theta_star", &[p])?;
         let raw = ck.get_f32_shaped("online_raw", &[p])?;
-        let mut ewc = EwcPlusPlus::new(p, cfg).map_err(bad)?;
         let counts = ck.get_u64("counts")?;
         if counts.len() != 2 {
             return Err(SonaError::checkpoint("counts must hold 2 values"));
         }
+        let (tasks, samples) = (counts[0], counts[1]);
         check_finite("fisher", &fbar).map_err(bad)?;
         check_finite("theta_star", &theta_bar).map_err(bad)?;
         if fbar.iter().any(|&x| x < 0.0) {
             return Err(SonaError::checkpoint("fisher has negative entries"));
         }
-        ewc.online = OnlineFisher::from_parts(cfg.gamma, cfg.floor, raw, counts[1]).map_err(bad)?;
-        ewc.fbar = fbar;
-        ewc.theta_bar = theta_bar;
-        ewc.tasks = counts[0];
-        Ok(ewc)
+        if tasks == 0 && fbar.iter().any(|&x| x != 0.0) {
+            return Err(SonaError::checkpoint(
+                "fisher has values but no task was completed",
+            ));
+        }
+        let online = OnlineFisher::from_parts(cfg.gamma, cfg.floor, raw, samples).map_err(bad)?;
+        Ok(EwcPlusPlus {
+            cfg,
+            fbar,
+            theta_bar,
+            tasks,
+            online,
+        })
     }
 
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {

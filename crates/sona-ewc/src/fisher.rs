@@ -5,11 +5,35 @@
 //! samples). Because the EMA starts at zero, the raw average is biased low by the factor `1 − γⁿ` after
 //! `n` samples; [`OnlineFisher::estimate`] divides it out (as Adam does for its moments), so a task
 //! with few samples is not protected less than one with many. Entries are then raised to `floor`.
+//!
+//! Every stored value stays finite: gradients with `|g| >` [`MAX_GRAD`] are refused with
+//! `Numerical` (their square would overflow `f32`), which keeps every raw entry below
+//! `MAX_GRAD²`, and the bias correction is applied in `f64` (the corrected estimate is a weighted
+//! mean of the `g²` seen, so it is bounded by the same value).
 
-use sona_core::validate::{check_len, check_range};
+use sona_core::validate::{check_len, check_range, check_size, try_zeros, MAX_ELEMENTS};
 use sona_core::{Result, SonaError};
 
 use crate::diag;
+
+/// Largest accepted per-sample gradient entry: `MAX_GRAD² = 1e38` is below `f32::MAX / 2`, so
+/// `γF + (1−γ)g²` can never overflow while every raw entry is at most `MAX_GRAD²`.
+pub const MAX_GRAD: f32 = 1e19;
+
+/// The bound every raw entry respects (see [`MAX_GRAD`]).
+const MAX_RAW: f32 = MAX_GRAD * MAX_GRAD;
+
+/// Refuses a gradient whose square would overflow the Fisher (state is untouched on error).
+pub(crate) fn check_grad_magnitude(what: &str, g: &[f32]) -> Result<()> {
+    match g.iter().position(|x| x.abs() > MAX_GRAD) {
+        None => Ok(()),
+        Some(i) => Err(SonaError::Numerical(format!(
+            "{what}[{i}] = {} exceeds {MAX_GRAD:e}: its square would overflow the f32 Fisher \
+             (rescale the loss)",
+            g[i]
+        ))),
+    }
+}
 
 /// A running diagonal Fisher over `P` parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,15 +52,13 @@ impl OnlineFisher {
     /// `gamma` in `[0, 1)` is the EMA decay per sample (`0.999` averages over roughly the last 1000
     /// samples); `floor ≥ 0` is the smallest value [`estimate`](Self::estimate) returns.
     pub fn new(param_count: usize, gamma: f32, floor: f32) -> Result<Self> {
-        if param_count == 0 {
-            return Err(SonaError::Config("param_count must be at least 1".into()));
-        }
+        check_size("param_count", param_count, 1, MAX_ELEMENTS)?;
         check_gamma(gamma)?;
         check_range("floor", floor as f64, 0.0, f32::MAX as f64)?;
         Ok(OnlineFisher {
             gamma,
             floor,
-            raw: vec![0.0; param_count],
+            raw: try_zeros("param_count", param_count)?,
             samples: 0,
             gamma_pow: 1.0,
         })
@@ -62,8 +84,9 @@ impl OnlineFisher {
     /// One per-sample gradient `g` (length `P`, finite).
     pub fn update(&mut self, grad: &[f32]) -> Result<()> {
         sona_core::validate::check_vec("grad", grad, self.raw.len())?;
+        check_grad_magnitude("grad", grad)?;
         diag::ema_sq(self.gamma, &mut self.raw, grad);
-        self.samples += 1;
+        self.samples = self.samples.saturating_add(1);
         self.gamma_pow *= self.gamma as f64;
         Ok(())
     }
@@ -82,11 +105,12 @@ impl OnlineFisher {
             });
         }
         sona_core::validate::check_vec("grads", grads, expected)?;
+        check_grad_magnitude("grads", grads)?;
         for g in grads.chunks_exact(self.raw.len()) {
             diag::ema_sq(self.gamma, &mut self.raw, g);
             self.gamma_pow *= self.gamma as f64;
         }
-        self.samples += rows as u64;
+        self.samples = self.samples.saturating_add(rows as u64);
         Ok(())
     }
 
@@ -101,21 +125,23 @@ impl OnlineFisher {
             ));
         }
         let correction = 1.0 - self.gamma_pow;
-        // γ = 0 or enough samples: the correction is 1 (or within rounding of it).
+        // γ = 0 or enough samples: the correction is 1 (or within rounding of it). In f64: the raw
+        // EMA times 1/(1 − γⁿ) is a weighted mean of the g² seen (≤ MAX_GRAD²), but the factor
+        // alone can be ~1/(1 − γ) and the f32 product of two large values would overflow.
         let inv = if correction > 0.0 {
-            (1.0 / correction) as f32
+            1.0 / correction
         } else {
             1.0
         };
         for (o, &r) in out.iter_mut().zip(&self.raw) {
-            *o = (r * inv).max(self.floor);
+            *o = ((r as f64 * inv) as f32).max(self.floor);
         }
         Ok(())
     }
 
     /// The bias-corrected estimate as a new vector (see [`estimate_into`](Self::estimate_into)).
     pub fn estimate(&self) -> Result<Vec<f32>> {
-        let mut out = vec![0.0; self.raw.len()];
+        let mut out = try_zeros("estimate", self.raw.len())?;
         self.estimate_into(&mut out)?;
         Ok(out)
     }
@@ -132,16 +158,38 @@ impl OnlineFisher {
         self.gamma_pow = 1.0;
     }
 
-    /// Rebuilds an estimate from saved parts, validating them.
+    /// Rebuilds an estimate from saved parts, validating them: finite, in `[0, MAX_GRAD²]`, all
+    /// zero when no sample was seen, and a finite bias-corrected estimate.
     pub(crate) fn from_parts(gamma: f32, floor: f32, raw: Vec<f32>, samples: u64) -> Result<Self> {
-        let mut f = OnlineFisher::new(raw.len(), gamma, floor)?;
+        check_size("param_count", raw.len(), 1, MAX_ELEMENTS)?;
+        check_gamma(gamma)?;
+        check_range("floor", floor as f64, 0.0, f32::MAX as f64)?;
         sona_core::validate::check_finite("online fisher", &raw)?;
-        if raw.iter().any(|&x| x < 0.0) {
-            return Err(SonaError::invalid("online fisher has negative entries"));
+        if let Some(i) = raw.iter().position(|&x| !(0.0..=MAX_RAW).contains(&x)) {
+            return Err(SonaError::invalid(format!(
+                "online fisher entry {i} is {}, outside [0, {MAX_RAW:e}]",
+                raw[i]
+            )));
         }
+        if samples == 0 && raw.iter().any(|&x| x != 0.0) {
+            return Err(SonaError::invalid(
+                "online fisher has values but counts no samples",
+            ));
+        }
+        let mut f = OnlineFisher {
+            gamma,
+            floor,
+            raw: Vec::new(),
+            samples: 0,
+            gamma_pow: 1.0,
+        };
         f.raw = raw;
         f.samples = samples;
         f.gamma_pow = (gamma as f64).powf(samples as f64);
+        if samples > 0 {
+            let e = f.estimate()?;
+            sona_core::validate::check_finite("online fisher estimate", &e)?;
+        }
         Ok(f)
     }
 }

@@ -11,7 +11,7 @@
 //! `nalgebra`'s symmetric eigensolver in `f64`, so `n` (rows per call) is capped at [`MAX_ROWS`].
 
 use sona_core::kernels;
-use sona_core::validate::{check_matrix, check_vec};
+use sona_core::validate::{check_matrix, check_size, check_vec, element_count, MAX_ELEMENTS};
 use sona_core::{Result, SonaError};
 
 /// Rows accepted per [`GradientProjection::add`] call (the Gram eigensolver is `O(n³)`).
@@ -28,14 +28,10 @@ pub struct GradientProjection {
 impl GradientProjection {
     /// An empty basis over `param_count` parameters holding at most `max_basis` directions.
     pub fn new(param_count: usize, max_basis: usize) -> Result<Self> {
-        if param_count == 0 {
-            return Err(SonaError::Config("param_count must be at least 1".into()));
-        }
-        if max_basis == 0 || max_basis > param_count {
-            return Err(SonaError::Config(format!(
-                "max_basis must be in [1, {param_count}], got {max_basis}"
-            )));
-        }
+        check_size("param_count", param_count, 1, MAX_ELEMENTS)?;
+        check_size("max_basis", max_basis, 1, param_count)?;
+        // The basis grows to `max_basis × P` floats: bound it now rather than fail mid-`add`.
+        element_count("max_basis × param_count", &[max_basis, param_count])?;
         Ok(GradientProjection {
             p: param_count,
             max_basis,
@@ -57,19 +53,29 @@ impl GradientProjection {
         &self.basis
     }
 
-    /// `g ← g − V Vᵀ g` in place.
+    /// `g ← g − V Vᵀ g` in place. A gradient so large that its coefficients overflow `f32` is
+    /// `Numerical` (then `grad` holds unspecified values).
     pub fn project(&self, grad: &mut [f32]) -> Result<()> {
         check_vec("grad", grad, self.p)?;
+        self.project_unchecked(grad);
+        if !kernels::all_finite(grad) {
+            return Err(SonaError::Numerical(
+                "projected gradient overflowed f32 (rescale the gradient)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn project_unchecked(&self, grad: &mut [f32]) {
         let k = self.basis_size();
         if k == 0 {
-            return Ok(());
+            return;
         }
         let mut c = vec![0.0f32; k];
         kernels::matvec(&self.basis, k, self.p, grad, &mut c);
         for (ci, row) in c.iter().zip(self.basis.chunks_exact(self.p)) {
             kernels::axpy(-ci, row, grad);
         }
-        Ok(())
     }
 
     /// Adds the directions of `m` (`rows × P`) needed for the basis to capture `threshold ∈ (0, 1]` of
@@ -87,14 +93,24 @@ impl GradientProjection {
             )));
         }
         let p = self.p;
-        let total: f64 = m.chunks_exact(p).map(|r| kernels::norm_sq(r) as f64).sum();
-        if total <= 0.0 {
+        // Directions do not depend on scale: work on m / max|m| so energies and the Gram matrix
+        // stay finite for any finite input (1e38 entries) and do not underflow for denormal ones.
+        let peak = m.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+        if peak == 0.0 {
             return Ok(0);
         }
+        let mut resid: Vec<f32> = Vec::new();
+        resid
+            .try_reserve_exact(m.len())
+            .map_err(|_| SonaError::Config(format!("m: cannot allocate {} floats", m.len())))?;
+        resid.extend(m.iter().map(|x| x / peak));
+        let total: f64 = resid
+            .chunks_exact(p)
+            .map(|r| kernels::norm_sq(r) as f64)
+            .sum();
         // Residual of every row after removing what the basis already spans.
-        let mut resid = m.to_vec();
         for row in resid.chunks_exact_mut(p) {
-            self.project(row)?;
+            self.project_unchecked(row);
         }
         let resid_energy: f64 = resid
             .chunks_exact(p)
@@ -138,7 +154,7 @@ impl GradientProjection {
                     kernels::axpy(ui, row, &mut v);
                 }
             }
-            self.project(&mut v)?;
+            self.project_unchecked(&mut v);
             let n = kernels::normalize(&mut v);
             if !(n > 0.0 && n.is_finite()) {
                 continue;

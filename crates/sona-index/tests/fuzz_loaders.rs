@@ -155,7 +155,7 @@ proptest! {
         cut in proptest::option::of(any::<usize>()),
         sign in any::<bool>(),
     ) {
-        let mut bytes = saved(k).to_bytes().unwrap();
+        let mut bytes = saved(k).to_first_format_bytes().unwrap();
         for (at, x) in flips {
             let i = at % bytes.len();
             bytes[i] ^= x.max(1);
@@ -251,7 +251,7 @@ fn ivf_absurd_trained_at_is_refused() {
 
 #[test]
 fn a_shape_whose_element_count_overflows_is_refused() {
-    let bytes = saved(0).to_bytes().unwrap();
+    let bytes = saved(0).to_first_format_bytes().unwrap();
     let Some(crafted) = edit_header(&bytes, |h| {
         // [2^32, 2^32] has 2^64 elements: a wrapping product would read it as 0 (an empty index).
         h["tensors"]["ids"]["shape"] = serde_json::json!([1u64 << 32, 1u64 << 32]);

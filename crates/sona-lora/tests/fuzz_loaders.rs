@@ -189,7 +189,7 @@ proptest! {
     #[test]
     fn checkpoint_bytes(which in 0usize..2, flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..6), cut in any::<prop::sample::Index>(), truncate in any::<bool>(), fix_crc in any::<bool>()) {
         let l = &adapters()[which];
-        let mut bytes = l.to_checkpoint().unwrap().to_bytes().unwrap();
+        let mut bytes = l.to_checkpoint().unwrap().to_first_format_bytes().unwrap();
         for (i, x) in flips {
             let n = bytes.len();
             bytes[i.index(n)] ^= x;
@@ -262,7 +262,7 @@ proptest! {
     #[test]
     fn checkpoint_header_shapes(which in 0usize..2, name in 0usize..TENSORS.len(), shape in prop::collection::vec(prop_oneof![Just(0usize), Just(1usize << 31), 1usize..20], 0..3), offset in prop_oneof![Just(None), Just(Some(usize::MAX)), (0usize..5000).prop_map(Some)]) {
         let l = &adapters()[which];
-        let bytes = l.to_checkpoint().unwrap().to_bytes().unwrap();
+        let bytes = l.to_checkpoint().unwrap().to_first_format_bytes().unwrap();
         let out = edit_header(&bytes, |h| {
             if let Some(t) = h["tensors"].get_mut(TENSORS[name]) {
                 t["shape"] = json!(shape);
@@ -307,7 +307,7 @@ proptest! {
 
     #[test]
     fn quant_bytes(which in 0usize..2, flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..6), fix_crc in any::<bool>()) {
-        let mut bytes = quantized()[which].to_checkpoint().unwrap().to_bytes().unwrap();
+        let mut bytes = quantized()[which].to_checkpoint().unwrap().to_first_format_bytes().unwrap();
         for (i, x) in flips {
             let n = bytes.len();
             bytes[i.index(n)] ^= x;

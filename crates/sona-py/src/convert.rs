@@ -5,6 +5,8 @@
 //! (`sona._validate`) converts float64 or strided input before calling in, so only direct users of
 //! `sona._sona` see these errors. Finite-ness is checked here too, before any state is touched.
 
+use std::borrow::Cow;
+
 use numpy::{
     PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray,
     PyUntypedArrayMethods,
@@ -81,6 +83,24 @@ pub(crate) fn slice<'a, D: ndarray::Dimension>(
     ro: &'a numpy::PyReadonlyArray<'_, f32, D>,
 ) -> &'a [f32] {
     ro.as_slice().expect("contiguity checked on conversion")
+}
+
+/// The values of a view checked by [`vec1`] or [`mat2`], safe to read with the GIL released:
+/// copied (fallibly) when `detach`, borrowed otherwise (the caller keeps the GIL, so no Python
+/// thread can write the buffer meanwhile).
+pub(crate) fn detachable<'a, D: ndarray::Dimension>(
+    ro: &'a numpy::PyReadonlyArray<'_, f32, D>,
+    detach: bool,
+) -> BindResult<Cow<'a, [f32]>> {
+    let s = slice(ro);
+    if !detach {
+        return Ok(Cow::Borrowed(s));
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(s.len())
+        .map_err(|_| SonaError::Config(format!("cannot copy {} floats", s.len())))?;
+    v.extend_from_slice(s);
+    Ok(Cow::Owned(v))
 }
 
 /// A new 1-D numpy array owning `v`.

@@ -2,8 +2,13 @@
 //! `GradientProjection`, registered flat in `sona._sona` and wrapped by `python/sona/ewc.py`.
 //!
 //! Each class holds its core object behind a `Mutex` (the classes are frozen). Every method validates
-//! through the core before mutating, so a failing call leaves the state unchanged. Calls whose cost
-//! grows with the input (batches, large `P`, file I/O) release the GIL.
+//! through the core before mutating, so a failing call leaves the state unchanged.
+//!
+//! Lock discipline (no deadlock between the GIL and an object's lock): a lock is never held while
+//! waiting for the GIL. Calls whose cost grows with the input (at least [`DETACH_AT`] floats, and
+//! file I/O) release the GIL *first* and take the lock inside ([`with_state`]); their numpy inputs
+//! are copied out before the GIL is released ([`detachable`]). Small calls keep the GIL and hold the
+//! lock only for the computation; results become Python objects after the lock is dropped.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -16,7 +21,7 @@ use sona_ewc::{
     TaskBoundaryDetector as CoreDetector,
 };
 
-use crate::convert::{mat2, out1, out2, slice, vec1};
+use crate::convert::{detachable, mat2, out1, out2, vec1};
 use crate::errors::{guard, BindResult};
 
 /// Work on at least this many floats runs with the GIL released.
@@ -27,29 +32,57 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn maybe_detach<T: Send>(py: Python<'_>, work: usize, f: impl FnOnce() -> T + Send) -> T {
-    if work >= DETACH_AT {
-        py.detach(f)
+/// Whether work over `floats` values releases the GIL.
+fn detaches(floats: usize) -> bool {
+    floats >= DETACH_AT
+}
+
+/// Runs `f` on the locked state. With `detach`, the GIL is released *before* the lock is taken, so
+/// another thread holding the GIL and waiting for this lock never blocks a thread that holds the
+/// lock and waits for the GIL.
+fn with_state<T: Send, R: Send>(
+    py: Python<'_>,
+    detach: bool,
+    m: &Mutex<T>,
+    f: impl FnOnce(&mut T) -> R + Send,
+) -> R {
+    if detach {
+        py.detach(|| f(&mut lock(m)))
     } else {
-        f()
+        f(&mut lock(m))
     }
 }
 
-fn matrix_cols(what: &str, cols: usize, want: usize) -> BindResult<()> {
-    if cols != want {
+/// Runs `f(state, rows, n_rows)` on a checked `n × cols` matrix argument (C-contiguous float32,
+/// finite): with the GIL released and the matrix copied when it has at least [`DETACH_AT`] floats
+/// or `always_detach`, else in place with the GIL held (see [`with_state`]).
+fn with_matrix<T: Send, R: Send>(
+    py: Python<'_>,
+    state: &Mutex<T>,
+    (what, obj, cols): (&str, &Bound<'_, PyAny>, usize),
+    always_detach: bool,
+    f: impl FnOnce(&mut T, &[f32], usize) -> Result<R, SonaError> + Send,
+) -> BindResult<R> {
+    let m = mat2(what, obj)?;
+    let (rows, got) = (m.shape()[0], m.shape()[1]);
+    if got != cols {
         return Err(SonaError::Dimension {
             what: what.into(),
-            expected: format!("{want} columns"),
-            got: format!("{cols} columns"),
+            expected: format!("{cols} columns"),
+            got: format!("{got} columns"),
         }
         .into());
     }
-    Ok(())
+    let detach = always_detach || detaches(m.len());
+    let data = detachable(&m, detach)?;
+    Ok(with_state(py, detach, state, |s| f(s, &data, rows))?)
 }
 
 /// Online diagonal Fisher from per-sample gradients: `F ← γF + (1−γ)g²`, bias-corrected, floored.
 #[pyclass(frozen, module = "sona._sona")]
 pub(crate) struct OnlineFisher {
+    /// Fixed at construction, so shape checks never wait for the lock.
+    p: usize,
     inner: Mutex<CoreFisher>,
 }
 
@@ -60,6 +93,7 @@ impl OnlineFisher {
     fn new(py: Python<'_>, param_count: usize, gamma: f32, floor: f32) -> PyResult<Self> {
         guard(py, || {
             Ok(OnlineFisher {
+                p: param_count,
                 inner: Mutex::new(CoreFisher::new(param_count, gamma, floor)?),
             })
         })
@@ -69,31 +103,36 @@ impl OnlineFisher {
     fn update(&self, py: Python<'_>, grad: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
             let g = vec1("grad", grad)?;
-            Ok(lock(&self.inner).update(slice(&g))?)
+            let detach = detaches(g.len());
+            let g = detachable(&g, detach)?;
+            Ok(with_state(py, detach, &self.inner, |f| f.update(&g))?)
         })
     }
 
     /// Folds in the rows of an `n × P` matrix of per-sample gradients, in order.
     fn update_batch(&self, py: Python<'_>, grads: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
-            let m = mat2("grads", grads)?;
-            let (rows, cols) = (m.shape()[0], m.shape()[1]);
-            let mut f = lock(&self.inner);
-            matrix_cols("grads", cols, f.param_count())?;
-            let s = slice(&m);
-            let f = &mut *f;
-            Ok(maybe_detach(py, s.len(), || f.update_batch(s, rows))?)
+            with_matrix(
+                py,
+                &self.inner,
+                ("grads", grads, self.p),
+                false,
+                |s, data, rows| s.update_batch(data, rows),
+            )
         })
     }
 
     /// The bias-corrected, floored estimate (raises if no sample was seen).
     fn estimate<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        guard(py, || Ok(out1(py, lock(&self.inner).estimate()?)))
+        guard(py, || {
+            let e = with_state(py, detaches(self.p), &self.inner, |f| f.estimate())?;
+            Ok(out1(py, e))
+        })
     }
 
     /// Forgets every sample.
-    fn reset(&self) {
-        lock(&self.inner).reset()
+    fn reset(&self, py: Python<'_>) {
+        with_state(py, detaches(self.p), &self.inner, |f| f.reset())
     }
 
     #[getter]
@@ -103,7 +142,7 @@ impl OnlineFisher {
 
     #[getter]
     fn param_count(&self) -> usize {
-        lock(&self.inner).param_count()
+        self.p
     }
 
     #[getter]
@@ -120,7 +159,28 @@ impl OnlineFisher {
 /// EWC++: online Fisher of the current task plus the consolidated quadratic of finished tasks.
 #[pyclass(frozen, module = "sona._sona")]
 pub(crate) struct EwcPlusPlus {
+    /// Fixed at construction, so shape checks never wait for the lock.
+    p: usize,
     inner: Mutex<CoreEwc>,
+}
+
+impl EwcPlusPlus {
+    fn wrap(e: CoreEwc) -> Self {
+        EwcPlusPlus {
+            p: e.param_count(),
+            inner: Mutex::new(e),
+        }
+    }
+
+    /// A copy of a `P`-vector of the state, taken under the lock; the numpy array is made after.
+    fn copy_out<'py>(
+        &self,
+        py: Python<'py>,
+        f: impl FnOnce(&CoreEwc) -> &[f32] + Send,
+    ) -> Bound<'py, PyArray1<f32>> {
+        let v = with_state(py, detaches(self.p), &self.inner, |e| f(e).to_vec());
+        out1(py, v)
+    }
 }
 
 #[pymethods]
@@ -147,9 +207,7 @@ impl EwcPlusPlus {
                 floor,
                 decay,
             };
-            Ok(EwcPlusPlus {
-                inner: Mutex::new(CoreEwc::new(param_count, cfg)?),
-            })
+            Ok(Self::wrap(CoreEwc::new(param_count, cfg)?))
         })
     }
 
@@ -157,22 +215,24 @@ impl EwcPlusPlus {
     fn update_fisher(&self, py: Python<'_>, grad: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
             let g = vec1("grad", grad)?;
-            Ok(lock(&self.inner).update_fisher(slice(&g))?)
+            let detach = detaches(g.len());
+            let g = detachable(&g, detach)?;
+            Ok(with_state(py, detach, &self.inner, |e| {
+                e.update_fisher(&g)
+            })?)
         })
     }
 
     /// Folds an `n × P` matrix of per-sample gradients into the online Fisher.
     fn update_fisher_batch(&self, py: Python<'_>, grads: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
-            let m = mat2("grads", grads)?;
-            let (rows, cols) = (m.shape()[0], m.shape()[1]);
-            let mut e = lock(&self.inner);
-            matrix_cols("grads", cols, e.param_count())?;
-            let s = slice(&m);
-            let e = &mut *e;
-            Ok(maybe_detach(py, s.len(), || {
-                e.update_fisher_batch(s, rows)
-            })?)
+            with_matrix(
+                py,
+                &self.inner,
+                ("grads", grads, self.p),
+                false,
+                |s, data, rows| s.update_fisher_batch(data, rows),
+            )
         })
     }
 
@@ -188,11 +248,12 @@ impl EwcPlusPlus {
         guard(py, || {
             let t = vec1("theta_star", theta_star)?;
             let f = fisher.map(|f| vec1("fisher", f)).transpose()?;
-            let (ts, fs) = (slice(&t), f.as_ref().map(slice));
-            let mut e = lock(&self.inner);
-            let e = &mut *e;
-            Ok(maybe_detach(py, ts.len(), || {
-                e.complete_task(ts, fs, weight)
+            // The fold itself is O(P) whatever the inputs' lengths.
+            let detach = detaches(self.p.max(t.len()));
+            let t = detachable(&t, detach)?;
+            let f = f.as_ref().map(|f| detachable(f, detach)).transpose()?;
+            Ok(with_state(py, detach, &self.inner, |e| {
+                e.complete_task(&t, f.as_deref(), weight)
             })?)
         })
     }
@@ -201,9 +262,9 @@ impl EwcPlusPlus {
     fn penalty(&self, py: Python<'_>, theta: &Bound<'_, PyAny>) -> PyResult<f64> {
         guard(py, || {
             let t = vec1("theta", theta)?;
-            let ts = slice(&t);
-            let e = lock(&self.inner);
-            Ok(maybe_detach(py, ts.len(), || e.penalty(ts))?)
+            let detach = detaches(t.len());
+            let t = detachable(&t, detach)?;
+            Ok(with_state(py, detach, &self.inner, |e| e.penalty(&t))?)
         })
     }
 
@@ -218,22 +279,27 @@ impl EwcPlusPlus {
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         guard(py, || {
             let (t, g) = (vec1("theta", theta)?, vec1("grad", grad)?);
-            let (ts, gs) = (slice(&t), slice(&g));
-            let e = lock(&self.inner);
-            let out = match projection {
-                None => {
-                    // Single fused pass writing straight into the result.
-                    let mut out = vec![0.0f32; gs.len()];
-                    maybe_detach(py, ts.len(), || e.apply_into(ts, gs, &mut out))?;
-                    out
-                }
-                Some(p) => {
-                    let p = lock(&p.inner);
-                    let mut out = gs.to_vec();
-                    maybe_detach(py, ts.len(), || e.apply_projected(ts, &mut out, &p))?;
-                    out
+            let detach = detaches(t.len().max(g.len()));
+            let (t, g) = (detachable(&t, detach)?, detachable(&g, detach)?);
+            let run = || -> Result<Vec<f32>, SonaError> {
+                let e = lock(&self.inner);
+                match projection {
+                    None => {
+                        // Single fused pass writing straight into the result.
+                        let mut out = vec![0.0f32; g.len()];
+                        e.apply_into(&t, &g, &mut out)?;
+                        Ok(out)
+                    }
+                    Some(p) => {
+                        // Lock order is always EWC then projection (nothing locks the reverse).
+                        let p = lock(&p.inner);
+                        let mut out = g.to_vec();
+                        e.apply_projected(&t, &mut out, &p)?;
+                        Ok(out)
+                    }
                 }
             };
+            let out = if detach { py.detach(run) } else { run() }?;
             Ok(out1(py, out))
         })
     }
@@ -245,17 +311,20 @@ impl EwcPlusPlus {
 
     /// The consolidated Fisher `F̄` (without λ).
     fn fisher<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
-        out1(py, lock(&self.inner).fisher().to_vec())
+        self.copy_out(py, |e| e.fisher())
     }
 
     /// The consolidated anchor `θ̄*`.
     fn theta_star<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
-        out1(py, lock(&self.inner).theta_star().to_vec())
+        self.copy_out(py, |e| e.theta_star())
     }
 
     /// The current task's bias-corrected online Fisher (raises if it has no samples).
     fn online_fisher<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f32>>> {
-        guard(py, || Ok(out1(py, lock(&self.inner).online().estimate()?)))
+        guard(py, || {
+            let v = with_state(py, detaches(self.p), &self.inner, |e| e.online().estimate())?;
+            Ok(out1(py, v))
+        })
     }
 
     #[getter]
@@ -270,7 +339,7 @@ impl EwcPlusPlus {
 
     #[getter]
     fn param_count(&self) -> usize {
-        lock(&self.inner).param_count()
+        self.p
     }
 
     #[getter]
@@ -306,26 +375,26 @@ impl EwcPlusPlus {
     /// Writes the whole state to `path` (SONA checkpoint, kind "ewc").
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
         guard(py, || {
-            let e = lock(&self.inner).clone();
-            Ok(py.detach(|| e.save(&path))?)
+            Ok(py.detach(|| {
+                // The lock is held only while the state is copied into the checkpoint, not during I/O.
+                let ck = lock(&self.inner).to_checkpoint()?;
+                ck.save(&path)
+            })?)
         })
     }
 
     /// Reads a state written by `save`; a corrupted or mismatched file raises `CheckpointError`.
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        guard(py, || {
-            let e = py.detach(|| CoreEwc::load(&path))?;
-            Ok(EwcPlusPlus {
-                inner: Mutex::new(e),
-            })
-        })
+        guard(py, || Ok(Self::wrap(py.detach(|| CoreEwc::load(&path))?)))
     }
 }
 
 /// Two-window χ²-calibrated detector of input-distribution changes.
 #[pyclass(frozen, module = "sona._sona")]
 pub(crate) struct TaskBoundaryDetector {
+    /// Fixed at construction, so shape checks never wait for the lock.
+    dim: usize,
     inner: Mutex<CoreDetector>,
 }
 
@@ -358,6 +427,7 @@ impl TaskBoundaryDetector {
                 ..BoundaryConfig::default()
             };
             Ok(TaskBoundaryDetector {
+                dim,
                 inner: Mutex::new(CoreDetector::new(dim, param_count, cfg)?),
             })
         })
@@ -374,33 +444,41 @@ impl TaskBoundaryDetector {
         guard(py, || {
             let x = vec1("x", x)?;
             let t = theta.map(|t| vec1("theta", t)).transpose()?;
-            Ok(lock(&self.inner).observe(slice(&x), t.as_ref().map(slice))?)
+            // A PCA fit can run inside any observe; it is bounded by the window sizes, so the
+            // threshold on input size is only a proxy, as for every other call.
+            let detach = detaches(x.len() + t.as_ref().map_or(0, |t| t.len()));
+            let x = detachable(&x, detach)?;
+            let t = t.as_ref().map(|t| detachable(t, detach)).transpose()?;
+            Ok(with_state(py, detach, &self.inner, |d| {
+                d.observe(&x, t.as_deref())
+            })?)
         })
     }
 
     /// Feeds the rows of an `n × dim` matrix; returns the sample indices of declared boundaries.
     fn observe_batch(&self, py: Python<'_>, xs: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
         guard(py, || {
-            let m = mat2("xs", xs)?;
-            let (rows, cols) = (m.shape()[0], m.shape()[1]);
-            let mut d = lock(&self.inner);
-            matrix_cols("xs", cols, d.dim())?;
-            let s = slice(&m);
-            let d = &mut *d;
-            Ok(maybe_detach(py, s.len(), || d.observe_batch(s, rows))?)
+            with_matrix(
+                py,
+                &self.inner,
+                ("xs", xs, self.dim),
+                false,
+                |s, data, rows| s.observe_batch(data, rows),
+            )
         })
     }
 
     /// `(sample_index, theta)` of the stable point before the last boundary, or `None`.
     fn stable_snapshot<'py>(&self, py: Python<'py>) -> Option<(u64, Bound<'py, PyArray1<f32>>)> {
-        lock(&self.inner)
+        let snap = lock(&self.inner)
             .stable_snapshot()
-            .map(|(i, t)| (i, out1(py, t.to_vec())))
+            .map(|(i, t)| (i, t.to_vec()));
+        snap.map(|(i, t)| (i, out1(py, t)))
     }
 
     #[getter]
     fn dim(&self) -> usize {
-        lock(&self.inner).dim()
+        self.dim
     }
 
     #[getter]
@@ -521,6 +599,8 @@ impl AdaptiveLambda {
 /// Orthonormal basis of protected gradient directions (GPM).
 #[pyclass(frozen, module = "sona._sona")]
 pub(crate) struct GradientProjection {
+    /// Fixed at construction, so shape checks never wait for the lock.
+    p: usize,
     inner: Mutex<CoreGpm>,
 }
 
@@ -531,6 +611,7 @@ impl GradientProjection {
     fn new(py: Python<'_>, param_count: usize, max_basis: usize) -> PyResult<Self> {
         guard(py, || {
             Ok(GradientProjection {
+                p: param_count,
                 inner: Mutex::new(CoreGpm::new(param_count, max_basis)?),
             })
         })
@@ -540,13 +621,14 @@ impl GradientProjection {
     #[pyo3(signature = (m, threshold = 0.97))]
     fn add(&self, py: Python<'_>, m: &Bound<'_, PyAny>, threshold: f32) -> PyResult<usize> {
         guard(py, || {
-            let a = mat2("m", m)?;
-            let (rows, cols) = (a.shape()[0], a.shape()[1]);
-            let mut g = lock(&self.inner);
-            matrix_cols("m", cols, g.param_count())?;
-            let s = slice(&a);
-            let g = &mut *g;
-            Ok(py.detach(|| g.add(s, rows, threshold))?)
+            with_matrix(
+                py,
+                &self.inner,
+                ("m", m, self.p),
+                // An eigen-decomposition of the n × n Gram matrix: always worth releasing the GIL.
+                true,
+                |s, data, rows| s.add(data, rows, threshold),
+            )
         })
     }
 
@@ -557,8 +639,10 @@ impl GradientProjection {
         grad: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         guard(py, || {
-            let mut out = slice(&vec1("grad", grad)?).to_vec();
-            lock(&self.inner).project(&mut out)?;
+            let g = vec1("grad", grad)?;
+            let detach = detaches(g.len());
+            let mut out = detachable(&g, true)?.into_owned();
+            with_state(py, detach, &self.inner, |p| p.project(&mut out))?;
             Ok(out1(py, out))
         })
     }
@@ -566,8 +650,10 @@ impl GradientProjection {
     /// The basis as a `k × P` array (orthonormal rows).
     fn basis<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         guard(py, || {
-            let g = lock(&self.inner);
-            out2(py, g.basis().to_vec(), g.basis_size(), g.param_count())
+            let (v, k) = with_state(py, detaches(self.p), &self.inner, |g| {
+                (g.basis().to_vec(), g.basis_size())
+            });
+            out2(py, v, k, self.p)
         })
     }
 
@@ -578,7 +664,7 @@ impl GradientProjection {
 
     #[getter]
     fn param_count(&self) -> usize {
-        lock(&self.inner).param_count()
+        self.p
     }
 }
 

@@ -55,7 +55,13 @@ fn bank() -> ReasoningBank {
 
 fn saved() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| bank().to_checkpoint().unwrap().to_bytes().unwrap())
+    BYTES.get_or_init(|| {
+        bank()
+            .to_checkpoint()
+            .unwrap()
+            .to_first_format_bytes()
+            .unwrap()
+    })
 }
 
 /// Every field the bank's loader reads.

@@ -94,28 +94,61 @@ pub fn norm_sq(a: &[f32]) -> f32 {
     dispatch!(dot(a, a))
 }
 
-/// Scales `a` to unit L2 norm in place and returns its previous norm. A zero vector is left unchanged
-/// (and `0.0` returned) so that callers can decide what a zero query means.
+/// Squared norms in this range are computed without loss by the plain `f32` pass: nothing
+/// overflowed, and squares small enough to underflow cannot matter next to the sum.
+const SAFE_SQ: std::ops::RangeInclusive<f32> = 1e-20..=f32::MAX;
+
+/// Largest `|a_i|` (NaN ignored).
 #[inline]
-pub fn normalize(a: &mut [f32]) -> f32 {
-    let n = norm_sq(a).sqrt();
-    if n > 0.0 && n.is_finite() {
-        scale(1.0 / n, a);
-    }
-    n
+fn max_abs(a: &[f32]) -> f32 {
+    a.iter().fold(0.0f32, |m, x| m.max(x.abs()))
 }
 
-/// Cosine similarity; `0.0` when either vector is zero.
+/// Scales `a` to unit L2 norm in place and returns its previous norm. A zero vector is left unchanged
+/// (and `0.0` returned) so that callers can decide what a zero query means.
+///
+/// Any finite non-zero vector comes out unit length, also when `Σ a_i²` overflows (entries near
+/// `1e19` and above) or underflows (denormal entries): those take a slower path that first divides
+/// by `max |a_i|`. The returned norm is then `+Inf` when the true norm exceeds `f32::MAX`.
+#[inline]
+pub fn normalize(a: &mut [f32]) -> f32 {
+    let sq = norm_sq(a);
+    if SAFE_SQ.contains(&sq) {
+        let n = sq.sqrt();
+        scale(1.0 / n, a);
+        return n;
+    }
+    let m = max_abs(a);
+    if !(m > 0.0 && m.is_finite()) {
+        // Zero (left unchanged) or not finite (nothing meaningful to do; callers validate).
+        return if m == 0.0 { 0.0 } else { sq.sqrt() };
+    }
+    // Division, not multiplication by 1/m: 1/m overflows for denormal m.
+    a.iter_mut().for_each(|x| *x /= m);
+    let n = norm_sq(a).sqrt(); // in [1, √len]
+    scale(1.0 / n, a);
+    (m as f64 * n as f64) as f32
+}
+
+/// Cosine similarity; `0.0` when either vector is zero. Finite for every finite input, including
+/// vectors whose squared norm overflows or underflows `f32` (computed on copies scaled by
+/// `max |x|`).
 #[inline]
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "cosine: length mismatch");
     let (ab, aa, bb) = dot3(a, b);
-    let denom = (aa * bb).sqrt();
-    if denom > 0.0 {
-        (ab / denom).clamp(-1.0, 1.0)
-    } else {
-        0.0
+    if SAFE_SQ.contains(&aa) && SAFE_SQ.contains(&bb) && ab.is_finite() {
+        // √aa·√bb, not √(aa·bb): the product of two large squared norms overflows.
+        return (ab / (aa.sqrt() * bb.sqrt())).clamp(-1.0, 1.0);
     }
+    let (ma, mb) = (max_abs(a), max_abs(b));
+    if !(ma > 0.0 && mb > 0.0 && ma.is_finite() && mb.is_finite()) {
+        return 0.0;
+    }
+    let sa: Vec<f32> = a.iter().map(|x| x / ma).collect();
+    let sb: Vec<f32> = b.iter().map(|x| x / mb).collect();
+    let (ab, aa, bb) = dot3(&sa, &sb);
+    (ab / (aa.sqrt() * bb.sqrt())).clamp(-1.0, 1.0)
 }
 
 /// `(a·b, a·a, b·b)` in one pass.
