@@ -19,6 +19,7 @@ mod ewc;
 mod index;
 mod kernels;
 mod lora;
+mod metrics;
 mod reasoning;
 mod router;
 
@@ -65,5 +66,6 @@ fn _sona(m: &Bound<'_, PyModule>) -> PyResult<()> {
     reasoning::register(m)?;
     engine::register(m)?;
     router::register(m)?;
+    metrics::register(m)?;
     Ok(())
 }
