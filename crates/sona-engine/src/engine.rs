@@ -150,6 +150,7 @@ pub(crate) struct Inner {
     pub last_result: Mutex<Option<LearningResult>>,
     pub closed: AtomicBool,
     pub wake: (Mutex<bool>, Condvar),
+    pub durable: crate::durable::Durable,
 }
 
 /// The SONA engine. Every method takes `&self`; share it across threads.
@@ -275,6 +276,7 @@ impl Inner {
             last_result: Mutex::new(None),
             closed: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
+            durable: crate::durable::Durable::open(&cfg)?,
             cfg,
         })
     }
@@ -331,6 +333,7 @@ impl Inner {
     pub(crate) fn process(&self, x: &[f32]) -> Result<Decision> {
         self.check_open()?;
         validate::check_vec("x", x, self.cfg.dim)?;
+        let _gate = self.durable.gate.read();
         let model = self.model.load();
         let (d, s, kr) = (self.cfg.dim, self.s_width, self.cfg.k_recall);
         with_scratch(|sc| {
@@ -397,6 +400,8 @@ impl Inner {
                 policy::draw(self.cfg.seed, id),
             );
             let now = now_ms();
+            self.durable
+                .log_trajectory(d, id, now, c.tier, c.propensity, &data, &ids)?;
             self.pending.insert(
                 id,
                 PendingEntry {
@@ -449,6 +454,7 @@ impl Inner {
     pub(crate) fn feedback(&self, id: u64, reward: f32, source: FeedbackSource) -> Result<()> {
         self.check_open()?;
         validate::check_reward(reward)?;
+        let gate = self.durable.gate.read();
         let now = now_ms();
         let entry = self.pending.take(id, now).map_err(|m| {
             let _ = m == Missing::Expired;
@@ -600,7 +606,9 @@ impl Inner {
             *g = true;
             self.wake.1.notify_one();
         }
-        Ok(())
+        let ticket = self.durable.log_feedback(id, reward, source, now)?;
+        drop(gate);
+        self.durable.wait(ticket)
     }
 
     /// Counters and sizes as a JSON object.
@@ -653,6 +661,7 @@ impl Inner {
             "over_budget": memory as f64 > self.cfg.memory_budget_mb * 1e6,
             "closed": self.closed.load(Relaxed),
             "next_trajectory_id": self.next_id.load(Relaxed),
+            "durability": self.durable.stats(),
         })
         .to_string()
     }
@@ -662,6 +671,7 @@ impl Engine {
     /// A new engine; starts the loop-B thread unless the mode is `instant_only`.
     pub fn new(cfg: EngineConfig) -> Result<Self> {
         let inner = Arc::new(Inner::new(cfg)?);
+        inner.replay_log(0)?;
         Ok(Self::start(inner))
     }
 
@@ -799,6 +809,9 @@ impl Engine {
         if let Some(h) = self.thread.lock().take() {
             let _ = h.join();
         }
+        if let Some(log) = &self.inner.durable.log {
+            log.close();
+        }
     }
 }
 
@@ -831,8 +844,8 @@ fn background_thread(inner: Arc<Inner>) {
         let by_time = cfg.loop_b_interval_s > 0.0
             && since > 0
             && inner.last_b.lock().elapsed().as_secs_f64() >= cfg.loop_b_interval_s;
-        if by_count || by_time {
-            let _ = inner.background_learn();
+        if (by_count || by_time) && inner.background_learn().is_ok() {
+            inner.after_cycle();
         }
     }
 }

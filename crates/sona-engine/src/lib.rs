@@ -11,10 +11,14 @@
 //! - [`metrics`]: per-window reward, cost, utility, tier shares and IPS regret.
 //! - [`engine`]: [`Engine`]: `process`, `feedback` (loop A), the background thread.
 //! - [`loop_b`]: one loop-B cycle and its [`LearningResult`].
-//! - [`persist`]: `save(dir)` / `load(dir)` of every learned piece.
+//! - [`persist`]: the files of every learned piece.
+//! - [`checkpoint`]: `save(dir)` / `load(dir)`: atomic, verified checkpoint directories.
+//! - [`durable`]: the interaction log hooks of `process` / `feedback` and log replay.
 
 pub mod adam;
+pub mod checkpoint;
 pub mod config;
+pub(crate) mod durable;
 pub mod engine;
 pub mod loop_b;
 pub mod metrics;
