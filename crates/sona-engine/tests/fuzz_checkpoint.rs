@@ -3,7 +3,8 @@
 //! through the real writer with the MANIFEST re-signed so the parser is reached — and
 //! `Engine::load` must return `Ok` or `Err`, never panic or hang.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use sona_core::Checkpoint;
@@ -23,6 +24,25 @@ fn build(dir: &Path) {
     }
     e.background_learn().unwrap();
     e.save(dir).unwrap();
+}
+
+/// One valid checkpoint built once; each case works on a copy.
+fn template() -> &'static Path {
+    static T: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, p) = T.get_or_init(|| {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("ck");
+        build(&p);
+        (t, p)
+    });
+    p
+}
+
+fn copy_to(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in FILES.iter().chain([&MANIFEST]) {
+        std::fs::copy(template().join(f), dir.join(f)).unwrap();
+    }
 }
 
 /// Re-signs the MANIFEST after a file changed (so only the file's own checks can refuse it).
@@ -50,13 +70,13 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
     fn byte_mutations_are_refused(file in 0..4usize, flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6), resigned in any::<bool>()) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ck");
-        build(&dir);
+        copy_to(&dir);
         let name = if file == 3 { MANIFEST } else { FILES[file] };
         let p = dir.join(name);
         let mut bytes = std::fs::read(&p).unwrap();
@@ -77,7 +97,7 @@ proptest! {
                                       field in "[a-z_]{1,24}", v in json_value(), pick_known in any::<bool>()) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("ck");
-        build(&dir);
+        copy_to(&dir);
         let p = dir.join("engine.ckpt");
         let mut ck = Checkpoint::load(&p, "sona-engine", u32::MAX).unwrap();
         let mut meta: serde_json::Value = ck.meta(key).unwrap();
