@@ -115,7 +115,10 @@ fn regret_falls_and_beats_random_and_context_free() {
         let (e_tail, f_tail) = (tail(&eng), tail(&free));
         eprintln!("seed {seed}: engine {eng:.3?}\n  context-free {free:.3?}, random {random:.3}");
         assert!(eng[0] > 1.5 * e_tail, "regret did not fall: {eng:?}");
-        assert!(e_tail < 0.6 * f_tail, "engine {e_tail} vs context-free {f_tail}");
+        assert!(
+            e_tail < 0.6 * f_tail,
+            "engine {e_tail} vs context-free {f_tail}"
+        );
         assert!(e_tail < 0.4 * random, "engine {e_tail} vs random {random}");
     }
 }
