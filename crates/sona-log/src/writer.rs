@@ -188,6 +188,17 @@ impl Log {
         Ok(seq)
     }
 
+    /// Makes the next sequence number at least `seq + 1` (a checkpoint reflects records up to
+    /// `seq`; new records must sort after them).
+    pub fn advance_to(&self, seq: u64) {
+        let mut g = self.tx.lock();
+        if g.next < seq {
+            g.next = seq;
+            let mut c = self.shared.committed.lock();
+            *c = (*c).max(seq);
+        }
+    }
+
     /// The last sequence number handed out.
     pub fn last_seq(&self) -> u64 {
         self.tx.lock().next
