@@ -37,7 +37,10 @@ def feedback_latency(mode: str, n: int, dim: int, work: Path) -> dict[str, float
         if i >= 200:
             samples[i - 200] = (time.perf_counter_ns() - t0) / 1e3
     e.close()
-    return {"p50_us": float(np.percentile(samples, 50)), "p99_us": float(np.percentile(samples, 99))}
+    return {
+        "p50_us": float(np.percentile(samples, 50)),
+        "p99_us": float(np.percentile(samples, 99)),
+    }
 
 
 def load(seconds: float, dim: int, work: Path) -> dict[str, float]:
@@ -100,7 +103,10 @@ def main() -> None:
         work = Path(d)
         for mode in ("off", "group", "sync"):
             r = feedback_latency(mode, a.n, a.dim, work)
-            print(f"feedback d={a.dim} durability={mode:5s}: p50 {r['p50_us']:8.1f} µs  p99 {r['p99_us']:8.1f} µs")
+            print(
+                f"feedback d={a.dim} durability={mode:5s}: "
+                f"p50 {r['p50_us']:8.1f} µs  p99 {r['p99_us']:8.1f} µs"
+            )
         r2 = load(a.load_seconds, a.dim, work)
         print("8-thread load (group log, loop B, checkpoints): " + json.dumps(r2))
 

@@ -54,7 +54,8 @@ def main() -> None:
             print(
                 f"{done:>9} req {time.monotonic() - t0:7.1f} s  RSS {rss_mb():7.1f} MB  "
                 f"engine {s['memory_bytes'] / 1e6:7.1f} MB  patterns {s['patterns']:6d}  "
-                f"replay {s['replay']:6d}  pending {s['pending']:6d}  over_budget {s['over_budget']}",
+                f"replay {s['replay']:6d}  pending {s['pending']:6d}  "
+                f"over_budget {s['over_budget']}",
                 flush=True,
             )
     e.close()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from sona import _sona
-from sona.errors import CheckpointError, ConfigError
+from sona.errors import CheckpointError, ConfigError, UnknownIdError
 from sona.log import export_log, read_log
 
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -119,7 +119,7 @@ def test_log_replays_after_the_checkpoint(tmp_path: Path, mode: str) -> None:
     assert s["durability"]["replayed"] == 2 * 25 + 1
     assert s["next_trajectory_id"] > waiting
     r.feedback(waiting, 1.0)  # pending again
-    with pytest.raises(Exception):
+    with pytest.raises(UnknownIdError):
         r.feedback(after[-1], 1.0)  # already rewarded before the crash
     r.close()
     e.close()
@@ -267,7 +267,7 @@ def test_load_eight_threads_conserves_counts(tmp_path: Path) -> None:
                 if rng.random() < 0.8:
                     e.feedback(d.trajectory_id, float(rng.random()))
                     counts[k][1] += 1
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     def reader() -> None:
@@ -277,7 +277,7 @@ def test_load_eight_threads_conserves_counts(tmp_path: Path) -> None:
                 assert isinstance(m, dict)
                 reads[0] += 1
                 time.sleep(0.005)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]

@@ -129,9 +129,10 @@ def test_probe_decision_unchanged_by_hostile_calls(tmp_path: Path) -> None:
     p0 = e.process(PROBE).predicted
     rng = np.random.default_rng(9)
     for k in range(200):
+        unknown = 10**12 + k
         for call in (
             lambda: e.process(np.full(DIM, np.nan, dtype=np.float32)),
-            lambda: e.feedback(10**12 + k, 0.5),
+            lambda: e.feedback(unknown, 0.5),  # noqa: B023 - called in this iteration
             lambda: e.feedback(1, float(rng.choice([np.nan, -1.0, 2.0]))),
             lambda: e.process_batch(np.ones((3, DIM + 1), dtype=np.float32)),
         ):

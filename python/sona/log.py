@@ -105,7 +105,9 @@ def export_log(path: str | Path, out: str | Path, fmt: str = "auto") -> int:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError as exc:
-            raise InvalidInputError("Parquet export needs pyarrow (pip install sona[parquet])") from exc
+            raise InvalidInputError(
+                "Parquet export needs pyarrow (pip install sona[parquet])"
+            ) from exc
         rows = list(read_log(path))
         pq.write_table(pa.Table.from_pylist(rows), out)
         return len(rows)

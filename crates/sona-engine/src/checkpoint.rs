@@ -80,14 +80,17 @@ pub fn decode_manifest(text: &str) -> Result<Manifest> {
     let (Some(json), Some(crc), None) = (lines.next(), lines.next(), lines.next()) else {
         return Err(bad("MANIFEST: expected two lines"));
     };
-    let want = u32::from_str_radix(crc.trim(), 16).map_err(|_| bad("MANIFEST: bad checksum line"))?;
+    let want =
+        u32::from_str_radix(crc.trim(), 16).map_err(|_| bad("MANIFEST: bad checksum line"))?;
     if crc32fast::hash(json.as_bytes()) != want {
         return Err(bad("MANIFEST: checksum mismatch"));
     }
-    let m: Manifest =
-        serde_json::from_str(json).map_err(|e| bad(format!("MANIFEST: {e}")))?;
+    let m: Manifest = serde_json::from_str(json).map_err(|e| bad(format!("MANIFEST: {e}")))?;
     if m.kind != "sona-engine-checkpoint" {
-        return Err(bad(format!("MANIFEST: kind {:?} is not a SONA engine checkpoint", m.kind)));
+        return Err(bad(format!(
+            "MANIFEST: kind {:?} is not a SONA engine checkpoint",
+            m.kind
+        )));
     }
     if m.format != FORMAT {
         return Err(bad(format!(
@@ -97,7 +100,9 @@ pub fn decode_manifest(text: &str) -> Result<Manifest> {
     }
     let names: Vec<&str> = m.files.iter().map(|f| f.name.as_str()).collect();
     if names != FILES {
-        return Err(bad(format!("MANIFEST: files {names:?}, expected {FILES:?}")));
+        return Err(bad(format!(
+            "MANIFEST: files {names:?}, expected {FILES:?}"
+        )));
     }
     Ok(m)
 }
@@ -209,9 +214,7 @@ impl Inner {
             return;
         };
         let every = self.cfg.checkpoint_every_cycles.max(1);
-        if self.loop_b_runs.load(Relaxed) % every == 0
-            && self.checkpoint(Path::new(dir)).is_err()
-        {
+        if self.loop_b_runs.load(Relaxed) % every == 0 && self.checkpoint(Path::new(dir)).is_err() {
             self.durable.checkpoint_errors.fetch_add(1, Relaxed);
         }
     }
@@ -252,7 +255,9 @@ impl Engine {
         let m = verify(dir)?;
         let (inner, seq) = Inner::load_files(dir)?;
         if seq != m.log_seq {
-            return Err(bad("MANIFEST and engine.ckpt disagree on the log sequence number"));
+            return Err(bad(
+                "MANIFEST and engine.ckpt disagree on the log sequence number",
+            ));
         }
         inner.durable.last_checkpoint_seq.store(seq, Relaxed);
         if let Some(log) = &inner.durable.log {

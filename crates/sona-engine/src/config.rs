@@ -373,8 +373,13 @@ impl EngineConfig {
                 self.durability
             )));
         }
-        for (what, p) in [("log_path", &self.log_path), ("checkpoint_dir", &self.checkpoint_dir)] {
-            if p.as_deref().is_some_and(|p| p.is_empty() || p.len() > 4096 || p.contains('\0')) {
+        for (what, p) in [
+            ("log_path", &self.log_path),
+            ("checkpoint_dir", &self.checkpoint_dir),
+        ] {
+            if p.as_deref()
+                .is_some_and(|p| p.is_empty() || p.len() > 4096 || p.contains('\0'))
+            {
                 return Err(SonaError::Config(format!(
                     "{what} must be a non-empty path of at most 4096 bytes"
                 )));

@@ -7,7 +7,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
 use sona_core::{Result, SonaError};
 
-use crate::record::{blob_f32, blob_u64, FeedbackRec, Logged, Record, TrajectoryRec, MAX_RECALLED, MAX_VALUES};
+use crate::record::{
+    blob_f32, blob_u64, FeedbackRec, Logged, Record, TrajectoryRec, MAX_RECALLED, MAX_VALUES,
+};
 use crate::schema::{meta, sql_err, FORMAT, KIND_FEEDBACK, KIND_TRAJECTORY};
 
 /// Most rows one `read_after` call returns.
@@ -142,7 +144,10 @@ impl LogReader {
             ))
             .map_err(sql_err)?;
         let mut rows = st
-            .query(rusqlite::params![after.min(i64::MAX as u64) as i64, limit as i64])
+            .query(rusqlite::params![
+                after.min(i64::MAX as u64) as i64,
+                limit as i64
+            ])
             .map_err(sql_err)?;
         let mut out = Vec::new();
         let mut prev = after;
@@ -158,7 +163,11 @@ impl LogReader {
     }
 
     /// Every record after `after`, chunk by chunk, to `f` (stops at the first error).
-    pub fn for_each_after(&self, after: u64, mut f: impl FnMut(Logged) -> Result<()>) -> Result<u64> {
+    pub fn for_each_after(
+        &self,
+        after: u64,
+        mut f: impl FnMut(Logged) -> Result<()>,
+    ) -> Result<u64> {
         let mut at = after;
         let mut n = 0;
         loop {
@@ -202,7 +211,9 @@ impl LogReader {
         let q = |k: i64| -> Result<u64> {
             let n: i64 = self
                 .conn
-                .query_row("SELECT COUNT(*) FROM records WHERE kind = ?1", [k], |r| r.get(0))
+                .query_row("SELECT COUNT(*) FROM records WHERE kind = ?1", [k], |r| {
+                    r.get(0)
+                })
                 .map_err(sql_err)?;
             Ok(n.max(0) as u64)
         };
@@ -213,7 +224,9 @@ impl LogReader {
     pub fn last_seq(&self) -> Result<u64> {
         let n: i64 = self
             .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| r.get(0))
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| {
+                r.get(0)
+            })
             .map_err(sql_err)?;
         u64::try_from(n).map_err(|_| bad("negative sequence number"))
     }

@@ -105,7 +105,8 @@ fn open_conn(cfg: &LogConfig) -> Result<Connection> {
         }
     }
     let conn = Connection::open(&cfg.path).map_err(sql_err)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(sql_err)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(sql_err)?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(sql_err)?;
@@ -131,7 +132,9 @@ impl Log {
         }
         let conn = open_conn(&cfg)?;
         let last: i64 = conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| r.get(0))
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM records", [], |r| {
+                r.get(0)
+            })
             .map_err(sql_err)?;
         let last = u64::try_from(last)
             .map_err(|_| SonaError::checkpoint("interaction log: negative sequence number"))?;
@@ -178,10 +181,9 @@ impl Log {
         self.check_failed()?;
         let mut g = self.tx.lock();
         let seq = g.next + 1;
-        let tx = g
-            .tx
-            .as_ref()
-            .ok_or_else(|| SonaError::invalid("the interaction log is closed"))?;
+        let tx =
+            g.tx.as_ref()
+                .ok_or_else(|| SonaError::invalid("the interaction log is closed"))?;
         tx.send(Msg::Rec(seq, rec))
             .map_err(|_| SonaError::Internal("the interaction log writer stopped".into()))?;
         g.next = seq;

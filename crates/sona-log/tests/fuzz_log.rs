@@ -67,8 +67,16 @@ enum Value {
 fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
         any::<i64>().prop_map(Value::Int),
-        prop_oneof![Just(-1i64), Just(0), Just(1), Just(2), Just(3), Just(255), Just(256)]
-            .prop_map(Value::Int),
+        prop_oneof![
+            Just(-1i64),
+            Just(0),
+            Just(1),
+            Just(2),
+            Just(3),
+            Just(255),
+            Just(256)
+        ]
+        .prop_map(Value::Int),
         any::<f64>().prop_map(Value::Real),
         "[a-z]{0,20}".prop_map(Value::Text),
         proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Blob),
@@ -77,7 +85,16 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 const COLUMNS: [&str; 11] = [
-    "seq", "kind", "id", "ts_ms", "tier", "propensity", "reward", "source", "query", "features",
+    "seq",
+    "kind",
+    "id",
+    "ts_ms",
+    "tier",
+    "propensity",
+    "reward",
+    "source",
+    "query",
+    "features",
     "recalled",
 ];
 

@@ -88,9 +88,16 @@ fn group_mode_commits_within_the_window() {
     }
     log.wait(last).unwrap();
     assert!(t0.elapsed().as_millis() < 2000);
-    assert!(log.commits() < 100, "group commit batched: {}", log.commits());
+    assert!(
+        log.commits() < 100,
+        "group commit batched: {}",
+        log.commits()
+    );
     drop(log);
-    assert_eq!(LogReader::open(&p, None).unwrap().counts().unwrap(), (100, 0));
+    assert_eq!(
+        LogReader::open(&p, None).unwrap().counts().unwrap(),
+        (100, 0)
+    );
 }
 
 #[test]
