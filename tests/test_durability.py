@@ -221,6 +221,10 @@ def test_sigkill_crash_loses_no_acknowledged_feedback(tmp_path: Path) -> None:
         assert not missing, f"kill {i}: {len(missing)} acknowledged feedbacks lost"
         assert time.monotonic() - start < 150, "crash test over its time budget"
     assert kills >= 20 and during_checkpoint >= 3, (kills, during_checkpoint)
+    print(
+        f"\ncrash test: {kills} SIGKILLs ({during_checkpoint} during a checkpoint), "
+        f"{len(_acked(work))} acknowledged feedbacks, {time.monotonic() - start:.1f} s"
+    )
     assert len(_acked(work)) > 200
     # The final state loads in this process and keeps learning.
     e = _sona.Engine.load(str(work / "ck"), fallback=True)

@@ -60,7 +60,8 @@ def arrays(draw: st.DrawFn) -> Any:
             return np.zeros(shape, dtype=np.float32)
     if kind == 1:
         a = np.ones(DIM, dtype=np.float32)
-        a[draw(st.integers(0, DIM - 1))] = draw(specials)
+        with np.errstate(over="ignore"):
+            a[draw(st.integers(0, DIM - 1))] = draw(specials)
         return a
     if kind == 2:
         return np.zeros(DIM, dtype=np.float32)  # zero vector: no direction
@@ -95,7 +96,9 @@ def _call(op: int, a: Any, i: int, r: float, s: str, tmp: Path) -> None:
     elif op == 3:
         e.feedback(i, 0.5)
     elif op == 4:
-        e.feedback_batch(a, np.array([r], dtype=np.float32), s)
+        with np.errstate(over="ignore"):
+            rs = np.array([r], dtype=np.float32)
+        e.feedback_batch(a, rs, s)
     elif op == 5:
         e.feedback_batch(np.array([abs(i) % 2**64], dtype=np.uint64), a)
     elif op == 6:
