@@ -25,16 +25,18 @@ pub trait DreamModel {
 
     fn n_params(&self) -> usize;
     fn n_outputs(&self) -> usize;
-    fn input_dim(&self) -> usize;
+    /// Number of synthetic (pseudo-rehearsal) inputs the model holds for this cycle.
+    fn n_synthetic(&self) -> usize;
     fn state(&self) -> Self::State;
     fn restore(&mut self, state: Self::State);
     /// Adds `weight ×` the gradient of stored item `slot`'s loss into `grad`; returns the item's
     /// absolute prediction error (its new priority), or `None` when the item cannot be used.
     fn replay_grad(&self, slot: usize, weight: f32, grad: &mut [f32]) -> Option<f32>;
-    /// The model's outputs on input `x`.
-    fn outputs(&self, x: &[f32], out: &mut [f32]);
-    /// Adds `weight ×` the gradient of `½‖outputs(x) − teacher‖²` into `grad`; returns that loss.
-    fn distill_grad(&self, x: &[f32], teacher: &[f32], weight: f32, grad: &mut [f32]) -> f32;
+    /// The model's outputs on synthetic input `i`.
+    fn synthetic_outputs(&self, i: usize, out: &mut [f32]);
+    /// Adds `weight ×` the gradient of the distillation loss of synthetic input `i` toward
+    /// `teacher` (e.g. `½‖outputs − teacher‖²`) into `grad`; returns that loss.
+    fn distill_grad(&self, i: usize, teacher: &[f32], weight: f32, grad: &mut [f32]) -> f32;
     /// Adds the consolidation penalty's gradient at the current parameters (0 when none).
     fn penalty_grad(&self, grad: &mut [f32]) -> Result<()>;
     /// One optimizer step along `grad`; `false` (nothing changed) when it was refused.
@@ -107,32 +109,29 @@ pub struct DreamReport {
     pub elapsed_ms: f64,
 }
 
-/// Runs one cycle of `model` over the stored items in `replay` and the `synthetic` inputs
-/// (row-major, `model.input_dim()` wide). See the module docs.
+/// Runs one cycle of `model` over the stored items in `replay` and the model's synthetic
+/// inputs. See the module docs.
 pub fn run_cycle<M: DreamModel>(
     model: &mut M,
     replay: &mut PrioritizedReplay,
-    synthetic: &[f32],
     cfg: &DreamConfig,
     rng: &mut SeededRng,
 ) -> Result<DreamReport> {
     cfg.validate()?;
     let start = Instant::now();
-    let d = model.input_dim();
-    if d == 0 || synthetic.len() % d != 0 {
-        return Err(SonaError::Dimension {
-            what: "synthetic inputs".into(),
-            expected: format!("a multiple of {d} values"),
-            got: format!("{} values", synthetic.len()),
-        });
-    }
-    sona_core::validate::check_finite("synthetic inputs", synthetic)?;
     let saved = model.state();
     let k = model.n_outputs();
-    let n_syn = synthetic.len() / d;
-    let mut teacher = sona_core::validate::try_zeros("teacher outputs", n_syn * k)?;
-    for (x, t) in synthetic.chunks_exact(d).zip(teacher.chunks_exact_mut(k)) {
-        model.outputs(x, t);
+    let n_syn = model.n_synthetic();
+    let len = sona_core::validate::element_count("teacher outputs", &[n_syn, k])?;
+    let mut teacher = sona_core::validate::try_zeros("teacher outputs", len)?;
+    for (i, t) in teacher.chunks_exact_mut(k.max(1)).enumerate().take(n_syn) {
+        model.synthetic_outputs(i, t);
+    }
+    if let Some(i) = teacher.iter().position(|v| !v.is_finite()) {
+        return Err(SonaError::NonFinite {
+            what: "teacher outputs".into(),
+            index: i,
+        });
     }
     let probe_before = model.probe();
     let budget = Duration::from_millis(cfg.budget_ms);
@@ -162,9 +161,8 @@ pub fn run_cycle<M: DreamModel>(
             for _ in 0..m {
                 let i = next_syn % n_syn;
                 next_syn += 1;
-                let x = &synthetic[i * d..(i + 1) * d];
                 let t = &teacher[i * k..(i + 1) * k];
-                distill_sum += f64::from(model.distill_grad(x, t, w, &mut grad));
+                distill_sum += f64::from(model.distill_grad(i, t, w, &mut grad));
             }
             synthesized += m;
         }
@@ -214,6 +212,7 @@ mod tests {
         lr: f32,
         items: Vec<(Vec<f32>, usize)>,
         probe: Vec<(Vec<f32>, usize)>,
+        syn: Vec<Vec<f32>>,
     }
 
     const K: usize = 4;
@@ -267,8 +266,8 @@ mod tests {
         fn n_outputs(&self) -> usize {
             K
         }
-        fn input_dim(&self) -> usize {
-            D
+        fn n_synthetic(&self) -> usize {
+            self.syn.len()
         }
         fn state(&self) -> Self::State {
             (self.w.clone(), self.vel.clone())
@@ -286,10 +285,11 @@ mod tests {
             }
             Some(1.0 - p[*y])
         }
-        fn outputs(&self, x: &[f32], out: &mut [f32]) {
-            self.probs(x, out);
+        fn synthetic_outputs(&self, i: usize, out: &mut [f32]) {
+            self.probs(&self.syn[i], out);
         }
-        fn distill_grad(&self, x: &[f32], t: &[f32], weight: f32, grad: &mut [f32]) -> f32 {
+        fn distill_grad(&self, i: usize, t: &[f32], weight: f32, grad: &mut [f32]) -> f32 {
+            let x = &self.syn[i];
             // Cross-entropy to the teacher's soft labels (gradient p − t on the logits).
             let mut p = [0.0; K];
             self.probs(x, &mut p);
@@ -357,6 +357,7 @@ mod tests {
             lr: 0.02,
             items: Vec::new(),
             probe: Vec::new(),
+            syn: Vec::new(),
         };
         (m, a, b, centres)
     }
@@ -394,7 +395,7 @@ mod tests {
                     replay.push(None).unwrap();
                 }
                 if dream && i % 50 == 49 {
-                    run_cycle(&mut m, &mut replay, &[], &cfg, &mut rng).unwrap();
+                    run_cycle(&mut m, &mut replay, &cfg, &mut rng).unwrap();
                 }
             }
         }
@@ -431,11 +432,10 @@ mod tests {
             replay.push(None).unwrap();
         }
         let before: Vec<u32> = m.w.iter().chain(&m.vel).map(|v| v.to_bits()).collect();
-        let syn = vec![0.1f32; 4 * D];
+        m.syn = vec![vec![0.1f32; D]; 4];
         let rep = run_cycle(
             &mut m,
             &mut replay,
-            &syn,
             &DreamConfig::default(),
             &mut SeededRng::new(0),
         )
@@ -463,15 +463,19 @@ mod tests {
             tolerance: 1.0,
             ..DreamConfig::default()
         };
-        let rep = run_cycle(&mut m, &mut replay, &[], &cfg, &mut SeededRng::new(0)).unwrap();
+        let rep = run_cycle(&mut m, &mut replay, &cfg, &mut SeededRng::new(0)).unwrap();
         assert!(rep.out_of_budget && rep.elapsed_ms < 1000.0, "{rep:?}");
         let mut rng = SeededRng::new(0);
-        assert!(run_cycle(&mut m, &mut replay, &[0.0; 3], &cfg, &mut rng).is_err());
-        assert!(run_cycle(&mut m, &mut replay, &[f32::NAN; D], &cfg, &mut rng).is_err());
+        // A non-finite synthetic input gives a non-finite teacher: refused before any step.
+        m.syn = vec![vec![f32::NAN; D]];
+        let before = m.w.clone();
+        assert!(run_cycle(&mut m, &mut replay, &cfg, &mut rng).is_err());
+        assert_eq!(before, m.w);
+        m.syn.clear();
         let bad = DreamConfig {
             batch: 0,
             ..DreamConfig::default()
         };
-        assert!(run_cycle(&mut m, &mut replay, &[], &bad, &mut rng).is_err());
+        assert!(run_cycle(&mut m, &mut replay, &bad, &mut rng).is_err());
     }
 }

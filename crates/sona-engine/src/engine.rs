@@ -150,6 +150,9 @@ pub(crate) struct Inner {
     pub closed: AtomicBool,
     pub wake: (Mutex<bool>, Condvar),
     pub durable: crate::durable::Durable,
+    /// Deep (loop-C) cycles run, and Φ of the memory graph after the last one.
+    pub deep_runs: AtomicU64,
+    pub last_phi: Mutex<Option<f64>>,
 }
 
 /// The SONA engine. Every method takes `&self`; share it across threads.
@@ -243,8 +246,8 @@ impl Inner {
             head: Arc::new(head),
         };
         let writer = Writer {
-            micro_opt: Optimizer::new(micro_optim(&cfg), d, d, cfg.micro_rank),
-            head_opt: Optimizer::new(head_optim(&cfg), cfg.hidden, cfg.n_tiers, hr),
+            micro_opt: Optimizer::new(micro_optim(&cfg), d, d, cfg.micro_rank)?,
+            head_opt: Optimizer::new(head_optim(&cfg), cfg.hidden, cfg.n_tiers, hr)?,
             rng: rng.fork(1),
             rejected: 0,
             loss_ema: f64::NAN,
@@ -276,6 +279,8 @@ impl Inner {
             closed: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
             durable: crate::durable::Durable::open(&cfg)?,
+            deep_runs: AtomicU64::new(0),
+            last_phi: Mutex::new(None),
             cfg,
         })
     }
@@ -768,9 +773,29 @@ impl Engine {
         self.inner.background_learn()
     }
 
-    /// Per-window metrics as JSON (see [`crate::metrics`]).
+    /// Runs one deep ("dream") cycle now (serialised with loop B); see [`crate::loop_c`].
+    pub fn deep_learn(&self) -> Result<crate::loop_c::DeepLearningResult> {
+        self.inner.check_open()?;
+        self.inner.deep_learn()
+    }
+
+    /// Per-window metrics as JSON (see [`crate::metrics`]), with the improvement rates of the
+    /// estimated regret between consecutive windows, `weekly_gain` (the last of those rates: the
+    /// relative regret reduction of the latest closed window against the one before — windows of
+    /// `metrics_window` feedbacks, not calendar weeks) and Φ of the memory graph after the last deep
+    /// cycle (`null` before one ran).
     pub fn improvement_metrics(&self) -> String {
-        self.inner.metrics.lock().to_json()
+        let json = self.inner.metrics.lock().to_json();
+        let mut v: serde_json::Value = serde_json::from_str(&json).expect("metrics JSON");
+        let regrets: Vec<f64> = v["regret"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+            .unwrap_or_default();
+        let rates = sona_metrics::improvement::improvement_rates(&regrets);
+        v["weekly_gain"] = serde_json::json!(rates.last());
+        v["improvement_rates"] = serde_json::json!(rates);
+        v["phi"] = serde_json::json!(*self.inner.last_phi.lock());
+        v.to_string()
     }
 
     /// Counters and sizes as JSON.
@@ -855,6 +880,9 @@ fn background_thread(inner: Arc<Inner>) {
     } else {
         1.0
     });
+    let deep =
+        cfg.learning_mode == crate::config::LearningMode::AllThreeTiers && cfg.deep_every_b > 0;
+    let mut b_since_deep = 0u64;
     loop {
         {
             let mut g = inner.wake.0.lock();
@@ -871,8 +899,15 @@ fn background_thread(inner: Arc<Inner>) {
         let by_time = cfg.loop_b_interval_s > 0.0
             && since > 0
             && inner.last_b.lock().elapsed().as_secs_f64() >= cfg.loop_b_interval_s;
-        if (by_count || by_time) && inner.background_learn().is_ok() {
-            inner.after_cycle();
+        if by_count || by_time {
+            if inner.background_learn().is_ok() {
+                inner.after_cycle();
+            }
+            b_since_deep += 1;
+            if deep && b_since_deep >= cfg.deep_every_b && !inner.closed.load(Relaxed) {
+                b_since_deep = 0;
+                let _ = inner.deep_learn();
+            }
         }
     }
 }

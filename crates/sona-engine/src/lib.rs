@@ -11,6 +11,7 @@
 //! - [`metrics`]: per-window reward, cost, utility, tier shares and IPS regret.
 //! - [`engine`]: [`Engine`]: `process`, `feedback` (loop A), the background thread.
 //! - [`loop_b`]: one loop-B cycle and its [`LearningResult`].
+//! - [`loop_c`]: one deep ("dream") cycle and its [`loop_c::DeepLearningResult`].
 //! - [`persist`]: the files of every learned piece.
 //! - [`checkpoint`]: `save(dir)` / `load(dir)`: atomic, verified checkpoint directories.
 //! - [`durable`]: the interaction log hooks of `process` / `feedback` and log replay.
@@ -21,6 +22,7 @@ pub mod config;
 pub(crate) mod durable;
 pub mod engine;
 pub mod loop_b;
+pub mod loop_c;
 pub mod metrics;
 pub mod model;
 pub mod pending;
@@ -33,3 +35,4 @@ pub mod router;
 pub use config::{EngineConfig, Exploration, LearningMode};
 pub use engine::{Decision, Engine, FeedbackSource};
 pub use loop_b::LearningResult;
+pub use loop_c::DeepLearningResult;

@@ -25,7 +25,7 @@ pub mod quant;
 pub mod snapshot;
 pub mod stack;
 
-pub use adapter::{Frozen, LoraWeights, MAX_RANK};
+pub use adapter::{Frozen, LoraWeights, MAX_RANK, MAX_WEIGHT};
 pub use explore::ExploreConfig;
 pub use lora::{BaseLoRA, Counters, Lora, LoraConfig, MicroLoRA};
 pub use merge::MergeReport;

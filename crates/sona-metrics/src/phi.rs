@@ -6,14 +6,14 @@
 //! pattern memory is — not a measure of consciousness — and nothing is gated on it.
 //!
 //! Connectivity is decided first (union-find), so a disconnected graph gives exactly 0 with no
-//! eigen-solve. Up to [`DENSE_MAX`] nodes λ₂ comes from `faer`'s dense symmetric eigen-solver; above
+//! eigen-solve. Up to [`DENSE_MAX`] nodes λ₂ comes from `nalgebra`'s dense symmetric eigen-solver; above
 //! that, from power iteration on `2I − L` deflated against the known null vector `D^{1/2} 1`
 //! (sparse, O(edges) per iteration; its Rayleigh quotient is accurate to the square of the
 //! iteration's error, enough for a diagnostic).
 
 use std::collections::HashMap;
 
-use faer::{Mat, Side};
+use nalgebra::DMatrix;
 use sona_core::{Result, SonaError};
 
 /// Largest graph solved densely.
@@ -91,15 +91,19 @@ fn connected(adj: &[Vec<(usize, f64)>]) -> bool {
 
 fn dense_lambda2(adj: &[Vec<(usize, f64)>], deg: &[f64]) -> Result<f64> {
     let n = adj.len();
-    let mut l = Mat::<f64>::identity(n, n);
+    let mut l = DMatrix::<f64>::identity(n, n);
     for (i, row) in adj.iter().enumerate() {
         for &(j, w) in row {
             l[(i, j)] -= w / (deg[i] * deg[j]).sqrt();
         }
     }
-    let ev = l
-        .self_adjoint_eigenvalues(Side::Lower)
-        .map_err(|e| SonaError::Numerical(format!("eigen-solver did not converge: {e:?}")))?;
+    let mut ev: Vec<f64> = l.symmetric_eigenvalues().iter().copied().collect();
+    if ev.iter().any(|v| !v.is_finite()) {
+        return Err(SonaError::Numerical(
+            "eigen-solver returned non-finite values".into(),
+        ));
+    }
+    ev.sort_by(f64::total_cmp);
     Ok(ev[1])
 }
 
