@@ -96,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     _log.add_arguments(p_log)
     p_log.set_defaults(func=_log.run)
 
-    _add_group(sub, "eval", "run a built-in evaluation (see SPEC §11)", EVALS)
     from sona import report
 
     p_report = sub.add_parser("report", help="tables and plots of what a saved engine learned")
