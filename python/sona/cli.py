@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(p_demo)
     p_demo.set_defaults(func=demo.run)
 
+    from sona import log as _log
+
+    p_log = sub.add_parser("export-log", help="export the engine's interaction log (JSONL/Parquet)")
+    _log.add_arguments(p_log)
+    p_log.set_defaults(func=_log.run)
+
     from sona import report
 
     p_report = sub.add_parser("report", help="tables and plots of what a saved engine learned")

@@ -121,6 +121,24 @@ pub struct EngineConfig {
     pub bank_max_clusters: usize,
     /// New completed trajectories kept for the next extraction (1..=10^7).
     pub bank_buffer_capacity: usize,
+    /// Interaction log file (SQLite, WAL); `None`: no log.
+    pub log_path: Option<String>,
+    /// `"off"` (no log), `"group"` (committed within `group_commit_ms`) or `"sync"` (`feedback`
+    /// returns after the commit that holds it).
+    pub durability: String,
+    /// Longest a record waits for its commit in `"group"` mode, ms (1..=60000).
+    pub group_commit_ms: u64,
+    /// Records queued for the log writer before callers block (1..=10^7).
+    pub log_queue_capacity: usize,
+    /// Keep at most this many newest log records (0: no limit; records after the last checkpoint
+    /// are always kept).
+    pub log_retention_rows: u64,
+    /// Delete log records older than this many seconds (0: no limit; same exception).
+    pub log_retention_s: f64,
+    /// Directory loop B checkpoints into (`None`: no periodic checkpoints).
+    pub checkpoint_dir: Option<String>,
+    /// Checkpoint after every this many loop-B cycles (1..=10^6).
+    pub checkpoint_every_cycles: u64,
     /// Loop C: optimizer steps of one deep cycle (0..=10^6).
     pub deep_steps: usize,
     /// Loop C: pseudo-rehearsal queries sampled around patterns per cycle (0..=10^6).
@@ -188,6 +206,14 @@ impl Default for EngineConfig {
             bank_merge_threshold: 0.9,
             bank_max_clusters: 64,
             bank_buffer_capacity: 100_000,
+            log_path: None,
+            durability: "group".into(),
+            group_commit_ms: 10,
+            log_queue_capacity: 65_536,
+            log_retention_rows: 0,
+            log_retention_s: 0.0,
+            checkpoint_dir: None,
+            checkpoint_every_cycles: 1,
             deep_steps: 200,
             deep_synthetic: 256,
             deep_synthetic_batch: 8,
@@ -391,6 +417,39 @@ impl EngineConfig {
             self.bank_buffer_capacity as u64,
             1,
             10_000_000,
+        )?;
+        if !["off", "group", "sync"].contains(&self.durability.as_str()) {
+            return Err(SonaError::Config(format!(
+                "durability must be \"off\", \"group\" or \"sync\", got {:?}",
+                self.durability
+            )));
+        }
+        for (what, p) in [
+            ("log_path", &self.log_path),
+            ("checkpoint_dir", &self.checkpoint_dir),
+        ] {
+            if p.as_deref()
+                .is_some_and(|p| p.is_empty() || p.len() > 4096 || p.contains('\0'))
+            {
+                return Err(SonaError::Config(format!(
+                    "{what} must be a non-empty path of at most 4096 bytes"
+                )));
+            }
+        }
+        int_range("group_commit_ms", self.group_commit_ms, 1, 60_000)?;
+        int_range(
+            "log_queue_capacity",
+            self.log_queue_capacity as u64,
+            1,
+            10_000_000,
+        )?;
+        int_range("log_retention_rows", self.log_retention_rows, 0, 1 << 62)?;
+        real_range("log_retention_s", self.log_retention_s, 0.0, 1e10)?;
+        int_range(
+            "checkpoint_every_cycles",
+            self.checkpoint_every_cycles,
+            1,
+            1_000_000,
         )?;
         Ok(())
     }

@@ -149,6 +149,7 @@ pub(crate) struct Inner {
     pub last_result: Mutex<Option<LearningResult>>,
     pub closed: AtomicBool,
     pub wake: (Mutex<bool>, Condvar),
+    pub durable: crate::durable::Durable,
     /// Deep (loop-C) cycles run, and Φ of the memory graph after the last one.
     pub deep_runs: AtomicU64,
     pub last_phi: Mutex<Option<f64>>,
@@ -277,6 +278,7 @@ impl Inner {
             last_result: Mutex::new(None),
             closed: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
+            durable: crate::durable::Durable::open(&cfg)?,
             deep_runs: AtomicU64::new(0),
             last_phi: Mutex::new(None),
             cfg,
@@ -335,6 +337,7 @@ impl Inner {
     pub(crate) fn process(&self, x: &[f32]) -> Result<Decision> {
         self.check_open()?;
         validate::check_vec("x", x, self.cfg.dim)?;
+        let _gate = self.durable.gate.read();
         let model = self.model.load();
         let (d, s, kr) = (self.cfg.dim, self.s_width, self.cfg.k_recall);
         with_scratch(|sc| {
@@ -401,6 +404,8 @@ impl Inner {
                 policy::draw(self.cfg.seed, id),
             );
             let now = now_ms();
+            self.durable
+                .log_trajectory(d, id, now, c.tier, c.propensity, &data, &ids)?;
             self.pending.insert(
                 id,
                 PendingEntry {
@@ -453,6 +458,7 @@ impl Inner {
     pub(crate) fn feedback(&self, id: u64, reward: f32, source: FeedbackSource) -> Result<()> {
         self.check_open()?;
         validate::check_reward(reward)?;
+        let gate = self.durable.gate.read();
         let now = now_ms();
         let entry = self.pending.take(id, now).map_err(|m| {
             let _ = m == Missing::Expired;
@@ -599,7 +605,9 @@ impl Inner {
             *g = true;
             self.wake.1.notify_one();
         }
-        Ok(())
+        let ticket = self.durable.log_feedback(id, reward, source, now)?;
+        drop(gate);
+        self.durable.wait(ticket)
     }
 
     /// Counters and sizes as a JSON object.
@@ -652,6 +660,7 @@ impl Inner {
             "over_budget": memory as f64 > self.cfg.memory_budget_mb * 1e6,
             "closed": self.closed.load(Relaxed),
             "next_trajectory_id": self.next_id.load(Relaxed),
+            "durability": self.durable.stats(),
         })
         .to_string()
     }
@@ -661,6 +670,7 @@ impl Engine {
     /// A new engine; starts the loop-B thread unless the mode is `instant_only`.
     pub fn new(cfg: EngineConfig) -> Result<Self> {
         let inner = Arc::new(Inner::new(cfg)?);
+        inner.replay_log(0)?;
         Ok(Self::start(inner))
     }
 
@@ -851,6 +861,9 @@ impl Engine {
         if let Some(h) = self.thread.lock().take() {
             let _ = h.join();
         }
+        if let Some(log) = &self.inner.durable.log {
+            log.close();
+        }
     }
 }
 
@@ -887,7 +900,9 @@ fn background_thread(inner: Arc<Inner>) {
             && since > 0
             && inner.last_b.lock().elapsed().as_secs_f64() >= cfg.loop_b_interval_s;
         if by_count || by_time {
-            let _ = inner.background_learn();
+            if inner.background_learn().is_ok() {
+                inner.after_cycle();
+            }
             b_since_deep += 1;
             if deep && b_since_deep >= cfg.deep_every_b && !inner.closed.load(Relaxed) {
                 b_since_deep = 0;

@@ -12,10 +12,14 @@
 //! - [`engine`]: [`Engine`]: `process`, `feedback` (loop A), the background thread.
 //! - [`loop_b`]: one loop-B cycle and its [`LearningResult`].
 //! - [`loop_c`]: one deep ("dream") cycle and its [`loop_c::DeepLearningResult`].
-//! - [`persist`]: `save(dir)` / `load(dir)` of every learned piece.
+//! - [`persist`]: the files of every learned piece.
+//! - [`checkpoint`]: `save(dir)` / `load(dir)`: atomic, verified checkpoint directories.
+//! - [`durable`]: the interaction log hooks of `process` / `feedback` and log replay.
 
 pub mod adam;
+pub mod checkpoint;
 pub mod config;
+pub(crate) mod durable;
 pub mod engine;
 pub mod loop_b;
 pub mod loop_c;

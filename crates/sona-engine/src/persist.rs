@@ -24,7 +24,7 @@ use sona_reasoning::ReasoningBank;
 
 use crate::adam::Adam;
 use crate::config::EngineConfig;
-use crate::engine::{Engine, Inner};
+use crate::engine::Inner;
 use crate::loop_b::flat_len;
 use crate::metrics::Metrics;
 use crate::model::Model;
@@ -73,10 +73,12 @@ fn get_lora(ck: &Checkpoint, name: &str, like: &LoraWeights) -> Result<LoraWeigh
     Ok(w)
 }
 
-impl Engine {
-    /// Saves every learned piece into directory `dir` (created if missing).
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let inner = &self.inner;
+impl Inner {
+    /// Writes every learned piece into directory `dir` (created if missing) and returns the
+    /// interaction-log sequence number the state reflects. [`crate::checkpoint`] makes the
+    /// directory atomic.
+    pub(crate) fn save_files(&self, dir: &Path) -> Result<u64> {
+        let inner = self;
         inner.check_open()?;
         std::fs::create_dir_all(dir)?;
         let token = {
@@ -89,11 +91,15 @@ impl Engine {
         // Hold the learner (no loop-B cycle) and the writer (no loop-A step) while copying, so the
         // weights, optimiser states and counters are from one moment.
         let learner = inner.learner.lock();
+        // No `process` / `feedback` in flight either: the log sequence number is an exact cut.
+        let gate = inner.durable.gate.write();
+        let log_seq = inner.durable.seq();
         let wr = inner.writer.lock();
         let model = inner.model.load_full();
         let mut ck = Checkpoint::new(KIND, VERSION);
         ck.set_meta("save_token", &token)?;
         ck.set_meta("config", &inner.cfg)?;
+        ck.set_meta("log_seq", &log_seq)?;
         let replay = inner.replay.lock().clone();
         ck.set_meta(
             "counters",
@@ -144,16 +150,19 @@ impl Engine {
         drop(learner);
         let mut bank = inner.bank.to_checkpoint()?;
         bank.set_meta("save_token", &token)?;
+        drop(gate);
         ewc.save(dir.join("ewc.ckpt"))?;
         bank.save(dir.join("bank.ckpt"))?;
         ck.save(dir.join("engine.ckpt"))?;
-        Ok(())
+        Ok(log_seq)
     }
 
-    /// Loads an engine saved by [`Engine::save`]. Every mismatch (kind, version, shapes, tokens,
-    /// values out of range) is a [`SonaError::Checkpoint`].
-    pub fn load(dir: &Path) -> Result<Engine> {
+    /// Loads the files written by [`Inner::save_files`] and the log sequence number they reflect.
+    /// Every mismatch (kind, version, shapes, tokens, values out of range) is a
+    /// [`SonaError::Checkpoint`].
+    pub(crate) fn load_files(dir: &Path) -> Result<(Inner, u64)> {
         let ck = Checkpoint::load(dir.join("engine.ckpt"), KIND, VERSION)?;
+        let log_seq: u64 = ck.meta("log_seq")?;
         let token: u64 = ck.meta("save_token")?;
         let cfg: EngineConfig = ck.meta("config")?;
         cfg.validate().map_err(ck_err)?;
@@ -285,6 +294,6 @@ impl Engine {
         *inner.metrics.get_mut() = metrics;
         *inner.recent.get_mut() = VecDeque::new();
         inner.model.store(Arc::new(model));
-        Ok(Engine::start(Arc::new(inner)))
+        Ok((inner, log_seq))
     }
 }

@@ -38,7 +38,7 @@ fn copy_to(tag: &str) -> PathBuf {
         std::thread::current().id()
     ));
     std::fs::create_dir_all(&dst).unwrap();
-    for f in ["engine.ckpt", "ewc.ckpt", "bank.ckpt"] {
+    for f in ["engine.ckpt", "ewc.ckpt", "bank.ckpt", "MANIFEST"] {
         std::fs::copy(saved().join(f), dst.join(f)).unwrap();
     }
     dst
@@ -72,6 +72,7 @@ proptest! {
         file in 0usize..3,
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
         truncate in prop::option::of(any::<prop::sample::Index>()),
+        resealed in any::<bool>(),
     ) {
         let dir = copy_to("bytes");
         let name = ["engine.ckpt", "ewc.ckpt", "bank.ckpt"][file];
@@ -84,6 +85,10 @@ proptest! {
             b.truncate(t.index(b.len()));
         }
         std::fs::write(dir.join(name), &b).unwrap();
+        if resealed {
+            // Past the MANIFEST's checksum, so the file's own checks are what refuse it.
+            sona_engine::checkpoint::reseal(&dir).unwrap();
+        }
         check(&dir);
     }
 
@@ -124,6 +129,7 @@ proptest! {
         ck.set_meta("counters", &counters).unwrap();
         ck.set_meta("config", &cfg).unwrap();
         ck.save(&path).unwrap();
+        sona_engine::checkpoint::reseal(&dir).unwrap();
         check(&dir);
     }
 }

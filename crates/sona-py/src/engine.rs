@@ -207,13 +207,15 @@ impl PyEngine {
         })
     }
 
-    /// Loads an engine saved with `save` (refuses mismatched or corrupted files with
-    /// `CheckpointError`).
+    /// Loads a checkpoint directory written by `save` and replays the interaction log written
+    /// after it. A mismatched or corrupted checkpoint is a `CheckpointError`, unless `fallback`
+    /// is set and `path + ".prev"` (the previous checkpoint) loads.
     #[staticmethod]
-    fn load(py: Python<'_>, path: &str) -> PyResult<Self> {
+    #[pyo3(signature = (path, fallback = false))]
+    fn load(py: Python<'_>, path: &str, fallback: bool) -> PyResult<Self> {
         guard(py, || {
             let p = std::path::PathBuf::from(path);
-            let inner = py.detach(|| REngine::load(&p))?;
+            let inner = py.detach(|| REngine::load_with(&p, fallback))?;
             Ok(PyEngine { inner })
         })
     }
@@ -369,6 +371,14 @@ impl PyEngine {
         guard(py, || {
             let p = std::path::PathBuf::from(path);
             py.detach(|| self.inner.save(&p))?;
+            Ok(())
+        })
+    }
+
+    /// Waits until every record handed to the interaction log is committed.
+    fn flush_log(&self, py: Python<'_>) -> PyResult<()> {
+        guard(py, || {
+            py.detach(|| self.inner.flush_log())?;
             Ok(())
         })
     }
