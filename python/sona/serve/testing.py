@@ -5,8 +5,8 @@ The stub answers ``POST /v1/chat/completions`` (JSON or SSE) after a fixed delay
 depends on the requested model name:
 
 * ``echo*``: ``"echo: <last user message>"``;
-* ``math-weak`` / ``math-strong``: solves ``What is A op B?`` — strong always, weak only when the
-  result is below 100 (a cheap model that fails the harder half);
+* ``math-weak`` / ``math-strong``: solves ``What is A plus|minus|times B?`` — strong always, weak
+  only when the result is below 100 (a cheap model that fails the harder questions);
 * ``judge*``: ``"7"`` (a grader that gives every answer 7/10);
 * ``fail``: HTTP 500 whose message echoes the Authorization header (a careless upstream);
 * ``slow``: answers after 30 s (for timeouts);
@@ -29,7 +29,8 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-_MATH = re.compile(r"what is (-?\d+) ([-+*]) (-?\d+)", re.IGNORECASE)
+_MATH = re.compile(r"what is (-?\d+) (plus|minus|times|[-+*]) (-?\d+)", re.IGNORECASE)
+_OPS = {"plus": "+", "minus": "-", "times": "*"}
 
 
 def solve(question: str, strong: bool) -> str:
@@ -37,7 +38,8 @@ def solve(question: str, strong: bool) -> str:
     m = _MATH.search(question)
     if m is None:
         return "I don't know."
-    a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
+    a, b = int(m.group(1)), int(m.group(3))
+    op = _OPS.get(m.group(2).lower(), m.group(2))
     value = a + b if op == "+" else a - b if op == "-" else a * b
     if not strong and abs(value) >= 100:
         value += 1  # the weak model is off by one on the hard half
@@ -179,9 +181,8 @@ class StubUpstream:
 
     @staticmethod
     async def _raw(send: Send, status: int, body: bytes, ctype: bytes) -> None:
-        await send(
-            {"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]}
-        )
+        headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def _json(self, send: Send, status: int, data: Any) -> None:
@@ -219,3 +220,24 @@ def run_app(app: Any, timeout_s: float = 20.0, **uvicorn_kwargs: Any) -> Iterato
         server.should_exit = True
         thread.join(timeout_s)
         sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sona.serve.testing --port P --delay 0.2``: run the stub upstream."""
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="a local OpenAI-compatible stub upstream")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    args = parser.parse_args(argv)
+    stub = StubUpstream(args.delay)
+    stub.keep_requests = False
+    uvicorn.run(stub, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
