@@ -43,7 +43,7 @@ def test_module_entry_point_sees_the_registered_evaluations() -> None:
         text=True,
         check=True,
     )
-    for job in ("continual", "search", "memory-curation"):
+    for job in ("routing", "continual", "search", "memory-curation"):
         assert job in out.stdout
 
 

@@ -12,10 +12,16 @@ from sona import cli, demo
 @pytest.mark.parametrize("quick", [True, False])
 def test_every_demo_step_parses(quick: bool, tmp_path: Path) -> None:
     parser = cli.build_parser()
-    for step in demo.STEPS:
+    for step in demo.STEPS + demo.COMPONENT_STEPS:
         assert step.job in cli.EVALS, f"demo step {step.job!r} has no registered evaluation"
         args = parser.parse_args(["eval", step.job, *step.argv(tmp_path, quick)])
         assert callable(args.func)
+
+
+def test_the_demo_is_the_routing_benchmark() -> None:
+    assert [s.job for s in demo.STEPS] == ["routing"]
+    args = cli.build_parser().parse_args(["demo", "--quick", "--components"])
+    assert args.quick and args.components
 
 
 def test_memory_curation_writes_json_through_the_cli(tmp_path: Path) -> None:

@@ -13,24 +13,30 @@ from __future__ import annotations
 
 from sona._sona import __version__
 from sona.errors import (
+    BackendError,
     CheckpointError,
     ConfigError,
     DimensionError,
     InternalError,
     InvalidInputError,
+    MissingDependencyError,
     NonFiniteError,
+    NotAvailableError,
     NumericalError,
     SonaError,
     UnknownIdError,
 )
 
 __all__ = [
+    "BackendError",
     "CheckpointError",
     "ConfigError",
     "DimensionError",
     "InternalError",
     "InvalidInputError",
+    "MissingDependencyError",
     "NonFiniteError",
+    "NotAvailableError",
     "NumericalError",
     "SonaError",
     "UnknownIdError",

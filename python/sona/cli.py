@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.set_defaults(func=demo.run)
 
     _add_serve(sub)
-    _add_group(sub, "eval", "run a built-in evaluation (see SPEC §11)", EVALS)
+    _add_group(sub, "eval", "run a built-in evaluation (see design §11)", EVALS)
     _add_group(sub, "bench", "run a latency/throughput benchmark", BENCHES)
     return parser
 

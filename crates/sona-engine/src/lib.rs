@@ -1,3 +1,31 @@
-//! The FastGRNN router and the three learning loops.
+//! The FastGRNN router and the learning loops A and B, joined into the SONA engine (SPEC §1, §6).
 //!
-//! Not implemented yet: this crate compiles so the workspace layout is final; see the open issues.
+//! - [`config`]: [`EngineConfig`], every tunable, its default and its range (the only place defaults live).
+//! - [`real`]: the float trait the router is written over (`f32` in production, `f64` in gradient checks).
+//! - [`router`]: the FastGRNN cell, tier heads with a micro-LoRA, and the exact backward pass.
+//! - [`policy`]: utilities, ε-greedy / SquareCB exploration and the logged propensity.
+//! - [`adam`]: Adam over a flat parameter vector.
+//! - [`model`]: the published snapshot (router + base + micro + head micro together).
+//! - [`pending`]: the sharded map of trajectories awaiting feedback.
+//! - [`replay`]: the reservoir of completed decisions loop B replays.
+//! - [`metrics`]: per-window reward, cost, utility, tier shares and IPS regret.
+//! - [`engine`]: [`Engine`]: `process`, `feedback` (loop A), the background thread.
+//! - [`loop_b`]: one loop-B cycle and its [`LearningResult`].
+//! - [`persist`]: `save(dir)` / `load(dir)` of every learned piece.
+
+pub mod adam;
+pub mod config;
+pub mod engine;
+pub mod loop_b;
+pub mod metrics;
+pub mod model;
+pub mod pending;
+pub mod persist;
+pub mod policy;
+pub mod real;
+pub mod replay;
+pub mod router;
+
+pub use config::{EngineConfig, Exploration, LearningMode};
+pub use engine::{Decision, Engine, FeedbackSource};
+pub use loop_b::LearningResult;

@@ -13,12 +13,15 @@
 //!   method never holds a Python-level borrow across a call, and long work releases the GIL.
 
 mod convert;
+mod embed;
+mod engine;
 mod errors;
 mod ewc;
 mod index;
 mod kernels;
 mod lora;
 mod reasoning;
+mod router;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -41,11 +44,17 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("simd", sona_core::kernels::simd_level().name())?;
     d.set_item(
         "crates",
-        vec!["sona-core", "sona-lora", "sona-ewc", "sona-reasoning"],
+        vec![
+            "sona-core",
+            "sona-lora",
+            "sona-ewc",
+            "sona-reasoning",
+            "sona-embed",
+        ],
     )?;
     d.set_item(
         "components",
-        vec!["kernels", "lora", "ewc", "reasoning", "index"],
+        vec!["kernels", "lora", "ewc", "reasoning", "index", "embed"],
     )?;
     d.set_item("abi3", "cp311")?;
     Ok(d)
@@ -61,5 +70,8 @@ fn _sona(m: &Bound<'_, PyModule>) -> PyResult<()> {
     ewc::register(m)?;
     index::register(m)?;
     reasoning::register(m)?;
+    embed::register(m)?;
+    engine::register(m)?;
+    router::register(m)?;
     Ok(())
 }

@@ -1,0 +1,838 @@
+//! [`Engine`]: `process` (adapt → recall → route → record) and `feedback` (loop A), with loop B on
+//! demand and on a background thread the engine owns.
+//!
+//! Concurrency:
+//! - Readers (`process`) load one published [`Model`] snapshot (`ArcSwap`) and never take a lock a
+//!   learner holds for long: the bank's read lock for the search, one pending-map shard for the insert.
+//! - Loop-A steps (`feedback`) are serialised by the writer lock: each recomputes the decision on the
+//!   current snapshot, steps the two micro adapters and publishes a new snapshot that shares the
+//!   untouched weights (`Arc`s).
+//! - Loop B (`background_learn`) computes on a copy of the router and base weights, outside every
+//!   lock but its own, then publishes under the writer lock: it takes the micro adapters as they are
+//!   at that moment (so micro steps made meanwhile are kept), merges them into the base (so they are
+//!   counted exactly once: a merged micro restarts from zero) and swaps everything in one snapshot.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+use sona_core::types::RewardSource;
+use sona_core::{validate, Result, SeededRng, SonaError};
+use sona_lora::optim::Optimizer;
+use sona_lora::{LoraWeights, OptimConfig};
+use sona_reasoning::index::{HnswParams, IndexKind, IvfParams};
+use sona_reasoning::{BankConfig, ReasoningBank};
+
+use crate::config::{stat_width, EngineConfig};
+use crate::loop_b::{Learner, LearningResult};
+use crate::metrics::Metrics;
+use crate::model::Model;
+use crate::pending::{Missing, Pending, PendingEntry, MISSING};
+use crate::policy;
+use crate::replay::{Replay, ReplayItem};
+use crate::router::backward::{backward, Scratch as BwScratch};
+use crate::router::{features, forward, Cache, Layout};
+
+/// Where a reward came from (SPEC §1): the three outside sources plus `Error`, a failed backend call
+/// reported by the caller as reward 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackSource {
+    Explicit,
+    Implicit,
+    Judge,
+    Error,
+}
+
+impl FeedbackSource {
+    /// `"explicit"`, `"implicit"`, `"judge"` or `"error"`; anything else is `InvalidInput`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "explicit" => Ok(Self::Explicit),
+            "implicit" => Ok(Self::Implicit),
+            "judge" => Ok(Self::Judge),
+            "error" => Ok(Self::Error),
+            _ => Err(SonaError::invalid(format!(
+                "source must be 'explicit', 'implicit', 'judge' or 'error', got {s:?}"
+            ))),
+        }
+    }
+
+    /// The bank's record of the source (a failed call is an implicit signal there).
+    pub fn reward_source(self) -> RewardSource {
+        match self {
+            Self::Explicit => RewardSource::Explicit,
+            Self::Implicit | Self::Error => RewardSource::Implicit,
+            Self::Judge => RewardSource::Judge,
+        }
+    }
+}
+
+/// What `process` returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub trajectory_id: u64,
+    pub tier: usize,
+    /// Probability the policy gave `tier`.
+    pub propensity: f32,
+    /// `r̂_k − cost_weight · cost_k` for every tier.
+    pub utilities: Vec<f32>,
+    /// `r̂_k`, the router's predicted reward of every tier.
+    pub predicted: Vec<f32>,
+    /// Recalled pattern ids, most similar first.
+    pub patterns: Vec<u64>,
+    /// Whether the tier is not the greedy choice.
+    pub explored: bool,
+    /// Generation of the weights that decided.
+    pub generation: u64,
+}
+
+/// Loop-A optimiser state, behind the writer lock.
+pub(crate) struct Writer {
+    pub micro_opt: Optimizer,
+    pub head_opt: Optimizer,
+    pub rng: SeededRng,
+    pub rejected: u64,
+    pub loss_ema: f64,
+}
+
+/// Scratch buffers of one thread.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub adapted: Vec<f32>,
+    pub unit: Vec<f32>,
+    pub seq: Vec<f32>,
+    pub cache: Cache<f32>,
+    pub bw: BwScratch<f32>,
+    pub grad: Vec<f32>,
+    pub dx0: Vec<f32>,
+    pub e: Vec<f32>,
+    pub dl: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+pub(crate) fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// Recent completed queries, fed to the task-boundary detector by the next loop-B cycle.
+pub(crate) const RECENT_CAP: usize = 1024;
+
+/// Everything the engine shares with its background thread.
+pub(crate) struct Inner {
+    pub cfg: EngineConfig,
+    pub layout: Layout,
+    pub s_width: usize,
+    pub model: ArcSwap<Model>,
+    pub writer: Mutex<Writer>,
+    pub bank: ReasoningBank,
+    pub pending: Pending,
+    pub replay: Mutex<Replay>,
+    pub recent: Mutex<VecDeque<Arc<ReplayItem>>>,
+    pub metrics: Mutex<Metrics>,
+    pub learner: Mutex<Learner>,
+    pub next_id: AtomicU64,
+    pub processed: AtomicU64,
+    pub feedbacks: AtomicU64,
+    pub since_b: AtomicU64,
+    pub loop_b_runs: AtomicU64,
+    pub loop_b_errors: AtomicU64,
+    pub last_b: Mutex<Instant>,
+    pub last_result: Mutex<Option<LearningResult>>,
+    pub closed: AtomicBool,
+    pub wake: (Mutex<bool>, Condvar),
+}
+
+/// The SONA engine. Every method takes `&self`; share it across threads.
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    sona_reasoning::bank::now_ms()
+}
+
+pub(crate) fn bank_config(cfg: &EngineConfig) -> BankConfig {
+    let mut b = BankConfig::new(cfg.dim, cfg.n_tiers);
+    b.seed = cfg.seed;
+    b.reservoir_capacity = 1024;
+    b.pending_capacity = 1;
+    b.merge_threshold = cfg.bank_merge_threshold as f32;
+    b.max_clusters = cfg.bank_max_clusters;
+    b.buffer_capacity = cfg.bank_buffer_capacity;
+    b.index = match cfg.bank_index.as_str() {
+        "ivf" => IndexKind::Ivf(IvfParams {
+            seed: cfg.seed,
+            ..IvfParams::default()
+        }),
+        "hnsw" => IndexKind::Hnsw(HnswParams {
+            seed: cfg.seed,
+            ..HnswParams::default()
+        }),
+        _ => IndexKind::Flat,
+    };
+    b
+}
+
+pub(crate) fn micro_optim(cfg: &EngineConfig) -> OptimConfig {
+    OptimConfig {
+        lr: cfg.micro_lr as f32,
+        momentum: 0.5,
+        clip: 10.0,
+        max_norm: cfg.micro_max_norm as f32,
+        decay: 1e-5,
+    }
+}
+
+pub(crate) fn head_optim(cfg: &EngineConfig) -> OptimConfig {
+    OptimConfig {
+        lr: cfg.head_micro_lr as f32,
+        momentum: 0.5,
+        clip: 10.0,
+        max_norm: 8.0,
+        decay: 1e-5,
+    }
+}
+
+/// A fresh micro adapter: `A ~ N(0, 1/d_in)`, `B = 0`.
+pub(crate) fn fresh_lora(
+    d_in: usize,
+    d_out: usize,
+    rank: usize,
+    alpha: f32,
+    rng: &mut SeededRng,
+) -> Result<LoraWeights> {
+    LoraWeights::init(d_in, d_out, rank, alpha, rng)
+}
+
+impl Inner {
+    pub(crate) fn new(cfg: EngineConfig) -> Result<Self> {
+        let mut cfg = cfg;
+        cfg.fill_defaults();
+        cfg.validate()?;
+        let s_width = stat_width(cfg.n_tiers);
+        let layout = Layout::new(
+            cfg.dim,
+            s_width,
+            cfg.hidden,
+            cfg.rank_w,
+            cfg.rank_u,
+            cfg.n_tiers,
+        )?;
+        let mut rng = SeededRng::new(cfg.seed ^ 0x454e_4749_4e45);
+        let d = cfg.dim;
+        let base = fresh_lora(d, d, cfg.base_rank, cfg.base_alpha as f32, &mut rng)?;
+        let micro = fresh_lora(d, d, cfg.micro_rank, cfg.micro_alpha as f32, &mut rng)?;
+        let hr = cfg.head_rank();
+        let head = fresh_lora(cfg.hidden, cfg.n_tiers, hr, hr as f32, &mut rng)?;
+        let model = Model {
+            generation: 0,
+            router: Arc::new(layout.init(cfg.seed)),
+            base: Arc::new(base),
+            micro: Arc::new(micro),
+            head: Arc::new(head),
+        };
+        let writer = Writer {
+            micro_opt: Optimizer::new(micro_optim(&cfg), d, d, cfg.micro_rank),
+            head_opt: Optimizer::new(head_optim(&cfg), cfg.hidden, cfg.n_tiers, hr),
+            rng: rng.fork(1),
+            rejected: 0,
+            loss_ema: f64::NAN,
+        };
+        let learner = Learner::new(&cfg, &layout)?;
+        let bank = ReasoningBank::new(bank_config(&cfg))?;
+        Ok(Inner {
+            pending: Pending::new(
+                cfg.pending_capacity,
+                (cfg.pending_ttl_s * 1000.0).round().max(1.0) as u64,
+            ),
+            replay: Mutex::new(Replay::new(cfg.replay_capacity, cfg.seed)),
+            recent: Mutex::new(VecDeque::new()),
+            metrics: Mutex::new(Metrics::new(cfg.metrics_window, cfg.n_tiers)),
+            learner: Mutex::new(learner),
+            model: ArcSwap::from_pointee(model),
+            writer: Mutex::new(writer),
+            bank,
+            layout,
+            s_width,
+            next_id: AtomicU64::new(1),
+            processed: AtomicU64::new(0),
+            feedbacks: AtomicU64::new(0),
+            since_b: AtomicU64::new(0),
+            loop_b_runs: AtomicU64::new(0),
+            loop_b_errors: AtomicU64::new(0),
+            last_b: Mutex::new(Instant::now()),
+            last_result: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            wake: (Mutex::new(false), Condvar::new()),
+            cfg,
+        })
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Relaxed) {
+            Err(SonaError::invalid("the engine is closed"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `unit = adapted / ‖adapted‖`; fails on a zero or non-finite adapted query.
+    fn normalize(adapted: &[f32], unit: &mut Vec<f32>) -> Result<f32> {
+        let n = sona_core::kernels::norm_sq(adapted).sqrt();
+        if !(n.is_finite() && n > 0.0) {
+            return Err(SonaError::invalid(
+                "the query must be a non-zero vector (its adapted norm is 0 or not finite)",
+            ));
+        }
+        unit.clear();
+        unit.extend(adapted.iter().map(|v| v / n));
+        Ok(n)
+    }
+
+    /// Writes the router's input sequence: the unit query, then one row per recall slot
+    /// (`ids[j]`, statistics `stats[j]`), using `centroid(id)` for present patterns.
+    pub(crate) fn build_seq<'a>(
+        &self,
+        unit: &[f32],
+        ids: &[u64],
+        stats: &[f32],
+        centroid: &dyn Fn(u64) -> Option<&'a [f32]>,
+        seq: &mut Vec<f32>,
+    ) {
+        let (d, s, width) = (self.cfg.dim, self.s_width, self.layout.input);
+        seq.clear();
+        seq.resize((1 + ids.len()) * width, 0.0);
+        seq[..d].copy_from_slice(unit);
+        for (j, &id) in ids.iter().enumerate() {
+            let row = &mut seq[(j + 1) * width..(j + 2) * width];
+            let c = if id == MISSING { None } else { centroid(id) };
+            match c {
+                Some(c) => {
+                    row[..d].copy_from_slice(c);
+                    row[d..].copy_from_slice(&stats[j * s..(j + 1) * s]);
+                }
+                None => features::missing(&mut row[d..]),
+            }
+        }
+    }
+
+    /// Loop-A-free part of a decision: adapt, recall, route, record.
+    pub(crate) fn process(&self, x: &[f32]) -> Result<Decision> {
+        self.check_open()?;
+        validate::check_vec("x", x, self.cfg.dim)?;
+        let model = self.model.load();
+        let (d, s, kr) = (self.cfg.dim, self.s_width, self.cfg.k_recall);
+        with_scratch(|sc| {
+            sc.adapted.resize(d, 0.0);
+            model.adapt(x, &mut sc.adapted);
+            Self::normalize(&sc.adapted, &mut sc.unit)?;
+            let n = self.bank.len();
+            let k = kr.min(n);
+            let hits = if k > 0 {
+                self.bank.search(&sc.unit, k)?
+            } else {
+                Vec::new()
+            };
+            let hit_ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
+            let (recs, cents) = self.bank.records(&hit_ids);
+            // Slots: missing first, then the hits from least to most similar.
+            let mut ids = vec![MISSING; kr];
+            let mut data = vec![0.0f32; d + kr * s];
+            data[..d].copy_from_slice(x);
+            let mut cent_rows: Vec<(u64, &[f32])> = Vec::with_capacity(recs.len());
+            let found: Vec<usize> = hits
+                .iter()
+                .filter_map(|(id, _)| recs.iter().position(|r| r.id == *id))
+                .collect();
+            let present = found.len();
+            for (slot, &ri) in (kr - present..kr).zip(found.iter().rev()) {
+                let r = &recs[ri];
+                let cos = hits.iter().find(|h| h.0 == r.id).map_or(0.0, |h| h.1);
+                ids[slot] = r.id;
+                features::pattern(&r.arms, cos, &mut data[d + slot * s..d + (slot + 1) * s]);
+                cent_rows.push((r.id, &cents[ri * d..(ri + 1) * d]));
+            }
+            for slot in 0..kr - present {
+                features::missing(&mut data[d + slot * s..d + (slot + 1) * s]);
+            }
+            let lookup = |id: u64| -> Option<&[f32]> {
+                cent_rows.iter().find(|(i, _)| *i == id).map(|(_, c)| *c)
+            };
+            let unit = std::mem::take(&mut sc.unit);
+            self.build_seq(&unit, &ids, &data[d..], &lookup, &mut sc.seq);
+            sc.unit = unit;
+            forward(
+                &self.layout,
+                &model.router,
+                Some(model.head_view()),
+                &sc.seq,
+                &mut sc.cache,
+            );
+            let t = self.cfg.n_tiers;
+            let predicted = sc.cache.out.clone();
+            let mut utilities = vec![0.0f32; t];
+            policy::utilities(
+                &predicted,
+                &self.cfg.tier_costs,
+                self.cfg.cost_weight,
+                &mut utilities,
+            );
+            let id = self.next_id.fetch_add(1, Relaxed);
+            let c = policy::choose(
+                &utilities,
+                self.cfg.exploration,
+                self.cfg.epsilon,
+                self.cfg.gamma,
+                policy::draw(self.cfg.seed, id),
+            );
+            let now = now_ms();
+            self.pending.insert(
+                id,
+                PendingEntry {
+                    data: data.into(),
+                    ids: ids.into(),
+                    tier: c.tier as u8,
+                    propensity: c.propensity,
+                    ts_ms: now,
+                },
+                now,
+            );
+            self.processed.fetch_add(1, Relaxed);
+            Ok(Decision {
+                trajectory_id: id,
+                tier: c.tier,
+                propensity: c.propensity,
+                utilities,
+                predicted,
+                patterns: hit_ids,
+                explored: c.explored,
+                generation: model.generation,
+            })
+        })
+    }
+
+    /// Centroids of the present ids of a recorded decision, as looked up now.
+    pub(crate) fn centroids(&self, ids: &[u64]) -> Vec<(u64, Arc<[f32]>)> {
+        let present: Vec<u64> = ids.iter().copied().filter(|&i| i != MISSING).collect();
+        if present.is_empty() {
+            return Vec::new();
+        }
+        let d = self.cfg.dim;
+        let (recs, cents) = self.bank.records(&present);
+        recs.iter()
+            .enumerate()
+            .map(|(i, r)| (r.id, Arc::from(&cents[i * d..(i + 1) * d])))
+            .collect()
+    }
+
+    /// Loss weight of a logged decision: 1, or `min(1/p, clip)` with importance weighting on.
+    pub(crate) fn weight(&self, propensity: f32) -> f32 {
+        if self.cfg.iw_clip > 0.0 {
+            (1.0 / propensity.max(1e-6) as f64).min(self.cfg.iw_clip) as f32
+        } else {
+            1.0
+        }
+    }
+
+    /// Loop A for one feedback.
+    pub(crate) fn feedback(&self, id: u64, reward: f32, source: FeedbackSource) -> Result<()> {
+        self.check_open()?;
+        validate::check_reward(reward)?;
+        let now = now_ms();
+        let entry = self.pending.take(id, now).map_err(|m| {
+            let _ = m == Missing::Expired;
+            SonaError::UnknownId {
+                kind: "trajectory (unknown, expired or already rewarded)",
+                id,
+            }
+        })?;
+        let (d, t) = (self.cfg.dim, entry.tier as usize);
+        let x = &entry.data[..d];
+        let stats = &entry.data[d..];
+        let cents = self.centroids(&entry.ids);
+        let lookup = |id: u64| -> Option<&[f32]> {
+            cents.iter().find(|(i, _)| *i == id).map(|(_, c)| &c[..])
+        };
+        let wgt = self.weight(entry.propensity);
+        let adapted = with_scratch(|sc| -> Result<Vec<f32>> {
+            let mut wr = self.writer.lock();
+            let model = self.model.load_full();
+            sc.adapted.resize(d, 0.0);
+            model.adapt(x, &mut sc.adapted);
+            let mut unit = std::mem::take(&mut sc.unit);
+            let norm = match Self::normalize(&sc.adapted, &mut unit) {
+                Ok(n) => n,
+                Err(e) => {
+                    sc.unit = unit;
+                    drop(wr);
+                    self.pending.restore(id, entry.clone());
+                    return Err(e);
+                }
+            };
+            self.build_seq(&unit, &entry.ids, stats, &lookup, &mut sc.seq);
+            let head = model.head_view();
+            forward(
+                &self.layout,
+                &model.router,
+                Some(head),
+                &sc.seq,
+                &mut sc.cache,
+            );
+            let pred = sc.cache.out[t];
+            let loss = wgt as f64
+                * crate::router::bce_from_logit(sc.cache.logits[t] as f64, reward as f64);
+            wr.loss_ema = if wr.loss_ema.is_nan() {
+                loss
+            } else {
+                0.99 * wr.loss_ema + 0.01 * loss
+            };
+            sc.dl.clear();
+            sc.dl.resize(self.cfg.n_tiers, 0.0);
+            sc.dl[t] = wgt * (pred - reward);
+            sc.grad.clear();
+            sc.grad.resize(self.layout.n_params(), 0.0);
+            sc.dx0.resize(d, 0.0);
+            backward(
+                &self.layout,
+                &model.router,
+                Some(head),
+                &sc.seq,
+                &sc.cache,
+                &sc.dl,
+                &mut sc.grad,
+                Some(&mut sc.dx0),
+                None,
+                &mut sc.bw,
+            );
+            // Through the normalisation: ∂L/∂a = (g − û (û·g)) / ‖a‖.
+            let proj = sona_core::kernels::dot(&unit, &sc.dx0);
+            sc.e.clear();
+            sc.e.extend(sc.dx0.iter().zip(&unit).map(|(g, u)| (g - u * proj) / norm));
+            let mut micro = (*model.micro).clone();
+            let mut head_w = (*model.head).clone();
+            let hl = sc.cache.h_final(self.layout.hidden).to_vec();
+            let ok_m = wr
+                .micro_opt
+                .step(&model.micro, &mut micro, x, &sc.e)
+                .is_ok();
+            let ok_h = wr
+                .head_opt
+                .step(&model.head, &mut head_w, &hl, &sc.dl)
+                .is_ok();
+            wr.rejected += (!ok_m) as u64 + (!ok_h) as u64;
+            if ok_m || ok_h {
+                let next = Model {
+                    generation: model.generation + 1,
+                    router: model.router.clone(),
+                    base: model.base.clone(),
+                    micro: if ok_m {
+                        Arc::new(micro)
+                    } else {
+                        model.micro.clone()
+                    },
+                    head: if ok_h {
+                        Arc::new(head_w)
+                    } else {
+                        model.head.clone()
+                    },
+                };
+                self.model.store(Arc::new(next));
+            }
+            sc.unit = unit;
+            Ok(sc.adapted.clone())
+        })?;
+        // Memory: arm statistics, graph edges, and the completed trajectory for extraction.
+        let present: Vec<u64> = cents.iter().map(|(i, _)| *i).collect();
+        for &p in &present {
+            let _ = self.bank.record_feedback(p, t as u8, reward);
+        }
+        if !present.is_empty() {
+            let used: &[u64] = if reward >= 0.5 { &present } else { &[] };
+            let _ = self.bank.record_usage(&present, used);
+        }
+        let _ = self.bank.add_trajectory(
+            &adapted,
+            Some(reward),
+            Some(t as u8),
+            source.reward_source(),
+            Some(entry.ts_ms),
+        );
+        let item = Arc::new(ReplayItem {
+            data: entry.data,
+            ids: entry.ids,
+            tier: entry.tier,
+            reward,
+            propensity: entry.propensity,
+        });
+        {
+            let mut r = self.replay.lock();
+            r.offer((*item).clone());
+        }
+        {
+            let mut q = self.recent.lock();
+            if q.len() >= RECENT_CAP {
+                q.pop_front();
+            }
+            q.push_back(item.clone());
+        }
+        self.metrics.lock().push(
+            t,
+            reward,
+            item.propensity,
+            &self.cfg.tier_costs,
+            self.cfg.cost_weight,
+        );
+        self.feedbacks.fetch_add(1, Relaxed);
+        let since = self.since_b.fetch_add(1, Relaxed) + 1;
+        if self.cfg.background() && self.cfg.loop_b_every > 0 && since >= self.cfg.loop_b_every {
+            let mut g = self.wake.0.lock();
+            *g = true;
+            self.wake.1.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Counters and sizes as a JSON object.
+    pub(crate) fn stats_json(&self) -> String {
+        let bank = self.bank.stats();
+        let model = self.model.load();
+        // Lock order everywhere: learner, then writer; here each is taken alone.
+        let (rejected, loss_ema) = {
+            let wr = self.writer.lock();
+            (wr.rejected, wr.loss_ema)
+        };
+        let (replay_len, replay_seen, replay_bytes) = {
+            let r = self.replay.lock();
+            (r.items.len(), r.seen, r.heap_bytes())
+        };
+        let (learner_bytes, ewc_tasks, boundaries) = {
+            let l = self.learner.lock();
+            (l.bytes(), l.ewc.task_count(), l.boundaries)
+        };
+        let pending_bytes = self.pending.heap_bytes();
+        let memory = model.bytes()
+            + bank.trajectory_bytes
+            + bank.pattern_bytes
+            + replay_bytes
+            + pending_bytes
+            + learner_bytes;
+        serde_json::json!({
+            "processed": self.processed.load(Relaxed),
+            "feedbacks": self.feedbacks.load(Relaxed),
+            "pending": self.pending.len(),
+            "expired": self.pending.expired.load(Relaxed),
+            "evicted": self.pending.evicted.load(Relaxed),
+            "patterns": bank.patterns,
+            "graph_edges": bank.graph_edges,
+            "loop_b_runs": self.loop_b_runs.load(Relaxed),
+            "loop_b_errors": self.loop_b_errors.load(Relaxed),
+            "since_loop_b": self.since_b.load(Relaxed),
+            "generation": model.generation,
+            "replay": replay_len,
+            "replay_seen": replay_seen,
+            "rejected_steps": rejected,
+            "loop_a_loss_ema": if loss_ema.is_nan() { None } else { Some(loss_ema) },
+            "ewc_tasks": ewc_tasks,
+            "boundaries": boundaries,
+            "router_params": self.layout.n_params(),
+            "router_bytes": self.layout.n_params() * 4,
+            "model_bytes": model.bytes(),
+            "memory_bytes": memory,
+            "memory_budget_mb": self.cfg.memory_budget_mb,
+            "over_budget": memory as f64 > self.cfg.memory_budget_mb * 1e6,
+            "closed": self.closed.load(Relaxed),
+            "next_trajectory_id": self.next_id.load(Relaxed),
+        })
+        .to_string()
+    }
+}
+
+impl Engine {
+    /// A new engine; starts the loop-B thread unless the mode is `instant_only`.
+    pub fn new(cfg: EngineConfig) -> Result<Self> {
+        let inner = Arc::new(Inner::new(cfg)?);
+        Ok(Self::start(inner))
+    }
+
+    pub(crate) fn start(inner: Arc<Inner>) -> Self {
+        let thread = if inner.cfg.background() {
+            let worker = inner.clone();
+            std::thread::Builder::new()
+                .name("sona-loop-b".into())
+                .spawn(move || background_thread(worker))
+                .ok()
+        } else {
+            None
+        };
+        Engine {
+            inner,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.cfg
+    }
+
+    /// Adapt, recall, route and record one query (`x`: `dim` finite values).
+    pub fn process(&self, x: &[f32]) -> Result<Decision> {
+        self.inner.process(x)
+    }
+
+    /// `process` over the rows of `xs` (`n × dim`); all rows are validated first. Large batches use
+    /// two threads.
+    pub fn process_batch(&self, xs: &[f32], n: usize) -> Result<Vec<Decision>> {
+        self.inner.check_open()?;
+        let d = self.inner.cfg.dim;
+        if n > 10_000_000 {
+            return Err(SonaError::invalid(format!(
+                "batch of {n} rows is too large"
+            )));
+        }
+        validate::check_matrix("xs", xs, n, d)?;
+        let run = |rows: std::ops::Range<usize>| -> Result<Vec<Decision>> {
+            rows.map(|r| self.inner.process(&xs[r * d..(r + 1) * d]))
+                .collect()
+        };
+        if n < 64 {
+            return run(0..n);
+        }
+        let mid = n / 2;
+        let (a, b) = std::thread::scope(|s| {
+            let h = s.spawn(|| run(mid..n));
+            let a = run(0..mid);
+            (a, h.join())
+        });
+        let mut a = a?;
+        let b = b.map_err(|_| SonaError::Internal("process_batch worker panicked".into()))??;
+        a.extend(b);
+        Ok(a)
+    }
+
+    /// Loop A: the reward of trajectory `id` (in `[0, 1]`). Unknown, expired or repeated ids are
+    /// `UnknownId`; a bad reward is `InvalidInput`; either way nothing changes.
+    pub fn feedback(&self, id: u64, reward: f32, source: FeedbackSource) -> Result<()> {
+        self.inner.feedback(id, reward, source)
+    }
+
+    /// `feedback` for each `(id, reward)`. Rewards, ids (known, not repeated in the batch) are all
+    /// checked first, so a bad batch changes nothing (unless another thread completes one of its ids
+    /// in between, which then fails that id alone).
+    pub fn feedback_batch(
+        &self,
+        ids: &[u64],
+        rewards: &[f32],
+        source: FeedbackSource,
+    ) -> Result<()> {
+        self.inner.check_open()?;
+        if ids.len() != rewards.len() {
+            return Err(SonaError::len_mismatch("rewards", ids.len(), rewards.len()));
+        }
+        for &r in rewards {
+            validate::check_reward(r)?;
+        }
+        let now = now_ms();
+        let mut seen = std::collections::HashSet::with_capacity(ids.len());
+        for &id in ids {
+            if !seen.insert(id) || !self.inner.pending.contains(id, now) {
+                return Err(SonaError::UnknownId {
+                    kind: "trajectory (unknown, expired or repeated in the batch)",
+                    id,
+                });
+            }
+        }
+        for (&id, &r) in ids.iter().zip(rewards) {
+            self.inner.feedback(id, r, source)?;
+        }
+        Ok(())
+    }
+
+    /// Runs one loop-B cycle now (serialised with the background thread's cycles).
+    pub fn background_learn(&self) -> Result<LearningResult> {
+        self.inner.check_open()?;
+        self.inner.background_learn()
+    }
+
+    /// Per-window metrics as JSON (see [`crate::metrics`]).
+    pub fn improvement_metrics(&self) -> String {
+        self.inner.metrics.lock().to_json()
+    }
+
+    /// Counters and sizes as JSON.
+    pub fn stats(&self) -> String {
+        self.inner.stats_json()
+    }
+
+    /// The current weights.
+    pub fn model(&self) -> Arc<Model> {
+        self.inner.model.load_full()
+    }
+
+    pub fn bank(&self) -> &ReasoningBank {
+        &self.inner.bank
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Relaxed)
+    }
+
+    /// Stops the background thread (waiting for a running cycle to end). Later calls fail with
+    /// `InvalidInput("the engine is closed")`; closing twice is fine.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Relaxed);
+        {
+            let mut g = self.inner.wake.0.lock();
+            *g = true;
+            self.inner.wake.1.notify_all();
+        }
+        if let Some(h) = self.thread.lock().take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn background_thread(inner: Arc<Inner>) {
+    let cfg = inner.cfg.clone();
+    let poll = Duration::from_secs_f64(if cfg.loop_b_interval_s > 0.0 {
+        cfg.loop_b_interval_s.clamp(0.01, 1.0)
+    } else {
+        1.0
+    });
+    loop {
+        {
+            let mut g = inner.wake.0.lock();
+            if !*g && !inner.closed.load(Relaxed) {
+                inner.wake.1.wait_for(&mut g, poll);
+            }
+            *g = false;
+        }
+        if inner.closed.load(Relaxed) {
+            break;
+        }
+        let since = inner.since_b.load(Relaxed);
+        let by_count = cfg.loop_b_every > 0 && since >= cfg.loop_b_every;
+        let by_time = cfg.loop_b_interval_s > 0.0
+            && since > 0
+            && inner.last_b.lock().elapsed().as_secs_f64() >= cfg.loop_b_interval_s;
+        if by_count || by_time {
+            let _ = inner.background_learn();
+        }
+    }
+}

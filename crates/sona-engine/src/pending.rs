@@ -1,0 +1,200 @@
+//! Trajectories awaiting feedback: a sharded map with a capacity and a time-to-live.
+//!
+//! Many threads call `process` (insert) and `feedback` (remove) at once. Ids are global and
+//! monotonic, so `id % SHARDS` spreads consecutive requests over shards and each shard's insertion
+//! order is also its id order: eviction of the oldest and expiry both pop from the front of a
+//! per-shard queue. Removed ids leave stale queue entries that are skipped, and the queue is compacted
+//! when stale entries outnumber live ones. (A `dashmap` was measured against this; see
+//! docs/decisions.md.)
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+/// Sentinel id of an empty recall slot.
+pub const MISSING: u64 = u64::MAX;
+
+/// What `feedback` needs to recompute the decision: the raw query, the recalled pattern ids (k slots,
+/// [`MISSING`] where none) and the statistics blocks the router read (`k × S`).
+#[derive(Debug, Clone)]
+pub struct PendingEntry {
+    /// `[query (d) | stats (k × S)]`.
+    pub data: Box<[f32]>,
+    pub ids: Box<[u64]>,
+    pub tier: u8,
+    pub propensity: f32,
+    pub ts_ms: u64,
+}
+
+const SHARDS: usize = 16;
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<u64, PendingEntry>,
+    order: VecDeque<(u64, u64)>,
+}
+
+/// Why an id was not found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Unknown,
+    Expired,
+}
+
+/// The sharded pending map.
+#[derive(Debug)]
+pub struct Pending {
+    shards: Vec<Mutex<Shard>>,
+    cap_per_shard: usize,
+    ttl_ms: u64,
+    pub expired: AtomicU64,
+    pub evicted: AtomicU64,
+}
+
+impl Pending {
+    pub fn new(capacity: usize, ttl_ms: u64) -> Self {
+        Pending {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            cap_per_shard: capacity.div_ceil(SHARDS).max(1),
+            ttl_ms,
+            expired: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, id: u64) -> &Mutex<Shard> {
+        &self.shards[(id % SHARDS as u64) as usize]
+    }
+
+    /// Drops expired entries at the front of one shard.
+    fn expire_front(&self, s: &mut Shard, now: u64) {
+        while let Some(&(id, ts)) = s.order.front() {
+            if !s.map.contains_key(&id) {
+                s.order.pop_front();
+            } else if ts.saturating_add(self.ttl_ms) < now {
+                s.order.pop_front();
+                s.map.remove(&id);
+                self.expired.fetch_add(1, Ordering::Relaxed);
+            } else {
+                break;
+            }
+        }
+    }
+
+    pub fn insert(&self, id: u64, e: PendingEntry, now: u64) {
+        let mut s = self.shard(id).lock();
+        self.expire_front(&mut s, now);
+        while s.map.len() >= self.cap_per_shard {
+            match s.order.pop_front() {
+                Some((old, _)) => {
+                    if s.map.remove(&old).is_some() {
+                        self.evicted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => break,
+            }
+        }
+        s.order.push_back((id, e.ts_ms));
+        s.map.insert(id, e);
+        if s.order.len() > 2 * s.map.len() + 64 {
+            let Shard { map, order } = &mut *s;
+            order.retain(|(i, _)| map.contains_key(i));
+        }
+    }
+
+    /// Takes the entry of `id` (so a repeated feedback finds nothing).
+    pub fn take(&self, id: u64, now: u64) -> Result<PendingEntry, Missing> {
+        let mut s = self.shard(id).lock();
+        match s.map.remove(&id) {
+            None => Err(Missing::Unknown),
+            Some(e) if e.ts_ms.saturating_add(self.ttl_ms) < now => {
+                self.expired.fetch_add(1, Ordering::Relaxed);
+                Err(Missing::Expired)
+            }
+            Some(e) => Ok(e),
+        }
+    }
+
+    /// Puts back an entry taken by [`take`](Self::take) (a feedback that failed after taking it).
+    pub fn restore(&self, id: u64, e: PendingEntry) {
+        let mut s = self.shard(id).lock();
+        s.order.push_back((id, e.ts_ms));
+        s.map.insert(id, e);
+    }
+
+    pub fn contains(&self, id: u64, now: u64) -> bool {
+        let s = self.shard(id).lock();
+        s.map
+            .get(&id)
+            .is_some_and(|e| e.ts_ms.saturating_add(self.ttl_ms) >= now)
+    }
+
+    /// Expires old entries in every shard; returns how many are left.
+    pub fn expire(&self, now: u64) -> usize {
+        self.shards
+            .iter()
+            .map(|m| {
+                let mut s = m.lock();
+                self.expire_front(&mut s, now);
+                s.map.len()
+            })
+            .sum()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Approximate heap bytes.
+    pub fn heap_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|m| {
+                let s = m.lock();
+                s.map
+                    .values()
+                    .map(|e| e.data.len() * 4 + e.ids.len() * 8 + 64)
+                    .sum::<usize>()
+                    + s.order.capacity() * 16
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ts: u64) -> PendingEntry {
+        PendingEntry {
+            data: vec![0.0; 4].into(),
+            ids: vec![MISSING].into(),
+            tier: 0,
+            propensity: 1.0,
+            ts_ms: ts,
+        }
+    }
+
+    #[test]
+    fn take_once_expire_and_evict() {
+        let p = Pending::new(32, 100);
+        for id in 0..32 {
+            p.insert(id, entry(0), 0);
+        }
+        assert_eq!(p.len(), 32);
+        assert!(p.take(3, 50).is_ok());
+        assert_eq!(p.take(3, 50).unwrap_err(), Missing::Unknown);
+        assert_eq!(p.take(4, 500).unwrap_err(), Missing::Expired);
+        // Capacity 2 per shard: inserting id 32 (shard 0) evicts id 0.
+        p.insert(32, entry(60), 60);
+        assert!(!p.contains(0, 60));
+        assert!(p.contains(16, 60));
+        assert_eq!(p.evicted.load(Ordering::Relaxed), 1);
+        assert_eq!(p.expire(1000), 0);
+    }
+}

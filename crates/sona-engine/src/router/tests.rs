@@ -1,0 +1,200 @@
+use super::backward::{backward, MicroGrads, Scratch};
+use super::*;
+
+struct Case {
+    l: Layout,
+    theta: Vec<f64>,
+    a: Vec<f64>,
+    bt: Vec<f64>,
+    seq: Vec<f64>,
+    targets: Vec<f64>,
+    weights: Vec<f64>,
+}
+
+const RANK: usize = 2;
+const SCALE: f64 = 0.7;
+
+fn case(seed: u64) -> Case {
+    let l = Layout::new(5, 6, 4, 2, 2, 3).unwrap();
+    let mut rng = SeededRng::new(seed);
+    let mut theta: Vec<f64> = l.init(seed).iter().map(|&x| x as f64).collect();
+    for t in theta.iter_mut() {
+        *t += 0.3 * rng.normal() as f64;
+    }
+    let mut f =
+        |n: usize, s: f64| -> Vec<f64> { (0..n).map(|_| s * rng.normal() as f64).collect() };
+    let a = f(RANK * l.hidden, 0.5);
+    let bt = f(RANK * l.tiers, 0.5);
+    let seq = f(4 * l.input, 0.8);
+    let targets = (0..l.tiers).map(|k| [0.0, 1.0, 0.3][k % 3]).collect();
+    let weights = (0..l.tiers).map(|k| 0.5 + k as f64).collect();
+    Case {
+        l,
+        theta,
+        a,
+        bt,
+        seq,
+        targets,
+        weights,
+    }
+}
+
+fn loss(c: &Case, theta: &[f64], a: &[f64], bt: &[f64], seq: &[f64]) -> f64 {
+    let mut cache = Cache::default();
+    let m = HeadMicro {
+        a,
+        bt,
+        rank: RANK,
+        scale: SCALE,
+    };
+    forward(&c.l, theta, Some(m), seq, &mut cache);
+    (0..c.l.tiers)
+        .map(|k| c.weights[k] * bce_from_logit(cache.logits[k], c.targets[k]))
+        .sum()
+}
+
+fn close(what: &str, i: usize, analytic: f64, numeric: f64) {
+    let err = (analytic - numeric).abs();
+    let scale = analytic.abs().max(numeric.abs());
+    assert!(
+        err <= 1e-3 * scale || err < 1e-8,
+        "{what}[{i}]: analytic {analytic} vs finite difference {numeric}"
+    );
+}
+
+#[test]
+fn backward_matches_central_differences_in_f64() {
+    for seed in [1, 2, 3] {
+        let c = case(seed);
+        let m = HeadMicro {
+            a: &c.a,
+            bt: &c.bt,
+            rank: RANK,
+            scale: SCALE,
+        };
+        let mut cache = Cache::default();
+        forward(&c.l, &c.theta, Some(m), &c.seq, &mut cache);
+        let dlogits: Vec<f64> = (0..c.l.tiers)
+            .map(|k| c.weights[k] * (cache.out[k] - c.targets[k]))
+            .collect();
+        let mut grad = vec![0.0; c.theta.len()];
+        let mut dx0 = vec![0.0; c.l.dim];
+        let (mut ga, mut gbt) = (vec![0.0; c.a.len()], vec![0.0; c.bt.len()]);
+        backward(
+            &c.l,
+            &c.theta,
+            Some(m),
+            &c.seq,
+            &cache,
+            &dlogits,
+            &mut grad,
+            Some(&mut dx0),
+            Some(MicroGrads {
+                ga: &mut ga,
+                gbt: &mut gbt,
+            }),
+            &mut Scratch::default(),
+        );
+        let eps = 1e-6;
+        let fd = |f: &dyn Fn(f64) -> f64| (f(eps) - f(-eps)) / (2.0 * eps);
+        for i in 0..c.theta.len() {
+            let num = fd(&|e| {
+                let mut t = c.theta.clone();
+                t[i] += e;
+                loss(&c, &t, &c.a, &c.bt, &c.seq)
+            });
+            close("theta", i, grad[i], num);
+        }
+        for i in 0..c.a.len() {
+            let num = fd(&|e| {
+                let mut a = c.a.clone();
+                a[i] += e;
+                loss(&c, &c.theta, &a, &c.bt, &c.seq)
+            });
+            close("A", i, ga[i], num);
+        }
+        for i in 0..c.bt.len() {
+            let num = fd(&|e| {
+                let mut b = c.bt.clone();
+                b[i] += e;
+                loss(&c, &c.theta, &c.a, &b, &c.seq)
+            });
+            close("Bt", i, gbt[i], num);
+        }
+        for i in 0..c.l.dim {
+            let num = fd(&|e| {
+                let mut s = c.seq.clone();
+                s[i] += e;
+                loss(&c, &c.theta, &c.a, &c.bt, &s)
+            });
+            close("x0", i, dx0[i], num);
+        }
+        // Nothing is vacuous: gradients reach every block.
+        let o = c.l.offsets();
+        for (name, r) in [
+            ("W1", o.w1..o.w2),
+            ("W2", o.w2..o.u1),
+            ("U1", o.u1..o.u2),
+            ("U2", o.u2..o.bz),
+            ("zeta", o.zeta..o.zeta + 1),
+            ("nu", o.nu..o.nu + 1),
+        ] {
+            assert!(
+                grad[r].iter().any(|g| g.abs() > 1e-6),
+                "{name} has no gradient"
+            );
+        }
+    }
+}
+
+#[test]
+fn f32_forward_agrees_with_f64() {
+    let c = case(7);
+    let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let (t32, a32, b32, s32) = (to32(&c.theta), to32(&c.a), to32(&c.bt), to32(&c.seq));
+    let mut c32 = Cache::default();
+    let m32 = HeadMicro {
+        a: &a32,
+        bt: &b32,
+        rank: RANK,
+        scale: SCALE as f32,
+    };
+    forward(&c.l, &t32, Some(m32), &s32, &mut c32);
+    let mut c64 = Cache::default();
+    let m64 = HeadMicro {
+        a: &c.a,
+        bt: &c.bt,
+        rank: RANK,
+        scale: SCALE,
+    };
+    forward(&c.l, &c.theta, Some(m64), &c.seq, &mut c64);
+    for k in 0..c.l.tiers {
+        assert!((c32.out[k] as f64 - c64.out[k]).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn layout_rejects_bad_sizes() {
+    assert!(Layout::new(0, 3, 4, 2, 2, 2).is_err());
+    assert!(Layout::new(8, 3, 4, 5, 2, 2).is_err());
+    assert!(Layout::new(8, 3, 4, 2, 5, 2).is_err());
+    let l = Layout::new(8, 3, 4, 2, 2, 2).unwrap();
+    assert_eq!(l.n_params(), l.init(0).len());
+}
+
+#[test]
+fn feature_blocks() {
+    use sona_core::types::ArmStats;
+    let mut arm = ArmStats::default();
+    arm.push(1.0);
+    arm.push(0.0);
+    let mut out = vec![9.0f32; 3 * 2 + 3];
+    features::pattern(&[arm, ArmStats::default()], 0.8, &mut out);
+    assert_eq!(out[0], 0.0);
+    assert!(out[1] > 0.0 && out[2] > 0.5);
+    assert_eq!(&out[3..6], &[0.0, 0.0, 0.0]);
+    assert_eq!(&out[6..], &[0.8, 1.0, 0.0]);
+    features::missing(&mut out);
+    assert_eq!(out.iter().sum::<f32>(), 1.0);
+    assert_eq!(out[8], 1.0);
+}

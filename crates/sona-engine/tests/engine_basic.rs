@@ -1,0 +1,142 @@
+//! Process / feedback / loop B through the public API, and bad input leaving state unchanged.
+
+use sona_core::{SeededRng, SonaError};
+use sona_engine::{Engine, EngineConfig, FeedbackSource, LearningMode};
+
+fn cfg(dim: usize) -> EngineConfig {
+    let mut c = EngineConfig::new(dim);
+    c.learning_mode = LearningMode::InstantOnly;
+    c.bank_index = "flat".into();
+    c.fill_defaults();
+    c
+}
+
+fn vecs(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut v = vec![0.0; n * d];
+    SeededRng::new(seed).fill_normal(&mut v, 1.0);
+    v
+}
+
+#[test]
+fn process_feedback_round_trip() {
+    let e = Engine::new(cfg(16)).unwrap();
+    let xs = vecs(10, 16, 1);
+    let mut ids = Vec::new();
+    for row in xs.chunks(16) {
+        let d = e.process(row).unwrap();
+        assert!(d.tier < 4);
+        assert!(d.propensity > 0.0 && d.propensity <= 1.0);
+        assert_eq!(d.utilities.len(), 4);
+        assert!(d.predicted.iter().all(|p| (0.0..=1.0).contains(p)));
+        ids.push(d.trajectory_id);
+    }
+    // Ids are fresh and increasing.
+    assert!(ids.windows(2).all(|w| w[1] > w[0]));
+    let g0 = e.model().generation;
+    for &id in &ids {
+        e.feedback(id, 0.7, FeedbackSource::Explicit).unwrap();
+    }
+    assert!(e.model().generation > g0);
+    let s: serde_json::Value = serde_json::from_str(&e.stats()).unwrap();
+    assert_eq!(s["processed"], 10);
+    assert_eq!(s["feedbacks"], 10);
+    assert_eq!(s["pending"], 0);
+    let r = e.background_learn().unwrap();
+    assert!(r.patterns_total > 0);
+    assert!(r.replayed > 0);
+    let d = e.process(&xs[..16]).unwrap();
+    assert!(!d.patterns.is_empty());
+}
+
+#[test]
+fn bad_input_leaves_state_unchanged() {
+    let e = Engine::new(cfg(8)).unwrap();
+    let x = vecs(1, 8, 2);
+    let d = e.process(&x).unwrap();
+    let before = e.stats();
+    let gen = e.model().generation;
+    assert!(matches!(
+        e.process(&x[..7]),
+        Err(SonaError::Dimension { .. })
+    ));
+    let mut bad = x.clone();
+    bad[3] = f32::NAN;
+    assert!(matches!(e.process(&bad), Err(SonaError::NonFinite { .. })));
+    assert!(e.process(&[0.0; 8]).is_err());
+    for r in [1.5, -0.1, f32::NAN, f32::INFINITY] {
+        assert!(matches!(
+            e.feedback(d.trajectory_id, r, FeedbackSource::Explicit),
+            Err(SonaError::InvalidInput(_))
+        ));
+    }
+    assert!(matches!(
+        e.feedback(d.trajectory_id + 100, 0.5, FeedbackSource::Explicit),
+        Err(SonaError::UnknownId { .. })
+    ));
+    assert!(e
+        .feedback_batch(&[d.trajectory_id, 999], &[0.5, 0.5], FeedbackSource::Judge)
+        .is_err());
+    assert!(e
+        .feedback_batch(
+            &[d.trajectory_id, d.trajectory_id],
+            &[0.5, 0.5],
+            FeedbackSource::Judge
+        )
+        .is_err());
+    assert!(e
+        .feedback_batch(&[d.trajectory_id], &[0.5, 0.5], FeedbackSource::Judge)
+        .is_err());
+    assert!(e.process_batch(&x, 2).is_err());
+    assert_eq!(e.stats(), before);
+    assert_eq!(e.model().generation, gen);
+    // The id still works once, then is gone.
+    e.feedback(d.trajectory_id, 0.5, FeedbackSource::Error)
+        .unwrap();
+    assert!(matches!(
+        e.feedback(d.trajectory_id, 0.5, FeedbackSource::Explicit),
+        Err(SonaError::UnknownId { .. })
+    ));
+    assert!(FeedbackSource::parse("oracle").is_err());
+    e.close();
+    assert!(e.process(&x).is_err());
+    assert!(e.background_learn().is_err());
+    e.close();
+}
+
+#[test]
+fn process_batch_matches_single_calls_in_shape() {
+    let e = Engine::new(cfg(8)).unwrap();
+    let xs = vecs(200, 8, 3);
+    let ds = e.process_batch(&xs, 200).unwrap();
+    assert_eq!(ds.len(), 200);
+    let mut ids: Vec<u64> = ds.iter().map(|d| d.trajectory_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+}
+
+#[test]
+fn background_thread_runs_and_stops() {
+    let mut c = cfg(8);
+    c.learning_mode = LearningMode::InstantAndBackground;
+    c.loop_b_every = 20;
+    c.loop_b_steps = 2;
+    let e = Engine::new(c).unwrap();
+    let xs = vecs(60, 8, 4);
+    for row in xs.chunks(8) {
+        let d = e.process(row).unwrap();
+        e.feedback(d.trajectory_id, 1.0, FeedbackSource::Implicit)
+            .unwrap();
+    }
+    let t0 = std::time::Instant::now();
+    loop {
+        let s: serde_json::Value = serde_json::from_str(&e.stats()).unwrap();
+        if s["loop_b_runs"].as_u64().unwrap() >= 1 {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 20, "loop B never ran");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    e.close();
+    assert!(e.is_closed());
+}

@@ -1,0 +1,372 @@
+//! Binding of the SONA engine (`sona-engine`): `Engine`, `Decision`, `LearningResult` and the config
+//! helpers `engine_config_defaults` / `engine_config_validate`. The typed layer is `sona.engine`.
+//!
+//! Every method releases the GIL before touching the engine (whose locks are all Rust-side and
+//! never held while calling back into Python), so threads calling `process` / `feedback` run in
+//! parallel and a loop-B cycle never blocks the interpreter. Structured results (metrics, stats)
+//! cross as JSON and are parsed with Python's `json` module.
+
+use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use sona_core::SonaError;
+use sona_engine::engine::{Decision as RDecision, Engine as REngine, FeedbackSource};
+use sona_engine::{EngineConfig, LearningResult as RResult};
+
+use crate::convert::{mat2, out1, slice, vec1};
+use crate::errors::{guard, BindResult};
+
+fn json_to_py<'py>(py: Python<'py>, s: &str) -> BindResult<Bound<'py, PyDict>> {
+    let v = py.import("json")?.call_method1("loads", (s,))?;
+    Ok(v.cast_into::<PyDict>().map_err(PyErr::from)?)
+}
+
+/// Every `EngineConfig` field and its default, as a JSON object.
+#[pyfunction]
+fn engine_config_defaults(py: Python<'_>) -> PyResult<String> {
+    guard(py, || {
+        let mut c = EngineConfig::default();
+        c.fill_defaults();
+        Ok(c.to_json())
+    })
+}
+
+/// Parses a config JSON object (unknown keys refused, missing keys defaulted), validates every range
+/// and returns the normalized JSON. Raises `ConfigError`.
+#[pyfunction]
+fn engine_config_validate(py: Python<'_>, config_json: &str) -> PyResult<String> {
+    guard(py, || Ok(EngineConfig::from_json(config_json)?.to_json()))
+}
+
+/// One routing decision.
+#[pyclass(frozen, name = "Decision", module = "sona._sona")]
+pub(crate) struct PyDecision {
+    inner: RDecision,
+}
+
+#[pymethods]
+impl PyDecision {
+    #[getter]
+    fn trajectory_id(&self) -> u64 {
+        self.inner.trajectory_id
+    }
+    #[getter]
+    fn tier(&self) -> usize {
+        self.inner.tier
+    }
+    #[getter]
+    fn propensity(&self) -> f32 {
+        self.inner.propensity
+    }
+    #[getter]
+    fn utilities<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        out1(py, self.inner.utilities.clone())
+    }
+    #[getter]
+    fn predicted<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
+        out1(py, self.inner.predicted.clone())
+    }
+    #[getter]
+    fn patterns(&self) -> Vec<u64> {
+        self.inner.patterns.clone()
+    }
+    #[getter]
+    fn explored(&self) -> bool {
+        self.inner.explored
+    }
+    #[getter]
+    fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+    fn __repr__(&self) -> String {
+        let d = &self.inner;
+        format!(
+            "Decision(trajectory_id={}, tier={}, propensity={:.4}, explored={}, patterns={:?})",
+            d.trajectory_id,
+            d.tier,
+            d.propensity,
+            if d.explored { "True" } else { "False" },
+            d.patterns
+        )
+    }
+}
+
+/// What one loop-B cycle did.
+#[pyclass(frozen, name = "LearningResult", module = "sona._sona")]
+pub(crate) struct PyLearningResult {
+    inner: RResult,
+}
+
+#[pymethods]
+impl PyLearningResult {
+    #[getter]
+    fn cycle(&self) -> u64 {
+        self.inner.cycle
+    }
+    #[getter]
+    fn elapsed_ms(&self) -> f64 {
+        self.inner.elapsed_ms
+    }
+    #[getter]
+    fn replayed(&self) -> usize {
+        self.inner.replayed
+    }
+    #[getter]
+    fn steps(&self) -> usize {
+        self.inner.steps
+    }
+    #[getter]
+    fn loss_before(&self) -> f64 {
+        self.inner.loss_before
+    }
+    #[getter]
+    fn loss_after(&self) -> f64 {
+        self.inner.loss_after
+    }
+    #[getter]
+    fn merged(&self) -> bool {
+        self.inner.merged
+    }
+    #[getter]
+    fn merge_discarded(&self) -> f64 {
+        self.inner.merge_discarded
+    }
+    #[getter]
+    fn patterns_added(&self) -> usize {
+        self.inner.patterns_added
+    }
+    #[getter]
+    fn patterns_merged(&self) -> usize {
+        self.inner.patterns_merged
+    }
+    #[getter]
+    fn patterns_total(&self) -> usize {
+        self.inner.patterns_total
+    }
+    #[getter]
+    fn boundary_detected(&self) -> bool {
+        self.inner.boundary_detected
+    }
+    #[getter]
+    fn ewc_tasks(&self) -> u64 {
+        self.inner.ewc_tasks
+    }
+    #[getter]
+    fn ewc_penalty(&self) -> f64 {
+        self.inner.ewc_penalty
+    }
+    #[getter]
+    fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+    /// Every field as a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || json_to_py(py, &self.inner.to_json()))
+    }
+    fn __repr__(&self) -> String {
+        let r = &self.inner;
+        format!(
+            "LearningResult(cycle={}, elapsed_ms={:.2}, replayed={}, loss_before={:.4}, loss_after={:.4}, \
+             merged={}, patterns_added={}, patterns_total={}, boundary_detected={})",
+            r.cycle,
+            r.elapsed_ms,
+            r.replayed,
+            r.loss_before,
+            r.loss_after,
+            if r.merged { "True" } else { "False" },
+            r.patterns_added,
+            r.patterns_total,
+            if r.boundary_detected { "True" } else { "False" }
+        )
+    }
+}
+
+/// The SONA engine: `process` routes, `feedback` learns (loop A), `background_learn` runs loop B.
+#[pyclass(frozen, name = "Engine", module = "sona._sona")]
+pub(crate) struct PyEngine {
+    inner: REngine,
+}
+
+fn ids_u64(obj: &Bound<'_, PyAny>) -> BindResult<Vec<u64>> {
+    let arr = obj
+        .cast::<PyArray1<u64>>()
+        .map_err(|_| SonaError::invalid("trajectory_ids: expected a 1-D uint64 numpy array"))?;
+    Ok(arr
+        .to_vec()
+        .map_err(|e| SonaError::invalid(format!("trajectory_ids: {e}")))?)
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
+        guard(py, || {
+            let cfg = EngineConfig::from_json(config_json)?;
+            let inner = py.detach(|| REngine::new(cfg))?;
+            Ok(PyEngine { inner })
+        })
+    }
+
+    /// Loads an engine saved with `save` (refuses mismatched or corrupted files with
+    /// `CheckpointError`).
+    #[staticmethod]
+    fn load(py: Python<'_>, path: &str) -> PyResult<Self> {
+        guard(py, || {
+            let p = std::path::PathBuf::from(path);
+            let inner = py.detach(|| REngine::load(&p))?;
+            Ok(PyEngine { inner })
+        })
+    }
+
+    #[getter]
+    fn config_json(&self) -> String {
+        self.inner.config().to_json()
+    }
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.config().dim
+    }
+    #[getter]
+    fn n_tiers(&self) -> usize {
+        self.inner.config().n_tiers
+    }
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn process(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<PyDecision> {
+        guard(py, || {
+            let v = vec1("x", x)?;
+            let s = slice(&v);
+            let d = py.detach(|| self.inner.process(s))?;
+            Ok(PyDecision { inner: d })
+        })
+    }
+
+    fn process_batch(&self, py: Python<'_>, xs: &Bound<'_, PyAny>) -> PyResult<Vec<PyDecision>> {
+        guard(py, || {
+            let m = mat2("xs", xs)?;
+            let n = m.shape()[0];
+            let cols = m.shape()[1];
+            if cols != self.inner.config().dim {
+                return Err(SonaError::Dimension {
+                    what: "xs".into(),
+                    expected: format!("{} columns", self.inner.config().dim),
+                    got: format!("{cols} columns"),
+                }
+                .into());
+            }
+            let s = slice(&m);
+            let ds = py.detach(|| self.inner.process_batch(s, n))?;
+            Ok(ds.into_iter().map(|inner| PyDecision { inner }).collect())
+        })
+    }
+
+    #[pyo3(signature = (trajectory_id, reward, source = "explicit"))]
+    fn feedback(
+        &self,
+        py: Python<'_>,
+        trajectory_id: i64,
+        reward: f64,
+        source: &str,
+    ) -> PyResult<()> {
+        guard(py, || {
+            let src = FeedbackSource::parse(source)?;
+            let id = u64::try_from(trajectory_id).map_err(|_| SonaError::UnknownId {
+                kind: "trajectory",
+                id: trajectory_id as u64,
+            })?;
+            let r = reward as f32;
+            if !(reward.is_finite() && (0.0..=1.0).contains(&reward)) {
+                return Err(
+                    SonaError::invalid(format!("reward must be in [0, 1], got {reward}")).into(),
+                );
+            }
+            py.detach(|| self.inner.feedback(id, r, src))?;
+            Ok(())
+        })
+    }
+
+    #[pyo3(signature = (trajectory_ids, rewards, source = "explicit"))]
+    fn feedback_batch(
+        &self,
+        py: Python<'_>,
+        trajectory_ids: &Bound<'_, PyAny>,
+        rewards: &Bound<'_, PyAny>,
+        source: &str,
+    ) -> PyResult<()> {
+        guard(py, || {
+            let src = FeedbackSource::parse(source)?;
+            let ids = ids_u64(trajectory_ids)?;
+            let arr = rewards
+                .cast::<PyArray1<f32>>()
+                .map_err(|_| SonaError::invalid("rewards: expected a 1-D float32 numpy array"))?;
+            let rs = arr
+                .to_vec()
+                .map_err(|e| SonaError::invalid(format!("rewards: {e}")))?;
+            py.detach(|| self.inner.feedback_batch(&ids, &rs, src))?;
+            Ok(())
+        })
+    }
+
+    fn background_learn(&self, py: Python<'_>) -> PyResult<PyLearningResult> {
+        guard(py, || {
+            let r = py.detach(|| self.inner.background_learn())?;
+            Ok(PyLearningResult { inner: r })
+        })
+    }
+
+    fn improvement_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || {
+            let s = py.detach(|| self.inner.improvement_metrics());
+            json_to_py(py, &s)
+        })
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || {
+            let s = py.detach(|| self.inner.stats());
+            json_to_py(py, &s)
+        })
+    }
+
+    fn save(&self, py: Python<'_>, path: &str) -> PyResult<()> {
+        guard(py, || {
+            let p = std::path::PathBuf::from(path);
+            py.detach(|| self.inner.save(&p))?;
+            Ok(())
+        })
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        guard(py, || {
+            py.detach(|| self.inner.close());
+            Ok(())
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.inner.config();
+        format!(
+            "Engine(dim={}, n_tiers={}, mode={:?}, closed={})",
+            c.dim,
+            c.n_tiers,
+            c.learning_mode,
+            if self.inner.is_closed() {
+                "True"
+            } else {
+                "False"
+            }
+        )
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(engine_config_defaults, m)?)?;
+    m.add_function(wrap_pyfunction!(engine_config_validate, m)?)?;
+    m.add_class::<PyEngine>()?;
+    m.add_class::<PyDecision>()?;
+    m.add_class::<PyLearningResult>()?;
+    Ok(())
+}
