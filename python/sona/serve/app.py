@@ -102,18 +102,17 @@ class Gateway:
         config: GatewayConfig,
         *,
         embedder: Embedder | None = None,
-        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.embedder = embedder or make_embedder(
             config.engine.embedder, config.engine.dim, config.engine.seed
         )
-        self._own_client = client is None
-        self.client = client or httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-            timeout=httpx.Timeout(60.0),
+        self._own_transport = transport is None
+        self.transport = transport or httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=500)
         )
-        self.upstreams = {t.name: Upstream(t, self.client) for t in config.tiers}
+        self.upstreams = {t.name: Upstream(t, self.transport) for t in config.tiers}
         self.tenants = Tenants(config.tenants)
         self.ledger = Ledger(config.feedback.ttl_s, config.feedback.max_open)
         self.metrics = GatewayMetrics()
@@ -133,7 +132,7 @@ class Gateway:
         if r is None:
             tiers = [self.config.tier(n) for n in profile.tiers]
             r = make_router(
-                self.config.engine.dim,
+                self.embedder.dim,
                 profile.tiers,
                 [t.route_cost for t in tiers],
                 profile.cost_weight,
@@ -175,13 +174,13 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
-        """Stop background tasks, routers and the HTTP client."""
+        """Stop background tasks, routers and the upstream connections."""
         for task in list(self._tasks):
             task.cancel()
         for r in self.routers.values():
             r.close()
-        if self._own_client:
-            await self.client.aclose()
+        if self._own_transport:
+            await self.transport.aclose()
 
     # -- judge --------------------------------------------------------------------------------
     async def judge(self, t: Trajectory, question: str, answer: str) -> None:
@@ -230,10 +229,10 @@ def create_app(
     config: GatewayConfig,
     *,
     embedder: Embedder | None = None,
-    client: httpx.AsyncClient | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app (``app.state.gateway`` holds its state)."""
-    gw = Gateway(config, embedder=embedder, client=client)
+    gw = Gateway(config, embedder=embedder, transport=transport)
     limit = config.server.max_body_bytes
 
     def tenant_of(request: Request) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -20,7 +21,7 @@ from sona.engine import SONAConfig, SONAEngine
 
 F32 = NDArray[np.float32]
 
-__all__ = ["EngineRouter", "Route", "Router", "make_embedder", "make_router"]
+__all__ = ["Embedder", "EngineRouter", "Route", "Router", "make_embedder", "make_router"]
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,18 @@ class Router(Protocol):
 
 
 def make_embedder(spec: str, dim: int, seed: int) -> Embedder:
-    """The embedder a config names: ``hashing``, ``sentence-transformers:<m>``, ``onnx:<path>``."""
+    """The embedder a config names.
+
+    ``hashing`` (the built-in Rust n-gram embedder, ``dim`` wide), ``sentence-transformers:<model>``
+    or ``onnx:<model.onnx>`` (with ``tokenizer.json`` beside it); the last two set their own size.
+    """
     if spec == "hashing":
         return HashingEmbedder(dim, seed=seed)
     kind, _, arg = spec.partition(":")
     if kind == "sentence-transformers":
         return SentenceTransformerEmbedder(arg)
-    return OnnxEmbedder(arg)
+    model = Path(arg)
+    return OnnxEmbedder(model, model.with_name("tokenizer.json"))
 
 
 class EngineRouter:

@@ -9,6 +9,7 @@ upstream that echoes it cannot leak it to the client or the log.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -59,13 +60,26 @@ def estimate_prompt_tokens(messages: list[Any]) -> int:
 class Upstream:
     """One tier's endpoint."""
 
-    def __init__(self, tier: TierConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, tier: TierConfig, transport: httpx.AsyncBaseTransport) -> None:
         self.tier = tier
-        self._client = client
-        self._url = f"{tier.base_url}/chat/completions"
-        self._headers = {"content-type": "application/json"}
+        # The transport (connection pool) directly, not an AsyncClient: the client's per-request
+        # URL merging, cookie jar and redirect handling cost more CPU than the rest of the gateway.
+        self._transport = transport
+        self._url = httpx.URL(f"{tier.base_url}/chat/completions")
+        t = tier.timeout_s
+        self._timeouts = {"timeout": {"connect": t, "read": t, "write": t, "pool": t}}
+        self._headers = [(b"content-type", b"application/json")]
         if tier.api_key:
-            self._headers["authorization"] = f"Bearer {tier.api_key}"
+            self._headers.append((b"authorization", f"Bearer {tier.api_key}".encode()))
+
+    def _request(self, request: dict[str, Any], stream: bool) -> httpx.Request:
+        return httpx.Request(
+            "POST",
+            self._url,
+            content=self.body(request, stream),
+            headers=self._headers,
+            extensions=self._timeouts,
+        )
 
     def __repr__(self) -> str:
         return f"Upstream({self.tier.name!r}, {self.tier.base_url!r}, model={self.tier.model!r})"
@@ -112,8 +126,8 @@ class Upstream:
             return UpstreamError(status, "invalid_request_error", "upstream_rejected", message)
         return UpstreamError(502, "upstream_error", "upstream_error", message)
 
-    def _transport_error(self, exc: Exception) -> UpstreamError:
-        if isinstance(exc, httpx.TimeoutException):
+    def _transport_error(self, exc: BaseException) -> UpstreamError:
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
             return UpstreamError(
                 504,
                 "upstream_error",
@@ -130,20 +144,22 @@ class Upstream:
     async def complete(self, request: dict[str, Any]) -> tuple[dict[str, Any], Usage, float]:
         """A non-streaming completion: (response JSON, usage, seconds spent upstream)."""
         t0 = time.perf_counter()
+        req = self._request(request, False)
         try:
-            resp = await self._client.post(
-                self._url,
-                content=self.body(request, False),
-                headers=self._headers,
-                timeout=self.tier.timeout_s,
-            )
-        except httpx.HTTPError as exc:
+            # timeout_s bounds the whole exchange, not only each read.
+            async with asyncio.timeout(self.tier.timeout_s):
+                resp = await self._transport.handle_async_request(req)
+                try:
+                    raw = await resp.aread()
+                finally:
+                    await resp.aclose()
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise self._transport_error(exc) from None
         elapsed = time.perf_counter() - t0
         if resp.status_code >= 400:
-            raise self._error_from(resp.status_code, resp.content)
+            raise self._error_from(resp.status_code, raw)
         try:
-            data = json.loads(resp.content)
+            data = json.loads(raw)
             if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
                 raise ValueError("no choices")
         except (ValueError, UnicodeDecodeError):
@@ -164,16 +180,11 @@ class Upstream:
 
     async def open_stream(self, request: dict[str, Any]) -> httpx.Response:
         """Start a streaming completion; raises :class:`UpstreamError` before any byte is sent."""
-        req = self._client.build_request(
-            "POST",
-            self._url,
-            content=self.body(request, True),
-            headers=self._headers,
-            timeout=self.tier.timeout_s,
-        )
+        req = self._request(request, True)
         try:
-            resp = await self._client.send(req, stream=True)
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(self.tier.timeout_s):  # until the response headers
+                resp = await self._transport.handle_async_request(req)
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise self._transport_error(exc) from None
         if resp.status_code >= 400:
             try:
