@@ -37,6 +37,8 @@ from sona.serve.upstreams import StreamStats, Upstream, UpstreamError, Usage
 log = logging.getLogger("sona.serve")
 
 HEADER = "x-sona-trajectory-id"
+#: Upstream connections in all (per process), split over this many pools (see ``Upstream``).
+_CONNECTIONS, _POOLS = 1024, 32
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 
 
@@ -109,10 +111,20 @@ class Gateway:
             config.engine.embedder, config.engine.dim, config.engine.seed
         )
         self._own_transport = transport is None
-        self.transport = transport or httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=500)
+        self.transports: list[httpx.AsyncBaseTransport] = (
+            [transport]
+            if transport is not None
+            else [
+                httpx.AsyncHTTPTransport(
+                    limits=httpx.Limits(
+                        max_connections=_CONNECTIONS // _POOLS,
+                        max_keepalive_connections=_CONNECTIONS // _POOLS,
+                    )
+                )
+                for _ in range(_POOLS)
+            ]
         )
-        self.upstreams = {t.name: Upstream(t, self.transport) for t in config.tiers}
+        self.upstreams = {t.name: Upstream(t, self.transports) for t in config.tiers}
         self.tenants = Tenants(config.tenants)
         self.ledger = Ledger(config.feedback.ttl_s, config.feedback.max_open)
         self.metrics = GatewayMetrics()
@@ -180,7 +192,8 @@ class Gateway:
         for r in self.routers.values():
             r.close()
         if self._own_transport:
-            await self.transport.aclose()
+            for transport in self.transports:
+                await transport.aclose()
 
     # -- judge --------------------------------------------------------------------------------
     async def judge(self, t: Trajectory, question: str, answer: str) -> None:

@@ -60,17 +60,30 @@ def estimate_prompt_tokens(messages: list[Any]) -> int:
 class Upstream:
     """One tier's endpoint."""
 
-    def __init__(self, tier: TierConfig, transport: httpx.AsyncBaseTransport) -> None:
+    def __init__(
+        self,
+        tier: TierConfig,
+        transports: httpx.AsyncBaseTransport | list[httpx.AsyncBaseTransport],
+    ) -> None:
         self.tier = tier
-        # The transport (connection pool) directly, not an AsyncClient: the client's per-request
-        # URL merging, cookie jar and redirect handling cost more CPU than the rest of the gateway.
-        self._transport = transport
+        # Transports (connection pools) directly, not an AsyncClient: the client's per-request URL
+        # merging, cookie jar and redirect handling cost more CPU than the rest of the gateway.
+        # Several small pools, taken in turn: httpcore's pool scans every connection of a pool for
+        # every request it assigns (polling each socket), which is quadratic in the requests in
+        # flight; at 200 concurrent requests one pool spent more CPU there than anything else.
+        self._transports = transports if isinstance(transports, list) else [transports]
+        self._turn = 0
         self._url = httpx.URL(f"{tier.base_url}/chat/completions")
         t = tier.timeout_s
         self._timeouts = {"timeout": {"connect": t, "read": t, "write": t, "pool": t}}
         self._headers = [(b"content-type", b"application/json")]
         if tier.api_key:
             self._headers.append((b"authorization", f"Bearer {tier.api_key}".encode()))
+
+    @property
+    def _transport(self) -> httpx.AsyncBaseTransport:
+        self._turn = (self._turn + 1) % len(self._transports)
+        return self._transports[self._turn]
 
     def _request(self, request: dict[str, Any], stream: bool) -> httpx.Request:
         return httpx.Request(
