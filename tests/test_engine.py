@@ -168,6 +168,16 @@ def test_bad_feedback_leaves_the_trajectory_pending() -> None:
             engine.feedback(1.5, 1.0)  # type: ignore[arg-type]
 
 
+def test_expired_trajectory_is_unknown() -> None:
+    with SONAEngine(_cfg(pending_ttl_s=0.05)) as engine:
+        d = engine.process(_vec())
+        time.sleep(0.2)
+        with pytest.raises(sona.UnknownIdError):
+            engine.feedback(d.trajectory_id, 1.0)
+        d2 = engine.process(_vec(1))  # still usable
+        engine.feedback(d2.trajectory_id, 1.0)
+
+
 def test_bad_feedback_batch_applies_nothing() -> None:
     with SONAEngine(_cfg()) as engine:
         ids = [d.trajectory_id for d in engine.process_batch(np.stack([_vec(i) for i in range(3)]))]
@@ -377,7 +387,7 @@ def test_load_rejects_missing_and_corrupted_directories(tmp_path: Path) -> None:
         SONAEngine.load(tmp_path / "ok")
     with SONAEngine(_cfg()) as engine:
         engine.save(tmp_path / "ok2")
-    (tmp_path / "ok2" / "engine.sona").write_bytes(b"garbage" * 10)
+    (tmp_path / "ok2" / "engine.ckpt").write_bytes(b"garbage" * 10)
     with pytest.raises(sona.CheckpointError):
         SONAEngine.load(tmp_path / "ok2")
     (tmp_path / "file").write_text("x")

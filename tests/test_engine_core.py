@@ -1,4 +1,4 @@
-"""The engine binding (`sona._sona.Engine`, `Router`): round trip, bad input, persistence, threads."""
+"""The engine binding (`sona._sona.Engine`, `Router`): round trip, bad input, files, threads."""
 
 from __future__ import annotations
 
@@ -292,3 +292,22 @@ def test_router_two_threads(rng: np.random.Generator) -> None:
     for t in ts:
         t.join()
     assert r.forward(seq)[0] > 0.9
+
+
+def test_router_module(rng: np.random.Generator) -> None:
+    from sona.router import Router
+
+    r = Router(6, 2, hidden=8, rank_w=2, rank_u=2, seed=4)
+    seq = rng.standard_normal((3, 6)) * 0.3  # float64 is converted
+    assert r.forward(seq).shape == (2,)
+    loss, g = r.loss_and_grad(seq, 0, 1.0)
+    assert g.shape == (r.n_params,)
+    assert r.train_step(seq.tolist(), 0, 1.0) == pytest.approx(loss)
+    assert "Router(" in repr(r) and r.size_bytes == 4 * r.n_params
+    r.set_parameters(r.parameters())
+    with pytest.raises(ConfigError):
+        r.train_step(seq, -1, 1.0)
+    with pytest.raises(InvalidInputError):
+        r.train_step(seq, 0, "1.0")  # type: ignore[arg-type]
+    with pytest.raises(DimensionError):
+        r.forward(np.zeros((3, 5)))

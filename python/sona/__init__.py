@@ -5,13 +5,15 @@ recalls what worked for similar queries (ReasoningBank), routes to the cheapest 
 answer well, and learns from feedback at three timescales without forgetting what already works.
 
 The heavy lifting is in a Rust core (``sona._sona``); this package is its typed Python surface.
-Components are usable on their own: :mod:`sona.kernels` today, ``sona.lora``, ``sona.ewc`` and
-``sona.reasoning`` as they land.
+Components are usable on their own: :mod:`sona.kernels`, ``sona.lora``, ``sona.ewc``,
+``sona.reasoning``, ``sona.index``, ``sona.router``, ``sona.embed``, ``sona.backends``; the
+product is :class:`sona.SONAEngine` (:mod:`sona.engine`).
 """
 
 from __future__ import annotations
 
 from sona._sona import __version__
+from sona.engine import LearningMode, Response, SONAConfig, SONAEngine
 from sona.errors import (
     BackendError,
     CheckpointError,
@@ -34,10 +36,14 @@ __all__ = [
     "DimensionError",
     "InternalError",
     "InvalidInputError",
+    "LearningMode",
     "MissingDependencyError",
     "NonFiniteError",
     "NotAvailableError",
     "NumericalError",
+    "Response",
+    "SONAConfig",
+    "SONAEngine",
     "SonaError",
     "UnknownIdError",
     "__version__",

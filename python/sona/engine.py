@@ -70,8 +70,7 @@ F32 = npt.NDArray[np.float32]
 #: Reward sources ``feedback`` accepts (design §1: rewards only come from outside).
 SOURCES: Final = ("explicit", "implicit", "judge", "error")
 
-#: Files of a saved engine directory.
-_ENGINE_FILE: Final = "engine.sona"
+#: The Python layer's file in a saved engine directory (the Rust engine writes its own beside it).
 _MANIFEST_FILE: Final = "sona.json"
 _MANIFEST_FORMAT: Final = "sona-engine-dir/1"
 
@@ -535,15 +534,16 @@ class SONAEngine:
     def save(self, path: str | Path) -> None:
         """Save every learned piece into the directory ``path`` (created if needed).
 
-        The directory holds the engine's checkpoint and a small manifest naming the embedder (the
-        built-in one is restored by :meth:`load`; another must be passed to :meth:`load` again).
+        The directory holds the engine's checkpoints (router, adapters, optimiser state, memory,
+        EWC++ state, counters, metrics) and a small manifest naming the embedder (the built-in
+        one is restored by :meth:`load`; another must be passed to :meth:`load` again).
         """
         self._check_open()
         directory = Path(path)
         if directory.exists() and not directory.is_dir():
             raise CheckpointError(f"{directory} exists and is not a directory")
         directory.mkdir(parents=True, exist_ok=True)
-        self._engine.save(str(directory / _ENGINE_FILE))
+        self._engine.save(str(directory))
         manifest = {
             "format": _MANIFEST_FORMAT,
             "embedder": _embedder_manifest(self.embedder),
@@ -572,7 +572,7 @@ class SONAEngine:
                 raise ValueError(f"not a {_MANIFEST_FORMAT} manifest")
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{manifest_path}: {exc}") from exc
-        engine = _sona.Engine.load(str(directory / _ENGINE_FILE))
+        engine = _sona.Engine.load(str(directory))
         config = SONAConfig.from_json(engine.config_json)
         if embedder is None:
             saved = manifest.get("embedder")

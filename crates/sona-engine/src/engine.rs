@@ -110,7 +110,6 @@ pub(crate) struct Scratch {
     pub seq: Vec<f32>,
     pub cache: Cache<f32>,
     pub bw: BwScratch<f32>,
-    pub grad: Vec<f32>,
     pub dx0: Vec<f32>,
     pub e: Vec<f32>,
     pub dl: Vec<f32>,
@@ -500,8 +499,6 @@ impl Inner {
             sc.dl.clear();
             sc.dl.resize(self.cfg.n_tiers, 0.0);
             sc.dl[t] = wgt * (pred - reward);
-            sc.grad.clear();
-            sc.grad.resize(self.layout.n_params(), 0.0);
             sc.dx0.resize(d, 0.0);
             backward(
                 &self.layout,
@@ -510,7 +507,7 @@ impl Inner {
                 &sc.seq,
                 &sc.cache,
                 &sc.dl,
-                &mut sc.grad,
+                &mut [],
                 Some(&mut sc.dx0),
                 None,
                 &mut sc.bw,
@@ -575,10 +572,7 @@ impl Inner {
             reward,
             propensity: entry.propensity,
         });
-        {
-            let mut r = self.replay.lock();
-            r.offer((*item).clone());
-        }
+        self.replay.lock().offer(item.clone());
         {
             let mut q = self.recent.lock();
             if q.len() >= RECENT_CAP {
@@ -777,6 +771,39 @@ impl Engine {
     /// The current weights.
     pub fn model(&self) -> Arc<Model> {
         self.inner.model.load_full()
+    }
+
+    /// Adds `n` patterns with the given centroids (`n × dim`, normalised) and no arm statistics,
+    /// e.g. a memory built elsewhere or a benchmark's 10k-pattern bank. Fresh ids; all rows are
+    /// validated first (nothing is added on error). Returns the new ids.
+    pub fn import_patterns(&self, centroids: &[f32], n: usize) -> Result<Vec<u64>> {
+        self.inner.check_open()?;
+        let cfg = &self.inner.cfg;
+        if n > 10_000_000 {
+            return Err(SonaError::invalid(format!("{n} patterns is too many")));
+        }
+        validate::check_matrix("centroids", centroids, n, cfg.dim)?;
+        let first = self.inner.bank.stats().next_pattern_id;
+        let now = now_ms();
+        let records = (0..n as u64)
+            .map(|i| sona_reasoning::PatternRecord {
+                id: first + i,
+                level: 0,
+                support: 1,
+                arms: vec![sona_core::types::ArmStats::default(); cfg.n_tiers],
+                avg_reward: 0.0,
+                created_ms: now,
+                updated_ms: now,
+                last_access_ms: now,
+                access_count: 0,
+                exemplars: Vec::new(),
+                payload: None,
+                resultant: 1.0,
+                rewards: None,
+            })
+            .collect();
+        self.inner.bank.import(records, centroids)?;
+        Ok((first..first + n as u64).collect())
     }
 
     pub fn bank(&self) -> &ReasoningBank {

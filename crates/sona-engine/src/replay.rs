@@ -39,14 +39,14 @@ impl Replay {
     }
 
     /// Offers one item: kept with probability `capacity / seen`.
-    pub fn offer(&mut self, item: ReplayItem) {
+    pub fn offer(&mut self, item: Arc<ReplayItem>) {
         self.seen += 1;
         if self.items.len() < self.capacity {
-            self.items.push(Arc::new(item));
+            self.items.push(item);
         } else {
             let j = self.rng.below(self.seen) as usize;
             if j < self.capacity {
-                self.items[j] = Arc::new(item);
+                self.items[j] = item;
             }
         }
     }
@@ -80,13 +80,13 @@ mod tests {
         for seed in 0..400 {
             let mut r = Replay::new(5, seed);
             for i in 0..10 {
-                r.offer(ReplayItem {
+                r.offer(Arc::new(ReplayItem {
                     data: vec![i as f32].into(),
                     ids: Box::new([]),
                     tier: 0,
                     reward: 0.0,
                     propensity: 1.0,
-                });
+                }));
             }
             assert_eq!(r.items.len(), 5);
             for it in &r.items {

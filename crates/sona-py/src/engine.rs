@@ -310,6 +310,24 @@ impl PyEngine {
         })
     }
 
+    /// Adds patterns with the given centroids (`(n, dim)`) and no arm statistics; returns their ids.
+    fn import_patterns(&self, py: Python<'_>, centroids: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+        guard(py, || {
+            let m = mat2("centroids", centroids)?;
+            let n = m.shape()[0];
+            if m.shape()[1] != self.inner.config().dim {
+                return Err(SonaError::Dimension {
+                    what: "centroids".into(),
+                    expected: format!("{} columns", self.inner.config().dim),
+                    got: format!("{} columns", m.shape()[1]),
+                }
+                .into());
+            }
+            let s = slice(&m);
+            Ok(py.detach(|| self.inner.import_patterns(s, n))?)
+        })
+    }
+
     fn background_learn(&self, py: Python<'_>) -> PyResult<PyLearningResult> {
         guard(py, || {
             let r = py.detach(|| self.inner.background_learn())?;

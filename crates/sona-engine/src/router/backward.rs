@@ -24,7 +24,8 @@ pub struct Scratch<T> {
     dx: Vec<T>,
 }
 
-/// Accumulates (adds) into `grad` (`n_params`) the gradient for the output error `dlogits`; writes
+/// Accumulates (adds) into `grad` (`n_params`, or empty to skip the parameter gradients: loop A
+/// needs only `∂L/∂x_0`) the gradient for the output error `dlogits`; writes
 /// `∂L/∂x_0` (embedding part, `d` values) into `dx0` when given and the head micro gradients into
 /// `mg` (overwritten) when given.
 #[allow(clippy::too_many_arguments)]
@@ -51,10 +52,13 @@ pub fn backward<T: Real>(
     s.dx.resize(d, T::ZERO);
 
     // Head: logits = W_o h + b_o + s B (A h).
+    let want = !grad.is_empty();
     let hl = cache.h_final(hd);
-    T::outer_add(&mut grad[o.wo..o.bo], dlogits, hl);
-    for (g, &e) in grad[o.bo..o.total].iter_mut().zip(dlogits) {
-        *g += e;
+    if want {
+        T::outer_add(&mut grad[o.wo..o.bo], dlogits, hl);
+        for (g, &e) in grad[o.bo..o.total].iter_mut().zip(dlogits) {
+            *g += e;
+        }
     }
     T::matvec_t(&theta[o.wo..o.bo], nt, hd, dlogits, &mut s.dh);
     if let Some(m) = micro {
@@ -98,33 +102,41 @@ pub fn backward<T: Real>(
             let dc = dh * a;
             let dpz = dz * z[i] * (T::ONE - z[i]);
             let dph = dc * (T::ONE - c[i] * c[i]);
-            grad[o.bz + i] += dpz;
-            grad[o.bh + i] += dph;
+            if want {
+                grad[o.bz + i] += dpz;
+                grad[o.bh + i] += dph;
+            }
             s.dpre[i] = dpz + dph;
             s.dhn[i] = dh * z[i];
         }
         // pre = W₁ p + U₁ q, p = W₂ x, q = U₂ h_prev.
         let p = &cache.p[t * rw..(t + 1) * rw];
         let q = &cache.q[t * ru..(t + 1) * ru];
-        T::outer_add(&mut grad[o.w1..o.w2], &s.dpre, p);
         T::matvec_t(w1, hd, rw, &s.dpre, &mut s.dp);
         let x = &seq[t * d..(t + 1) * d];
-        T::outer_add(&mut grad[o.w2..o.u1], &s.dp, x);
+        if want {
+            T::outer_add(&mut grad[o.w1..o.w2], &s.dpre, p);
+            T::outer_add(&mut grad[o.w2..o.u1], &s.dp, x);
+        }
         if t == 0 {
             if let Some(dx) = dx0.as_deref_mut() {
                 T::matvec_t(w2, rw, d, &s.dp, &mut s.dx);
                 dx.copy_from_slice(&s.dx[..dx.len()]);
             }
         }
-        T::outer_add(&mut grad[o.u1..o.u2], &s.dpre, q);
         T::matvec_t(u1, hd, ru, &s.dpre, &mut s.dq);
-        T::outer_add(&mut grad[o.u2..o.bz], &s.dq, hprev);
+        if want {
+            T::outer_add(&mut grad[o.u1..o.u2], &s.dpre, q);
+            T::outer_add(&mut grad[o.u2..o.bz], &s.dq, hprev);
+        }
         // dh_prev = U₂ᵀ dq + dh ⊙ z.
         T::matvec_t(u2, ru, hd, &s.dq, &mut s.dh);
         for i in 0..hd {
             s.dh[i] += s.dhn[i];
         }
     }
-    grad[o.zeta] += dzeta * zeta * (T::ONE - zeta);
-    grad[o.nu] += dnu * nu * (T::ONE - nu);
+    if want {
+        grad[o.zeta] += dzeta * zeta * (T::ONE - zeta);
+        grad[o.nu] += dnu * nu * (T::ONE - nu);
+    }
 }

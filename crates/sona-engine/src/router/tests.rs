@@ -95,6 +95,21 @@ fn backward_matches_central_differences_in_f64() {
             }),
             &mut Scratch::default(),
         );
+        // Skipping the parameter gradients (loop A) gives the same input gradient.
+        let mut dx_only = vec![0.0; c.l.dim];
+        backward(
+            &c.l,
+            &c.theta,
+            Some(m),
+            &c.seq,
+            &cache,
+            &dlogits,
+            &mut [],
+            Some(&mut dx_only),
+            None,
+            &mut Scratch::default(),
+        );
+        assert_eq!(dx_only, dx0);
         let eps = 1e-6;
         let fd = |f: &dyn Fn(f64) -> f64| (f(eps) - f(-eps)) / (2.0 * eps);
         for i in 0..c.theta.len() {

@@ -1,0 +1,129 @@
+//! Fuzzing `Engine::load`: byte-level corruption of each file, and logical corruption written back
+//! through the real checkpoint writer (valid CRC, so the parser and the validation are reached).
+//! Load must return an error or a working engine, never panic or hang.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use sona_core::{Checkpoint, SeededRng};
+use sona_engine::{Engine, EngineConfig, FeedbackSource, LearningMode};
+
+fn saved() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("sona-engine-fuzz-{}", std::process::id()));
+        let mut c = EngineConfig::new(8);
+        c.learning_mode = LearningMode::InstantOnly;
+        c.bank_index = "flat".into();
+        c.loop_b_steps = 2;
+        let e = Engine::new(c).unwrap();
+        let mut x = vec![0.0f32; 8 * 40];
+        SeededRng::new(1).fill_normal(&mut x, 1.0);
+        for row in x.chunks(8) {
+            let d = e.process(row).unwrap();
+            e.feedback(d.trajectory_id, 0.5, FeedbackSource::Explicit)
+                .unwrap();
+        }
+        e.background_learn().unwrap();
+        e.save(&dir).unwrap();
+        dir
+    })
+}
+
+fn copy_to(tag: &str) -> PathBuf {
+    let dst = std::env::temp_dir().join(format!(
+        "sona-engine-fuzz-{}-{tag}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["engine.ckpt", "ewc.ckpt", "bank.ckpt"] {
+        std::fs::copy(saved().join(f), dst.join(f)).unwrap();
+    }
+    dst
+}
+
+/// Load must not panic; a loaded engine must work.
+fn check(dir: &Path) {
+    if let Ok(e) = Engine::load(dir) {
+        let d = e.config().dim;
+        let x = vec![0.5f32; d];
+        if let Ok(dec) = e.process(&x) {
+            assert!(dec.tier < e.config().n_tiers);
+            e.feedback(dec.trajectory_id, 1.0, FeedbackSource::Judge)
+                .unwrap();
+        }
+        let _ = e.background_learn();
+    }
+}
+
+#[test]
+fn unmodified_save_loads() {
+    let e = Engine::load(saved()).unwrap();
+    assert_eq!(e.config().dim, 8);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn byte_corruption_never_panics(
+        file in 0usize..3,
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        truncate in prop::option::of(any::<prop::sample::Index>()),
+    ) {
+        let dir = copy_to("bytes");
+        let name = ["engine.ckpt", "ewc.ckpt", "bank.ckpt"][file];
+        let mut b = std::fs::read(dir.join(name)).unwrap();
+        for (i, v) in flips {
+            let at = i.index(b.len());
+            b[at] ^= v | 1;
+        }
+        if let Some(t) = truncate {
+            b.truncate(t.index(b.len()));
+        }
+        std::fs::write(dir.join(name), &b).unwrap();
+        check(&dir);
+    }
+
+    #[test]
+    fn logical_corruption_is_refused_or_valid(kind in 0usize..10, v in any::<u64>(), f in any::<f32>()) {
+        let dir = copy_to("logic");
+        let path = dir.join("engine.ckpt");
+        let mut ck = Checkpoint::load(&path, "sona-engine", 1).unwrap();
+        let mut counters: serde_json::Value = ck.meta("counters").unwrap();
+        let mut cfg: serde_json::Value = ck.meta("config").unwrap();
+        match kind {
+            0 => counters["next_id"] = v.into(),
+            1 => counters["processed"] = v.into(),
+            2 => counters["replay_seen"] = (v % 8).into(),
+            3 => cfg["dim"] = (v % 20).into(),
+            4 => cfg["n_tiers"] = (v % 20).into(),
+            5 => cfg["k_recall"] = (v % 40).into(),
+            6 => {
+                let (shape, mut r) = ck.get_f32("router").unwrap();
+                let i = (v as usize) % r.len();
+                r[i] = f;
+                ck.put_f32("router", &shape, &r);
+            }
+            7 => {
+                let (shape, mut m) = ck.get_f32("replay.meta").unwrap();
+                let i = (v as usize) % m.len();
+                m[i] = f;
+                ck.put_f32("replay.meta", &shape, &m);
+            }
+            8 => ck.put_f32("adam.v", &[3], &[f, f, f]),
+            _ => {
+                let (shape, d) = ck.get_f32("replay.data").unwrap();
+                let rows = (v as usize % 5).min(shape[0]);
+                let width = shape[1] - (v as usize % 2);
+                ck.put_f32("replay.data", &[rows, width], &d[..rows * width]);
+            }
+        }
+        ck.set_meta("counters", &counters).unwrap();
+        ck.set_meta("config", &cfg).unwrap();
+        ck.save(&path).unwrap();
+        check(&dir);
+    }
+}
