@@ -119,6 +119,9 @@ class Gateway:
                     limits=httpx.Limits(
                         max_connections=_CONNECTIONS // _POOLS,
                         max_keepalive_connections=_CONNECTIONS // _POOLS,
+                        # Below common servers' idle timeouts (uvicorn's is 5 s): a connection the
+                        # upstream already closed is dropped here instead of failing a request.
+                        keepalive_expiry=4.0,
                     )
                 )
                 for _ in range(_POOLS)
