@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -136,6 +137,9 @@ class Gateway:
         self.passthrough: dict[str, str] = {}
         for t in config.tiers:
             self.passthrough.setdefault(t.model, t.name)
+        # Shared engines now, so a saved state that does not fit the config stops the start.
+        for profile in config.profiles.values():
+            self.router(profile, "")
         self._tasks: set[asyncio.Task[None]] = set()
         self._rng = random.Random(config.engine.seed)
 
@@ -146,12 +150,19 @@ class Gateway:
         r = self.routers.get(key)
         if r is None:
             tiers = [self.config.tier(n) for n in profile.tiers]
+            state_dir = self.config.engine.state_dir
+            state = None
+            if state_dir is not None:
+                state = Path(state_dir) / profile.name
+                if key[1] != "*":
+                    state = state / "tenants" / key[1]
             r = make_router(
                 self.embedder.dim,
                 profile.tiers,
                 [t.route_cost for t in tiers],
                 profile.cost_weight,
                 self.config.engine.seed,
+                state,
             )
             self.routers[key] = r
         return key, r
@@ -192,8 +203,11 @@ class Gateway:
         """Stop background tasks, routers and the upstream connections."""
         for task in list(self._tasks):
             task.cancel()
-        for r in self.routers.values():
-            r.close()
+        for key, r in self.routers.items():
+            try:
+                r.close()
+            except SonaError as exc:  # one engine failing to save must not stop the others
+                log.error("could not save/close the engine of %s: %s", key, exc)
         if self._own_transport:
             for transport in self.transports:
                 await transport.aclose()

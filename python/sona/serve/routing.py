@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 
 from sona.embed import Embedder, HashingEmbedder, OnnxEmbedder, SentenceTransformerEmbedder
 from sona.engine import SONAConfig, SONAEngine
+from sona.errors import ConfigError
 
 F32 = NDArray[np.float32]
 
@@ -64,8 +65,9 @@ def make_embedder(spec: str, dim: int, seed: int) -> Embedder:
 class EngineRouter:
     """Adapter over :class:`sona.engine.SONAEngine`."""
 
-    def __init__(self, engine: SONAEngine) -> None:
+    def __init__(self, engine: SONAEngine, state: Path | None = None) -> None:
         self.engine = engine
+        self.state = state
 
     def process(self, x: F32) -> Route:
         """One engine ``process`` call."""
@@ -90,18 +92,37 @@ class EngineRouter:
         }
 
     def close(self) -> None:
-        """Stop the engine's background thread."""
-        self.engine.close()
+        """Save the engine (when it has a state directory), then stop its background thread."""
+        try:
+            if self.state is not None:
+                self.engine.save(self.state)
+        finally:
+            self.engine.close()
 
 
 def make_router(
-    dim: int, tier_names: Sequence[str], costs: Sequence[float], cost_weight: float, seed: int
+    dim: int,
+    tier_names: Sequence[str],
+    costs: Sequence[float],
+    cost_weight: float,
+    seed: int,
+    state: Path | None = None,
 ) -> EngineRouter:
-    """A :class:`SONAEngine` for one profile's tiers.
+    """A :class:`SONAEngine` for one profile's tiers, restored from ``state`` if saved there.
 
     ``costs`` are normalised so the dearest tier costs 1; ``cost_weight`` is then in reward units
     (0.3: the dearest tier must be 0.3 more likely to satisfy than a free one to be worth it).
+    A saved engine whose tiers differ from the configuration's is refused (ConfigError).
     """
+    if state is not None and (state / "sona.json").is_file():
+        engine = SONAEngine.load(state)
+        if engine.tier_names != list(tier_names) or engine.dim != dim:
+            engine.close()
+            raise ConfigError(
+                f"the engine saved in {state} has tiers {engine.tier_names} and d={engine.dim}; "
+                f"the configuration has {list(tier_names)} and d={dim} (move the directory away)"
+            )
+        return EngineRouter(engine, state)
     top = max(costs) if costs and max(costs) > 0 else 1.0
     config = SONAConfig(
         dim=dim,
@@ -111,4 +132,4 @@ def make_router(
         cost_weight=cost_weight,
         seed=seed,
     )
-    return EngineRouter(SONAEngine(config))
+    return EngineRouter(SONAEngine(config), state)
