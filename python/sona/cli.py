@@ -102,9 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_arguments(p_report)
     p_report.set_defaults(func=report.main)
 
+    _add_serve(sub)
     _add_group(sub, "eval", "run a built-in evaluation (see design §11)", EVALS)
     _add_group(sub, "bench", "run a latency/throughput benchmark", BENCHES)
     return parser
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``sona serve``: the OpenAI-compatible gateway (its web stack is the ``serve`` extra)."""
+    from sona import serve
+
+    p_serve = sub.add_parser("serve", help="run the OpenAI-compatible routing gateway")
+    serve.add_arguments(p_serve)
+    p_serve.set_defaults(func=serve.run)
 
 
 def _load_jobs() -> None:

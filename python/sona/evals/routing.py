@@ -177,7 +177,17 @@ class Policy(Protocol):
         ...
 
 
-class FixedPolicy:
+class _NoLearning:
+    """A policy that ignores rewards and holds no resources."""
+
+    def update(self, reward: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class FixedPolicy(_NoLearning):
     """Always the same tier."""
 
     def __init__(self, tier: int) -> None:
@@ -187,14 +197,8 @@ class FixedPolicy:
     def choose(self, x: F32, correct: B8) -> int:
         return self.tier
 
-    def update(self, reward: float) -> None:
-        pass
 
-    def close(self) -> None:
-        pass
-
-
-class RandomPolicy:
+class RandomPolicy(_NoLearning):
     """A uniformly random tier."""
 
     name = "random"
@@ -206,14 +210,8 @@ class RandomPolicy:
     def choose(self, x: F32, correct: B8) -> int:
         return int(self.rng.integers(self.n))
 
-    def update(self, reward: float) -> None:
-        pass
 
-    def close(self) -> None:
-        pass
-
-
-class OraclePolicy:
+class OraclePolicy(_NoLearning):
     """The tier of best utility given the answers (the cheapest correct one)."""
 
     name = "oracle"
@@ -224,14 +222,8 @@ class OraclePolicy:
     def choose(self, x: F32, correct: B8) -> int:
         return int(np.argmax(correct - self.penalty))
 
-    def update(self, reward: float) -> None:
-        pass
 
-    def close(self) -> None:
-        pass
-
-
-class LogisticBandit:
+class LogisticBandit(_NoLearning):
     """Per-tier online logistic regression of P(correct | x), ε-greedy on p̂ − cost_weight·cost.
 
     The plain contextual-bandit baseline: the same features, costs, cost weight and exploration
@@ -273,9 +265,6 @@ class LogisticBandit:
         tier, z = self._last
         p = 1.0 / (1.0 + np.exp(-(self.w[tier] @ z)))
         self.w[tier] += self.lr * (reward - p) * z / (1.0 + float(z @ z) / len(z))
-
-    def close(self) -> None:
-        pass
 
 
 class SonaPolicy:

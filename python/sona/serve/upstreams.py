@@ -1,0 +1,248 @@
+"""Tiers as upstreams: OpenAI-compatible chat-completions endpoints reached with httpx.
+
+An :class:`Upstream` turns the client's request into the tier's (its model name, its settings),
+sends it, and turns every failure — connection refused, timeout, an HTTP error, a body that is not
+JSON — into an :class:`UpstreamError` that carries an OpenAI-style status, type and message. The
+tier's API key is sent only in the ``Authorization`` header and scrubbed from every message, so an
+upstream that echoes it cannot leak it to the client or the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from sona.serve.config import TierConfig
+
+#: Upstream statuses that describe the request itself: passed to the client, no fallback.
+_CLIENT_STATUSES = frozenset({400, 413, 422})
+
+
+class UpstreamError(Exception):
+    """An upstream failed; ``status``/``kind``/``code`` make the client's OpenAI-style error."""
+
+    def __init__(self, status: int, kind: str, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.code, self.message = status, kind, code, message
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another tier could succeed (not the request's own fault)."""
+        return self.status not in _CLIENT_STATUSES
+
+
+@dataclass
+class Usage:
+    """Token counts of one answer (estimated when the upstream reports none)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def estimate_prompt_tokens(messages: list[Any]) -> int:
+    """About four characters a token: used only when the upstream reports no usage."""
+    chars = 0
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
+    return max(1, chars // 4)
+
+
+class Upstream:
+    """One tier's endpoint."""
+
+    def __init__(
+        self,
+        tier: TierConfig,
+        transports: httpx.AsyncBaseTransport | list[httpx.AsyncBaseTransport],
+    ) -> None:
+        self.tier = tier
+        # Transports (connection pools) directly, not an AsyncClient: the client's per-request URL
+        # merging, cookie jar and redirect handling cost more CPU than the rest of the gateway.
+        # Several small pools, taken in turn: httpcore's pool scans every connection of a pool for
+        # every request it assigns (polling each socket), which is quadratic in the requests in
+        # flight; at 200 concurrent requests one pool spent more CPU there than anything else.
+        self._transports = transports if isinstance(transports, list) else [transports]
+        self._turn = 0
+        self._url = httpx.URL(f"{tier.base_url}/chat/completions")
+        t = tier.timeout_s
+        self._timeouts = {"timeout": {"connect": t, "read": t, "write": t, "pool": t}}
+        self._headers = [(b"content-type", b"application/json")]
+        if tier.api_key:
+            self._headers.append((b"authorization", f"Bearer {tier.api_key}".encode()))
+
+    @property
+    def _transport(self) -> httpx.AsyncBaseTransport:
+        self._turn = (self._turn + 1) % len(self._transports)
+        return self._transports[self._turn]
+
+    def _request(self, request: dict[str, Any], stream: bool) -> httpx.Request:
+        return httpx.Request(
+            "POST",
+            self._url,
+            content=self.body(request, stream),
+            headers=self._headers,
+            extensions=self._timeouts,
+        )
+
+    def __repr__(self) -> str:
+        return f"Upstream({self.tier.name!r}, {self.tier.base_url!r}, model={self.tier.model!r})"
+
+    def redact(self, text: str) -> str:
+        """``text`` with the tier's API key (if any) replaced."""
+        key = self.tier.api_key
+        return text.replace(key, "***") if key else text
+
+    def cost(self, usage: Usage) -> float:
+        """What an answer cost at this tier's prices."""
+        return (
+            usage.prompt_tokens * self.tier.cost_per_1k_input
+            + usage.completion_tokens * self.tier.cost_per_1k_output
+        ) / 1000.0
+
+    def body(self, request: dict[str, Any], stream: bool) -> bytes:
+        """The request as this tier receives it (its model, its settings on top)."""
+        out = dict(request)
+        out.pop("sona", None)
+        out.update(self.tier.params)
+        out["model"] = self.tier.model
+        out["stream"] = stream
+        return json.dumps(out, separators=(",", ":")).encode()
+
+    def _error_from(self, status: int, raw: bytes) -> UpstreamError:
+        detail = ""
+        try:
+            data = json.loads(raw)
+            err = data.get("error") if isinstance(data, dict) else None
+            if isinstance(err, dict):
+                detail = str(err.get("message", ""))
+            elif err is not None:
+                detail = str(err)
+            elif isinstance(data, dict) and "detail" in data:
+                detail = str(data["detail"])
+        except (ValueError, UnicodeDecodeError):
+            detail = raw[:200].decode("utf-8", "replace")
+        detail = self.redact(detail)[:500]
+        message = f"upstream tier {self.tier.name!r} returned HTTP {status}"
+        if detail:
+            message += f": {detail}"
+        if status in _CLIENT_STATUSES:
+            return UpstreamError(status, "invalid_request_error", "upstream_rejected", message)
+        return UpstreamError(502, "upstream_error", "upstream_error", message)
+
+    def _transport_error(self, exc: BaseException) -> UpstreamError:
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
+            return UpstreamError(
+                504,
+                "upstream_error",
+                "upstream_timeout",
+                f"upstream tier {self.tier.name!r} timed out after {self.tier.timeout_s:g} s",
+            )
+        return UpstreamError(
+            502,
+            "upstream_error",
+            "upstream_unreachable",
+            f"upstream tier {self.tier.name!r} is unreachable ({type(exc).__name__})",
+        )
+
+    async def complete(self, request: dict[str, Any]) -> tuple[dict[str, Any], Usage, float]:
+        """A non-streaming completion: (response JSON, usage, seconds spent upstream)."""
+        t0 = time.perf_counter()
+        req = self._request(request, False)
+        try:
+            # timeout_s bounds the whole exchange, not only each read.
+            async with asyncio.timeout(self.tier.timeout_s):
+                resp = await self._transport.handle_async_request(req)
+                try:
+                    raw = await resp.aread()
+                finally:
+                    await resp.aclose()
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise self._transport_error(exc) from None
+        elapsed = time.perf_counter() - t0
+        if resp.status_code >= 400:
+            raise self._error_from(resp.status_code, raw)
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+                raise ValueError("no choices")
+        except (ValueError, UnicodeDecodeError):
+            raise UpstreamError(
+                502,
+                "upstream_error",
+                "upstream_bad_response",
+                f"upstream tier {self.tier.name!r} answered with a body that is not a completion",
+            ) from None
+        return data, self._usage(data.get("usage"), request), elapsed
+
+    def _usage(self, raw: Any, request: dict[str, Any]) -> Usage:
+        if isinstance(raw, dict):
+            p, c = raw.get("prompt_tokens"), raw.get("completion_tokens")
+            if isinstance(p, int) and isinstance(c, int) and p >= 0 and c >= 0:
+                return Usage(p, c)
+        return Usage(estimate_prompt_tokens(request.get("messages", [])), 0)
+
+    async def open_stream(self, request: dict[str, Any]) -> httpx.Response:
+        """Start a streaming completion; raises :class:`UpstreamError` before any byte is sent."""
+        req = self._request(request, True)
+        try:
+            async with asyncio.timeout(self.tier.timeout_s):  # until the response headers
+                resp = await self._transport.handle_async_request(req)
+        except (httpx.HTTPError, TimeoutError) as exc:
+            raise self._transport_error(exc) from None
+        if resp.status_code >= 400:
+            try:
+                raw = await resp.aread()
+            except httpx.HTTPError:
+                raw = b""
+            finally:
+                await resp.aclose()
+            raise self._error_from(resp.status_code, raw)
+        return resp
+
+    async def relay(self, resp: httpx.Response, stats: StreamStats) -> AsyncIterator[bytes]:
+        """Pass the upstream's SSE bytes through, counting chunks and catching its usage."""
+        try:
+            async for chunk in resp.aiter_raw():
+                stats.events += chunk.count(b"data: ")
+                if b'"usage"' in chunk:
+                    stats.scan_usage(chunk)
+                yield chunk
+        except httpx.HTTPError as exc:
+            err = self._transport_error(exc)
+            stats.error = err
+            payload = {"error": {"message": err.message, "type": err.kind, "code": err.code}}
+            yield b"data: " + json.dumps(payload).encode() + b"\n\n"
+        finally:
+            await resp.aclose()
+
+
+@dataclass
+class StreamStats:
+    """What a relayed stream showed: event count, usage if reported, a mid-stream error."""
+
+    events: int = 0
+    usage: Usage | None = None
+    error: UpstreamError | None = None
+
+    def scan_usage(self, chunk: bytes) -> None:
+        """Pick the usage object out of any ``data:`` line that has one."""
+        for line in chunk.split(b"\n"):
+            if line.startswith(b"data: ") and b'"usage"' in line:
+                try:
+                    raw = json.loads(line[6:]).get("usage")
+                except (ValueError, AttributeError):
+                    continue
+                if isinstance(raw, dict):
+                    p, c = raw.get("prompt_tokens"), raw.get("completion_tokens")
+                    if isinstance(p, int) and isinstance(c, int):
+                        self.usage = Usage(p, c)
