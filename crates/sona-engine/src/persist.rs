@@ -240,11 +240,14 @@ impl Engine {
             for i in 0..n {
                 let (tier, reward, prop) = (meta[3 * i], meta[3 * i + 1], meta[3 * i + 2]);
                 let row = &data[i * width..(i + 1) * width];
-                if !(tier >= 0.0 && (tier as usize) < cfg.n_tiers && tier.fract() == 0.0)
-                    || !(0.0..=1.0).contains(&reward)
-                    || !(prop > 0.0 && prop <= 1.0)
-                    || !row.iter().all(|x| x.is_finite())
-                {
+                let valid = tier >= 0.0
+                    && (tier as usize) < cfg.n_tiers
+                    && tier.fract() == 0.0
+                    && (0.0..=1.0).contains(&reward)
+                    && prop > 0.0
+                    && prop <= 1.0
+                    && row.iter().all(|x| x.is_finite());
+                if !valid {
                     return Err(bad(format!("replay item {i} is out of range")));
                 }
                 r.items.push(Arc::new(ReplayItem {

@@ -167,7 +167,12 @@ fn loop_b_publishes_one_consistent_snapshot_without_losing_loop_a_steps() {
             }
             n
         });
-        let learner = s.spawn(|| (0..3).map(|_| e.background_learn().unwrap()).count());
+        let learner = s.spawn(|| {
+            for _ in 0..3 {
+                e.background_learn().unwrap();
+            }
+            3usize
+        });
         for row in xs[100 * 16..].chunks(16) {
             let d = e.process(row).unwrap();
             e.feedback(d.trajectory_id, 0.3, FeedbackSource::Judge)

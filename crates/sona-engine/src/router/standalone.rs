@@ -158,7 +158,7 @@ mod tests {
         // Tier 0 is rewarded when the last row's first coordinate is positive.
         let mut r = Router::new(4, 2, 8, 2, 2, 1).unwrap();
         let mut rng = SeededRng::new(5);
-        let mut make = |rng: &mut SeededRng| {
+        let make = |rng: &mut SeededRng| {
             let mut s = vec![0.0f32; 12];
             rng.fill_normal(&mut s, 0.5);
             let y = if s[8] > 0.0 { 1.0 } else { 0.0 };
