@@ -311,3 +311,23 @@ def test_router_module(rng: np.random.Generator) -> None:
         r.train_step(seq, 0, "1.0")  # type: ignore[arg-type]
     with pytest.raises(DimensionError):
         r.forward(np.zeros((3, 5)))
+
+
+def test_value_objects_read_from_two_threads(rng: np.random.Generator) -> None:
+    e = make()
+    d = e.process(rows(rng, 1, 32)[0])
+    e.feedback(d.trajectory_id, 1.0)
+    r = e.background_learn()
+    seen: list[tuple[int, int, float, int]] = []
+
+    def read() -> None:
+        for _ in range(500):
+            seen.append((d.trajectory_id, d.tier, r.loss_after, len(r.to_dict())))
+            assert d.utilities.shape == (4,) and isinstance(d.patterns, list)
+
+    ts = [threading.Thread(target=read) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len(set(seen)) == 1 and len(seen) == 1000

@@ -307,6 +307,8 @@ impl Inner {
                     if learner.adam.step(&mut theta, &gsum, lr) {
                         steps += 1;
                     }
+                    // Loop B is background work: let request threads run between minibatches.
+                    std::thread::yield_now();
                 }
                 Ok(())
             })?;

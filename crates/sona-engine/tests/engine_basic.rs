@@ -189,3 +189,31 @@ fn loop_b_publishes_one_consistent_snapshot_without_losing_loop_a_steps() {
     assert_eq!(e.model().generation, g0 + 200 + cycles as u64);
     assert_eq!(s["feedbacks"], 300);
 }
+
+#[test]
+fn a_shift_of_the_inputs_is_a_task_boundary_and_consolidates_ewc() {
+    let mut c = cfg(16);
+    c.loop_b_steps = 5;
+    let e = Engine::new(c).unwrap();
+    let feed = |xs: &[f32]| {
+        for row in xs.chunks(16) {
+            let d = e.process(row).unwrap();
+            e.feedback(d.trajectory_id, 0.5, FeedbackSource::Explicit)
+                .unwrap();
+        }
+    };
+    feed(&vecs(400, 16, 6));
+    let r1 = e.background_learn().unwrap();
+    assert!(!r1.boundary_detected);
+    let mut shifted = vecs(300, 16, 7);
+    for (i, v) in shifted.iter_mut().enumerate() {
+        if i % 16 < 4 {
+            *v += 2.0;
+        }
+    }
+    feed(&shifted);
+    let r2 = e.background_learn().unwrap();
+    assert!(r2.boundary_detected);
+    assert_eq!(r2.ewc_tasks, 1);
+    assert!(r2.ewc_penalty.is_finite());
+}

@@ -335,6 +335,12 @@ impl PyEngine {
         })
     }
 
+    /// Per window of `metrics_window` feedbacks: mean reward, mean cost, mean utility
+    /// (`reward − cost_weight·cost`), tier shares, and an estimated regret against the best fixed
+    /// tier: the IPS estimate of each tier's mean utility from the logged propensities,
+    /// `V̂_k = (1/n) Σ 1[a_i = k] u_i / p_i`, minus the realized mean utility. Keys: `window`,
+    /// `windows` (finished), `current` (partial), `overall`, and the series `regret`, `mean_reward`,
+    /// `mean_cost`, `mean_utility`.
     fn improvement_metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         guard(py, || {
             let s = py.detach(|| self.inner.improvement_metrics());
@@ -342,6 +348,8 @@ impl PyEngine {
         })
     }
 
+    /// Counters and sizes: processed, feedbacks, pending, expired, evicted, patterns, loop_b_runs,
+    /// generation, replay, memory_bytes, ...
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         guard(py, || {
             let s = py.detach(|| self.inner.stats());
