@@ -1,4 +1,4 @@
-"""The continual-learning benchmark (SPEC §11.2), same as ``sona eval continual``.
+"""The continual-learning benchmark (design §11.2), same as ``sona eval continual``.
 
 Usage: ``python benches/ewc_continual.py [--benchmark permuted|split|both] [--seeds 5]
 [--methods none ewc ...] [--json out.json] [--plot out.png]``

@@ -1,4 +1,4 @@
-"""Memory-search benchmark (SPEC §11.4) from Python: recall@10, p50/p99 latency and single-thread
+"""Memory-search benchmark (design §11.4) from Python: recall@10, p50/p99 latency and single-thread
 queries/s of ``VectorIndex(kind="ivf")`` and ``VectorIndex(kind="hnsw")`` against exact search,
 with insert and delete while searching. The same job as ``sona eval search``
 (:func:`sona.evals.search.run`), with a header line.

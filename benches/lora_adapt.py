@@ -1,4 +1,4 @@
-"""The adaptation benchmark of SPEC §11.1 (same as ``sona eval adapt``).
+"""The adaptation benchmark of design §11.1 (same as ``sona eval adapt``).
 
 python benches/lora_adapt.py [--seeds 3] [--feedbacks 2000] [--json out.json] [--plot out.png]
 """

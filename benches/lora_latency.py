@@ -2,7 +2,7 @@
 
 Same calls as ``cargo bench -p sona-lora``: forward, batch forward (32 rows), gradient step,
 explored forward, reward update, merge — at d ∈ {256, 768, 4096}, r ∈ {1, 2, 8, 16}. Targets
-(SPEC §10): micro forward d=768 r=2 ≤ 3 µs, micro reward update d=768 r=2 ≤ 5 µs.
+(design §10): micro forward d=768 r=2 ≤ 3 µs, micro reward update d=768 r=2 ≤ 5 µs.
 
     python benches/lora_latency.py [--repeat 2000] [--dims 256,768,4096] [--ranks 1,2,8,16]
                                    [--json out]

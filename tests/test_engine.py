@@ -350,10 +350,12 @@ def test_background_learn_metrics_and_deep_learn() -> None:
         metrics = engine.improvement_metrics()
         assert isinstance(metrics, dict) and metrics
         assert isinstance(engine.stats(), dict)
-        with pytest.raises(sona.NotAvailableError):
-            engine.deep_learn()
-        with pytest.raises(NotImplementedError):
-            engine.deep_learn()
+        deep = engine.deep_learn()
+        assert deep["probe_size"] > 0 and deep["replayed"] > 0, deep
+        assert isinstance(deep["accepted"], bool) and deep["phi"] >= 0.0
+        if not deep["accepted"]:
+            assert deep["probe_after"] < deep["probe_before"]
+        assert engine.improvement_metrics()["phi"] == deep["phi"]
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

@@ -347,7 +347,7 @@ def test_pca_mode_finds_the_real_task_boundaries_of_permuted_digits() -> None:
     # Pixels are correlated and sparse: the raw-coordinate null misfires constantly...
     assert len(found_raw) > 20
     # ...the PCA-reduced test finds every real boundary within 100 samples, and false ones stay far
-    # below the SPEC's 1e-3 per check (measured: 0-1 in ~24k checks depending on the shuffle).
+    # below design §4's 1e-3 per check (measured: 0-1 in ~24k checks depending on the shuffle).
     for start in starts[1:]:
         assert any(0 < b - start <= 100 for b in found), (start, found)
     false = [b for b in found if not any(0 < b - s <= 100 for s in starts[1:])]

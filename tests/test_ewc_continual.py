@@ -1,4 +1,4 @@
-"""Fast variant of the continual-learning benchmark (SPEC §11.2): direction of the result only."""
+"""Fast variant of the continual-learning benchmark (design §11.2): direction of the result only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fast variant of `sona eval search` (SPEC §11.4): the direction of the result, not timings."""
+"""Fast variant of `sona eval search` (design §11.4): the direction of the result, not timings."""
 
 from __future__ import annotations
 

@@ -269,18 +269,19 @@ def test_forward_never_waits_for_updates() -> None:
 def test_peft_round_trip_is_bit_exact_and_readable_by_safetensors(tmp_path: Path) -> None:
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     m = trained(12, rank=3, seed=7)
-    m.save_peft(tmp_path / "ad")
+    q = "model.layers.0.self_attn.q_proj"
+    m.save_peft(tmp_path / "ad", module=q)
     files = sorted(p.name for p in (tmp_path / "ad").iterdir())
     assert files == ["adapter_config.json", "adapter_model.safetensors"]
     tensors = safetensors_numpy.load_file(str(tmp_path / "ad" / "adapter_model.safetensors"))
-    a = tensors["base_model.model.embedding.lora_A.weight"]
-    b = tensors["base_model.model.embedding.lora_B.weight"]
+    a = tensors[f"base_model.model.{q}.lora_A.weight"]
+    b = tensors[f"base_model.model.{q}.lora_B.weight"]
     assert a.shape == (3, 12) and b.shape == (12, 3) and a.dtype == np.float32
     np.testing.assert_array_equal(a, m.lora_A)
     np.testing.assert_array_equal(b, m.lora_B)
     cfg = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["r"] == 3 and cfg["lora_alpha"] == 4.0
-    assert cfg["target_modules"] == ["embedding"]
+    assert cfg["target_modules"] == [q]
 
     other = MicroLoRA(12, rank=3, alpha=4.0, seed=99)
     other.load_peft(tmp_path / "ad")
@@ -291,7 +292,7 @@ def test_peft_round_trip_is_bit_exact_and_readable_by_safetensors(tmp_path: Path
     fresh = BaseLoRA.from_peft(tmp_path / "ad")
     assert fresh.rank == 3 and fresh.lora_B.tobytes() == m.lora_B.tobytes()
     module, alpha, a2, _ = read_peft(tmp_path / "ad")
-    assert module == "embedding" and alpha == 4.0 and a2.tobytes() == m.lora_A.tobytes()
+    assert module == q and alpha == 4.0 and a2.tobytes() == m.lora_A.tobytes()
 
 
 def test_peft_written_by_safetensors_package_loads(
@@ -318,7 +319,7 @@ def test_peft_written_by_safetensors_package_loads(
 def test_bad_peft_files_raise_checkpoint_error(tmp_path: Path) -> None:
     m = trained(12, rank=2, seed=8)
     d = tmp_path / "ad"
-    m.save_peft(d)
+    m.save_peft(d, module="model.layers.1.mlp.up_proj")
     A, B = m.lora_A, m.lora_B
     with pytest.raises(sona.CheckpointError):  # rank mismatch
         MicroLoRA(12, rank=3, alpha=4.0).load_peft(d)

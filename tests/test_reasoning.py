@@ -269,8 +269,8 @@ def test_consolidate_prune_and_hierarchy(
     assert b.prune(10**6, 1.0, 10**9) == []
     gone = b.prune(10**6, 1.0, 1000, now_ms=2**62)
     assert len(gone) == sizes[0] * 0 + len(gone) and len(b) == 0
-    with pytest.raises(InvalidInputError):
-        b.search(x[0], 1)
+    # An empty bank has no hits: k above the pattern count returns them all (none).
+    assert b.search(x[0], 1) == []
 
 
 def test_export_import_and_duplicate_ids(bank: ReasoningBank) -> None:
@@ -363,8 +363,7 @@ def test_bad_input_raises_and_leaves_bank_unchanged(bank: ReasoningBank) -> None
         bank.add_trajectory(good, "high")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError):
         bank.search(good, 0)
-    with pytest.raises(InvalidInputError):
-        bank.search(good, len(bank) + 1)
+    assert len(bank.search(good, len(bank) + 1)) == len(bank)  # fewer hits, not an error
     with pytest.raises(InvalidInputError):
         bank.search(good, -1)
     with pytest.raises(InvalidInputError):

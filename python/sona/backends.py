@@ -151,7 +151,7 @@ class OpenAIChatBackend:
             extra["temperature"] = self.temperature
         reply = self._client.chat.completions.create(
             model=self.model,
-            messages=[dict(m) for m in messages],  # type: ignore[misc]
+            messages=[dict(m) for m in messages],
             **extra,
         )
         if not reply.choices:

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(p_demo)
     p_demo.set_defaults(func=demo.run)
 
+    from sona import report
+
+    p_report = sub.add_parser("report", help="tables and plots of what a saved engine learned")
+    report.add_arguments(p_report)
+    p_report.set_defaults(func=report.main)
+
     _add_group(sub, "eval", "run a built-in evaluation (see design §11)", EVALS)
     _add_group(sub, "bench", "run a latency/throughput benchmark", BENCHES)
     return parser

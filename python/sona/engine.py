@@ -44,7 +44,6 @@ from sona.errors import (
     CheckpointError,
     ConfigError,
     InvalidInputError,
-    NotAvailableError,
     SonaError,
     UnknownIdError,
 )
@@ -509,17 +508,21 @@ class SONAEngine:
         """
         return self._engine.background_learn()
 
-    def deep_learn(self) -> Any:
-        """Loop C ("dreams": replay consolidation, pattern merge/prune) — not in this version.
+    def deep_learn(self) -> dict[str, Any]:
+        """Run one loop-C ("dream") cycle now (serialised with loop B, off the request path).
 
-        Always raises :class:`~sona.errors.NotAvailableError` (also a ``NotImplementedError``):
-        loop C lands with the dreams issue. Loops A and B run regardless of this.
+        Replays stored decisions by priority (|prediction error|) with the loop-B optimizer and the
+        EWC++ penalty, distills pseudo-rehearsal queries sampled around the patterns toward the
+        frozen pre-cycle router, and publishes the result only if a held-out probe of stored
+        decisions does not regress (otherwise the served weights stay bit-identical); then merges,
+        prunes and re-clusters the pattern memory and computes Φ. Returns the cycle's report
+        (``accepted``, ``probe_before``/``probe_after``, ``replayed``, ``synthesized``,
+        ``patterns_merged``/``patterns_pruned``, ``edges_before``/``edges_after``, ``phi``,
+        ``elapsed_ms`` ...). Under ``LearningMode.ALL_THREE_TIERS`` the background thread also runs
+        it after every ``deep_every_b`` loop-B cycles.
         """
         self._check_open()
-        raise NotAvailableError(
-            "deep_learn (loop C, dreams) is not implemented in this version; "
-            "loops A and B are running (see background_learn)"
-        )
+        return dict(self._engine.deep_learn())
 
     def improvement_metrics(self) -> dict[str, Any]:
         """Reward and regret per window of feedback, and how they changed (design §8)."""

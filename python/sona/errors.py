@@ -13,7 +13,7 @@ NumericalError                                    an update would make weights n
 InternalError                                     a bug, including a Rust panic caught at the FFI
 BackendError                                      a tier backend raised or timed out (``query``)
 MissingDependencyError  ``ImportError``           an optional package (an adapter's) is missing
-NotAvailableError       ``NotImplementedError``   a feature of a later version (``deep_learn``)
+NotAvailableError       ``NotImplementedError``   a feature this build does not provide
 ======================  ========================  ==================================================
 
 The first eight classes are created by the Rust extension (so Rust and Python raise the very same

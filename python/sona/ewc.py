@@ -1,4 +1,4 @@
-"""EWC++: keep what already works while learning continues (SPEC §4).
+"""EWC++: keep what already works while learning continues (design §4).
 
 - :class:`OnlineFisher` — the diagonal Fisher from **per-sample** gradients, ``F ← γF + (1−γ)g²``
   (bias-corrected for its zero start, floored).

@@ -1,4 +1,4 @@
-"""Vector indexes over unit vectors keyed by integer ids (SPEC §5): exact and approximate.
+"""Vector indexes over unit vectors keyed by integer ids (design §5): exact and approximate.
 
 >>> import numpy as np
 >>> from sona.index import VectorIndex
@@ -29,12 +29,13 @@ import numpy as np
 import numpy.typing as npt
 
 from sona import _sona
-from sona._validate import F32Array, as_matrix, as_vector
-from sona.errors import ConfigError, InvalidInputError
+from sona._validate import F32Array, as_matrix, as_size, as_vector
+from sona.errors import InvalidInputError
 
 __all__ = ["IdArray", "VectorIndex"]
 
 IdArray = npt.NDArray[np.uint64]
+_U64_MAX = (1 << 64) - 1
 #: A filter: the ids that may be returned, or a predicate called with each candidate id.
 Filter = Iterable[int] | npt.ArrayLike | Callable[[int], bool] | None
 
@@ -79,7 +80,8 @@ class VectorIndex:
         seed: seed of the HNSW level draws and the IVF k-means (builds are reproducible).
 
     Thread-safe: searches run concurrently, ``add``/``remove`` are exclusive, and long calls
-    release the GIL. A callable ``filter`` must not modify the index it filters.
+    release the GIL (numpy inputs are copied first, so a thread writing them meanwhile cannot tear
+    what is stored). A callable ``filter`` must not modify the index it filters (that raises).
     """
 
     __slots__ = ("_inner",)
@@ -102,10 +104,16 @@ class VectorIndex:
             "ef_search": ef_search,
             "nprobe": nprobe,
         }
-        for name, value in [*params.items(), ("seed", seed)]:
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
-        self._inner = _sona.VectorIndex(dim, kind, m, ef_construction, ef_search, nprobe, seed)
+        sizes = {name: as_size(value, name) for name, value in params.items()}
+        self._inner = _sona.VectorIndex(
+            sizes["dim"],
+            kind,
+            sizes["m"],
+            sizes["ef_construction"],
+            sizes["ef_search"],
+            sizes["nprobe"],
+            as_size(seed, "seed"),
+        )
 
     @classmethod
     def _wrap(cls, inner: _sona.VectorIndex) -> VectorIndex:
@@ -130,7 +138,7 @@ class VectorIndex:
 
     @ef_search.setter
     def ef_search(self, value: int) -> None:
-        self._inner.ef_search = value
+        self._inner.ef_search = as_size(value, "ef_search")
 
     @property
     def nprobe(self) -> int | None:
@@ -139,7 +147,7 @@ class VectorIndex:
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        self._inner.nprobe = value
+        self._inner.nprobe = as_size(value, "nprobe")
 
     def __len__(self) -> int:
         return len(self._inner)
@@ -174,10 +182,12 @@ class VectorIndex:
         """The ``k`` most similar ids and their cosine similarities, best first.
 
         ``filter`` restricts the result to some ids: an array/iterable of allowed ids, or a callable
-        ``id -> bool``. With a filter, fewer than ``k`` hits are returned when fewer ids pass.
+        ``id -> bool``. Fewer than ``k`` hits are returned when the index holds fewer vectors (as in
+        every ANN library) or fewer ids pass the filter. A callable filter must not modify this
+        index: that raises InvalidInputError (the search holds the index while the filter runs).
 
         Raises:
-            InvalidInputError: ``k < 1`` or ``k > len(self)``.
+            InvalidInputError: ``k < 1``, or the filter modified this index.
             DimensionError / NonFiniteError: bad ``vector``.
         """
         q = as_vector(vector, "vector", self.dim)
@@ -186,10 +196,10 @@ class VectorIndex:
     def search_batch(
         self, vectors: Any, k: int, filter: Filter = None
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
-        """:meth:`search` for every row: ids and similarities of shape ``(rows, k)``.
+        """:meth:`search` for every row: ids and similarities of shape ``(rows, min(k, len))``.
 
-        Rows with fewer than ``k`` hits (only with a filter) are padded with id ``2**64 - 1`` and
-        similarity NaN.
+        Rows with fewer hits (only with a filter) are padded with id ``2**64 - 1`` and similarity
+        NaN.
         """
         mat = as_matrix(vectors, "vectors", self.dim)
         return self._inner.search_batch(mat, _as_k(k), _as_filter(filter))
@@ -217,8 +227,9 @@ class VectorIndex:
 
 
 def _as_k(k: Any) -> int:
+    """A result count ≥ 1; above the number of vectors it means "all of them"."""
     if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise InvalidInputError(f"k must be an integer, got {k!r}")
+        raise InvalidInputError(f"k must be an integer, got {type(k).__name__} {k!r}")
     if k < 1:
         raise InvalidInputError(f"k must be >= 1, got {int(k)}")
-    return int(k)
+    return min(int(k), _U64_MAX)

@@ -1,4 +1,4 @@
-"""Two-tier LoRA adapters that learn from gradients or from a scalar reward (SPEC §3).
+"""Two-tier LoRA adapters that learn from gradients or from a scalar reward (design §3).
 
 An adapter corrects a frozen map ``W`` (the identity for an embedding adapter)::
 
@@ -27,12 +27,15 @@ adapter is unchanged.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Literal, TypedDict
 
+import numpy as np
+
 from sona import _sona
-from sona._validate import F32Array, as_matrix, as_vector
-from sona.errors import ConfigError
+from sona._validate import F32Array, as_matrix, as_real, as_size, as_vector
+from sona.errors import ConfigError, InvalidInputError, UnknownIdError
 
 __all__ = [
     "BaseLoRA",
@@ -40,6 +43,8 @@ __all__ = [
     "MergeReport",
     "MicroLoRA",
     "TwoTierLoRA",
+    "default_lr",
+    "default_sigma",
     "load_quantized",
     "read_peft",
 ]
@@ -67,6 +72,55 @@ def _report(d: dict[str, Any]) -> MergeReport:
         total_norm=float(d["total_norm"]),
         singular_values=d["singular_values"],
     )
+
+
+_U64_MAX = (1 << 64) - 1
+_TOKEN_MAX = (1 << 63) - 1
+
+
+def _cfg(x: Any, name: str) -> float:
+    """A real-valued setting (ConfigError for strings, bools and other non-numbers)."""
+    return as_real(x, name, ConfigError)
+
+
+def default_sigma(d: int) -> float:
+    """Default relative exploration noise for output dimension ``d``.
+
+    0.1 up to d = 256 (where it was tuned), then ``0.1·√(256/d)``: the noise ``σ‖y‖ε`` has norm
+    about ``σ√d·‖y‖``, so this keeps that norm at its d = 256 value instead of letting the
+    explored output drown the signal as d grows. Chosen on validation seeds 100-101 of
+    ``sona eval adapt --dims 128,384,768,1024 --clusters 4,6`` (docs/benchmarks.md).
+    """
+    return 0.1 * min(1.0, math.sqrt(256.0 / d))
+
+
+def default_lr(d: int, two_tier: bool = False) -> float:
+    """Default step size for dimension ``d``: 3e-4 for a micro adapter at every d; for a two-tier
+    stack 3e-4 up to d = 256, then ``3e-4·√(d/256)`` (its merges keep what the larger steps learn;
+    same validation as :func:`default_sigma`)."""
+    return 3e-4 * (max(1.0, math.sqrt(d / 256.0)) if two_tier else 1.0)
+
+
+def _learning(**values: Any) -> dict[str, float]:
+    """The step and exploration settings shared by every adapter, as floats (ConfigError for
+    anything that is not a real number)."""
+    return {name: _cfg(value, name) for name, value in values.items()}
+
+
+def _module(module: Any) -> str:
+    if not isinstance(module, str):
+        raise ConfigError(f"module must be a str, got {type(module).__name__}")
+    return module
+
+
+def _token(token: Any) -> int:
+    """An exploration token: an int (InvalidInputError otherwise); out of range is unknown."""
+    if isinstance(token, bool) or not isinstance(token, int | np.integer):
+        raise InvalidInputError(f"token must be an int, got {type(token).__name__} {token!r}")
+    value = int(token)
+    if not 1 <= value <= _TOKEN_MAX:
+        raise UnknownIdError(f"unknown exploration token {value}")
+    return value
 
 
 def _base_map(W: Any, d_in: int, d_out: int) -> tuple[str, F32Array | None]:
@@ -107,27 +161,31 @@ class LoRA:
         W: Any = None,
         module: str = "embedding",
     ) -> None:
-        d_out = d_in if d_out is None else d_out
+        d_in = as_size(d_in, "d_in", 1, _U64_MAX)
+        d_out = d_in if d_out is None else as_size(d_out, "d_out", 1, _U64_MAX)
+        rank = as_size(rank, "rank", 1, _U64_MAX)
+        capacity = as_size(capacity, "capacity", 1, _U64_MAX)
+        seed = as_size(seed, "seed", 0, _U64_MAX)
         kind, weight = _base_map(W, d_in, d_out)
-        if d_in < 0 or d_out < 0 or rank < 0 or seed < 0 or capacity < 0:
-            raise ConfigError("d_in, d_out, rank, capacity and seed must be non-negative")
         self._inner = _sona.LoraAdapter(
             d_in,
             d_out,
             rank,
-            float(alpha),
-            lr=float(lr),
-            momentum=float(momentum),
-            clip=float(clip),
-            max_norm=float(max_norm),
-            decay=float(decay),
-            sigma=float(sigma),
-            baseline_rate=float(baseline_rate),
+            _cfg(alpha, "alpha"),
+            **_learning(
+                lr=lr,
+                momentum=momentum,
+                clip=clip,
+                max_norm=max_norm,
+                decay=decay,
+                sigma=sigma,
+                baseline_rate=baseline_rate,
+            ),
             capacity=capacity,
             seed=seed,
             base_map=kind,
             weight=weight,
-            module=module,
+            module=_module(module),
             tier=self._tier,
         )
         self._d_in = d_in
@@ -205,10 +263,13 @@ class LoRA:
     def reward(self, token: int, reward: float) -> None:
         """Learn from ``reward ∈ [0, 1]`` given to the explored output of ``token`` (used once).
 
-        Raises UnknownIdError for an unknown, evicted or already rewarded token and
-        InvalidInputError for a reward outside [0, 1]; nothing changes then.
+        Raises UnknownIdError for an unknown, evicted or already rewarded token,
+        InvalidInputError for a reward outside [0, 1] or not a number, and NumericalError when the
+        step it feeds is refused (non-finite, or a factor above the bound); nothing changes then
+        (the token stays redeemable, the baseline and ``counters()["rewards"]`` do not move; only
+        ``counters()["rejected"]`` counts the refusal).
         """
-        self._inner.reward(int(token), float(reward))
+        self._inner.reward(_token(token), as_real(reward, "reward"))
 
     def update(self, x: Any, error: Any) -> None:
         """One exact optimizer step for ``error = dL/dy`` at input ``x``.
@@ -254,7 +315,11 @@ class LoRA:
         return self._inner.delta_norm()
 
     def set_weights(self, lora_A: Any, lora_B: Any) -> None:
-        """Replace ``A`` and ``B`` (same shapes) and forget the optimizer momentum."""
+        """Replace ``A`` and ``B`` (same shapes) and forget the optimizer momentum.
+
+        Every entry must be finite and at most ``MAX_WEIGHT`` (1e4) in magnitude: larger factors are
+        refused with NumericalError (trained LoRA factors are of order 1; see docs/reliability.md).
+        """
         self._inner.set_weights(
             as_matrix(lora_A, "lora_A", self._d_in), as_matrix(lora_B, "lora_B", self.rank)
         )
@@ -271,14 +336,49 @@ class LoRA:
 
     # --- files ------------------------------------------------------------------------------
 
-    def save_peft(self, path: PathLike) -> None:
-        """Write a PEFT directory (``adapter_model.safetensors`` + ``adapter_config.json``)."""
-        self._inner.save_peft(os.fspath(path))
+    def save_peft(
+        self,
+        path: PathLike,
+        *,
+        module: str | None = None,
+        layer: Literal["linear", "embedding", "conv1d"] | None = None,
+        task_type: str | None = None,
+        base_model_name_or_path: str | None = None,
+    ) -> None:
+        """Write a PEFT directory (``adapter_model.safetensors`` + ``adapter_config.json``).
 
-    def load_peft(self, path: PathLike) -> None:
-        """Load weights from a PEFT directory; shape, rank, module and alpha must match
-        (CheckpointError otherwise, weights unchanged)."""
-        self._inner.load_peft(os.fspath(path))
+        ``module`` (default: the adapter's ``module``) must be the *full dotted path* of the target
+        layer in the base model, e.g. ``"model.layers.0.self_attn.q_proj"``: PEFT loads weights by
+        exact key, so a short name like ``"q_proj"`` would load as an adapter that does nothing and
+        is refused (ConfigError). ``layer`` is the kind of that layer (``"embedding"`` writes
+        ``lora_embedding_A/B``; ``"conv1d"``, GPT-2's layers, sets ``fan_in_fan_out``); by default
+        it is inferred from the name (``embed_tokens``, ``wte``, ... are embeddings; ``c_attn``,
+        ``c_fc``, ``c_proj`` are Conv1D; anything else is linear). ``task_type`` (e.g.
+        ``"CAUSAL_LM"``) and ``base_model_name_or_path`` are written for ``AutoPeftModel*``.
+        """
+        for name, value in (
+            ("module", module),
+            ("layer", layer),
+            ("task_type", task_type),
+            ("base_model_name_or_path", base_model_name_or_path),
+        ):
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{name} must be a str or None, got {type(value).__name__}")
+        self._inner.save_peft(
+            os.fspath(path),
+            module=module,
+            layer=layer,
+            task_type=task_type,
+            base_model=base_model_name_or_path,
+        )
+
+    def load_peft(self, path: PathLike, module: str | None = None) -> None:
+        """Load weights from a PEFT directory; shape, rank and alpha must match (CheckpointError
+        otherwise, weights unchanged). ``module=None`` takes the adapter's own module if the file
+        has it, else the file's only module. rsLoRA files (``use_rslora``) have scale
+        ``lora_alpha/√r``, i.e. a SONA ``alpha`` of ``lora_alpha·√r``; DoRA, ``lora_bias`` and other
+        features SONA cannot represent are refused."""
+        self._inner.load_peft(os.fspath(path), module)
 
     def save(self, path: PathLike) -> None:
         """Save the full training state (weights, momentum, reward baseline, exploration RNG,
@@ -301,8 +401,7 @@ class LoRA:
 
         Returns ``kind``, ``rel_error`` (``‖ΔW − ΔŴ‖_F / ‖ΔW‖_F``) and ``payload_bytes``.
         """
-        if group_size < 0:
-            raise ConfigError(f"group_size must be positive, got {group_size}")
+        group_size = as_size(group_size, "group_size", 2, 4096)
         return dict(self._inner.save_quantized(os.fspath(path), kind, group_size))
 
     def __repr__(self) -> str:
@@ -318,7 +417,8 @@ class MicroLoRA(LoRA):
     Defaults were chosen on the adaptation benchmark (``sona eval adapt``; docs/decisions.md):
     ``alpha=20`` (so ``s·‖A x‖`` is about 1 for unit ``x`` at rank 2), ``lr=3e-4``, momentum 0.9,
     gradient clip 10, ``‖ΔW‖_F ≤ max_norm = 16``, decay ``1e-5`` per step, relative exploration
-    ``sigma=0.1`` and a linear baseline fitted at rate 0.05.
+    ``sigma=0.1`` up to d = 256 and ``0.1·√(256/d)`` above (:func:`default_sigma`), and a linear
+    baseline fitted at rate 0.05.
     """
 
     _tier = "micro"
@@ -330,29 +430,30 @@ class MicroLoRA(LoRA):
         *,
         rank: int = 2,
         alpha: float = 20.0,
-        lr: float = 3e-4,
+        lr: float | None = None,
         momentum: float = 0.9,
         clip: float = 10.0,
         max_norm: float = 16.0,
         decay: float = 1e-5,
-        sigma: float = 0.1,
+        sigma: float | None = None,
         baseline_rate: float = 0.05,
         capacity: int = 256,
         seed: int = 0,
         W: Any = None,
         module: str = "embedding",
     ) -> None:
+        dim = as_size(d_in if d_out is None else d_out, "d_out", 1, _U64_MAX)
         super().__init__(
             d_in,
             d_out,
             rank=rank,
             alpha=alpha,
-            lr=lr,
+            lr=default_lr(dim) if lr is None else lr,
             momentum=momentum,
             clip=clip,
             max_norm=max_norm,
             decay=decay,
-            sigma=sigma,
+            sigma=default_sigma(dim) if sigma is None else sigma,
             baseline_rate=baseline_rate,
             capacity=capacity,
             seed=seed,
@@ -437,7 +538,10 @@ def _from_peft(
 
 
 def read_peft(path: PathLike, module: str | None = None) -> tuple[str, float, F32Array, F32Array]:
-    """``(module, lora_alpha, lora_A, lora_B)`` from a PEFT directory (CheckpointError if bad)."""
+    """``(module, alpha, lora_A, lora_B)`` from a PEFT directory (CheckpointError if bad).
+
+    ``alpha`` is the SONA alpha giving the file's scale: ``lora_alpha``, or ``lora_alpha·√r`` for
+    an rsLoRA file."""
     return _sona.lora_read_peft(os.fspath(path), module)
 
 
@@ -462,6 +566,8 @@ class TwoTierLoRA:
     ``y = W x + ΔW_b x + ΔW_µ x``. Every feedback trains the micro tier; every ``merge_every``
     applied micro steps it is merged into the base (0 disables automatic merges; call
     :meth:`merge`). The tiers are exposed as :attr:`base` and :attr:`micro` (shared state).
+    ``lr`` and ``sigma`` default to :func:`default_lr` (two-tier) and :func:`default_sigma` of
+    ``d_out``: the d = 256 values, scaled by ``√(d/256)`` and ``√(256/d)`` above 256.
     """
 
     def __init__(
@@ -473,12 +579,12 @@ class TwoTierLoRA:
         micro_rank: int = 2,
         base_alpha: float = 16.0,
         micro_alpha: float = 20.0,
-        lr: float = 3e-4,
+        lr: float | None = None,
         momentum: float = 0.9,
         clip: float = 10.0,
         max_norm: float = 16.0,
         decay: float = 1e-5,
-        sigma: float = 0.1,
+        sigma: float | None = None,
         baseline_rate: float = 0.05,
         capacity: int = 256,
         seed: int = 0,
@@ -486,30 +592,38 @@ class TwoTierLoRA:
         W: Any = None,
         module: str = "embedding",
     ) -> None:
-        d_out = d_in if d_out is None else d_out
+        d_in = as_size(d_in, "d_in", 1, _U64_MAX)
+        d_out = d_in if d_out is None else as_size(d_out, "d_out", 1, _U64_MAX)
+        lr = default_lr(d_out, two_tier=True) if lr is None else lr
+        sigma = default_sigma(d_out) if sigma is None else sigma
+        base_rank = as_size(base_rank, "base_rank", 1, _U64_MAX)
+        micro_rank = as_size(micro_rank, "micro_rank", 1, _U64_MAX)
+        capacity = as_size(capacity, "capacity", 1, _U64_MAX)
+        seed = as_size(seed, "seed", 0, _U64_MAX)
+        merge_every = as_size(merge_every, "merge_every", 0, _U64_MAX)
         kind, weight = _base_map(W, d_in, d_out)
-        if min(d_in, d_out, base_rank, micro_rank, capacity, seed, merge_every) < 0:
-            raise ConfigError("sizes, seed and merge_every must be non-negative")
         self._inner = _sona.TwoTierAdapter(
             d_in,
             d_out,
             base_rank=base_rank,
             micro_rank=micro_rank,
-            base_alpha=float(base_alpha),
-            micro_alpha=float(micro_alpha),
-            lr=float(lr),
-            momentum=float(momentum),
-            clip=float(clip),
-            max_norm=float(max_norm),
-            decay=float(decay),
-            sigma=float(sigma),
-            baseline_rate=float(baseline_rate),
+            base_alpha=_cfg(base_alpha, "base_alpha"),
+            micro_alpha=_cfg(micro_alpha, "micro_alpha"),
+            **_learning(
+                lr=lr,
+                momentum=momentum,
+                clip=clip,
+                max_norm=max_norm,
+                decay=decay,
+                sigma=sigma,
+                baseline_rate=baseline_rate,
+            ),
             capacity=capacity,
             seed=seed,
             merge_every=merge_every,
             base_map=kind,
             weight=weight,
-            module=module,
+            module=_module(module),
         )
         self._d_in = d_in
         self.base: BaseLoRA = BaseLoRA._wrap(self._inner.base)  # type: ignore[assignment]
@@ -544,8 +658,12 @@ class TwoTierLoRA:
         return self._inner.forward_batch(as_matrix(X, "X", self._d_in))
 
     def reward(self, token: int, reward: float) -> None:
-        """Reward for an explored output: one micro step, then a merge if one is due."""
-        self._inner.reward(int(token), float(reward))
+        """Reward for an explored output: one micro step, then a merge if one is due.
+
+        Atomic like :meth:`LoRA.reward`. A due merge that fails (e.g. into a frozen base) does not
+        fail the applied step: it stays due and is counted in :meth:`merge_failures`.
+        """
+        self._inner.reward(_token(token), as_real(reward, "reward"))
 
     def update(self, x: Any, error: Any) -> None:
         """Gradient step on the micro tier, then a merge if one is due."""
@@ -554,8 +672,17 @@ class TwoTierLoRA:
         )
 
     def merge(self) -> MergeReport:
-        """Merge the micro tier into the base now."""
+        """Merge the micro tier into the base now (on error neither tier changes).
+
+        Readers never see half a merge: both tiers are published in one atomic swap, so every
+        forward uses base and micro weights of one generation.
+        """
         return _report(self._inner.merge())
+
+    def merge_failures(self) -> tuple[int, str | None]:
+        """``(count, last message)`` of automatic merges that failed (they stay due)."""
+        count, message = self._inner.merge_failures()
+        return int(count), message
 
     def last_merge(self) -> MergeReport | None:
         """The report of the last merge, if any."""

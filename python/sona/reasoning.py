@@ -1,4 +1,4 @@
-"""ReasoningBank: a curated, searchable memory of what worked for which kind of query (SPEC §5).
+"""ReasoningBank: a curated, searchable memory of what worked for which kind of query (design §5).
 
 Trajectories (one embedding per query, with the tier that served it and the reward it earned)
 go in; :meth:`ReasoningBank.extract_patterns` clusters the new ones with seeded spherical k-means
@@ -33,8 +33,8 @@ import numpy as np
 import numpy.typing as npt
 
 from sona import _sona
-from sona._validate import F32Array, as_matrix, as_vector
-from sona.errors import InvalidInputError
+from sona._validate import F32Array, as_matrix, as_real, as_size, as_vector
+from sona.errors import ConfigError, InvalidInputError, SonaError, UnknownIdError
 from sona.index import VectorIndex
 
 __all__ = [
@@ -68,7 +68,7 @@ class ArmStats:
 
 @dataclass(frozen=True)
 class Pattern:
-    """A cluster of similar trajectories and what worked for them (SPEC §2).
+    """A cluster of similar trajectories and what worked for them (design §2).
 
     ``resultant`` is the mean resultant length ‖Σx‖/support of the member embeddings; together with
     ``support`` it makes merging two patterns' centroids exact.
@@ -191,17 +191,32 @@ def _patterns(records_json: str, centroids: F32Array) -> list[Pattern]:
     return out
 
 
-def _int(x: Any, name: str) -> int:
+_I64_MAX = (1 << 63) - 1
+
+
+def _int(x: Any, name: str, *, big: type[SonaError] = InvalidInputError) -> int:
+    """An int argument (not bool, float or str) that fits the binding's 64-bit signed integers;
+    a larger one raises ``big``. Negative values pass through: the bank reports them itself."""
     if isinstance(x, bool) or not isinstance(x, int | np.integer):
-        raise InvalidInputError(f"{name} must be an int, got {type(x).__name__}")
-    return int(x)
+        raise InvalidInputError(f"{name} must be an int, got {type(x).__name__} {x!r}")
+    value = int(x)
+    if value > _I64_MAX:
+        raise big(f"{name} {value} is out of range")
+    if value < -_I64_MAX - 1:
+        raise InvalidInputError(f"{name} {value} is out of range")
+    return value
 
 
-def _float(x: Any, name: str) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"{name} must be a number, got {x!r}") from exc
+def _id(x: Any, name: str) -> int:
+    """An id argument: one no bank can have issued (≥ 2**63) is an UnknownIdError."""
+    return _int(x, name, big=UnknownIdError)
+
+
+def _k(x: Any) -> int:
+    """A result count ≥ 1 (checked by the bank); beyond the binding's range it means "all"."""
+    if isinstance(x, int | np.integer) and not isinstance(x, bool) and x > _I64_MAX:
+        return _I64_MAX
+    return _int(x, "k")
 
 
 class ReasoningBank:
@@ -263,30 +278,40 @@ class ReasoningBank:
         ef_search: int | None = None,
         **kwargs: int,
     ) -> None:
+        def size(x: Any, name: str) -> int:
+            return as_size(x, name, 0, _I64_MAX)
+
+        def real(x: Any, name: str) -> float:
+            return as_real(x, name, ConfigError)
+
+        known = {"kmeans_max_iter", "minibatch_threshold", "max_exemplars"}
+        unknown = set(kwargs) - known
+        if unknown:
+            raise ConfigError(f"unknown option(s) {sorted(unknown)}; known: {sorted(known)}")
         self._bank = _sona.ReasoningBank(
-            dim,
-            n_tiers,
-            seed=seed,
-            buffer_capacity=buffer_capacity,
-            reservoir_capacity=reservoir_capacity,
-            pending_capacity=pending_capacity,
-            pending_ttl_ms=pending_ttl_ms,
-            merge_threshold=merge_threshold,
-            merge_slack=merge_slack,
-            max_clusters=max_clusters,
-            min_cohesion=min_cohesion,
-            default_tier=default_tier,
-            alpha=alpha,
-            graph_max_nodes=graph_max_nodes,
-            graph_max_edges=graph_max_edges,
-            eta_plus=eta_plus,
-            eta_minus=eta_minus,
-            w_init=w_init,
-            graph_decay=graph_decay,
-            w_min=w_min,
+            size(dim, "dim"),
+            size(n_tiers, "n_tiers"),
+            seed=as_size(seed, "seed"),
+            buffer_capacity=size(buffer_capacity, "buffer_capacity"),
+            reservoir_capacity=size(reservoir_capacity, "reservoir_capacity"),
+            pending_capacity=size(pending_capacity, "pending_capacity"),
+            pending_ttl_ms=size(pending_ttl_ms, "pending_ttl_ms"),
+            merge_threshold=real(merge_threshold, "merge_threshold"),
+            merge_slack=None if merge_slack is None else real(merge_slack, "merge_slack"),
+            max_clusters=size(max_clusters, "max_clusters"),
+            min_cohesion=None if min_cohesion is None else real(min_cohesion, "min_cohesion"),
+            default_tier=size(default_tier, "default_tier"),
+            alpha=real(alpha, "alpha"),
+            graph_max_nodes=size(graph_max_nodes, "graph_max_nodes"),
+            graph_max_edges=size(graph_max_edges, "graph_max_edges"),
+            eta_plus=real(eta_plus, "eta_plus"),
+            eta_minus=real(eta_minus, "eta_minus"),
+            w_init=real(w_init, "w_init"),
+            graph_decay=real(graph_decay, "graph_decay"),
+            w_min=real(w_min, "w_min"),
             index=index,
-            ef_search=ef_search,
-            **kwargs,
+            ef_search=None if ef_search is None else size(ef_search, "ef_search"),
+            **{name: size(value, name) for name, value in kwargs.items()},
         )
 
     @classmethod
@@ -341,7 +366,7 @@ class ReasoningBank:
         """
         return self._bank.add_trajectory(
             as_vector(embedding, "embedding", self.dim),
-            None if reward is None else _float(reward, "reward"),
+            None if reward is None else as_real(reward, "reward"),
             None if tier is None else _int(tier, "tier"),
             source,
             None if ts_ms is None else _int(ts_ms, "ts_ms"),
@@ -358,8 +383,8 @@ class ReasoningBank:
         """Complete a pending trajectory with its reward (UnknownIdError if unknown, expired or
         already rewarded)."""
         self._bank.set_reward(
-            _int(trajectory_id, "trajectory_id"),
-            _float(reward, "reward"),
+            _id(trajectory_id, "trajectory_id"),
+            as_real(reward, "reward"),
             source,
             None if tier is None else _int(tier, "tier"),
         )
@@ -384,10 +409,11 @@ class ReasoningBank:
         return ExtractReport(**json.loads(self._bank.extract_patterns()))
 
     def search(self, vector: Any, k: int, *, expand: int = 0) -> list[SearchHit]:
-        """The ``k`` patterns most similar to ``vector`` (1 ≤ k ≤ len(self)), best first, plus up to
-        ``expand`` more reached through the memory graph (personalized PageRank, restart 0.15)."""
+        """The ``k`` patterns most similar to ``vector``, best first (all of them when ``k`` exceeds
+        ``len(self)``, as in every ANN library; ``k < 1`` raises), plus up to ``expand`` more
+        reached through the memory graph (personalized PageRank, restart 0.15)."""
         hits_json, recs, cents = self._bank.search_patterns(
-            as_vector(vector, "vector", self.dim), _int(k, "k"), _int(expand, "expand")
+            as_vector(vector, "vector", self.dim), _k(k), _int(expand, "expand")
         )
         by_id = {p.id: p for p in _patterns(recs, cents)}
         return [
@@ -398,14 +424,14 @@ class ReasoningBank:
 
     def search_ids(self, vector: Any, k: int) -> tuple[npt.NDArray[np.uint64], F32Array]:
         """Fast path of :meth:`search`: ``(ids, similarities)`` arrays only."""
-        return self._bank.search(as_vector(vector, "vector", self.dim), _int(k, "k"))
+        return self._bank.search(as_vector(vector, "vector", self.dim), _k(k))
 
     def search_level(
         self, vector: Any, k: int, level: int
     ) -> tuple[npt.NDArray[np.uint64], F32Array]:
         """Search within one hierarchy level (after :meth:`build_hierarchy`)."""
         return self._bank.search_level(
-            as_vector(vector, "vector", self.dim), _int(k, "k"), _int(level, "level")
+            as_vector(vector, "vector", self.dim), _k(k), _int(level, "level")
         )
 
     def patterns(self, level: int = 0) -> list[Pattern]:
@@ -414,7 +440,7 @@ class ReasoningBank:
 
     def pattern(self, pattern_id: int) -> Pattern:
         """One concrete pattern (UnknownIdError if absent)."""
-        return _patterns(*self._bank.pattern(_int(pattern_id, "pattern_id")))[0]
+        return _patterns(*self._bank.pattern(_id(pattern_id, "pattern_id")))[0]
 
     def level_children(self, level: int) -> list[list[int]]:
         """For each pattern of ``level`` ≥ 1 (in :meth:`patterns` order), its member ids one
@@ -424,13 +450,13 @@ class ReasoningBank:
     def record_feedback(self, pattern_id: int, tier: int, reward: float) -> None:
         """Loop-A feedback: ``tier`` earned ``reward`` ∈ [0, 1] on a query matching the pattern."""
         self._bank.record_feedback(
-            _int(pattern_id, "pattern_id"), _int(tier, "tier"), _float(reward, "reward")
+            _id(pattern_id, "pattern_id"), _int(tier, "tier"), as_real(reward, "reward")
         )
 
     def record_usage(self, retrieved: Iterable[int], used: Iterable[int]) -> None:
         """Loop-A graph update: patterns retrieved for one query and those actually used."""
         self._bank.record_usage(
-            [_int(i, "retrieved id") for i in retrieved], [_int(i, "used id") for i in used]
+            [_id(i, "retrieved id") for i in retrieved], [_id(i, "used id") for i in used]
         )
 
     def decay_graph(self) -> None:
@@ -462,7 +488,7 @@ class ReasoningBank:
     def consolidate(self, threshold: float = 0.95) -> int:
         """Merge near-duplicate patterns transitively (union-find over cosine ≥ ``threshold``);
         returns how many patterns disappeared."""
-        return self._bank.consolidate(_float(threshold, "threshold"))
+        return self._bank.consolidate(as_real(threshold, "threshold"))
 
     def prune(
         self,
@@ -476,7 +502,7 @@ class ReasoningBank:
         idle for more than ``max_idle_ms``; returns the removed ids."""
         return self._bank.prune(
             _int(min_support, "min_support"),
-            _float(min_reward, "min_reward"),
+            as_real(min_reward, "min_reward"),
             _int(max_idle_ms, "max_idle_ms"),
             None if now_ms is None else _int(now_ms, "now_ms"),
         )

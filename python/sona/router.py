@@ -1,4 +1,4 @@
-"""The FastGRNN router of SPEC §6, usable on its own.
+"""The FastGRNN router of design §6, usable on its own.
 
 >>> import numpy as np
 >>> from sona.router import Router

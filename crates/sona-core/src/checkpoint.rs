@@ -140,7 +140,12 @@ impl Checkpoint {
                 e.dtype
             )));
         }
-        let n: usize = e.shape.iter().product();
+        // Checked: a crafted shape whose product overflows must not wrap to a small count.
+        let n = e
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| SonaError::checkpoint(format!("tensor {name:?}: shape overflows")))?;
         let elem = match dtype {
             DType::F32 => 4,
             DType::U64 => 8,

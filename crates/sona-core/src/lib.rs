@@ -2,7 +2,7 @@
 //!
 //! - [`kernels`]: dense `f32` kernels over slices (dot, norms, axpy, mat-vec, rank-r updates, top-k),
 //!   each with a scalar reference and a runtime-dispatched fast path.
-//! - [`types`]: the canonical records of SPEC §2 (trajectories, decisions, patterns, verdicts).
+//! - [`types`]: the canonical records of design §2 (trajectories, decisions, patterns, verdicts).
 //! - [`checkpoint`]: the versioned, checksummed file container every component saves into.
 //! - [`fsio`]: atomic, durable saves (unique temporary file, fsync, rename) and capped reads.
 //! - [`error`]: the one error type, mirrored in Python as the `SonaError` hierarchy.

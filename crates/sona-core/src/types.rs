@@ -1,4 +1,4 @@
-//! The canonical records of SPEC §2: one definition each, mirrored in Python.
+//! The canonical records of design §2: one definition each, mirrored in Python.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,7 +7,7 @@ pub type TrajectoryId = u64;
 /// Global pattern id (fresh on creation, kept through merges by the surviving pattern).
 pub type PatternId = u64;
 
-/// Where a reward came from. Rewards only ever come from outside the model (SPEC §1).
+/// Where a reward came from. Rewards only ever come from outside the model (design §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum RewardSource {
     /// A rating given by a user or the application.

@@ -49,7 +49,7 @@ pub fn check_matrix(what: &str, m: &[f32], rows: usize, cols: usize) -> Result<(
     check_finite(what, m)
 }
 
-/// A reward must be a finite number in `[0, 1]` (SPEC §2).
+/// A reward must be a finite number in `[0, 1]` (design §2).
 #[inline]
 pub fn check_reward(r: f32) -> Result<()> {
     if r.is_finite() && (0.0..=1.0).contains(&r) {

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use sona_core::{Result, SonaError};
 
-/// How the engine learns (SPEC §9 `LearningMode`).
+/// How the engine learns (design §9 `LearningMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LearningMode {
@@ -19,8 +19,8 @@ pub enum LearningMode {
     InstantOnly,
     /// Loops A and B (B on a background thread owned by the engine).
     InstantAndBackground,
-    /// Loops A, B and C (C, "dreams", is run by the caller through `deep_learn`; the engine keeps
-    /// loop B running exactly as in `instant_and_background`).
+    /// Loops A, B and C: loop B on the background thread, and a deep ("dream") cycle after every
+    /// `deep_every_b` loop-B cycles there (and whenever `deep_learn` is called).
     AllThreeTiers,
 }
 
@@ -121,6 +121,27 @@ pub struct EngineConfig {
     pub bank_max_clusters: usize,
     /// New completed trajectories kept for the next extraction (1..=10^7).
     pub bank_buffer_capacity: usize,
+    /// Loop C: optimizer steps of one deep cycle (0..=10^6).
+    pub deep_steps: usize,
+    /// Loop C: pseudo-rehearsal queries sampled around patterns per cycle (0..=10^6).
+    pub deep_synthetic: usize,
+    /// Loop C: synthetic queries distilled per step (0..=4096).
+    pub deep_synthetic_batch: usize,
+    /// Loop C: weight of the distillation loss (0..=10^6).
+    pub deep_distill_weight: f64,
+    /// Loop C: the held-out probe score may drop by at most this for a cycle to be kept (0..=10^6).
+    pub deep_tolerance: f64,
+    /// Loop C: wall-clock budget of the training steps, ms (1..=3.6·10^6).
+    pub deep_budget_ms: u64,
+    /// Loop C: spread of pseudo-rehearsal queries around a centroid, as σ·√dim (0..=10).
+    pub deep_spread: f64,
+    /// Loop C: cosine at which patterns are merged transitively (−1..=1).
+    pub deep_consolidate_threshold: f64,
+    /// Loop C: patterns idle this long (s) with support < 2 and mean reward < 0.05 are pruned.
+    pub deep_prune_idle_s: f64,
+    /// Under `all_three_tiers`, a deep cycle runs after every this many loop-B cycles (0 = only
+    /// when `deep_learn` is called).
+    pub deep_every_b: u64,
 }
 
 impl Default for EngineConfig {
@@ -167,6 +188,16 @@ impl Default for EngineConfig {
             bank_merge_threshold: 0.9,
             bank_max_clusters: 64,
             bank_buffer_capacity: 100_000,
+            deep_steps: 200,
+            deep_synthetic: 256,
+            deep_synthetic_batch: 8,
+            deep_distill_weight: 1.0,
+            deep_tolerance: 0.0,
+            deep_budget_ms: 5_000,
+            deep_spread: 0.5,
+            deep_consolidate_threshold: 0.95,
+            deep_prune_idle_s: 7.0 * 86_400.0,
+            deep_every_b: 10,
         }
     }
 }
@@ -322,6 +353,26 @@ impl EngineConfig {
         )?;
         int_range("metrics_window", self.metrics_window as u64, 1, 10_000_000)?;
         real_range("memory_budget_mb", self.memory_budget_mb, 1.0, 1e6)?;
+        int_range("deep_steps", self.deep_steps as u64, 0, 1_000_000)?;
+        int_range("deep_synthetic", self.deep_synthetic as u64, 0, 1_000_000)?;
+        int_range(
+            "deep_synthetic_batch",
+            self.deep_synthetic_batch as u64,
+            0,
+            4096,
+        )?;
+        real_range("deep_distill_weight", self.deep_distill_weight, 0.0, 1e6)?;
+        real_range("deep_tolerance", self.deep_tolerance, 0.0, 1e6)?;
+        int_range("deep_budget_ms", self.deep_budget_ms, 1, 3_600_000)?;
+        real_range("deep_spread", self.deep_spread, 0.0, 10.0)?;
+        real_range(
+            "deep_consolidate_threshold",
+            self.deep_consolidate_threshold,
+            -1.0,
+            1.0,
+        )?;
+        real_range("deep_prune_idle_s", self.deep_prune_idle_s, 0.0, 1e10)?;
+        int_range("deep_every_b", self.deep_every_b, 0, 1 << 40)?;
         if !["flat", "ivf", "hnsw"].contains(&self.bank_index.as_str()) {
             return Err(SonaError::Config(format!(
                 "bank_index must be \"flat\", \"ivf\" or \"hnsw\", got {:?}",

@@ -39,7 +39,7 @@ use crate::replay::{Replay, ReplayItem};
 use crate::router::backward::{backward, Scratch as BwScratch};
 use crate::router::{features, forward, Cache, Layout};
 
-/// Where a reward came from (SPEC §1): the three outside sources plus `Error`, a failed backend call
+/// Where a reward came from (design §1): the three outside sources plus `Error`, a failed backend call
 /// reported by the caller as reward 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -149,6 +149,9 @@ pub(crate) struct Inner {
     pub last_result: Mutex<Option<LearningResult>>,
     pub closed: AtomicBool,
     pub wake: (Mutex<bool>, Condvar),
+    /// Deep (loop-C) cycles run, and Φ of the memory graph after the last one.
+    pub deep_runs: AtomicU64,
+    pub last_phi: Mutex<Option<f64>>,
 }
 
 /// The SONA engine. Every method takes `&self`; share it across threads.
@@ -242,8 +245,8 @@ impl Inner {
             head: Arc::new(head),
         };
         let writer = Writer {
-            micro_opt: Optimizer::new(micro_optim(&cfg), d, d, cfg.micro_rank),
-            head_opt: Optimizer::new(head_optim(&cfg), cfg.hidden, cfg.n_tiers, hr),
+            micro_opt: Optimizer::new(micro_optim(&cfg), d, d, cfg.micro_rank)?,
+            head_opt: Optimizer::new(head_optim(&cfg), cfg.hidden, cfg.n_tiers, hr)?,
             rng: rng.fork(1),
             rejected: 0,
             loss_ema: f64::NAN,
@@ -274,6 +277,8 @@ impl Inner {
             last_result: Mutex::new(None),
             closed: AtomicBool::new(false),
             wake: (Mutex::new(false), Condvar::new()),
+            deep_runs: AtomicU64::new(0),
+            last_phi: Mutex::new(None),
             cfg,
         })
     }
@@ -758,9 +763,29 @@ impl Engine {
         self.inner.background_learn()
     }
 
-    /// Per-window metrics as JSON (see [`crate::metrics`]).
+    /// Runs one deep ("dream") cycle now (serialised with loop B); see [`crate::loop_c`].
+    pub fn deep_learn(&self) -> Result<crate::loop_c::DeepLearningResult> {
+        self.inner.check_open()?;
+        self.inner.deep_learn()
+    }
+
+    /// Per-window metrics as JSON (see [`crate::metrics`]), with the improvement rates of the
+    /// estimated regret between consecutive windows, `weekly_gain` (the last of those rates: the
+    /// relative regret reduction of the latest closed window against the one before — windows of
+    /// `metrics_window` feedbacks, not calendar weeks) and Φ of the memory graph after the last deep
+    /// cycle (`null` before one ran).
     pub fn improvement_metrics(&self) -> String {
-        self.inner.metrics.lock().to_json()
+        let json = self.inner.metrics.lock().to_json();
+        let mut v: serde_json::Value = serde_json::from_str(&json).expect("metrics JSON");
+        let regrets: Vec<f64> = v["regret"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+            .unwrap_or_default();
+        let rates = sona_metrics::improvement::improvement_rates(&regrets);
+        v["weekly_gain"] = serde_json::json!(rates.last());
+        v["improvement_rates"] = serde_json::json!(rates);
+        v["phi"] = serde_json::json!(*self.inner.last_phi.lock());
+        v.to_string()
     }
 
     /// Counters and sizes as JSON.
@@ -842,6 +867,9 @@ fn background_thread(inner: Arc<Inner>) {
     } else {
         1.0
     });
+    let deep =
+        cfg.learning_mode == crate::config::LearningMode::AllThreeTiers && cfg.deep_every_b > 0;
+    let mut b_since_deep = 0u64;
     loop {
         {
             let mut g = inner.wake.0.lock();
@@ -860,6 +888,11 @@ fn background_thread(inner: Arc<Inner>) {
             && inner.last_b.lock().elapsed().as_secs_f64() >= cfg.loop_b_interval_s;
         if by_count || by_time {
             let _ = inner.background_learn();
+            b_since_deep += 1;
+            if deep && b_since_deep >= cfg.deep_every_b && !inner.closed.load(Relaxed) {
+                b_since_deep = 0;
+                let _ = inner.deep_learn();
+            }
         }
     }
 }

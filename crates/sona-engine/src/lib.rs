@@ -1,4 +1,4 @@
-//! The FastGRNN router and the learning loops A and B, joined into the SONA engine (SPEC §1, §6).
+//! The FastGRNN router and the learning loops A and B, joined into the SONA engine (design §1, §6).
 //!
 //! - [`config`]: [`EngineConfig`], every tunable, its default and its range (the only place defaults live).
 //! - [`real`]: the float trait the router is written over (`f32` in production, `f64` in gradient checks).
@@ -11,12 +11,14 @@
 //! - [`metrics`]: per-window reward, cost, utility, tier shares and IPS regret.
 //! - [`engine`]: [`Engine`]: `process`, `feedback` (loop A), the background thread.
 //! - [`loop_b`]: one loop-B cycle and its [`LearningResult`].
+//! - [`loop_c`]: one deep ("dream") cycle and its [`loop_c::DeepLearningResult`].
 //! - [`persist`]: `save(dir)` / `load(dir)` of every learned piece.
 
 pub mod adam;
 pub mod config;
 pub mod engine;
 pub mod loop_b;
+pub mod loop_c;
 pub mod metrics;
 pub mod model;
 pub mod pending;
@@ -29,3 +31,4 @@ pub mod router;
 pub use config::{EngineConfig, Exploration, LearningMode};
 pub use engine::{Decision, Engine, FeedbackSource};
 pub use loop_b::LearningResult;
+pub use loop_c::DeepLearningResult;

@@ -1,5 +1,5 @@
 //! Loop B: replay, Adam on router + base LoRA with the EWC++ penalty, online Fisher, task
-//! boundaries, micro → base merge and pattern extraction (SPEC §1).
+//! boundaries, micro → base merge and pattern extraction (design §1).
 //!
 //! A cycle copies the router and base weights out of the current snapshot and trains the copy with
 //! no engine lock held (only the learner's own mutex, which serialises cycles). It then publishes
@@ -69,6 +69,8 @@ pub(crate) struct Learner {
     pub detector: Option<TaskBoundaryDetector>,
     pub cycles: u64,
     pub boundaries: u64,
+    /// Deep (loop-C) cycles run.
+    pub deep_cycles: u64,
 }
 
 /// Number of parameters EWC++ and Adam see: router + base A + base Bᵀ.
@@ -105,6 +107,7 @@ impl Learner {
             detector,
             cycles: 0,
             boundaries: 0,
+            deep_cycles: 0,
         })
     }
 
@@ -130,7 +133,7 @@ pub(crate) fn flatten(router: &[f32], base: &LoraWeights) -> Vec<f32> {
 }
 
 /// The base adapter held in `θ` (same shape and scale as `like`).
-fn base_of(theta: &[f32], n_router: usize, like: &LoraWeights) -> LoraWeights {
+pub(crate) fn base_of(theta: &[f32], n_router: usize, like: &LoraWeights) -> LoraWeights {
     let mut b = like.clone();
     let na = b.a.len();
     b.a.copy_from_slice(&theta[n_router..n_router + na]);

@@ -1,4 +1,4 @@
-//! The FastGRNN router of SPEC §6 and its exact backward pass.
+//! The FastGRNN router of design §6 and its exact backward pass.
 //!
 //! ```text
 //! z_t  = σ(W x_t + U h_{t-1} + b_z)          W = W₁W₂ (H×r_w · r_w×D),  U = U₁U₂ (H×r_u · r_u×H)
@@ -53,7 +53,7 @@ pub struct Offsets {
     pub total: usize,
 }
 
-/// Initial `ζ̂`: `ζ = σ(4.6) ≈ 0.99`, the closest to SPEC's ζ = 1 a sigmoid gate reaches usefully.
+/// Initial `ζ̂`: `ζ = σ(4.6) ≈ 0.99`, the closest to design §6's ζ = 1 a sigmoid gate reaches usefully.
 pub const ZETA_INIT: f64 = 4.6;
 /// Initial `ν̂`: `ν = σ(0) = 0.5`.
 pub const NU_INIT: f64 = 0.0;

@@ -1,5 +1,5 @@
 //! `cargo bench -p sona-ewc`: Fisher update, penalty and apply at P ∈ {1e3, 1e4, 1e5, 1e6}, plus one
-//! boundary-detector observation at d ∈ {256, 768}. Targets (SPEC §10 / issue 4): apply and Fisher
+//! boundary-detector observation at d ∈ {256, 768}. Targets (design §10 / issue 4): apply and Fisher
 //! update at P = 1e5 ≤ 50 µs.
 
 use divan::{black_box, Bencher};

@@ -9,7 +9,7 @@
 //! penalty(θ) = λ/2 · Σ_i F̄_i (θ_i − θ̄*_i)²      gradient: λ · F̄ ⊙ (θ − θ̄*)
 //! ```
 //!
-//! λ multiplies once, at use (SPEC §4); per-task weights and decay live inside `F̄`. Folding a task
+//! λ multiplies once, at use (design §4); per-task weights and decay live inside `F̄`. Folding a task
 //! updates `F̄` and `θ̄*` in place, so memory never grows with the number of tasks. Where `F̄_i = 0` no
 //! task constrains parameter `i` and `θ̄*_i` is simply the newest anchor (it has no effect).
 

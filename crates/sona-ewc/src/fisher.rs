@@ -1,6 +1,6 @@
 //! The online diagonal Fisher estimate (the "++" of EWC++).
 //!
-//! SPEC §4: the Fisher is built from **per-sample** gradients of the loss, `F ← γF + (1−γ)g²`, never from
+//! design §4: the Fisher is built from **per-sample** gradients of the loss, `F ← γF + (1−γ)g²`, never from
 //! the square of a batch-mean gradient (which underestimates it by roughly the batch size and mixes
 //! samples). Because the EMA starts at zero, the raw average is biased low by the factor `1 − γⁿ` after
 //! `n` samples; [`OnlineFisher::estimate`] divides it out (as Adam does for its moments), so a task

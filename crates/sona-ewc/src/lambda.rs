@@ -1,4 +1,4 @@
-//! λ adapted from measured forgetting (SPEC §4).
+//! λ adapted from measured forgetting (design §4).
 //!
 //! After each evaluation the caller reports the accuracy on a held-out probe set of *old* tasks and the
 //! quality on the *current* task:

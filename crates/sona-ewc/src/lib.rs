@@ -1,4 +1,4 @@
-//! EWC++ for SONA (SPEC §4): protect what already works while learning continues.
+//! EWC++ for SONA (design §4): protect what already works while learning continues.
 //!
 //! - [`fisher`]: [`OnlineFisher`], the per-sample-gradient EMA of the diagonal Fisher (the "++").
 //! - [`consolidate`]: [`EwcPlusPlus`], every finished task folded into one O(P) quadratic;

@@ -1,6 +1,6 @@
 //! `cargo bench -p sona-lora`: forward, batch forward, gradient + step, reward update and merge at
 //! d ∈ {256, 768, 4096}, r ∈ {1, 2, 8, 16}. Sample counts are kept small (shared 2-core machine).
-//! Targets (SPEC §10): micro forward d=768 r=2 ≤ 1 µs; reward update d=768 r=2 ≤ 2 µs; base forward
+//! Targets (design §10): micro forward d=768 r=2 ≤ 1 µs; reward update d=768 r=2 ≤ 2 µs; base forward
 //! d=4096 r=16 ≤ 15 µs; merge d=768 r 8+2 ≤ 200 µs.
 
 use divan::{black_box, Bencher};

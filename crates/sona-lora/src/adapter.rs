@@ -1,4 +1,4 @@
-//! The LoRA map `y = W x + s · B (A x)` and its exact gradients (SPEC §3).
+//! The LoRA map `y = W x + s · B (A x)` and its exact gradients (design §3).
 //!
 //! [`LoraWeights`] holds one immutable-by-convention copy of the trainable factors. `A` is stored as in
 //! PEFT (`r × d_in`, row-major). `B` is stored **transposed** (`bt`, `r × d_out`): column `k` of `B` is
@@ -16,10 +16,17 @@ use sona_core::{validate, Result, SeededRng, SonaError};
 /// allocates; LoRA ranks in practice are 1-64.
 pub const MAX_RANK: usize = 256;
 
+/// Largest magnitude of any stored factor entry (`A`, `B`). Trained LoRA factors are of order
+/// `1/√d` to 1 (PEFT initialises `A` with Kaiming-uniform entries and `B = 0`); 10⁴ leaves four
+/// orders of magnitude of room while keeping `s·B(A x)` far from `f32` overflow for any input of
+/// ordinary scale (`|Δy_i| ≤ s · r · d_in · 10⁸ · max|x|`). Weights beyond it — a bit flip in an
+/// exponent, a file from a diverged run, a step that would exceed it — are refused, never stored.
+pub const MAX_WEIGHT: f32 = 1e4;
+
 /// The frozen map `W` the adapter corrects.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frozen {
-    /// `W = I` (requires `d_in == d_out`): the embedding adapter of SPEC §3.
+    /// `W = I` (requires `d_in == d_out`): the embedding adapter of design §3.
     Identity,
     /// `W = 0`: the adapter outputs only its correction `s·BAx` (used for the micro tier of a stack).
     Zero,
@@ -85,11 +92,8 @@ pub struct LoraWeights {
 
 /// Checks the shape of an adapter (used by every constructor and loader).
 pub fn check_shape(d_in: usize, d_out: usize, rank: usize) -> Result<()> {
-    if d_in == 0 || d_out == 0 {
-        return Err(SonaError::Config(format!(
-            "dimensions must be positive, got d_in={d_in}, d_out={d_out}"
-        )));
-    }
+    validate::check_size("d_in", d_in, 1, validate::MAX_DIM)?;
+    validate::check_size("d_out", d_out, 1, validate::MAX_DIM)?;
     if rank == 0 || rank > d_in.min(d_out) || rank > MAX_RANK {
         return Err(SonaError::Config(format!(
             "rank must be in [1, min(d_in, d_out, {MAX_RANK})] = [1, {}], got {rank}",
@@ -100,7 +104,8 @@ pub fn check_shape(d_in: usize, d_out: usize, rank: usize) -> Result<()> {
 }
 
 impl LoraWeights {
-    /// All-zero factors (ΔW = 0 and, unlike [`LoraWeights::init`], zero gradients too).
+    /// All-zero factors (ΔW = 0 and, unlike [`LoraWeights::init`], zero gradients too) of a shape
+    /// known to be small (tests); user-sized shapes go through [`LoraWeights::try_zeros`].
     pub fn zeros(d_in: usize, d_out: usize, rank: usize, scale: f32) -> Self {
         LoraWeights {
             d_in,
@@ -112,7 +117,20 @@ impl LoraWeights {
         }
     }
 
-    /// SPEC §3 initialisation: `A ~ N(0, 1/d_in)`, `B = 0`, `s = α / r`.
+    /// [`LoraWeights::zeros`] after checking the shape, allocated fallibly.
+    pub fn try_zeros(d_in: usize, d_out: usize, rank: usize, scale: f32) -> Result<Self> {
+        check_shape(d_in, d_out, rank)?;
+        Ok(LoraWeights {
+            d_in,
+            d_out,
+            rank,
+            scale,
+            a: validate::try_zeros("lora_A", rank * d_in)?,
+            bt: validate::try_zeros("lora_B", rank * d_out)?,
+        })
+    }
+
+    /// design §3 initialisation: `A ~ N(0, 1/d_in)`, `B = 0`, `s = α / r`.
     pub fn init(
         d_in: usize,
         d_out: usize,
@@ -122,7 +140,7 @@ impl LoraWeights {
     ) -> Result<Self> {
         check_shape(d_in, d_out, rank)?;
         validate::check_range("alpha", alpha as f64, f32::MIN_POSITIVE as f64, 1e6)?;
-        let mut w = LoraWeights::zeros(d_in, d_out, rank, alpha / rank as f32);
+        let mut w = LoraWeights::try_zeros(d_in, d_out, rank, alpha / rank as f32)?;
         rng.fill_normal(&mut w.a, (1.0 / d_in as f32).sqrt());
         Ok(w)
     }
@@ -139,7 +157,9 @@ impl LoraWeights {
         check_shape(d_in, d_out, rank)?;
         validate::check_matrix("lora_A", a, rank, d_in)?;
         validate::check_matrix("lora_B", b, d_out, rank)?;
-        let mut w = LoraWeights::zeros(d_in, d_out, rank, scale);
+        check_bounded("lora_A", a)?;
+        check_bounded("lora_B", b)?;
+        let mut w = LoraWeights::try_zeros(d_in, d_out, rank, scale)?;
         w.a.copy_from_slice(a);
         for i in 0..d_out {
             for kk in 0..rank {
@@ -230,13 +250,24 @@ impl LoraWeights {
         }
     }
 
-    /// The dense `ΔW = s B A` (`d_out × d_in`), for tests, merges and export.
+    /// The dense `ΔW = s B A` (`d_out × d_in`) of a small adapter (tests, merges); user-sized
+    /// adapters go through [`LoraWeights::try_delta_w`].
     pub fn delta_w(&self) -> Vec<f32> {
         let mut m = vec![0.0; self.d_out * self.d_in];
         k::rank_update(
             &mut m, self.d_out, self.d_in, self.scale, &self.bt, &self.a, self.rank,
         );
         m
+    }
+
+    /// [`LoraWeights::delta_w`] allocated fallibly (at the largest dimensions it is 16 GiB).
+    pub fn try_delta_w(&self) -> Result<Vec<f32>> {
+        let n = validate::element_count("delta_w", &[self.d_out, self.d_in])?;
+        let mut m = validate::try_zeros("delta_w", n)?;
+        k::rank_update(
+            &mut m, self.d_out, self.d_in, self.scale, &self.bt, &self.a, self.rank,
+        );
+        Ok(m)
     }
 
     /// `‖ΔW‖_F² = s² · tr((BᵀB)(AAᵀ))`, in `O(r² (d_in + d_out))` without forming `ΔW`.
@@ -267,6 +298,47 @@ impl LoraWeights {
     /// Whether every weight is finite.
     pub fn is_finite(&self) -> bool {
         all_finite(&self.a) && all_finite(&self.bt)
+    }
+
+    /// Checks that the factors have this shape's sizes, are finite and within [`MAX_WEIGHT`]: what
+    /// every way in (constructor, `set_weights`, files, merges) requires before storing weights.
+    pub fn check(&self) -> Result<()> {
+        check_shape(self.d_in, self.d_out, self.rank)?;
+        validate::check_matrix("lora_A", &self.a, self.rank, self.d_in)?;
+        validate::check_matrix("lora_B", &self.bt, self.rank, self.d_out)?;
+        check_bounded("lora_A", &self.a)?;
+        check_bounded("lora_B", &self.bt)?;
+        if !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(SonaError::invalid(format!(
+                "the scale alpha/r must be finite and > 0, got {}",
+                self.scale
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Largest `|v|` of a slice (NaN if it holds a NaN).
+pub fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0f32, |m, &x| {
+        let a = x.abs();
+        if a > m || a.is_nan() {
+            a
+        } else {
+            m
+        }
+    })
+}
+
+/// Fails with [`SonaError::Numerical`] if an entry of `v` exceeds [`MAX_WEIGHT`] in magnitude.
+pub fn check_bounded(what: &str, v: &[f32]) -> Result<()> {
+    let m = max_abs(v);
+    if m <= MAX_WEIGHT {
+        Ok(())
+    } else {
+        Err(SonaError::Numerical(format!(
+            "{what} has an entry of magnitude {m}, above the bound {MAX_WEIGHT} on LoRA factors"
+        )))
     }
 }
 

@@ -89,22 +89,33 @@ impl Lora {
     }
 
     /// Rebuilds an adapter from [`Lora::to_checkpoint`]; any inconsistency is a checkpoint error.
+    /// Every field is checked before use: the settings by [`LoraConfig::check`] (bounded sizes and
+    /// ranges), every tensor's shape against them, weights finite and within
+    /// [`crate::MAX_WEIGHT`], momentum and baseline finite, counters at most
+    /// [`crate::lora::MAX_COUNTER`], and the RNG state non-zero (by `SeededRng` itself).
     pub fn from_checkpoint(ck: &Checkpoint) -> Result<Lora> {
+        Self::parse(ck).map_err(|e| match e {
+            SonaError::Checkpoint(_) => e,
+            other => bad(other.to_string()),
+        })
+    }
+
+    fn parse(ck: &Checkpoint) -> Result<Lora> {
         let s: Settings = ck.meta("settings")?;
         let clip: Option<f32> = ck.meta("clip")?;
         let max_norm: Option<f32> = ck.meta("max_norm")?;
         let frozen = match s.frozen.as_str() {
             "identity" => Frozen::Identity,
             "zero" => Frozen::Zero,
-            "dense" => Frozen::Dense(ck.get_f32_shaped("W", &[s.d_out, s.d_in])?),
+            "dense" => Frozen::Dense(Vec::new()),
             other => return Err(bad(format!("unknown base map {other:?}"))),
         };
-        let config = LoraConfig {
+        let mut config = LoraConfig {
             d_in: s.d_in,
             d_out: s.d_out,
             rank: s.rank,
             alpha: s.alpha,
-            frozen,
+            frozen: Frozen::Identity,
             optim: OptimConfig {
                 lr: s.lr,
                 momentum: s.momentum,
@@ -120,7 +131,16 @@ impl Lora {
             seed: s.seed,
             module: s.module,
         };
-        config.check().map_err(|e| bad(e.to_string()))?;
+        // Sizes first (with an identity map, whose check needs no tensor), then the real map.
+        if !matches!(frozen, Frozen::Identity) {
+            config.frozen = Frozen::Zero;
+        }
+        config.check()?;
+        config.frozen = match frozen {
+            Frozen::Dense(_) => Frozen::Dense(ck.get_f32_shaped("W", &[s.d_out, s.d_in])?),
+            other => other,
+        };
+        config.check()?;
         let a = ck.get_f32_shaped("A", &[s.rank, s.d_in])?;
         let bt = ck.get_f32_shaped("Bt", &[s.rank, s.d_out])?;
         let weights = LoraWeights {
@@ -131,22 +151,23 @@ impl Lora {
             a,
             bt,
         };
-        let lora = Lora::from_weights(config, weights)?;
         let ma = ck.get_f32_shaped("momentum_A", &[s.rank, s.d_in])?;
         let mb = ck.get_f32_shaped("momentum_Bt", &[s.rank, s.d_out])?;
         let bw = ck.get_f32_shaped("baseline_w", &[s.d_in])?;
         let bc = ck.get_f32_shaped("baseline_c", &[1])?[0];
         let counters = ck.get_u64("counters")?;
         let rng: SeededRng = ck.meta("explore_rng")?;
-        if counters.len() != 5 {
-            return Err(bad("counters: expected 5 values"));
-        }
-        lora.restore_state(&ma, &mb, &bw, bc, &counters, rng)
-            .map_err(|e| bad(e.to_string()))?;
+        let lora = Lora::from_weights(config, weights)?;
+        lora.restore_state(&ma, &mb, &bw, bc, &counters, rng)?;
         if s.read_only {
             lora.freeze();
         }
         Ok(lora)
+    }
+
+    /// [`Lora::load`] from the bytes of a file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Lora> {
+        Lora::from_checkpoint(&Checkpoint::from_bytes(bytes, KIND, VERSION)?)
     }
 
     /// Writes [`Lora::to_checkpoint`] to `path` (atomically).

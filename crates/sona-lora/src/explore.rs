@@ -27,6 +27,13 @@ use crate::fused::scaled_copy;
 use sona_core::kernels::copy;
 use sona_core::{validate, Result, SeededRng, SonaError};
 
+/// Largest number of pending explorations (each keeps its input and noise: `capacity · (d_in +
+/// d_out)` floats, also bounded by [`validate::MAX_ELEMENTS`]).
+pub const MAX_CAPACITY: usize = 1 << 20;
+
+/// Largest magnitude of one noise value drawn by [`fill_gaussian`] (`2√3`, rounded up).
+pub const NOISE_BOUND: f32 = 3.47;
+
 /// Exploration settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ExploreConfig {
@@ -53,7 +60,7 @@ impl ExploreConfig {
     pub fn check(&self) -> Result<()> {
         validate::check_range("sigma", self.sigma as f64, 1e-6, 10.0)?;
         validate::check_range("baseline_rate", self.baseline_rate as f64, 1e-6, 1.0)?;
-        validate::check_range("capacity", self.capacity as f64, 1.0, 1e6)?;
+        validate::check_size("capacity", self.capacity, 1, MAX_CAPACITY)?;
         Ok(())
     }
 }
@@ -68,12 +75,12 @@ pub struct LinearBaseline {
 
 impl LinearBaseline {
     /// Starts at `b = 0.5`, the middle of the reward range.
-    pub fn new(d_in: usize, rate: f32) -> Self {
-        LinearBaseline {
-            w: vec![0.0; d_in],
+    pub fn new(d_in: usize, rate: f32) -> Result<Self> {
+        Ok(LinearBaseline {
+            w: validate::try_zeros("baseline", d_in)?,
             c: 0.5,
             rate,
-        }
+        })
     }
 
     #[inline]
@@ -120,6 +127,30 @@ pub fn fill_gaussian(rng: &mut SeededRng, out: &mut [f32]) -> f32 {
     sum_sq
 }
 
+/// A reward checked and turned into an error by [`Explorer::prepare`], not yet applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Pending {
+    token: u64,
+    slot: usize,
+    predicted: f32,
+    x_norm_sq: f32,
+    reward: f32,
+    /// `R − b(x)`.
+    pub advantage: f32,
+}
+
+/// `‖y‖` without overflow: the fast `f32` sum of squares, redone in `f64` when it overflows.
+fn robust_norm(y: &[f32]) -> f64 {
+    let sq = k::norm_sq(y);
+    if sq.is_finite() {
+        return (sq as f64).sqrt();
+    }
+    y.iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt()
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
     token: u64,
@@ -150,33 +181,46 @@ pub struct Explorer {
 impl Explorer {
     pub fn new(config: ExploreConfig, d_in: usize, d_out: usize, seed: u64) -> Result<Self> {
         config.check()?;
+        let xs = validate::element_count(
+            "exploration inputs (capacity x d_in)",
+            &[config.capacity, d_in],
+        )?;
+        let eps = validate::element_count(
+            "exploration noise (capacity x d_out)",
+            &[config.capacity, d_out],
+        )?;
         Ok(Explorer {
             config,
             d_in,
             d_out,
             rng: SeededRng::new(seed),
             next_token: 1,
-            slots: vec![Slot::default(); config.capacity],
-            xs: vec![0.0; config.capacity * d_in],
-            eps: vec![0.0; config.capacity * d_out],
-            baseline: LinearBaseline::new(d_in, config.baseline_rate),
+            slots: validate::try_filled("exploration slots", config.capacity, Slot::default())?,
+            xs: validate::try_zeros("exploration inputs", xs)?,
+            eps: validate::try_zeros("exploration noise", eps)?,
+            baseline: LinearBaseline::new(d_in, config.baseline_rate)?,
             reward_mean: 0.0,
             rewards: 0,
         })
     }
 
     /// Perturbs `y` in place (`y ← y + σ‖y‖ε`), remembers `(x, ε, ‖y‖)` and returns the token.
-    /// A zero output explores with absolute scale `σ`.
-    pub fn explore(&mut self, x: &[f32], y: &mut [f32]) -> u64 {
+    /// A zero output explores with absolute scale `σ`. An output so large that the perturbed one
+    /// could overflow `f32` is a [`SonaError::Numerical`], checked before anything changes.
+    pub fn explore(&mut self, x: &[f32], y: &mut [f32]) -> Result<u64> {
+        let y_norm = robust_norm(y);
+        let y_norm = if y_norm > 0.0 { y_norm } else { 1.0 };
+        // |y_i + σ‖y‖ε_i| ≤ ‖y‖ (1 + σ · NOISE_BOUND): refuse before drawing if that could overflow.
+        let reach = y_norm * (1.0 + self.config.sigma as f64 * NOISE_BOUND as f64);
+        if reach.is_nan() || reach >= f32::MAX as f64 {
+            return Err(SonaError::Numerical(format!(
+                "output norm {y_norm:e} is too large to explore around without overflowing f32"
+            )));
+        }
+        let y_norm = y_norm as f32;
         let token = self.next_token;
         self.next_token += 1;
         let i = (token % self.config.capacity as u64) as usize;
-        let y_norm = k::norm_sq(y).sqrt();
-        let y_norm = if y_norm > 0.0 && y_norm.is_finite() {
-            y_norm
-        } else {
-            1.0
-        };
         let eps = &mut self.eps[i * self.d_out..(i + 1) * self.d_out];
         let eps_sq = fill_gaussian(&mut self.rng, eps);
         k::axpy(self.config.sigma * y_norm, eps, y);
@@ -187,7 +231,7 @@ impl Explorer {
             y_norm,
             eps_sq,
         };
-        token
+        Ok(token)
     }
 
     /// Validates `token` and `reward` without changing anything.
@@ -208,8 +252,56 @@ impl Explorer {
         Ok(i)
     }
 
-    /// Consumes `token`: writes its input into `x` and the output error (see the module docs) into
-    /// `e`, and updates the baseline. Returns the advantage `R − b(x)` and `(‖x‖², ‖e‖²)`.
+    /// What redeeming `token` with `reward` will do, computed without changing anything: writes its
+    /// input into `x` and the output error (see the module docs) into `e`, and returns the pending
+    /// change of the baseline together with `(‖x‖², ‖e‖²)`. [`Explorer::commit`] applies it once the
+    /// step it feeds has been applied, so a refused step leaves the token, baseline and reward
+    /// statistics as they were.
+    pub fn prepare(
+        &self,
+        token: u64,
+        reward: f32,
+        x: &mut [f32],
+        e: &mut [f32],
+    ) -> Result<(Pending, (f64, f64))> {
+        validate::check_reward(reward)?;
+        let i = self.slot_of(token)?;
+        let slot = self.slots[i];
+        copy(&self.xs[i * self.d_in..(i + 1) * self.d_in], x);
+        let (b, xx) = self.baseline.predict_with_norm(x);
+        if !b.is_finite() {
+            return Err(SonaError::Numerical(format!(
+                "the reward baseline is {b} at this input; reward rejected"
+            )));
+        }
+        let adv = reward - b;
+        let coef = -adv * slot.y_norm / self.config.sigma;
+        scaled_copy(coef, &self.eps[i * self.d_out..(i + 1) * self.d_out], e);
+        let e_sq = (coef as f64).powi(2) * slot.eps_sq as f64;
+        let pending = Pending {
+            token,
+            slot: i,
+            predicted: b,
+            x_norm_sq: xx,
+            reward,
+            advantage: adv,
+        };
+        Ok((pending, (xx as f64, e_sq)))
+    }
+
+    /// Applies a prepared reward: marks the token used (unless it was evicted meanwhile), moves
+    /// the baseline toward the reward at input `x` and counts it.
+    pub fn commit(&mut self, p: &Pending, x: &[f32]) {
+        if self.slots[p.slot].token == p.token {
+            self.slots[p.slot].used = true;
+        }
+        self.baseline.update(x, p.x_norm_sq, p.predicted, p.reward);
+        self.rewards += 1;
+        self.reward_mean += (p.reward as f64 - self.reward_mean) / self.rewards as f64;
+    }
+
+    /// [`Explorer::prepare`] and [`Explorer::commit`] at once. Returns the advantage `R − b(x)` and
+    /// `(‖x‖², ‖e‖²)`.
     pub fn take(
         &mut self,
         token: u64,
@@ -217,20 +309,9 @@ impl Explorer {
         x: &mut [f32],
         e: &mut [f32],
     ) -> Result<(f32, (f64, f64))> {
-        validate::check_reward(reward)?;
-        let i = self.slot_of(token)?;
-        let slot = self.slots[i];
-        self.slots[i].used = true;
-        copy(&self.xs[i * self.d_in..(i + 1) * self.d_in], x);
-        let (b, xx) = self.baseline.predict_with_norm(x);
-        let adv = reward - b;
-        self.baseline.update(x, xx, b, reward);
-        self.rewards += 1;
-        self.reward_mean += (reward as f64 - self.reward_mean) / self.rewards as f64;
-        let coef = -adv * slot.y_norm / self.config.sigma;
-        scaled_copy(coef, &self.eps[i * self.d_out..(i + 1) * self.d_out], e);
-        let e_sq = (coef as f64).powi(2) * slot.eps_sq as f64;
-        Ok((adv, (xx as f64, e_sq)))
+        let (p, norms) = self.prepare(token, reward, x, e)?;
+        self.commit(&p, x);
+        Ok((p.advantage, norms))
     }
 
     /// The noise RNG (for checkpoints).
@@ -238,7 +319,8 @@ impl Explorer {
         &self.rng
     }
 
-    /// Restores the RNG and the token counter after a load; pending explorations are dropped.
+    /// Restores the RNG and the token counter after a load (`explored` must have been checked to
+    /// be far below `u64::MAX`); pending explorations are dropped.
     pub fn restore(&mut self, rng: SeededRng, explored: u64) {
         self.rng = rng;
         self.next_token = explored + 1;
@@ -276,7 +358,7 @@ mod tests {
         let mut ex = Explorer::new(cfg, 3, 2, 1).unwrap();
         let x = [1.0, 0.0, 0.0];
         let mut y = [0.5, 0.5];
-        let t1 = ex.explore(&x, &mut y);
+        let t1 = ex.explore(&x, &mut y).unwrap();
         let (mut xb, mut eb) = ([0.0; 3], [0.0; 2]);
         assert!(ex.check(t1, 1.5).is_err());
         assert!(ex.check(t1 + 100, 0.5).is_err());
@@ -286,9 +368,9 @@ mod tests {
             ex.take(t1, 0.7, &mut xb, &mut eb),
             Err(SonaError::UnknownId { .. })
         ));
-        let t2 = ex.explore(&x, &mut y);
+        let t2 = ex.explore(&x, &mut y).unwrap();
         for _ in 0..4 {
-            ex.explore(&x, &mut y);
+            ex.explore(&x, &mut y).unwrap();
         }
         assert!(ex.check(t2, 0.5).is_err(), "evicted token must be unknown");
         assert!(ex.check(0, 0.5).is_err());
@@ -302,7 +384,7 @@ mod tests {
         let x = [0.0, 1.0];
         let y0 = [1.0, 0.0, 0.0];
         let mut y = y0;
-        let t = ex.explore(&x, &mut y);
+        let t = ex.explore(&x, &mut y).unwrap();
         let noise: Vec<f32> = y.iter().zip(&y0).map(|(a, b)| a - b).collect();
         let (mut xb, mut e) = ([0.0; 2], [0.0; 3]);
         let (adv, (xx, ee)) = ex.take(t, 1.0, &mut xb, &mut e).unwrap();

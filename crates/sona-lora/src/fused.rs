@@ -120,10 +120,11 @@ fn momentum_body(
     keep: f32,
     w_out: &mut [f32],
     m_out: &mut [f32],
-) -> bool {
+) -> f32 {
     // Fixed-size 8-value blocks (arrays, not slices) so LLVM emits vector code without bounds checks.
     let n = w.len();
     let mut acc = [0.0f32; 8];
+    let mut big = [0.0f32; 8];
     let blocks = n / 8;
     for bi in 0..blocks {
         let r = bi * 8..bi * 8 + 8;
@@ -136,24 +137,32 @@ fn momentum_body(
             mo[j] = mu * mb[j] + coef * sb[j];
             wo[j] = (wb[j] - lr * mo[j]) * keep;
             acc[j] += (mo[j] - mo[j]) + (wo[j] - wo[j]);
+            let a = wo[j].abs();
+            big[j] = if a > big[j] { a } else { big[j] };
         }
         m_out[r.clone()].copy_from_slice(&mo);
         w_out[r].copy_from_slice(&wo);
     }
     let mut tail = 0.0f32;
+    let mut tail_big = 0.0f32;
     for i in blocks * 8..n {
         let mn = mu * m[i] + coef * src[i];
         let wn = (w[i] - lr * mn) * keep;
         m_out[i] = mn;
         w_out[i] = wn;
         tail += (mn - mn) + (wn - wn);
+        tail_big = tail_big.max(wn.abs());
     }
-    (acc.iter().sum::<f32>() + tail) == 0.0
+    if (acc.iter().sum::<f32>() + tail) == 0.0 {
+        big.iter().fold(tail_big, |m, &b| m.max(b))
+    } else {
+        f32::NAN
+    }
 }
-dispatch!(momentum_body, momentum_avx2, (w: &[f32], m: &[f32], src: &[f32], coef: f32, mu: f32, lr: f32, keep: f32, w_out: &mut [f32], m_out: &mut [f32]) -> bool);
+dispatch!(momentum_body, momentum_avx2, (w: &[f32], m: &[f32], src: &[f32], coef: f32, mu: f32, lr: f32, keep: f32, w_out: &mut [f32], m_out: &mut [f32]) -> f32);
 
-/// One fused momentum row: `m' = μ m + coef · src`, `w' = keep · (w − lr m')`; returns whether every
-/// written value is finite (checked in the same pass).
+/// One fused momentum row: `m' = μ m + coef · src`, `w' = keep · (w − lr m')`; returns the largest
+/// `|w'|`, or NaN if any written value is not finite (both found in the same pass).
 #[inline]
 pub fn momentum_row(
     w: &[f32],
@@ -165,7 +174,7 @@ pub fn momentum_row(
     keep: f32,
     w_out: &mut [f32],
     m_out: &mut [f32],
-) -> bool {
+) -> f32 {
     let n = w.len();
     assert!(m.len() == n && src.len() == n && w_out.len() == n && m_out.len() == n);
     #[cfg(target_arch = "x86_64")]
@@ -208,24 +217,14 @@ mod tests {
         let m: Vec<f32> = (0..n).map(|i| -(i as f32)).collect();
         let s: Vec<f32> = (0..n).map(|i| (i as f32).cos()).collect();
         let (mut wo, mut mo) = (vec![0.0; n], vec![0.0; n]);
-        assert!(momentum_row(
-            &w, &m, &s, 0.5, 0.9, 0.1, 0.99, &mut wo, &mut mo
-        ));
+        let big = momentum_row(&w, &m, &s, 0.5, 0.9, 0.1, 0.99, &mut wo, &mut mo);
         for i in 0..n {
             let mn = 0.9 * m[i] + 0.5 * s[i];
             assert!((mo[i] - mn).abs() < 1e-5);
             assert!((wo[i] - (w[i] - 0.1 * mn) * 0.99).abs() < 1e-4);
         }
-        assert!(!momentum_row(
-            &w,
-            &m,
-            &s,
-            f32::INFINITY,
-            0.9,
-            0.1,
-            1.0,
-            &mut wo,
-            &mut mo
-        ));
+        let want = wo.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+        assert_eq!(big, want, "largest |w'| over blocks and tail");
+        assert!(momentum_row(&w, &m, &s, f32::INFINITY, 0.9, 0.1, 1.0, &mut wo, &mut mo).is_nan());
     }
 }

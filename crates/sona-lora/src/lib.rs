@@ -1,4 +1,4 @@
-//! Two-tier LoRA adapters (base + micro) with exact gradients, merge and PEFT files (SPEC §3).
+//! Two-tier LoRA adapters (base + micro) with exact gradients, merge and PEFT files (design §3).
 //!
 //! - [`adapter`]: the map `y = W x + s·B(A x)`, its weights ([`LoraWeights`]) and exact gradients.
 //! - [`optim`]: momentum step with clipping, a Frobenius bound on `ΔW` and decay toward 0.
@@ -25,7 +25,7 @@ pub mod quant;
 pub mod snapshot;
 pub mod stack;
 
-pub use adapter::{Frozen, LoraWeights, MAX_RANK};
+pub use adapter::{Frozen, LoraWeights, MAX_RANK, MAX_WEIGHT};
 pub use explore::ExploreConfig;
 pub use lora::{BaseLoRA, Counters, Lora, LoraConfig, MicroLoRA};
 pub use merge::MergeReport;

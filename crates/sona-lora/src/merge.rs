@@ -1,4 +1,4 @@
-//! Micro → base merge, exact up to truncation (SPEC §3).
+//! Micro → base merge, exact up to truncation (design §3).
 //!
 //! ```text
 //! A' = [A_b; A_µ]               ((r_b + r_µ) × d_in)

@@ -1,5 +1,5 @@
 //! The LoRA optimizer step: heavy-ball momentum on the exact gradient, clipped, then a slow decay of
-//! `B` toward 0 and a Frobenius bound on `ΔW` (SPEC §3).
+//! `B` toward 0 and a Frobenius bound on `ΔW` (design §3).
 //!
 //! The step reads the current snapshot and writes the next one into a separate buffer, so readers keep
 //! using the old weights until the new ones are published, and a step that would produce non-finite
@@ -9,10 +9,10 @@
 
 use sona_core::{validate, Result, SonaError};
 
-use crate::adapter::{LoraWeights, MAX_RANK};
+use crate::adapter::{LoraWeights, MAX_RANK, MAX_WEIGHT};
 use crate::fused::momentum_row;
 
-/// Step settings. The step size (`lr`) is separate from the forward scale `s = α/r` (SPEC §3).
+/// Step settings. The step size (`lr`) is separate from the forward scale `s = α/r` (design §3).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OptimConfig {
     /// Step size.
@@ -69,15 +69,16 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    /// Zero momentum for an adapter of this shape.
-    pub fn new(config: OptimConfig, d_in: usize, d_out: usize, rank: usize) -> Self {
-        Optimizer {
+    /// Zero momentum for an adapter of this (already checked) shape, allocated fallibly.
+    pub fn new(config: OptimConfig, d_in: usize, d_out: usize, rank: usize) -> Result<Self> {
+        let z = |n: usize| validate::try_zeros("optimizer momentum", n);
+        Ok(Optimizer {
             config,
-            mom_a: vec![0.0; rank * d_in],
-            mom_bt: vec![0.0; rank * d_out],
-            next_a: vec![0.0; rank * d_in],
-            next_bt: vec![0.0; rank * d_out],
-        }
+            mom_a: z(rank * d_in)?,
+            mom_bt: z(rank * d_out)?,
+            next_a: z(rank * d_in)?,
+            next_bt: z(rank * d_out)?,
+        })
     }
 
     /// Forgets the momentum (after a merge or a reload changes the basis of the factors).
@@ -190,11 +191,12 @@ impl Optimizer {
         let (di, dout) = (cur.d_in, cur.d_out);
         // The decay of B is folded into its momentum pass; the bound (rare) costs one more pass.
         let keep = 1.0 - cfg.decay;
-        let mut finite = true;
+        // Largest |w'| over both factors, NaN if anything written is not finite.
+        let mut big = 0.0f32;
         for kk in 0..r {
             let (src_a, ca, src_b, cb) = row(kk);
             let ra = kk * di..(kk + 1) * di;
-            finite &= momentum_row(
+            let ba = momentum_row(
                 &cur.a[ra.clone()],
                 &self.mom_a[ra.clone()],
                 src_a,
@@ -206,7 +208,7 @@ impl Optimizer {
                 &mut self.next_a[ra],
             );
             let rb = kk * dout..(kk + 1) * dout;
-            finite &= momentum_row(
+            let bb = momentum_row(
                 &cur.bt[rb.clone()],
                 &self.mom_bt[rb.clone()],
                 src_b,
@@ -217,11 +219,22 @@ impl Optimizer {
                 &mut next.bt[rb.clone()],
                 &mut self.next_bt[rb],
             );
+            big = if ba.is_nan() || bb.is_nan() {
+                f32::NAN
+            } else {
+                big.max(ba).max(bb)
+            };
         }
-        if !finite {
+        if big.is_nan() {
             return Err(SonaError::Numerical(
                 "the step would make weights non-finite; update rejected".into(),
             ));
+        }
+        if big > MAX_WEIGHT {
+            return Err(SonaError::Numerical(format!(
+                "the step would make a factor entry {big}, above the bound {MAX_WEIGHT}; update \
+                 rejected"
+            )));
         }
         let mut delta_norm = if cfg.max_norm.is_finite() {
             next.delta_frob_sq().sqrt()
@@ -282,7 +295,7 @@ mod tests {
         let mut ga = vec![0.0; w.a.len()];
         let mut gbt = vec![0.0; w.bt.len()];
         w.grads(&x, &e, &mut ga, &mut gbt);
-        let mut opt = Optimizer::new(cfg(), 8, 6, 2);
+        let mut opt = Optimizer::new(cfg(), 8, 6, 2).unwrap();
         let mut next = w.clone();
         opt.step(&w, &mut next, &x, &e).unwrap();
         for i in 0..w.a.len() {
@@ -298,7 +311,7 @@ mod tests {
         let (w, x, e) = setup(2);
         let mut c = cfg();
         c.momentum = 0.5;
-        let mut opt = Optimizer::new(c, 8, 6, 2);
+        let mut opt = Optimizer::new(c, 8, 6, 2).unwrap();
         let mut n1 = w.clone();
         opt.step(&w, &mut n1, &x, &e).unwrap();
         let (ma, _) = opt.momentum();
@@ -317,7 +330,7 @@ mod tests {
         let (w, x, e) = setup(3);
         let mut c = cfg();
         c.clip = 1e-3;
-        let mut opt = Optimizer::new(c, 8, 6, 2);
+        let mut opt = Optimizer::new(c, 8, 6, 2).unwrap();
         let mut next = w.clone();
         let rep = opt.step(&w, &mut next, &x, &e).unwrap();
         assert!(rep.clipped && rep.grad_norm > 1e-3);
@@ -328,7 +341,7 @@ mod tests {
         let mut c = cfg();
         c.max_norm = 0.05;
         c.decay = 0.01;
-        let mut opt = Optimizer::new(c, 8, 6, 2);
+        let mut opt = Optimizer::new(c, 8, 6, 2).unwrap();
         let rep = opt.step(&w, &mut next, &x, &e).unwrap();
         assert!(rep.bounded);
         assert!((next.delta_frob_sq().sqrt() - 0.05).abs() < 1e-4);
@@ -339,7 +352,7 @@ mod tests {
         let (w, x, _) = setup(4);
         let mut c = cfg();
         c.momentum = 0.9;
-        let mut opt = Optimizer::new(c, 8, 6, 2);
+        let mut opt = Optimizer::new(c, 8, 6, 2).unwrap();
         let huge = vec![1e30f32; 6];
         let mut next = w.clone();
         let before = opt.momentum().0.to_vec();

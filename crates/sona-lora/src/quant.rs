@@ -1,4 +1,4 @@
-//! FP16 and group-wise Q4 copies of *frozen* adapters (SPEC §3: never of weights still being trained),
+//! FP16 and group-wise Q4 copies of *frozen* adapters (design §3: never of weights still being trained),
 //! with the reconstruction error they cost.
 //!
 //! Q4 is symmetric absmax quantisation per group of `g` consecutive values of a factor row:
@@ -186,8 +186,23 @@ impl QuantizedLora {
         one(&self.a) + one(&self.bt)
     }
 
-    /// Saves into a checkpoint file (packed into `u64` words).
+    /// Saves into a checkpoint file (packed into `u64` words), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
+        self.to_checkpoint()?.save(path)
+    }
+
+    /// Loads a copy written by [`QuantizedLora::save`]; any inconsistency is a checkpoint error.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::from_checkpoint(&Checkpoint::load(path, KIND, VERSION)?)
+    }
+
+    /// [`QuantizedLora::load`] from the bytes of a file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::from_checkpoint(&Checkpoint::from_bytes(bytes, KIND, VERSION)?)
+    }
+
+    /// The copy as a checkpoint container (kind `"lora-quant"`).
+    pub fn to_checkpoint(&self) -> Result<Checkpoint> {
         let mut ck = Checkpoint::new(KIND, VERSION);
         ck.set_meta("kind", &self.kind.name())?;
         ck.set_meta("group", &self.group())?;
@@ -209,12 +224,14 @@ impl QuantizedLora {
                 }
             }
         }
-        ck.save(path)
+        Ok(ck)
     }
 
-    /// Loads a copy written by [`QuantizedLora::save`]; any inconsistency is a checkpoint error.
-    pub fn load(path: &Path) -> Result<Self> {
-        let ck = Checkpoint::load(path, KIND, VERSION)?;
+    /// Rebuilds a copy from [`QuantizedLora::to_checkpoint`]. Every field is checked: the shape
+    /// (bounded sizes), the kind and group size, the scale (finite, > 0), the recorded error
+    /// (finite, ≥ 0), every packed tensor's length, the group scales (finite, ≥ 0) and the
+    /// dequantised factors (finite, within [`crate::MAX_WEIGHT`]).
+    pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self> {
         let kind_name: String = ck.meta("kind")?;
         let group: usize = ck.meta("group")?;
         let shape: [usize; 3] = ck.meta("shape")?;
@@ -222,6 +239,16 @@ impl QuantizedLora {
         let rel_error: f32 = ck.meta("rel_error")?;
         let [d_in, d_out, rank] = shape;
         check_shape(d_in, d_out, rank).map_err(|e| SonaError::checkpoint(e.to_string()))?;
+        if !(scale.is_finite() && scale > 0.0 && scale <= 1e6) {
+            return Err(SonaError::checkpoint(format!(
+                "scale must be in (0, 1e6], got {scale}"
+            )));
+        }
+        if !(rel_error.is_finite() && rel_error >= 0.0) {
+            return Err(SonaError::checkpoint(format!(
+                "rel_error must be finite and >= 0, got {rel_error}"
+            )));
+        }
         let kind = match kind_name.as_str() {
             "fp16" => QuantKind::F16,
             "q4" if (2..=4096).contains(&group) => QuantKind::Q4 { group },
@@ -240,6 +267,11 @@ impl QuantizedLora {
                 QuantKind::Q4 { group } => {
                     let groups = n / row * row.div_ceil(group);
                     let scales = ck.get_f32_shaped(&format!("{name}.scales"), &[groups])?;
+                    if !scales.iter().all(|s| s.is_finite() && *s >= 0.0) {
+                        return Err(SonaError::checkpoint(format!(
+                            "{name}.scales: negative or non-finite group scale"
+                        )));
+                    }
                     let nibbles = unpack(&ck.get_u64(&format!("{name}.q4"))?, 4, n)?;
                     Ok(QTensor::Q4 {
                         scales,
@@ -258,11 +290,9 @@ impl QuantizedLora {
             bt: read("bt", rank * d_out, d_out)?,
             rel_error,
         };
-        if !q.dequantize().is_finite() || !scale.is_finite() {
-            return Err(SonaError::checkpoint(
-                "quantised adapter contains NaN or Inf",
-            ));
-        }
+        q.dequantize()
+            .check()
+            .map_err(|e| SonaError::checkpoint(format!("quantised adapter refused: {e}")))?;
         Ok(q)
     }
 }

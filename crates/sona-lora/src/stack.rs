@@ -1,16 +1,22 @@
-//! The two-tier adapter of SPEC §3: `y = W x + ΔW_b x + ΔW_µ x`.
+//! The two-tier adapter of design §3: `y = W x + ΔW_b x + ΔW_µ x`.
 //!
 //! The micro tier learns from every feedback (gradient or reward); every `merge_every` applied micro
 //! steps it is merged into the base (exact up to truncation to the base rank) and restarts at `ΔW_µ = 0`.
 //! The base therefore accumulates what the micro tier learned, while the micro tier stays small and
 //! fast; truncation to the base rank keeps the strongest directions, so consistent corrections build
 //! up and incoherent exploration noise is dropped.
+//!
+//! Both tiers publish their weights in one snapshot ([`crate::snapshot`]): a forward loads one
+//! generation and computes `x + ΔW_b x + ΔW_µ x` from it, so a merge (new base and restarted micro,
+//! one swap) is never seen half-done. A step followed by a due merge that fails is still a completed
+//! step: the merge stays due, is retried after the next step and the failure is counted
+//! ([`TwoTierLoRA::merge_failures`]) — the step is not reported as failed when it was applied.
 
 use parking_lot::Mutex;
 use sona_core::{validate, Result, SonaError};
 
 use crate::adapter::Frozen;
-use crate::lora::{BaseLoRA, Counters, Lora, LoraConfig, MicroLoRA};
+use crate::lora::{forward_tiers, BaseLoRA, Counters, Lora, LoraConfig, MicroLoRA};
 use crate::merge::MergeReport;
 use crate::optim::StepReport;
 
@@ -22,6 +28,7 @@ pub struct TwoTierLoRA {
     merge_every: u64,
     since_merge: Mutex<u64>,
     last_merge: Mutex<Option<MergeReport>>,
+    merge_failures: Mutex<(u64, Option<String>)>,
 }
 
 impl TwoTierLoRA {
@@ -36,12 +43,14 @@ impl TwoTierLoRA {
         }
         micro.frozen = Frozen::Zero;
         micro.module = base.module.clone();
+        let (base, micro) = Lora::pair(base, micro)?;
         Ok(TwoTierLoRA {
-            base: BaseLoRA::new(base)?,
-            micro: MicroLoRA::new(micro)?,
+            base: BaseLoRA(base),
+            micro: MicroLoRA(micro),
             merge_every,
             since_merge: Mutex::new(0),
             last_merge: Mutex::new(None),
+            merge_failures: Mutex::new((0, None)),
         })
     }
 
@@ -53,19 +62,31 @@ impl TwoTierLoRA {
         self.base.config().d_out
     }
 
-    /// `y = W x + ΔW_b x + ΔW_µ x`; never blocks on an update, never allocates.
+    /// `y = W x + ΔW_b x + ΔW_µ x` with both tiers from one generation; never blocks on an update,
+    /// never allocates, never returns a non-finite value (see [`crate::lora::forward_tiers`]).
     pub fn forward(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
-        self.base.forward(x, y)?;
-        self.micro.add_delta_unchecked(x, y);
-        Ok(())
+        self.forward_generation(x, y).map(|_| ())
     }
 
-    /// Row-major batch forward.
+    /// [`TwoTierLoRA::forward`], returning the number of the generation it read.
+    pub fn forward_generation(&self, x: &[f32], y: &mut [f32]) -> Result<u64> {
+        validate::check_vec("x", x, self.d_in())?;
+        validate::check_len("y", y, self.d_out())?;
+        let g = self.base.generation();
+        let tiers = [g.tier(self.base.tier()), g.tier(self.micro.tier())];
+        forward_tiers(&self.base.config().frozen, &tiers, x, y)?;
+        Ok(g.number)
+    }
+
+    /// Row-major batch forward, all rows on one generation.
     pub fn forward_batch(&self, xs: &[f32], n: usize, ys: &mut [f32]) -> Result<()> {
-        self.base.forward_batch(xs, n, ys)?;
         let (di, dout) = (self.d_in(), self.d_out());
+        validate::check_vec("X", xs, validate::element_count("X", &[n, di])?)?;
+        validate::check_len("Y", ys, validate::element_count("Y", &[n, dout])?)?;
+        let g = self.base.generation();
+        let tiers = [g.tier(self.base.tier()), g.tier(self.micro.tier())];
         for (x, y) in xs.chunks_exact(di).zip(ys.chunks_exact_mut(dout)) {
-            self.micro.add_delta_unchecked(x, y);
+            forward_tiers(&self.base.config().frozen, &tiers, x, y)?;
         }
         Ok(())
     }
@@ -73,13 +94,13 @@ impl TwoTierLoRA {
     /// Explored forward; the token is redeemed with [`TwoTierLoRA::reward`].
     pub fn forward_explore(&self, x: &[f32], y: &mut [f32]) -> Result<u64> {
         self.forward(x, y)?;
-        Ok(self.micro.explore_output(x, y))
+        self.micro.explore_output(x, y)
     }
 
     /// Reward for an exploration token: one micro step, then a merge if one is due.
     pub fn reward(&self, token: u64, reward: f32) -> Result<StepReport> {
         let rep = self.micro.reward(token, reward)?;
-        self.after_step()?;
+        self.after_step();
         Ok(rep)
     }
 
@@ -87,31 +108,41 @@ impl TwoTierLoRA {
     pub fn update(&self, x: &[f32], e: &[f32]) -> Result<StepReport> {
         validate::check_vec("x", x, self.d_in())?;
         let rep = self.micro.update(x, e)?;
-        self.after_step()?;
+        self.after_step();
         Ok(rep)
     }
 
-    fn after_step(&self) -> Result<()> {
+    /// Counts an applied step and runs a due merge. A failing merge does not undo or fail the step
+    /// (it was applied): it stays due and is retried after the next step.
+    fn after_step(&self) {
         if self.merge_every == 0 {
-            return Ok(());
+            return;
         }
         let due = {
             let mut n = self.since_merge.lock();
-            *n += 1;
+            *n = n.saturating_add(1);
             *n >= self.merge_every
         };
         if due {
-            self.merge()?;
+            if let Err(e) = self.merge() {
+                let mut f = self.merge_failures.lock();
+                f.0 += 1;
+                f.1 = Some(e.to_string());
+            }
         }
-        Ok(())
     }
 
-    /// Merges the micro tier into the base now.
+    /// Merges the micro tier into the base now (atomic: on error neither tier changes).
     pub fn merge(&self) -> Result<MergeReport> {
         let rep = self.base.merge_from(&self.micro)?;
         *self.since_merge.lock() = 0;
         *self.last_merge.lock() = Some(rep.clone());
         Ok(rep)
+    }
+
+    /// Automatic merges that failed so far, and the last failure's message.
+    pub fn merge_failures(&self) -> (u64, Option<String>) {
+        self.merge_failures.lock().clone()
     }
 
     pub fn last_merge(&self) -> Option<MergeReport> {
@@ -169,5 +200,48 @@ mod tests {
         let err: f32 = y.iter().zip(&target).map(|(a, b)| (a - b).powi(2)).sum();
         let err0: f32 = x.iter().zip(&target).map(|(a, b)| (a - b).powi(2)).sum();
         assert!(err < 0.5 * err0, "{err} vs {err0}");
+    }
+
+    #[test]
+    fn a_failing_merge_does_not_fail_the_applied_step() {
+        let d = 8;
+        let tt = TwoTierLoRA::new(LoraConfig::base(d), LoraConfig::micro(d), 1).unwrap();
+        tt.base.freeze();
+        let before = tt.micro.snapshot();
+        let x = vec![0.5f32; d];
+        let e = vec![0.1f32; d];
+        // The step is applied, so the call succeeds; the due merge (into a frozen base) fails, is
+        // counted and stays due.
+        tt.update(&x, &e).unwrap();
+        assert_ne!(*tt.micro.snapshot(), *before);
+        assert_eq!(tt.counters().1.updates, 1);
+        assert_eq!(tt.merge_failures().0, 1);
+        assert!(tt.merge_failures().1.unwrap().contains("read-only"));
+        assert_eq!(tt.counters().0.merges, 0);
+        // An explicit merge fails and changes neither tier.
+        let (b, m) = (tt.base.snapshot(), tt.micro.snapshot());
+        assert!(tt.merge().is_err());
+        assert_eq!(*tt.base.snapshot(), *b);
+        assert_eq!(*tt.micro.snapshot(), *m);
+    }
+
+    #[test]
+    fn a_merge_is_one_generation() {
+        let d = 12;
+        let mut mc = LoraConfig::micro(d);
+        mc.optim.lr = 0.05;
+        let tt = TwoTierLoRA::new(LoraConfig::base(d), mc, 0).unwrap();
+        let x = vec![0.25f32; d];
+        let e = vec![0.5f32; d];
+        tt.update(&x, &e).unwrap();
+        let mut y = vec![0.0; d];
+        let g0 = tt.forward_generation(&x, &mut y).unwrap();
+        tt.merge().unwrap();
+        let g1 = tt.forward_generation(&x, &mut y).unwrap();
+        assert_eq!(
+            g1,
+            g0 + 1,
+            "new base and restarted micro are published together"
+        );
     }
 }

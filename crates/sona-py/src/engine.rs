@@ -335,6 +335,14 @@ impl PyEngine {
         })
     }
 
+    /// One deep ("dream") cycle; its report as a dict (see `sona_engine::loop_c`).
+    fn deep_learn<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || {
+            let r = py.detach(|| self.inner.deep_learn())?;
+            json_to_py(py, &r.to_json())
+        })
+    }
+
     /// Per window of `metrics_window` feedbacks: mean reward, mean cost, mean utility
     /// (`reward − cost_weight·cost`), tier shares, and an estimated regret against the best fixed
     /// tier: the IPS estimate of each tier's mean utility from the logged propensities,

@@ -10,7 +10,12 @@
 //! The index sits behind a reader-writer lock: searches share it, `add`/`remove` take it exclusively,
 //! so an insert is visible to the next search and a search never sees a half-applied batch. Every
 //! call validates its whole input before taking the write lock and releases the GIL while it works
-//! (except a search with a Python-callable filter, which must call back into Python).
+//! (except a search with a Python-callable filter, which must call back into Python). Such a filter
+//! runs while the search holds the read lock, so a write to the same index from inside it raises
+//! `InvalidInputError` instead of waiting for that lock forever.
+//!
+//! numpy inputs are copied (with the GIL held) before the GIL is released, so another thread writing
+//! the array during the call cannot tear what the index reads; the copy is what gets validated.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -65,11 +70,52 @@ impl<'py> Filter<'py> {
     }
 }
 
-fn check_k(k: usize, len: usize) -> Result<(), SonaError> {
-    if k == 0 || k > len {
-        return Err(SonaError::invalid(format!(
-            "k must be in [1, {len}] (the number of stored vectors), got {k}"
-        )));
+/// `k` must be ≥ 1; above the number of stored vectors every vector is returned (as in every ANN
+/// library), so the effective `k` is `min(k, len)`.
+fn check_k(k: usize, len: usize) -> Result<usize, SonaError> {
+    if k == 0 {
+        return Err(SonaError::invalid("k must be >= 1, got 0"));
+    }
+    Ok(k.min(len))
+}
+
+thread_local! {
+    /// Addresses of the indexes whose search is running a Python filter on this thread. The search
+    /// holds the index's read lock while the filter runs, so a write from the filter would wait for
+    /// that lock forever: such writes raise instead.
+    static FILTERING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks `index` as running a filter on this thread until dropped.
+struct InFilter(usize);
+
+impl InFilter {
+    fn enter(index: &RwLock<AnyIndex>) -> Self {
+        let key = index as *const _ as usize;
+        FILTERING.with(|f| f.borrow_mut().push(key));
+        InFilter(key)
+    }
+}
+
+impl Drop for InFilter {
+    fn drop(&mut self) {
+        FILTERING.with(|f| {
+            let mut f = f.borrow_mut();
+            if let Some(i) = f.iter().rposition(|&k| k == self.0) {
+                f.remove(i);
+            }
+        });
+    }
+}
+
+/// An `InvalidInput` error when called from a filter of a search on `index` (see [`FILTERING`]).
+fn check_not_filtering(index: &RwLock<AnyIndex>) -> Result<(), SonaError> {
+    let key = index as *const _ as usize;
+    if FILTERING.with(|f| f.borrow().contains(&key)) {
+        return Err(SonaError::invalid(
+            "a search filter cannot modify the index it filters (the search holds it): \
+             collect the changes and apply them after the search",
+        ));
     }
     Ok(())
 }
@@ -102,7 +148,9 @@ fn with_filter<T: Send>(
                     }
                 }
             };
+            let marked = InFilter::enter(index);
             let out = f(&index.read(), Some(&keep));
+            drop(marked);
             if let Some(e) = failure.into_inner() {
                 return Err(BindError::Py(e));
             }
@@ -183,6 +231,7 @@ impl PyVectorIndex {
     #[setter]
     fn set_ef_search(&self, py: Python<'_>, ef: usize) -> PyResult<()> {
         guard(py, || {
+            check_not_filtering(&self.inner)?;
             Ok(py.detach(|| match &mut *self.inner.write() {
                 AnyIndex::Hnsw(h) => h.set_ef_search(ef),
                 _ => Err(SonaError::Config(
@@ -204,6 +253,7 @@ impl PyVectorIndex {
     #[setter]
     fn set_nprobe(&self, py: Python<'_>, nprobe: usize) -> PyResult<()> {
         guard(py, || {
+            check_not_filtering(&self.inner)?;
             Ok(py.detach(|| match &mut *self.inner.write() {
                 AnyIndex::Ivf(i) => i.set_nprobe(nprobe),
                 _ => Err(SonaError::Config(
@@ -242,6 +292,7 @@ impl PyVectorIndex {
             // Copied so no numpy buffer is read while the GIL is released (another thread could
             // write to it); the copy is cheap next to the insert.
             let data = slice(&m).to_vec();
+            check_not_filtering(&self.inner)?;
             Ok(py.detach(|| self.inner.write().add_batch(&ids, &data))?)
         })
     }
@@ -250,6 +301,7 @@ impl PyVectorIndex {
     fn remove(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
             let ids = ids1("ids", ids)?;
+            check_not_filtering(&self.inner)?;
             Ok(py.detach(|| self.inner.write().remove_batch(&ids))?)
         })
     }
@@ -267,16 +319,15 @@ impl PyVectorIndex {
             let q = slice(&vec1("query", query)?).to_vec();
             let filter = Filter::from_py(filter)?;
             let hits = with_filter(py, &self.inner, &filter, |idx, f| {
-                check_k(k, idx.len())?;
-                idx.search(&q, k, f)
+                idx.search(&q, check_k(k, idx.len())?, f)
             })?;
             let (ids, sims): (Vec<u64>, Vec<f32>) = hits.into_iter().unzip();
             Ok((PyArray1::from_vec(py, ids), out1(py, sims)))
         })
     }
 
-    /// `search` for every row of `queries`: `(ids, similarities)` of shape `(rows, k)`. Rows with fewer
-    /// than `k` hits (only possible with a filter) are padded with id `2**64 - 1` and similarity NaN.
+    /// `search` for every row of `queries`: `(ids, similarities)` of shape `(rows, min(k, len))`. Rows
+    /// with fewer hits (only possible with a filter) are padded with id `2**64 - 1` and similarity NaN.
     #[pyo3(signature = (queries, k, filter = None))]
     fn search_batch<'py>(
         &self,
@@ -290,8 +341,8 @@ impl PyVectorIndex {
             let rows = m.shape()[0];
             let data = slice(&m).to_vec();
             let filter = Filter::from_py(filter)?;
-            let (ids, sims) = with_filter(py, &self.inner, &filter, |idx, f| {
-                check_k(k, idx.len())?;
+            let (k, ids, sims) = with_filter(py, &self.inner, &filter, |idx, f| {
+                let k = check_k(k, idx.len())?;
                 let dim = idx.dim();
                 if data.len() != rows * dim {
                     return Err(SonaError::Dimension {
@@ -308,7 +359,7 @@ impl PyVectorIndex {
                         sims[r * k + j] = s;
                     }
                 }
-                Ok((ids, sims))
+                Ok((k, ids, sims))
             })?;
             let shape = |e: ndarray::ShapeError| SonaError::Internal(format!("shape: {e}"));
             let ids = ndarray::Array2::from_shape_vec((rows, k), ids).map_err(shape)?;

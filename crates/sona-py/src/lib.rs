@@ -20,6 +20,7 @@ mod ewc;
 mod index;
 mod kernels;
 mod lora;
+mod metrics;
 mod reasoning;
 mod router;
 
@@ -73,5 +74,6 @@ fn _sona(m: &Bound<'_, PyModule>) -> PyResult<()> {
     embed::register(m)?;
     engine::register(m)?;
     router::register(m)?;
+    metrics::register(m)?;
     Ok(())
 }

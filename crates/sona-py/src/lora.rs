@@ -2,6 +2,16 @@
 //! with periodic merges), plus PEFT / quantised-file helpers. The typed wrappers `sona.lora.MicroLoRA`,
 //! `BaseLoRA` and `TwoTierLoRA` sit on top. Forwards hold the GIL (they take well under a microsecond
 //! of Rust time, less than releasing it would cost); merges, batch forwards and file I/O release it.
+//!
+//! Threads: the GIL is always released *before* any of the adapter's locks is taken (inside
+//! `py.detach`), never while one is held, so a thread holding a lock never waits for the GIL.
+//! Calls that keep the GIL only take locks that no GIL-waiting thread can hold. numpy inputs of
+//! calls that release the GIL (`forward_batch`, `update_batch`) are copied first and the *copy* is
+//! validated: another Python thread may write the array meanwhile (numpy itself releases the GIL
+//! for large copies, so even a GIL-holding reader can see a write in progress), and the computation
+//! must not read memory that is being written or values that were never validated. A batch written
+//! concurrently may mix old and new values, as with any numpy consumer; it is never read twice and
+//! never non-finite. The copy costs less than the call's own pass over the data.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +27,27 @@ use sona_lora::{
 
 use crate::convert::{mat2, out2, slice, vec1};
 use crate::errors::{guard, BindResult};
+
+/// A private, validated copy of a numpy input for a call that releases the GIL (see the module
+/// docs); allocated fallibly.
+fn owned(what: &str, s: &[f32]) -> BindResult<Vec<f32>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(s.len()).map_err(|_| {
+        SonaError::Config(format!(
+            "{what}: cannot allocate a copy of {} values",
+            s.len()
+        ))
+    })?;
+    v.extend_from_slice(s);
+    validate::check_finite(what, &v)?;
+    Ok(v)
+}
+
+/// A zeroed output of `rows × cols` values, size-checked and allocated fallibly.
+fn zeros2(what: &str, rows: usize, cols: usize) -> BindResult<Vec<f32>> {
+    let n = validate::element_count(what, &[rows, cols])?;
+    Ok(validate::try_zeros(what, n)?)
+}
 
 enum Inner {
     Own(Arc<Lora>),
@@ -246,10 +277,7 @@ impl LoraAdapter {
             let xs = slice(&xr);
             let l = self.lora();
             validate::check_len("x", xs, l.config().d_in)?;
-            let (out, ()) = new_vec(py, l.config().d_out, |y| {
-                l.forward_unchecked(xs, y);
-                Ok(())
-            })?;
+            let (out, ()) = new_vec(py, l.config().d_out, |y| Ok(l.forward_unchecked(xs, y)?))?;
             Ok(out)
         })
     }
@@ -266,8 +294,8 @@ impl LoraAdapter {
             let l = self.lora();
             validate::check_len("x", xs, l.config().d_in)?;
             new_vec(py, l.config().d_out, |y| {
-                l.forward_unchecked(xs, y);
-                Ok(l.explore_output(xs, y))
+                l.forward_unchecked(xs, y)?;
+                Ok(l.explore_output(xs, y)?)
             })
         })
     }
@@ -281,9 +309,9 @@ impl LoraAdapter {
             if cols != l.config().d_in {
                 return Err(SonaError::len_mismatch("X columns", l.config().d_in, cols).into());
             }
-            let src = slice(&m);
-            let mut ys = vec![0.0; n * l.config().d_out];
-            py.detach(|| l.forward_batch(src, n, &mut ys))?;
+            let src = owned("X", slice(&m))?;
+            let mut ys = zeros2("forward_batch output", n, l.config().d_out)?;
+            py.detach(|| l.forward_batch(&src, n, &mut ys))?;
             out2(py, ys, n, l.config().d_out)
         })
     }
@@ -330,8 +358,8 @@ impl LoraAdapter {
                 }
                 .into());
             }
-            let (xs, es) = (slice(&xm), slice(&em));
-            py.detach(|| l.update_batch(xs, es, n))?;
+            let (xs, es) = (owned("X", slice(&xm))?, owned("E", slice(&em))?);
+            py.detach(|| l.update_batch(&xs, &es, n))?;
             Ok(())
         })
     }
@@ -373,7 +401,7 @@ impl LoraAdapter {
     fn delta_w<'py>(&self, py: Python<'py>) -> PyResult<Arr2<'py>> {
         guard(py, || {
             let w = self.lora().snapshot();
-            out2(py, w.delta_w(), w.d_out, w.d_in)
+            out2(py, w.try_delta_w()?, w.d_out, w.d_in)
         })
     }
 
@@ -424,28 +452,54 @@ impl LoraAdapter {
     }
 
     /// Writes a PEFT adapter directory.
-    fn save_peft(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    #[pyo3(signature = (path, *, module=None, layer=None, task_type=None, base_model=None))]
+    fn save_peft(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        module: Option<String>,
+        layer: Option<&str>,
+        task_type: Option<String>,
+        base_model: Option<String>,
+    ) -> PyResult<()> {
         guard(py, || {
             let l = self.lora();
+            let export = peft::PeftExport {
+                module: module.unwrap_or_else(|| l.config().module.clone()),
+                layer: layer.map(peft::LayerKind::parse).transpose()?,
+                task_type,
+                base_model,
+            };
             let w = l.snapshot();
-            Ok(py.detach(|| peft::save_peft(&path, &l.config().module, l.config().alpha, &w))?)
+            let alpha = l.config().alpha;
+            Ok(py.detach(|| peft::save_peft(&path, alpha, &w, &export))?)
         })
     }
 
-    /// Replaces the weights with those of a PEFT directory (shape, rank and alpha must match).
-    fn load_peft(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    /// Replaces the weights with those of a PEFT directory (shape, rank and the effective alpha
+    /// must match). `module=None` picks the adapter's own module if the file has it, else the
+    /// file's only module.
+    #[pyo3(signature = (path, module=None))]
+    fn load_peft(&self, py: Python<'_>, path: PathBuf, module: Option<String>) -> PyResult<()> {
         guard(py, || {
             let l = self.lora();
             let c = l.config();
-            let ad = py.detach(|| peft::load_peft(&path, Some(&c.module)))?;
+            let ad = py.detach(|| match &module {
+                Some(m) => peft::load_peft(&path, Some(m)),
+                None => peft::load_peft(&path, Some(&c.module))
+                    .or_else(|_| peft::load_peft(&path, None)),
+            })?;
             if (ad.alpha - c.alpha).abs() > 1e-6 * c.alpha.abs() {
                 return Err(SonaError::checkpoint(format!(
-                    "lora_alpha mismatch: file has {}, adapter has {}",
+                    "lora_alpha mismatch: the file's scale corresponds to alpha {}, the adapter has {}",
                     ad.alpha, c.alpha
                 ))
                 .into());
             }
-            l.set_weights(ad.weights)?;
+            l.set_weights(ad.weights).map_err(|e| match e {
+                SonaError::Checkpoint(_) => e,
+                other => SonaError::checkpoint(other.to_string()),
+            })?;
             Ok(())
         })
     }
@@ -732,9 +786,9 @@ impl TwoTierAdapter {
             if cols != self.inner.d_in() {
                 return Err(SonaError::len_mismatch("X columns", self.inner.d_in(), cols).into());
             }
-            let src = slice(&m);
-            let mut ys = vec![0.0; n * self.inner.d_out()];
-            py.detach(|| self.inner.forward_batch(src, n, &mut ys))?;
+            let src = owned("X", slice(&m))?;
+            let mut ys = zeros2("forward_batch output", n, self.inner.d_out())?;
+            py.detach(|| self.inner.forward_batch(&src, n, &mut ys))?;
             out2(py, ys, n, self.inner.d_out())
         })
     }
@@ -770,6 +824,11 @@ impl TwoTierAdapter {
             .last_merge()
             .map(|r| report_dict(py, &r))
             .transpose()
+    }
+
+    /// `(failed automatic merges, last failure message)`.
+    fn merge_failures(&self) -> (u64, Option<String>) {
+        self.inner.merge_failures()
     }
 }
 

@@ -4,6 +4,11 @@
 //! plus float32 matrices for centroids: the typed wrapper `sona.reasoning` turns them into dataclasses.
 //! That keeps this file free of hand-written dict conversions and the two sides in step through serde.
 //! Integers arrive as `i64` so that a negative id or tier is a `SonaError`, not a conversion error.
+//!
+//! Every numpy input is copied first and the copy is what the bank validates and stores, so another
+//! thread writing the array during the call (numpy releases the GIL while it writes) cannot slip
+//! an unchecked value in. No lock of the bank is ever held while the GIL is released or awaited:
+//! long calls release the GIL first and the bank takes its locks inside.
 
 use std::sync::Arc;
 
@@ -240,11 +245,11 @@ impl PyReasoningBank {
         ts_ms: Option<i64>,
     ) -> PyResult<u64> {
         guard(py, || {
-            let e = vec1("embedding", embedding)?;
+            let e = slice(&vec1("embedding", embedding)?).to_vec();
             let r = reward.map(self::reward).transpose()?;
             let t = tier.map(self::tier).transpose()?;
             let s = self::source(source)?;
-            Ok(self.inner.add_trajectory(slice(&e), r, t, s, ts(ts_ms)?)?)
+            Ok(self.inner.add_trajectory(&e, r, t, s, ts(ts_ms)?)?)
         })
     }
 
@@ -285,8 +290,8 @@ impl PyReasoningBank {
         k: i64,
     ) -> PyResult<Hits<'py>> {
         guard(py, || {
-            let q = vec1("query", query)?;
-            let hits = self.inner.search(slice(&q), count("k", k)?)?;
+            let q = slice(&vec1("query", query)?).to_vec();
+            let hits = self.inner.search(&q, count("k", k)?)?;
             let ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
             let sims: Vec<f32> = hits.iter().map(|h| h.1).collect();
             Ok((PyArray1::from_vec(py, ids), out1(py, sims)))
@@ -303,10 +308,10 @@ impl PyReasoningBank {
         expand: i64,
     ) -> PyResult<(String, String, Bound<'py, PyArray2<f32>>)> {
         guard(py, || {
-            let q = vec1("query", query)?;
-            let hits =
-                self.inner
-                    .search_expanded(slice(&q), count("k", k)?, count("expand", expand)?)?;
+            let q = slice(&vec1("query", query)?).to_vec();
+            let hits = self
+                .inner
+                .search_expanded(&q, count("k", k)?, count("expand", expand)?)?;
             let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
             let (recs, cents) = self.inner.records(&ids);
             let (rj, c) = records(py, self.inner.dim(), recs, cents)?;
@@ -322,10 +327,10 @@ impl PyReasoningBank {
         level: i64,
     ) -> PyResult<Hits<'py>> {
         guard(py, || {
-            let q = vec1("query", query)?;
-            let hits =
-                self.inner
-                    .search_level(slice(&q), count("k", k)?, count("level", level)?)?;
+            let q = slice(&vec1("query", query)?).to_vec();
+            let hits = self
+                .inner
+                .search_level(&q, count("k", k)?, count("level", level)?)?;
             let ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
             let sims: Vec<f32> = hits.iter().map(|h| h.1).collect();
             Ok((PyArray1::from_vec(py, ids), out1(py, sims)))
@@ -464,8 +469,8 @@ impl PyReasoningBank {
     ) -> PyResult<usize> {
         guard(py, || {
             let recs: Vec<PatternRecord> = persist::records_from_json(records_json)?;
-            let c = mat2("centroids", centroids)?;
-            Ok(self.inner.import(recs, slice(&c))?)
+            let c = slice(&mat2("centroids", centroids)?).to_vec();
+            Ok(self.inner.import(recs, &c)?)
         })
     }
 

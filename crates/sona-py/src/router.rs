@@ -12,7 +12,7 @@ use sona_engine::router::Router;
 use crate::convert::{mat2, out1, slice, vec1};
 use crate::errors::{guard, BindResult};
 
-/// The FastGRNN router of SPEC §6 over sequences of `(steps, input_dim)` float32 rows.
+/// The FastGRNN router of design §6 over sequences of `(steps, input_dim)` float32 rows.
 #[pyclass(frozen, name = "Router", module = "sona._sona")]
 pub(crate) struct PyRouter {
     inner: Mutex<Router>,

@@ -72,6 +72,22 @@ impl RingBuffer {
     }
 
     /// A copy of the contents, oldest first (for checkpoints).
+    /// Puts back a batch taken by [`take`](Self::take) (an extraction that failed), before the
+    /// trajectories that arrived since; beyond the capacity the oldest are dropped and counted, as
+    /// if the batch had never left.
+    pub fn put_back(&mut self, batch: TrajectorySlab) {
+        let newer = self.take();
+        let before = self.dropped;
+        let mut r = RingBuffer::new(batch.dim, self.cap);
+        for slab in [&batch, &newer] {
+            for i in 0..slab.len() {
+                r.push(slab.meta[i], slab.row(i));
+            }
+        }
+        r.dropped += before;
+        *self = r;
+    }
+
     pub fn snapshot(&self) -> TrajectorySlab {
         let mut c = self.clone();
         c.take()
@@ -304,9 +320,11 @@ impl TrajectoryStore {
         tier: u8,
         source: RewardSource,
         ts_ms: u64,
-    ) -> u64 {
+    ) -> Result<u64> {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id = id
+            .checked_add(1)
+            .ok_or_else(|| SonaError::invalid("the trajectory id space is exhausted"))?;
         match reward {
             Some(r) => self.complete(
                 TrajectoryMeta {
@@ -327,7 +345,7 @@ impl TrajectoryStore {
                 },
             ),
         }
-        id
+        Ok(id)
     }
 
     fn complete(&mut self, meta: TrajectoryMeta, v: &[f32]) {
@@ -449,8 +467,10 @@ mod tests {
             pending: PendingMap::new(10, 1000),
             completed: 0,
         };
-        let a = s.add(&[1.0], None, 1, RewardSource::Explicit, 0);
-        let b = s.add(&[1.0], Some(1.0), 0, RewardSource::Explicit, 0);
+        let a = s.add(&[1.0], None, 1, RewardSource::Explicit, 0).unwrap();
+        let b = s
+            .add(&[1.0], Some(1.0), 0, RewardSource::Explicit, 0)
+            .unwrap();
         assert!(b > a);
         assert_eq!(s.ring.len(), 1);
         s.set_reward(a, 0.25, RewardSource::Judge, None).unwrap();

@@ -5,8 +5,8 @@
 use sona_core::types::ArmStats;
 use sona_core::{kernels, SeededRng};
 
-use crate::kmeans::{bisect_incoherent, spherical_kmeans, KMeansParams};
 use crate::trajectory::TrajectorySlab;
+use sona_index::kmeans::{bisect_incoherent, spherical_kmeans, KMeansParams};
 
 /// One cluster of new trajectories, ready to merge into (or become) a pattern.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,9 +111,9 @@ pub fn summarize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kmeans::tests::blobs;
     use crate::trajectory::TrajectoryMeta;
     use sona_core::types::RewardSource;
+    use sona_index::synthetic::blobs;
 
     #[test]
     fn summaries_hold_exact_statistics() {

@@ -1,4 +1,4 @@
-//! The memory graph (SPEC §5): nodes are patterns, undirected edges come from co-retrieval and co-use,
+//! The memory graph (design §5): nodes are patterns, undirected edges come from co-retrieval and co-use,
 //! weights stay in `[0, 1]`.
 //!
 //! - use (both patterns used for one query): `w ← min(1, w(1 + η⁺))`, the edge created at `w_init`;
@@ -44,11 +44,8 @@ impl Default for GraphConfig {
 
 impl GraphConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.max_nodes < 2 || self.max_edges < 1 {
-            return Err(SonaError::Config(
-                "graph bounds need max_nodes >= 2 and max_edges >= 1".into(),
-            ));
-        }
+        validate::check_size("graph max_nodes", self.max_nodes, 2, validate::MAX_ELEMENTS)?;
+        validate::check_size("graph max_edges", self.max_edges, 1, validate::MAX_ELEMENTS)?;
         validate::check_range("eta_plus", self.eta_plus as f64, 0.0, 10.0)?;
         validate::check_range("eta_minus", self.eta_minus as f64, 0.0, 1.0)?;
         validate::check_range("w_init", self.w_init as f64, 1e-6, 1.0)?;

@@ -1,6 +1,6 @@
 //! Compact storage of completed trajectories: one unit-norm `f32` vector and 24 bytes of fixed fields.
 //!
-//! SPEC §2's [`sona_core::types::Trajectory`] carries the query AND the adapted embedding, steps and the
+//! design §2's [`sona_core::types::Trajectory`] carries the query AND the adapted embedding, steps and the
 //! full decision. The bank only clusters and replays one vector per trajectory (the adapted embedding
 //! when the caller has one), so it keeps exactly that, at full precision, plus the fields extraction and
 //! replay read. This keeps a stored 256-d trajectory at ~1.05 KB (target ≤ 1.5 KB).

@@ -4,7 +4,7 @@
 //! (H₀: μ_arm ≤ μ_default), with Welch–Satterthwaite degrees of freedom; the p-values of the `T − 1`
 //! comparisons of one pattern are Holm-adjusted (family-wise error ≤ α). A verdict is issued for the
 //! best-mean arm among those significant after adjustment. Discrete choices (the tier) are chosen, never
-//! averaged (SPEC §5).
+//! averaged (design §5).
 //!
 //! The Student-t tail comes from the regularized incomplete beta function:
 //! `P(T > t) = ½ I_{ν/(ν+t²)}(ν/2, ½)` for `t ≥ 0`, evaluated with Lentz's continued fraction.

@@ -1,4 +1,4 @@
-"""Built-in evaluations and benchmarks (SPEC §11).
+"""Built-in evaluations and benchmarks (design §11).
 
 Every module in this package registers its jobs in :data:`sona.cli.EVALS` / :data:`sona.cli.BENCHES`
 when imported; the CLI imports them all, so adding an evaluation is adding one module here.

@@ -3,7 +3,7 @@
 All parameters live in one contiguous float32 vector ``theta`` (``W1 | b1 | W2 | b2``, row-major),
 so
 the EWC++ API can take ``θ`` and the gradient as they are. Per-sample gradients are what the Fisher
-needs (SPEC §4: never the square of a batch-mean gradient); for a two-layer net they are outer
+needs (design §4: never the square of a batch-mean gradient); for a two-layer net they are outer
 products
 of the back-propagated errors with the layer inputs, built here with one einsum per layer.
 """

@@ -1,11 +1,14 @@
-"""Adaptation from scalar feedback (SPEC §11.1): ``sona eval adapt``.
+"""Adaptation from scalar feedback (design §11.1): ``sona eval adapt``.
 
 ``d = 256``; 4 query clusters with unit centres, queries at cosine ≈ 0.9 to their centre; each
 cluster has a hidden unit target direction orthogonal to its centre. The adapter's output for a
 query should point at its cluster's target, but the learner only ever sees
 ``reward = (1 + cos(output, target)) / 2`` of the (explored) output it produced. Score = mean
-``cos(output, target)`` on held-out queries, without exploration. Phase A trains clusters {0, 1}
-for ``feedbacks`` rewards, phase B trains {2, 3}.
+``cos(output, target)`` on held-out queries, without exploration. Phase A trains the first half of
+the clusters ({0, 1} of 4) for ``feedbacks`` rewards, phase B the rest ({2, 3}).
+
+``--dims`` and ``--clusters`` run the grid of sizes (issue 10 item 6: d ∈ {128 … 1024}, 4-8
+clusters) and print one row per (d, clusters, method) with the own-phase scores.
 
 Methods (all with the same REINFORCE step, step size and exploration):
 
@@ -46,9 +49,10 @@ class AdaptSettings:
     rank: int = 2
     base_rank: int = 8
     alpha: float = 20.0
-    lr: float = 3e-4
+    #: None: the library defaults for this d (sona.lora.default_lr / default_sigma).
+    lr: float | None = None
     momentum: float = 0.9
-    sigma: float = 0.1
+    sigma: float | None = None
     baseline_rate: float = 0.05
     merge_every: int = 1000
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -120,16 +124,25 @@ def make_model(method: str, s: AdaptSettings, seed: int) -> Any:
     raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
 
 
+def phases(clusters: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Clusters trained in phase A (the first half) and in phase B (the rest)."""
+    if clusters < 2:
+        raise ValueError(f"clusters must be >= 2, got {clusters}")
+    half = clusters // 2
+    return tuple(range(half)), tuple(range(half, clusters))
+
+
 def run_one(method: str, seed: int, s: AdaptSettings) -> dict[str, Any]:
     """Both phases for one method and seed; returns the three scores and the learning curve."""
     task = Task(seed, s)
     model = make_model(method, s, seed)
+    phase_a, phase_b = phases(s.clusters)
     curve: list[tuple[int, float, float]] = []
-    out: dict[str, Any] = {"untrained_A": _score(model, task, (0, 1))}
+    out: dict[str, Any] = {"untrained_A": _score(model, task, phase_a)}
     step = 0
     rejected = 0
-    for phase, ks in (("A", (0, 1)), ("B", (2, 3))):
-        picks = task.rng.integers(0, 2, size=s.feedbacks)
+    for phase, ks in (("A", phase_a), ("B", phase_b)):
+        picks = task.rng.integers(0, len(ks), size=s.feedbacks)
         for i in range(s.feedbacks):
             k = ks[int(picks[i])]
             x = task.queries(k, 1)[0]
@@ -142,12 +155,12 @@ def run_one(method: str, seed: int, s: AdaptSettings) -> dict[str, Any]:
                 rejected += 1  # refused and counted by the adapter; the run goes on
             step += 1
             if step % s.eval_every == 0:
-                curve.append((step, _score(model, task, (0, 1)), _score(model, task, (2, 3))))
+                curve.append((step, _score(model, task, phase_a), _score(model, task, phase_b)))
         if phase == "A":
-            out["A_after_A"] = _score(model, task, (0, 1))
+            out["A_after_A"] = _score(model, task, phase_a)
         else:
-            out["A_after_B"] = _score(model, task, (0, 1))
-            out["B_after_B"] = _score(model, task, (2, 3))
+            out["A_after_B"] = _score(model, task, phase_a)
+            out["B_after_B"] = _score(model, task, phase_b)
     out["curve"] = curve
     out["rejected"] = rejected
     return out
@@ -179,6 +192,43 @@ def run(
             summary[key] = {"mean": float(vals.mean()), "std": float(vals.std())}
         results["methods"][method] = {"runs": runs, "summary": summary}
     return results
+
+
+def grid(
+    s: AdaptSettings,
+    dims: list[int],
+    clusters: list[int],
+    methods: tuple[str, ...] = METHODS,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`run` for every (d, clusters); one summary row per (d, clusters, method)."""
+    rows = []
+    for d in dims:
+        for k in clusters:
+            sk = AdaptSettings(**{**asdict(s), "d": d, "clusters": k})
+            res = run(sk, methods)
+            for method, data in res["methods"].items():
+                row = {"d": d, "clusters": k, "method": method}
+                row.update({key: v["mean"] for key, v in data["summary"].items()})
+                row["own_min"] = min(min(r["A_after_A"], r["B_after_B"]) for r in data["runs"])
+                rows.append(row)
+                if progress:
+                    progress(grid_table([row], header=False))
+    return rows
+
+
+def grid_table(rows: list[dict[str, Any]], header: bool = True) -> str:
+    """Grid rows as a markdown table: mean own-phase scores and the worst seed's."""
+    lines = []
+    if header:
+        lines.append("| d | clusters | method | A after A | B after B | A after B | worst own |")
+        lines.append("|---|---|---|---|---|---|---|")
+    for r in rows:
+        lines.append(
+            f"| {r['d']} | {r['clusters']} | {r['method']} | {r['A_after_A']:+.3f} | "
+            f"{r['B_after_B']:+.3f} | {r['A_after_B']:+.3f} | {r['own_min']:+.3f} |"
+        )
+    return "\n".join(lines)
 
 
 def table(results: dict[str, Any]) -> str:
@@ -232,6 +282,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="write the full results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the learning curves")
     parser.add_argument("--quiet", action="store_true", help="print only the table")
+    parser.add_argument("--dims", help="comma-separated d values: run the size grid")
+    parser.add_argument("--clusters", help="comma-separated cluster counts for the grid")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first..first+n-1")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -240,9 +293,23 @@ def main(args: argparse.Namespace) -> int:
         from sona.errors import ConfigError
 
         raise ConfigError("--seeds and --feedbacks must be >= 1")
-    s = AdaptSettings(feedbacks=args.feedbacks, seeds=list(range(args.seeds)))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    s = AdaptSettings(feedbacks=args.feedbacks, seeds=seeds)
     s.eval_every = max(1, min(s.eval_every, args.feedbacks // 4 or 1))
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.dims or args.clusters:
+        dims = [int(v) for v in (args.dims or str(s.d)).split(",")]
+        ks = [int(v) for v in (args.clusters or str(s.clusters)).split(",")]
+        if min(dims) < 1 or min(ks) < 2:
+            from sona.errors import ConfigError
+
+            raise ConfigError("--dims must be >= 1 and --clusters >= 2")
+        rows = grid(s, dims, ks, methods, progress=None if args.quiet else print)
+        print(grid_table(rows))
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"settings": asdict(s), "grid": rows}, f, indent=1)
+        return 0
     results = run(s, methods, progress=None if args.quiet else print)
     print(table(results))
     if args.json:
@@ -257,7 +324,7 @@ def _register() -> None:
     from sona import cli
 
     cli.EVALS["adapt"] = (
-        "adaptation from scalar feedback (SPEC §11.1): micro, base+micro, plain rank-2",
+        "adaptation from scalar feedback (design §11.1): micro, base+micro, plain rank-2",
         add_arguments,
         main,
     )

@@ -1,4 +1,4 @@
-"""Continual learning on real data (SPEC §11.2): Permuted-Digits and Split-Digits.
+"""Continual learning on real data (design §11.2): Permuted-Digits and Split-Digits.
 
 Data: scikit-learn's bundled ``load_digits`` (1,797 8×8 images, no download), pixels scaled to [0,
 1],
@@ -25,7 +25,7 @@ Methods: ``none`` (fine-tuning, no protection), ``ewc`` (EWC++), ``replay`` (a u
 past
 training examples mixed into every minibatch), ``ewc+replay``, and ``joint`` (trained on all tasks
 seen
-so far: the upper bound). Metrics follow SPEC §8 on the accuracy matrix ``R[i][j]`` (after task i,
+so far: the upper bound). Metrics follow design §8 on the accuracy matrix ``R[i][j]`` (after task i,
 on
 task j): ``ACC``, ``BWT``, forgetting, plus ``LA`` (learning accuracy: mean ``R[j][j]``, how well
 each
@@ -294,7 +294,7 @@ def run_method(
 
 
 def metrics(r: npt.NDArray[np.float64]) -> dict[str, float]:
-    """SPEC §8 on an accuracy matrix (fractions in, percentage points out)."""
+    """design §8 on an accuracy matrix (fractions in, percentage points out)."""
     t = r.shape[0] - 1
     acc = float(np.mean(r[t]))
     bwt = float(np.mean([r[t, j] - r[j, j] for j in range(t)])) if t > 0 else 0.0
@@ -474,7 +474,7 @@ def _register() -> None:
     from sona import cli
 
     cli.EVALS["continual"] = (
-        "continual learning on Permuted/Split-Digits: none / EWC++ / replay / joint (SPEC §11.2)",
+        "continual learning on Permuted/Split-Digits: none / EWC++ / replay / joint (design §11.2)",
         add_arguments,
         main,
     )

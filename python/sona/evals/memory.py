@@ -4,7 +4,8 @@
 pattern count after each extraction for three configurations of the bank:
 
 - ``sona``: the defaults (bisecting refinement of incoherent clusters + spread-aware merge);
-- ``plain-merge``: SPEC's bare rule (merge when cos ≥ τ_merge, k = √(n/2), no refinement);
+- ``plain-merge``: design §5's plain τ_merge rule (merge when cos ≥ τ_merge, k = √(n/2), no
+  refinement);
 - ``exact-only``: τ_merge = 1 without slack: only clusters identical to a pattern merge.
 
 A bounded memory keeps the count flat after the first extraction. ``sona bench reasoning-bank`` runs

@@ -1,4 +1,4 @@
-"""Memory-search evaluation (SPEC §11.4): recall@10 and single-thread queries/s of the approximate
+"""Memory-search evaluation (design §11.4): recall@10 and single-thread queries/s of the approximate
 indexes (inverted lists ``ivf``, the default, and the ``hnsw`` graph) against exact search, at
 n ∈ {10k, 100k} clustered unit vectors and d ∈ {256, 768}, plus insert and delete while searching.
 
@@ -271,7 +271,7 @@ def _register() -> None:
     from sona import cli
 
     cli.EVALS["search"] = (
-        "recall@10 and queries/s of the approximate index vs exact (SPEC §11.4)",
+        "recall@10 and queries/s of the approximate index vs exact (design §11.4)",
         add_arguments,
         run,
     )

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use sona_core::{Checkpoint, Result, SonaError};
+use sona_core::{validate, Checkpoint, Result, SonaError};
 
 use super::{
     FlatIndex, HnswIndex, HnswParams, IdFilter, IvfIndex, IvfParams, RetrainJob, RetrainPlan,
@@ -114,8 +114,11 @@ impl AnyIndex {
     pub fn read_from(ck: &Checkpoint, prefix: &str) -> Result<Self> {
         let kind: String = ck.meta(&format!("{prefix}index_kind"))?;
         let dim: usize = ck.meta(&format!("{prefix}dim"))?;
-        if dim == 0 {
-            return Err(SonaError::checkpoint("index dimension is 0"));
+        if dim == 0 || dim > validate::MAX_DIM {
+            return Err(SonaError::checkpoint(format!(
+                "index dimension {dim} outside [1, {}]",
+                validate::MAX_DIM
+            )));
         }
         match kind.as_str() {
             "flat" => Ok(AnyIndex::Flat(FlatIndex::read_from(ck, prefix, dim)?)),
@@ -143,6 +146,9 @@ impl VectorIndex for AnyIndex {
     }
     fn contains(&self, id: u64) -> bool {
         self.inner().contains(id)
+    }
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        AnyIndex::get(self, id)
     }
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {
         self.inner_mut().add(id, vector)

@@ -1,5 +1,5 @@
 //! `cargo bench -p sona-reasoning --bench index`: vector-index search latency and recall@10 vs exact
-//! (SPEC §11.4), insert/delete throughput and memory per vector, on clustered unit vectors, for the
+//! (design §11.4), insert/delete throughput and memory per vector, on clustered unit vectors, for the
 //! inverted-list index (the default approximate index) and the HNSW graph.
 //!
 //! Before divan's timings, `main` prints the nprobe (IVF) and ef (HNSW) → recall@10 → µs/query
@@ -15,8 +15,8 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use divan::{black_box, Bencher};
-use sona_reasoning::index::synthetic::{clustered_unit_vectors, recall};
-use sona_reasoning::index::{FlatIndex, HnswIndex, HnswParams, IvfIndex, IvfParams, VectorIndex};
+use sona_index::synthetic::{clustered_unit_vectors, recall};
+use sona_index::{FlatIndex, HnswIndex, HnswParams, IvfIndex, IvfParams, VectorIndex};
 
 const K: usize = 10;
 const SPREAD: f32 = 0.75;

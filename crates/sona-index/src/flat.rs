@@ -17,9 +17,7 @@ pub struct FlatIndex {
 
 impl FlatIndex {
     pub fn new(dim: usize) -> Result<Self> {
-        if dim == 0 {
-            return Err(SonaError::Config("index dimension must be > 0".into()));
-        }
+        crate::check_dim(dim)?;
         Ok(FlatIndex {
             dim,
             ..Default::default()
@@ -93,6 +91,10 @@ impl VectorIndex for FlatIndex {
         self.slot.contains_key(&id)
     }
 
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        FlatIndex::get(self, id)
+    }
+
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {
         let u = new_entry(self, id, vector)?;
         self.slot.insert(id, self.ids.len());
@@ -126,6 +128,8 @@ impl VectorIndex for FlatIndex {
         filter: Option<IdFilter<'_>>,
     ) -> Result<Vec<(u64, f32)>> {
         let q = self.unit("query", query)?;
+        // Never more than the stored count: a huge `k` must not size any buffer.
+        let k = k.min(self.len());
         match filter {
             None => Ok(kernels::top_k(&self.scores(&q), k)
                 .into_iter()
@@ -239,16 +243,16 @@ mod tests {
         assert!(idx.remove_batch(&[1, 9]).is_err());
         assert!(idx.contains(1));
 
-        let mut ck = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+        let mut ck = Checkpoint::new(crate::CHECKPOINT_KIND, 1);
         idx.write_into(&mut ck, "f.").unwrap();
-        let back = crate::index::AnyIndex::read_from(&ck, "f.").unwrap();
+        let back = crate::AnyIndex::read_from(&ck, "f.").unwrap();
         assert_eq!(back.kind_name(), "flat");
         assert_eq!(back.get(2).unwrap(), idx.get(2).unwrap());
-        let mut dup = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+        let mut dup = Checkpoint::new(crate::CHECKPOINT_KIND, 1);
         idx.write_into(&mut dup, "").unwrap();
         dup.put_u64("ids", &[2, 2]);
         assert!(matches!(
-            crate::index::AnyIndex::read_from(&dup, ""),
+            crate::AnyIndex::read_from(&dup, ""),
             Err(SonaError::Checkpoint(_))
         ));
     }

@@ -1,7 +1,7 @@
 use super::*;
-use crate::index::synthetic::{clustered_unit_vectors, recall};
-use crate::index::testkit::{self, recall_vs};
-use crate::index::{AnyIndex, FlatIndex};
+use crate::synthetic::{clustered_unit_vectors, recall};
+use crate::testkit::{self, recall_vs};
+use crate::{AnyIndex, FlatIndex};
 
 /// Small `min_train` so the tests exercise trained lists at test sizes.
 fn params() -> IvfParams {
@@ -205,7 +205,7 @@ fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
     assert_eq!(back.live_ids(), h.live_ids());
 
     // Structurally invalid but well-checksummed data is a checkpoint error, never a panic.
-    let mut evil = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    let mut evil = Checkpoint::new(crate::CHECKPOINT_KIND, 1);
     h.write_into(&mut evil, "").unwrap();
     let mut sizes: Vec<u64> = h.lists.iter().map(|l| l.len() as u64).collect();
     sizes[0] += 1;
@@ -214,7 +214,7 @@ fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
         AnyIndex::read_from(&evil, ""),
         Err(SonaError::Checkpoint(_))
     ));
-    let mut evil = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    let mut evil = Checkpoint::new(crate::CHECKPOINT_KIND, 1);
     h.write_into(&mut evil, "").unwrap();
     let mut ids = evil.get_u64("ids").unwrap();
     ids[1] = ids[0];
@@ -223,7 +223,7 @@ fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
         AnyIndex::read_from(&evil, ""),
         Err(SonaError::Checkpoint(_))
     ));
-    let mut evil = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    let mut evil = Checkpoint::new(crate::CHECKPOINT_KIND, 1);
     h.write_into(&mut evil, "").unwrap();
     evil.put_f32("centroids", &[1, 16], &[0.5; 16]);
     assert!(AnyIndex::read_from(&evil, "").is_err());

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use sona_core::{kernels, Checkpoint, Result, SeededRng, SonaError};
+use sona_core::{kernels, validate, Checkpoint, Result, SeededRng, SonaError};
 
 mod retrain;
 
@@ -247,9 +247,7 @@ pub struct IvfIndex {
 
 impl IvfIndex {
     pub fn new(dim: usize, params: IvfParams) -> Result<Self> {
-        if dim == 0 {
-            return Err(SonaError::Config("index dimension must be > 0".into()));
-        }
+        crate::check_dim(dim)?;
         params.validate()?;
         Ok(IvfIndex {
             dim,
@@ -496,17 +494,27 @@ impl IvfIndex {
         let sizes = ck.get_u64(&format!("{prefix}list_sizes"))?;
         let ids = ck.get_u64(&format!("{prefix}ids"))?;
         let vectors = ck.get_f32_shaped(&format!("{prefix}vectors"), &[ids.len(), dim])?;
-        let (_, centroids) = ck.get_f32(&format!("{prefix}centroids"))?;
+        let (cshape, centroids) = ck.get_f32(&format!("{prefix}centroids"))?;
         let nlist = sizes.len();
         let trained = !centroids.is_empty();
+        // Checked: crafted sizes can overflow their sum back to the row count.
+        let total = sizes.iter().try_fold(0u64, |a, &s| a.checked_add(s));
         if nlist == 0
-            || (trained && centroids.len() != nlist * dim)
+            || (trained && cshape != [nlist, dim])
             || (!trained && nlist != 1)
-            || sizes.iter().sum::<u64>() != ids.len() as u64
+            || total != Some(ids.len() as u64)
         {
             return Err(SonaError::checkpoint(
                 "invalid IVF index: list sizes, ids and centroids disagree",
             ));
+        }
+        // `trained_at` is the live count at the last training (0 while untrained); it feeds
+        // `2 · trained_at` in the retrain rule, so an absurd value must not load.
+        if trained != (idx.trained_at > 0) || idx.trained_at > validate::MAX_ELEMENTS {
+            return Err(SonaError::checkpoint(format!(
+                "invalid IVF index: trained_at {} inconsistent with {} lists",
+                idx.trained_at, nlist
+            )));
         }
         for (what, rows) in [("centroid", &centroids), ("row", &vectors)] {
             if let Some(i) = first_non_unit_row(rows, dim) {
@@ -555,6 +563,10 @@ impl VectorIndex for IvfIndex {
         self.at.contains_key(&id)
     }
 
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        IvfIndex::get(self, id)
+    }
+
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {
         let u = new_entry(self, id, vector)?;
         let mut code = vec![0i8; self.dim];
@@ -598,6 +610,8 @@ impl VectorIndex for IvfIndex {
         filter: Option<IdFilter<'_>>,
     ) -> Result<Vec<(u64, f32)>> {
         let q = unit_vector("query", query, self.dim)?;
+        // Never more than the stored count: a huge `k` must not size any buffer.
+        let k = k.min(self.len());
         if k == 0 || self.at.is_empty() {
             return Ok(Vec::new());
         }

@@ -6,8 +6,8 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
 use super::{HnswIndex, MAX_DEGREE};
-use crate::index::prefetch::prefetch_lines;
-use crate::index::quant::hamming;
+use crate::prefetch::prefetch_lines;
+use crate::quant::hamming;
 
 /// A node and its similarity to the query; ordered by similarity, then slot (deterministic ties).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,4 +1,4 @@
-//! Clustered unit vectors and recall@k: the workload of SPEC §11.4, shared by tests and benchmarks.
+//! Clustered unit vectors and recall@k: the workload of design §11.4, shared by tests and benchmarks.
 //!
 //! Real embedding sets are clustered (topics), not uniform on the sphere; uniform high-dimensional
 //! data is the worst case of every graph index and says little about pattern search.
@@ -47,4 +47,26 @@ pub fn recall(approx: &[Vec<u64>], exact: &[Vec<u64>]) -> f64 {
         total += a.iter().filter(|id| truth.contains(id)).count() as f64 / e.len() as f64;
     }
     total / exact.len().max(1) as f64
+}
+
+/// `n` unit points dealt round-robin to `c` random unit centres, each `normalize(centre + g)` with
+/// `|g| ≈ noise`; returns the points (row-major, `d` wide) and each point's centre (its label).
+pub fn blobs(n: usize, c: usize, d: usize, noise: f32, seed: u64) -> (Vec<f32>, Vec<usize>) {
+    let mut rng = SeededRng::new(seed);
+    let mut centres = vec![0.0f32; c * d];
+    rng.fill_normal(&mut centres, 1.0);
+    for x in centres.chunks_exact_mut(d) {
+        kernels::normalize(x);
+    }
+    let mut pts = vec![0.0f32; n * d];
+    let mut label = vec![0; n];
+    for i in 0..n {
+        let j = i % c;
+        label[i] = j;
+        let p = &mut pts[i * d..(i + 1) * d];
+        rng.fill_normal(p, noise / (d as f32).sqrt());
+        kernels::axpy(1.0, &centres[j * d..(j + 1) * d], p);
+        kernels::normalize(p);
+    }
+    (pts, label)
 }

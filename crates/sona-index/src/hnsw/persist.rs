@@ -8,8 +8,8 @@ use parking_lot::Mutex;
 use sona_core::{Checkpoint, Result, SeededRng, SonaError};
 
 use super::{HnswIndex, HnswParams, MAX_LEVEL};
-use crate::index::first_non_unit_row;
-use crate::index::quant::{quantize, sign_bits};
+use crate::first_non_unit_row;
+use crate::quant::{quantize, sign_bits};
 
 fn bad(msg: impl Into<String>) -> SonaError {
     SonaError::checkpoint(format!("invalid hnsw index: {}", msg.into()))
@@ -94,6 +94,7 @@ impl HnswIndex {
             return Err(bad("layer-0 adjacency has the wrong length"));
         }
         let flat_upper = narrow(ck.get_u64(&format!("{p}upper"))?)?;
+        // At most slots × 24 × 129 entries: no overflow, and bounded by the file's own size.
         let expected: usize = levels.iter().map(|&l| l as usize * (m + 1)).sum();
         if flat_upper.len() != expected {
             return Err(bad("upper-layer adjacency has the wrong length"));
@@ -105,24 +106,46 @@ impl HnswIndex {
             upper.push(flat_upper[at..at + len].to_vec());
             at += len;
         }
-        // Every list: count within capacity, neighbours in range and present on that layer.
-        let check_list = |list: &[u32], cap: usize, level: usize| -> Result<()> {
+        // Nodes on each layer: insertion links every node to at least one other on each of its
+        // layers that already had a node, and links the other way too, so once a layer holds two
+        // nodes none of them has an empty list there (a zeroed graph fails this).
+        let mut on_layer = [0usize; MAX_LEVEL + 1];
+        for &l in &levels {
+            for c in &mut on_layer[..=l as usize] {
+                *c += 1;
+            }
+        }
+        // Every list: count within capacity and non-zero when the layer has company, neighbours in
+        // range, present on that layer, distinct and not the node itself.
+        let mut scratch: Vec<u32> = Vec::with_capacity(2 * m);
+        let mut check_list = |s: usize, list: &[u32], cap: usize, level: usize| -> Result<()> {
             let n = list[0] as usize;
             if n > cap {
                 return Err(bad("neighbour count over capacity"));
             }
-            for &t in &list[1..1 + n] {
-                if t as usize >= slots || (levels[t as usize] as usize) < level {
-                    return Err(bad("neighbour out of range or not on its layer"));
+            if n == 0 && on_layer[level] >= 2 {
+                return Err(bad(format!("slot {s} has no neighbour on layer {level}")));
+            }
+            scratch.clear();
+            scratch.extend_from_slice(&list[1..1 + n]);
+            for &t in &scratch {
+                if t as usize >= slots || (levels[t as usize] as usize) < level || t as usize == s {
+                    return Err(bad(
+                        "neighbour out of range, not on its layer, or a self-loop",
+                    ));
                 }
+            }
+            scratch.sort_unstable();
+            if scratch.windows(2).any(|w| w[0] == w[1]) {
+                return Err(bad(format!("slot {s} lists a neighbour twice")));
             }
             Ok(())
         };
         for s in 0..slots {
-            check_list(&layer0[s * stride0..(s + 1) * stride0], 2 * m, 0)?;
+            check_list(s, &layer0[s * stride0..(s + 1) * stride0], 2 * m, 0)?;
             for l in 1..=levels[s] as usize {
                 let base = (l - 1) * (m + 1);
-                check_list(&upper[s][base..base + m + 1], m, l)?;
+                check_list(s, &upper[s][base..base + m + 1], m, l)?;
             }
         }
 

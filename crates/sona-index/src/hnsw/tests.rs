@@ -1,7 +1,7 @@
 use super::*;
-use crate::index::synthetic::clustered_unit_vectors;
-use crate::index::testkit::{self, recall_vs};
-use crate::index::{AnyIndex, FlatIndex};
+use crate::synthetic::clustered_unit_vectors;
+use crate::testkit::{self, recall_vs};
+use crate::{AnyIndex, FlatIndex};
 use sona_core::Checkpoint;
 
 fn build(n: usize, dim: usize, seed: u64) -> (HnswIndex, FlatIndex, Vec<f32>) {
@@ -150,7 +150,7 @@ fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
     assert_eq!(back.layer0, h.layer0);
 
     // Structurally invalid but well-checksummed data is a checkpoint error, never a panic.
-    let mut evil = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    let mut evil = Checkpoint::new(crate::CHECKPOINT_KIND, 1);
     h.write_into(&mut evil, "").unwrap();
     let mut layer0: Vec<u64> = h.layer0.iter().map(|&x| x as u64).collect();
     layer0[1] = 1_000_000;
@@ -159,7 +159,7 @@ fn save_load_round_trip_is_identical_and_corruption_is_rejected() {
         AnyIndex::read_from(&evil, ""),
         Err(SonaError::Checkpoint(_))
     ));
-    let mut evil = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    let mut evil = Checkpoint::new(crate::CHECKPOINT_KIND, 1);
     h.write_into(&mut evil, "").unwrap();
     evil.set_meta("entry", &Some(100_000u32)).unwrap();
     assert!(AnyIndex::read_from(&evil, "").is_err());
@@ -197,10 +197,9 @@ fn sign_gated_search_at_large_dim_keeps_recall_filters_and_round_trip() {
     let r = recall_vs(&h, &f, &queries, 10);
     assert!(r >= 0.95, "recall@10 after deletes = {r}");
     // The sign codes are rebuilt on load: identical answers.
-    let mut ck = Checkpoint::new(crate::index::CHECKPOINT_KIND, 1);
+    let mut ck = Checkpoint::new(crate::CHECKPOINT_KIND, 1);
     h.write_into(&mut ck, "idx.").unwrap();
-    let ck2 =
-        Checkpoint::from_bytes(&ck.to_bytes().unwrap(), crate::index::CHECKPOINT_KIND, 1).unwrap();
+    let ck2 = Checkpoint::from_bytes(&ck.to_bytes().unwrap(), crate::CHECKPOINT_KIND, 1).unwrap();
     let AnyIndex::Hnsw(back) = AnyIndex::read_from(&ck2, "idx.").unwrap() else {
         panic!("kind changed on reload")
     };

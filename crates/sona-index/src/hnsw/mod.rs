@@ -145,9 +145,7 @@ impl Clone for HnswIndex {
 
 impl HnswIndex {
     pub fn new(dim: usize, params: HnswParams) -> Result<Self> {
-        if dim == 0 {
-            return Err(SonaError::Config("index dimension must be > 0".into()));
-        }
+        crate::check_dim(dim)?;
         params.validate()?;
         Ok(HnswIndex {
             dim,
@@ -510,6 +508,10 @@ impl VectorIndex for HnswIndex {
         self.slot_of.contains_key(&id)
     }
 
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        HnswIndex::get(self, id)
+    }
+
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()> {
         let u = new_entry(self, id, vector)?;
         let mut visited = self.take_visited();
@@ -562,6 +564,8 @@ impl VectorIndex for HnswIndex {
         let Some(entry) = self.entry else {
             return Ok(Vec::new());
         };
+        // Never more than the live count: a huge `k` must not size any buffer.
+        let k = k.min(self.slot_of.len());
         if k == 0 || self.slot_of.is_empty() {
             return Ok(Vec::new());
         }

@@ -2,20 +2,27 @@
 //!
 //! Every index inserts (visible to the next search), deletes, and searches with an optional id filter.
 //! Vectors are normalised on insert and queries on search, so callers may pass raw embeddings.
+//! `k` above the number of (filtered) live vectors returns them all, as every ANN library does.
 //!
+//! - [`VectorIndex`]: what every index offers (add, remove, search, batches, save).
 //! - [`FlatIndex`]: exact scan (small sets, and the oracle in tests).
 //! - [`IvfIndex`]: approximate search by inverted lists (k-means partitions scanned as contiguous
 //!   8-bit codes); the default approximate index (large, clustered sets: see `docs/decisions.md`).
+//!   [`RetrainJob`]/[`RetrainPlan`] re-partition it without holding it.
 //! - [`HnswIndex`]: approximate search on a hierarchical navigable small-world graph with incremental
 //!   insert and tombstone delete (the better choice on weakly clustered data).
 //! - [`AnyIndex`]: any of them behind one type, with persistence through [`sona_core::Checkpoint`]
 //!   (kind [`CHECKPOINT_KIND`]) and [`load`].
+//! - [`kmeans`]: seeded spherical k-means (k-means++ seeding, Lloyd or mini-batch), used by IVF and
+//!   by the ReasoningBank's pattern extraction.
+//! - `quant`, `prefetch` (private): the int8/sign-bit codes the scans read, and cache-line prefetch.
 //! - [`synthetic`]: clustered unit vectors and recall@k, shared by tests and benchmarks.
 
 mod any;
 mod flat;
 mod hnsw;
 mod ivf;
+pub mod kmeans;
 mod prefetch;
 mod quant;
 pub mod synthetic;
@@ -53,6 +60,11 @@ pub trait VectorIndex: Send + Sync {
     }
     /// Whether `id` is present.
     fn contains(&self, id: u64) -> bool;
+    /// The stored unit vector of `id` (`None` if absent, or for an index that keeps no exact copy).
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        let _ = id;
+        None
+    }
     /// Inserts `vector` under a new `id` (an existing id is an `InvalidInput` error).
     fn add(&mut self, id: u64, vector: &[f32]) -> Result<()>;
     /// Removes `id`; `UnknownId` if absent.
@@ -128,6 +140,11 @@ pub trait VectorIndex: Send + Sync {
     }
 }
 
+/// An index dimension must lie in `[1, MAX_DIM]` (a `Config` error, never a huge allocation later).
+pub(crate) fn check_dim(dim: usize) -> Result<usize> {
+    validate::check_size("index dimension", dim, 1, validate::MAX_DIM)
+}
+
 /// Validates an id batch and its row-major vectors against `index` without changing it.
 pub(crate) fn check_batch<I: VectorIndex + ?Sized>(
     index: &I,
@@ -175,7 +192,7 @@ pub(crate) fn new_entry<I: VectorIndex + ?Sized>(
 
 /// The first row of the row-major `rows` (`dim` wide) that is not unit-norm (finite, norm² within
 /// 1e-3 of 1): the check every index runs on vectors read back from a file.
-pub(crate) fn first_non_unit_row(rows: &[f32], dim: usize) -> Option<usize> {
+pub fn first_non_unit_row(rows: &[f32], dim: usize) -> Option<usize> {
     rows.chunks_exact(dim).position(|row| {
         let n = kernels::norm_sq(row);
         !n.is_finite() || (n - 1.0).abs() > 1e-3

@@ -388,35 +388,9 @@ pub fn lloyd_passes(points: &[f32], d: usize, cl: &mut Clustering, iters: usize)
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// `c` unit centres and `n` points around them at cosine ≈ `spread` (noise orthogonal on average).
-    pub(crate) fn blobs(
-        n: usize,
-        c: usize,
-        d: usize,
-        noise: f32,
-        seed: u64,
-    ) -> (Vec<f32>, Vec<usize>) {
-        let mut rng = SeededRng::new(seed);
-        let mut centres = vec![0.0f32; c * d];
-        rng.fill_normal(&mut centres, 1.0);
-        for x in centres.chunks_exact_mut(d) {
-            kernels::normalize(x);
-        }
-        let mut pts = vec![0.0f32; n * d];
-        let mut label = vec![0; n];
-        for i in 0..n {
-            let j = i % c;
-            label[i] = j;
-            let p = &mut pts[i * d..(i + 1) * d];
-            rng.fill_normal(p, noise / (d as f32).sqrt());
-            kernels::axpy(1.0, &centres[j * d..(j + 1) * d], p);
-            kernels::normalize(p);
-        }
-        (pts, label)
-    }
+    use crate::synthetic::blobs;
 
     fn purity(assign: &[u32], label: &[usize], k: usize, c: usize) -> f64 {
         let mut table = vec![0usize; k * c];

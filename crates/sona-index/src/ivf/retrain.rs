@@ -30,7 +30,7 @@ pub struct RetrainJob {
     generation: u64,
 }
 
-/// New lists computed by [`RetrainJob::run`], ready for [`crate::index::VectorIndex::apply_retrain`].
+/// New lists computed by [`RetrainJob::run`], ready for [`crate::VectorIndex::apply_retrain`].
 #[derive(Debug)]
 pub struct RetrainPlan {
     fresh: IvfIndex,

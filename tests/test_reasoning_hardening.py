@@ -1,0 +1,191 @@
+"""Hardening of ``sona.reasoning.ReasoningBank`` (issue 9): ids near 2**64 on import, coercion of
+sizes, ids and numbers, ``k`` above the pattern count, two threads on one bank above every size
+threshold, and numpy inputs written by another thread during a call."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import scribbling, write_while_reading
+from sona.errors import ConfigError, InvalidInputError, SonaError, UnknownIdError
+from sona.reasoning import ReasoningBank
+
+D = 16
+
+
+def _blobs(rng: np.random.Generator, n: int, groups: int, dim: int = D) -> np.ndarray:
+    centres = rng.standard_normal((groups, dim))
+    x = centres[np.arange(n) % groups] + 0.2 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def bank(rng: np.random.Generator) -> ReasoningBank:
+    b = ReasoningBank(D, seed=3)
+    for i, v in enumerate(_blobs(rng, 300, 5)):
+        b.add_trajectory(v, 0.25 * (i % 5), i % 4)
+    b.extract_patterns()
+    return b
+
+
+def test_import_refuses_ids_that_leave_the_counter_no_room(
+    bank: ReasoningBank, tmp_path: Path
+) -> None:
+    exported = bank.export()
+    for bad_id in (2**64 - 1, 2**64 - 2, 2**63):
+        other = ReasoningBank(D)
+        with pytest.raises(InvalidInputError, match="no room"):
+            other.import_([dataclasses.replace(exported[0], id=bad_id)])
+        assert len(other) == 0
+    with pytest.raises(InvalidInputError):
+        ReasoningBank(D).import_([dataclasses.replace(exported[0], id=2**64 + 5)])
+    # The largest accepted id still leaves room: new patterns get ids and the save loads again.
+    other = ReasoningBank(D)
+    other.import_([dataclasses.replace(exported[0], id=2**63 - 1)])
+    other.add_trajectory(-exported[0].centroid, 0.5, 0)
+    other.extract_patterns()
+    assert len(other) == 2
+    other.save(tmp_path / "b.sona")
+    back = ReasoningBank.load(tmp_path / "b.sona")
+    assert [p.id for p in back.patterns()] == [p.id for p in other.patterns()]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"dim": 1.5},
+        {"dim": "8"},
+        {"dim": 2**40},
+        {"dim": 2**70},
+        {"dim": D, "buffer_capacity": 2**62},
+        {"dim": D, "reservoir_capacity": 2**70},
+        {"dim": D, "pending_capacity": 8.0},
+        {"dim": D, "max_clusters": 2**40},
+        {"dim": D, "seed": -1},
+        {"dim": D, "merge_threshold": "0.9"},
+        {"dim": D, "alpha": True},
+        {"dim": D, "ef_search": 2**70, "index": "hnsw"},
+        {"dim": D, "kmeans_max_iter": "8"},
+        {"dim": D, "not_an_option": 3},
+    ],
+)
+def test_constructor_arguments_of_the_wrong_kind_or_range_raise_config_errors(
+    args: dict[str, object],
+) -> None:
+    with pytest.raises(ConfigError):
+        ReasoningBank(**args)  # type: ignore[arg-type]
+
+
+def test_ids_numbers_and_counts_refuse_strings_floats_and_huge_ints(bank: ReasoningBank) -> None:
+    v = bank.patterns()[0].centroid
+    before = bank.stats()
+    with pytest.raises(InvalidInputError):
+        bank.add_trajectory(v, "0.5")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        bank.add_trajectory(v, 0.5, tier=2**70)
+    with pytest.raises(InvalidInputError):
+        bank.add_trajectory(v, 0.5, tier=1.0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        bank.add_trajectory(v, 0.5, ts_ms=2**64)
+    with pytest.raises(UnknownIdError):
+        bank.set_reward(2**70, 0.5)
+    with pytest.raises(UnknownIdError):
+        bank.record_feedback(2**64, 0, 0.5)
+    with pytest.raises(UnknownIdError):
+        bank.pattern(2**64 + 1)
+    with pytest.raises(InvalidInputError):
+        bank.record_feedback(bank.patterns()[0].id, 0, "1")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        bank.consolidate("0.9")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        bank.search(v, 2.0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        bank.search(v, "3")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        bank.build_hierarchy(2**70)
+    assert bank.stats() == before
+
+
+def test_k_above_the_pattern_count_returns_every_pattern(bank: ReasoningBank) -> None:
+    n = len(bank)
+    v = bank.patterns()[0].centroid
+    for k in (n, n + 1, 10**9, 2**63, 2**80):
+        assert len(bank.search(v, k)) == n
+        ids, sims = bank.search_ids(v, k)
+        assert len(ids) == n and np.isfinite(sims).all()
+    bank.build_hierarchy(2)
+    assert len(bank.search_level(v, 10**6, 1)[0]) == len(bank.patterns(1))
+    assert ReasoningBank(D).search(v, 5) == []
+    with pytest.raises(InvalidInputError):
+        bank.search(v, 0)
+
+
+@pytest.mark.parametrize("index", ["flat", "ivf", "hnsw"])
+def test_two_threads_on_one_bank_above_every_size_threshold(
+    index: str, rng: np.random.Generator, tmp_path: Path
+) -> None:
+    # dim 256 (HNSW's sign-bit gate), mini-batch k-means above 200 trajectories, a buffer that
+    # wraps (capacity 500 < 1,200 recorded), pending trajectories evicted beyond 64.
+    dim = 256
+    b = ReasoningBank(
+        dim,
+        seed=1,
+        index=index,  # type: ignore[arg-type]
+        buffer_capacity=500,
+        pending_capacity=64,
+        minibatch_threshold=200,
+    )
+    x = _blobs(rng, 1200, 12, dim)
+
+    def write() -> None:
+        for i, v in enumerate(x):
+            if i % 7 == 0:
+                b.set_reward(b.add_trajectory(v, tier=1), 0.75)
+            else:
+                b.add_trajectory(v, float(i % 2), i % 4)
+            if i % 300 == 299:
+                b.extract_patterns()
+        b.consolidate(0.99)
+        b.build_hierarchy(3)
+        b.save(tmp_path / "bank.sona")
+
+    def read() -> None:
+        hits = b.search(x[3], 5, expand=2)
+        if hits:
+            b.record_feedback(hits[0].pattern.id, 2, 1.0)
+            b.record_usage([h.pattern.id for h in hits], [hits[0].pattern.id])
+        b.stats()
+        b.verdicts()
+        b.export()
+
+    write_while_reading(write, read)
+    assert 10 <= len(b) <= 40
+    back = ReasoningBank.load(tmp_path / "bank.sona")
+    assert back.index_kind == b.index_kind and len(back) >= 1
+
+
+def test_an_embedding_written_by_another_thread_during_a_call_is_never_stored_bad(
+    rng: np.random.Generator,
+) -> None:
+    # The binding copies each numpy input and validates the copy: a writer flipping the array
+    # between a valid vector and NaN can make a call fail, never store a bad trajectory.
+    dim = 4096
+    b = ReasoningBank(dim, seed=2)
+    shared = np.ascontiguousarray(_blobs(rng, 1, 1, dim)[0])
+    failures = 0
+    with scribbling(shared):
+        for _ in range(400):
+            try:
+                b.add_trajectory(shared, 0.5, 0)
+            except SonaError:
+                failures += 1
+    ids, vectors, _, _ = b.reservoir()
+    assert len(ids) == 400 - failures
+    assert np.isfinite(vectors).all()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    b.extract_patterns()
+    assert all(np.isfinite(p.centroid).all() for p in b.patterns())
