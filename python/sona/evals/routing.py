@@ -55,7 +55,12 @@ FAVOURED_SHARE = 0.9
 
 #: SONA settings chosen on validation streams (``--tune``; see docs/benchmarks.md). Everything not
 #: listed is the engine's default.
-SONA_TUNED: dict[str, Any] = {"cost_weight": 0.001, "epsilon": 0.05, "micro_lr": 0.05}
+SONA_TUNED: dict[str, Any] = {
+    "cost_weight": 0.001,
+    "epsilon": 0.05,
+    "micro_lr": 0.05,
+    "base_alpha": 0.1,
+}
 #: The bandit's settings chosen the same way at SONA's cost weight (learning rate, ε).
 BANDIT_TUNED: dict[str, float] = {"lr": 0.3, "epsilon": 0.02}
 #: ``background_learn()`` every this many queries.
@@ -534,6 +539,9 @@ SONA_GRID: dict[str, tuple[Any, ...]] = {
     "cost_weight": (0.001, 0.002),
     "epsilon": (0.02, 0.05),
     "micro_lr": (0.01, 0.05),
+    # The base LoRA's scale α/r: at the engine default (8/8) loop B warps the query space the
+    # router and the memory read (docs/benchmarks.md, "Cost-aware routing").
+    "base_alpha": (0.1, 8.0),
 }
 BANDIT_GRID: dict[str, tuple[float, ...]] = {"lr": (0.03, 0.1, 0.3), "epsilon": (0.02, 0.05)}
 COST_BUDGET = 10.0
