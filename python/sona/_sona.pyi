@@ -560,6 +560,7 @@ class Router:
 
 # --- classifier (crates/sona-py/src/classifier.rs) ---------------------------------------------
 
+@final
 class RouterClassifier:
     def __new__(
         cls,
