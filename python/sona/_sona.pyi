@@ -559,6 +559,48 @@ class Router:
     def parameters(self) -> _F32: ...
     def set_parameters(self, theta: _F32) -> None: ...
 
+# --- classifier (crates/sona-py/src/classifier.rs) ---------------------------------------------
+
+@final
+class RouterClassifier:
+    def __new__(
+        cls,
+        input_dim: int,
+        n_classes: int,
+        hidden: int = 128,
+        rank_w: int = 32,
+        rank_u: int = 4,
+        lr: float = 2e-3,
+        ewc_lambda: float = 0.0,
+        ewc_gamma: float = 0.995,
+        fisher_batch: int = 8,
+        replay_capacity: int = 0,
+        replay_batch: int = 32,
+        seed: int = 0,
+    ) -> RouterClassifier: ...
+    @property
+    def input_dim(self) -> int: ...
+    @property
+    def n_classes(self) -> int: ...
+    @property
+    def n_params(self) -> int: ...
+    @property
+    def stored(self) -> int: ...
+    def fit(self, xs: _F32, ys: Any, epochs: int = 1, batch: int = 32) -> float: ...
+    def predict(self, xs: _F32) -> npt.NDArray[np.int64]: ...
+    def accuracy(self, xs: _F32, ys: Any) -> float: ...
+    def remember(self, xs: _F32, ys: Any) -> None: ...
+    def end_task(self) -> None: ...
+    def dream(
+        self,
+        steps: int = 50,
+        batch: int = 32,
+        synthetic: int = 256,
+        synthetic_batch: int = 16,
+        distill_weight: float = 1.0,
+        tolerance: float = 0.02,
+    ) -> dict[str, Any]: ...
+
 # --- metrics (crates/sona-py/src/metrics.rs) ---------------------------------------------------
 
 def continual_metrics(rows: list[list[float]]) -> dict[str, Any]: ...

@@ -5,6 +5,7 @@
 //! - [`router`]: the FastGRNN cell, tier heads with a micro-LoRA, and the exact backward pass.
 //! - [`policy`]: utilities, ε-greedy / SquareCB exploration and the logged propensity.
 //! - [`adam`]: Adam over a flat parameter vector.
+//! - [`classifier`]: the router as a classifier for the continual-learning benchmark (§11.2).
 //! - [`model`]: the published snapshot (router + base + micro + head micro together).
 //! - [`pending`]: the sharded map of trajectories awaiting feedback.
 //! - [`replay`]: the reservoir of completed decisions loop B replays.
@@ -18,6 +19,7 @@
 
 pub mod adam;
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub(crate) mod durable;
 pub mod engine;

@@ -12,6 +12,7 @@
 //! - classes are `#[pyclass(frozen)]` with interior mutability (a lock or an atomic snapshot), so a
 //!   method never holds a Python-level borrow across a call, and long work releases the GIL.
 
+mod classifier;
 mod convert;
 mod embed;
 mod engine;
@@ -74,6 +75,7 @@ fn _sona(m: &Bound<'_, PyModule>) -> PyResult<()> {
     embed::register(m)?;
     engine::register(m)?;
     router::register(m)?;
+    classifier::register(m)?;
     metrics::register(m)?;
     Ok(())
 }
