@@ -136,3 +136,12 @@ def test_rust_panic_becomes_internal_error_not_abort() -> None:
         _sona._panic_for_tests()
     # The interpreter and the extension keep working afterwards.
     assert _sona.dot(np.ones(2, np.float32), np.ones(2, np.float32)) == 2.0
+
+
+def test_raw_binding_refuses_fortran_ordered_matrices() -> None:
+    """A Fortran-ordered array is contiguous but column-major: reading it as rows would be wrong."""
+    m = np.arange(6, dtype=np.float32).reshape(2, 3)
+    x = np.ones(3, dtype=np.float32)
+    with pytest.raises(sona.InvalidInputError):
+        _sona.matvec(np.asfortranarray(m), x)
+    np.testing.assert_allclose(_sona.matvec(m, x), m @ x)

@@ -25,12 +25,6 @@ impl PyRouterClassifier {
     /// A copy of `xs` (`(n, input_dim)` float32, finite).
     fn xs(&self, xs: &Bound<'_, PyAny>) -> BindResult<Vec<f32>> {
         let m = mat2("xs", xs)?;
-        // `mat2` also accepts Fortran-ordered arrays, whose memory order is not row-major.
-        if !m.is_c_contiguous() {
-            return Err(
-                SonaError::invalid("xs must be C-contiguous (np.ascontiguousarray)").into(),
-            );
-        }
         if m.shape()[1] != self.input_dim {
             return Err(SonaError::Dimension {
                 what: "xs".into(),

@@ -70,6 +70,11 @@ pub(crate) fn mat2<'py>(
     let arr = obj
         .cast::<PyArray2<f32>>()
         .map_err(|_| wrong(what, 2, obj))?;
+    // `as_slice` accepts Fortran order too, whose memory is column-major: only C order is a
+    // row-major matrix.
+    if !arr.is_c_contiguous() {
+        return Err(wrong(what, 2, obj).into());
+    }
     let ro = arr
         .try_readonly()
         .map_err(|e| SonaError::invalid(format!("{what}: {e}")))?;
