@@ -744,7 +744,8 @@ mod tests {
 
     #[test]
     fn pca_fit_on_overflowing_inputs_does_not_panic() {
-        // Finite f32 inputs whose Gram entries overflow: no spectrum, so no informative direction.
+        // Finite f32 inputs whose Gram entries would overflow are refused before any state
+        // changes (MAX_INPUT keeps every statistic finite), so the PCA fit never sees them.
         let cfg = BoundaryConfig {
             window: 10,
             reference: 20,
@@ -755,8 +756,16 @@ mod tests {
         let mut rng = SeededRng::new(2);
         for _ in 0..60 {
             let x = sample(&mut rng, 4, 0.0, 0);
-            let x: Vec<f32> = x.iter().map(|v| v * 1e30).collect();
-            assert!(!det.observe(&x, None).unwrap());
+            let huge: Vec<f32> = x.iter().map(|v| v * 1e30).collect();
+            assert!(matches!(
+                det.observe(&huge, None),
+                Err(SonaError::Numerical(_))
+            ));
+            let at_bound: Vec<f32> = x
+                .iter()
+                .map(|v| (v * 1e14).clamp(-MAX_INPUT, MAX_INPUT))
+                .collect();
+            assert!(!det.observe(&at_bound, None).unwrap());
         }
         assert!(det.checks() > 0);
     }
