@@ -176,3 +176,14 @@ def test_router_classifier_from_two_threads() -> None:
     for t in threads:
         t.join()
     assert not errors and m.stored == 30 and m.accuracy(x, y) > 0.8
+
+
+def test_ending_a_task_twice_is_harmless() -> None:
+    """A second end_task with no training since has nothing new for EWC++ to protect."""
+    x, y = _blobs(30)
+    m = _sona.RouterClassifier(6, 3, hidden=16, rank_w=6, ewc_lambda=10.0, replay_capacity=10)
+    m.fit(x, y, epochs=1, batch=8)
+    m.end_task()
+    before = m.accuracy(x, y)
+    m.end_task()
+    assert m.accuracy(x, y) == before

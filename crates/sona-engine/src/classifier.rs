@@ -430,7 +430,8 @@ impl RouterClassifier {
 
     /// Ends the current task: folds it into EWC++ (when on).
     pub fn end_task(&mut self) -> Result<()> {
-        if let Some(e) = self.net.ewc.as_mut() {
+        // No sample since the last task ended (e.g. `end_task` twice): nothing new to protect.
+        if let Some(e) = self.net.ewc.as_mut().filter(|e| e.online().samples() > 0) {
             e.complete_task(&self.net.theta, None, 1.0)?;
         }
         Ok(())
