@@ -18,7 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from sona.errors import ConfigError, InvalidInputError, MissingDependencyError
 
@@ -151,7 +151,9 @@ class OpenAIChatBackend:
             extra["temperature"] = self.temperature
         reply = self._client.chat.completions.create(
             model=self.model,
-            messages=[dict(m) for m in messages],
+            # Plain role/content dicts; typed as the client's message union only when openai's
+            # stubs are installed, so cast rather than an ignore that is unused without them.
+            messages=cast(Any, [dict(m) for m in messages]),
             **extra,
         )
         if not reply.choices:
