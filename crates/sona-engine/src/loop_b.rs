@@ -142,10 +142,12 @@ pub(crate) fn base_of(theta: &[f32], n_router: usize, like: &LoraWeights) -> Lor
 }
 
 impl Inner {
-    /// Loss and (when `grad` is given) per-sample gradient w.r.t. `θ = [router | base]` of one
-    /// replayed decision, with the micro adapters of `micro_model` in the forward pass.
+    /// Forward pass of a stored decision under `router` and `base`, with the micro adapters of
+    /// `micro_model`: adapt, normalise (the unit query is left in `sc.unit`), rebuild the input
+    /// sequence, run the router (activations in `sc.cache`). Returns the adapted query's norm, or
+    /// `None` when it is zero or not finite.
     #[allow(clippy::too_many_arguments)]
-    fn replay_sample(
+    pub(crate) fn replay_forward(
         &self,
         router: &[f32],
         base: &LoraWeights,
@@ -153,8 +155,7 @@ impl Inner {
         item: &ReplayItem,
         cents: &HashMap<u64, Arc<[f32]>>,
         sc: &mut Scratch,
-        grad: Option<&mut [f32]>,
-    ) -> Option<f64> {
+    ) -> Option<f32> {
         let d = self.cfg.dim;
         let x = &item.data[..d];
         sc.adapted.clear();
@@ -170,38 +171,77 @@ impl Inner {
         unit.extend(sc.adapted.iter().map(|v| v / norm));
         let lookup = |id: u64| -> Option<&[f32]> { cents.get(&id).map(|c| &c[..]) };
         self.build_seq(&unit, &item.ids, &item.data[d..], &lookup, &mut sc.seq);
+        sc.unit = unit;
         let head = micro_model.head_view();
         forward(&self.layout, router, Some(head), &sc.seq, &mut sc.cache);
+        Some(norm)
+    }
+
+    /// Gradient w.r.t. `θ = [router | base]` (written into `g`) of the logit gradient in `sc.dl`,
+    /// after [`Inner::replay_forward`] of the same item returned `norm`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn replay_backward(
+        &self,
+        router: &[f32],
+        base: &LoraWeights,
+        micro_model: &Model,
+        item: &ReplayItem,
+        norm: f32,
+        sc: &mut Scratch,
+        g: &mut [f32],
+    ) {
+        let (d, nr) = (self.cfg.dim, self.layout.n_params());
+        g.fill(0.0);
+        sc.dx0.resize(d, 0.0);
+        let (gr, gb) = g.split_at_mut(nr);
+        backward(
+            &self.layout,
+            router,
+            Some(micro_model.head_view()),
+            &sc.seq,
+            &sc.cache,
+            &sc.dl,
+            gr,
+            Some(&mut sc.dx0),
+            None,
+            &mut sc.bw,
+        );
+        // Through the normalisation: ∂L/∂a = (g − û (û·g)) / ‖a‖.
+        let proj = sona_core::kernels::dot(&sc.unit, &sc.dx0);
+        sc.e.clear();
+        sc.e.extend(
+            sc.dx0
+                .iter()
+                .zip(&sc.unit)
+                .map(|(g, u)| (g - u * proj) / norm),
+        );
+        let (ga, gbt) = gb.split_at_mut(base.a.len());
+        base.grads(&item.data[..d], &sc.e, ga, gbt);
+    }
+
+    /// Loss and (when `grad` is given) per-sample gradient w.r.t. `θ = [router | base]` of one
+    /// replayed decision, with the micro adapters of `micro_model` in the forward pass.
+    #[allow(clippy::too_many_arguments)]
+    fn replay_sample(
+        &self,
+        router: &[f32],
+        base: &LoraWeights,
+        micro_model: &Model,
+        item: &ReplayItem,
+        cents: &HashMap<u64, Arc<[f32]>>,
+        sc: &mut Scratch,
+        grad: Option<&mut [f32]>,
+    ) -> Option<f64> {
+        let norm = self.replay_forward(router, base, micro_model, item, cents, sc)?;
         let t = item.tier as usize;
         let w = self.weight(item.propensity);
         let loss = w as f64 * bce_from_logit(sc.cache.logits[t] as f64, item.reward as f64);
         if let Some(g) = grad {
-            let nr = self.layout.n_params();
-            g.fill(0.0);
             sc.dl.clear();
             sc.dl.resize(self.cfg.n_tiers, 0.0);
             sc.dl[t] = w * (sc.cache.out[t] - item.reward);
-            sc.dx0.resize(d, 0.0);
-            let (gr, gb) = g.split_at_mut(nr);
-            backward(
-                &self.layout,
-                router,
-                Some(head),
-                &sc.seq,
-                &sc.cache,
-                &sc.dl,
-                gr,
-                Some(&mut sc.dx0),
-                None,
-                &mut sc.bw,
-            );
-            let proj = sona_core::kernels::dot(&unit, &sc.dx0);
-            sc.e.clear();
-            sc.e.extend(sc.dx0.iter().zip(&unit).map(|(g, u)| (g - u * proj) / norm));
-            let (ga, gbt) = gb.split_at_mut(base.a.len());
-            base.grads(x, &sc.e, ga, gbt);
+            self.replay_backward(router, base, micro_model, item, norm, sc, g);
         }
-        sc.unit = unit;
         Some(loss)
     }
 

@@ -34,8 +34,7 @@ use crate::loop_b::{base_of, flatten};
 use crate::model::Model;
 use crate::pending::MISSING;
 use crate::replay::ReplayItem;
-use crate::router::backward::backward;
-use crate::router::{bce_from_logit, features, forward};
+use crate::router::{bce_from_logit, features};
 
 /// What one deep cycle did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,38 +87,15 @@ impl EngineDream<'_> {
         base_of(&self.theta, self.inner.layout.n_params(), &self.model.base)
     }
 
-    /// Forward pass of `rec` with the current `θ`; leaves the activations in `sc`. Returns the
-    /// adapted query's norm, or `None` when it is zero or not finite.
+    /// Forward pass of `rec` with the current `θ` (see [`Inner::replay_forward`]).
     fn forward(&self, base: &LoraWeights, rec: &ReplayItem, sc: &mut Scratch) -> Option<f32> {
-        let inner = self.inner;
-        let d = inner.cfg.dim;
-        let x = &rec.data[..d];
-        sc.adapted.clear();
-        sc.adapted.extend_from_slice(x);
-        base.add_delta(x, &mut sc.adapted);
-        self.model.micro.add_delta(x, &mut sc.adapted);
-        let norm = sona_core::kernels::norm_sq(&sc.adapted).sqrt();
-        if !(norm.is_finite() && norm > 0.0) {
-            return None;
-        }
-        let mut unit = std::mem::take(&mut sc.unit);
-        unit.clear();
-        unit.extend(sc.adapted.iter().map(|v| v / norm));
-        let lookup = |id: u64| -> Option<&[f32]> { self.cents.get(&id).map(|c| &c[..]) };
-        inner.build_seq(&unit, &rec.ids, &rec.data[d..], &lookup, &mut sc.seq);
-        sc.unit = unit;
-        let nr = inner.layout.n_params();
-        forward(
-            &inner.layout,
-            &self.theta[..nr],
-            Some(self.model.head_view()),
-            &sc.seq,
-            &mut sc.cache,
-        );
-        Some(norm)
+        let nr = self.inner.layout.n_params();
+        self.inner
+            .replay_forward(&self.theta[..nr], base, self.model, rec, &self.cents, sc)
     }
 
     /// Adds `scale ×` the gradient for the logit gradient in `sc.dl` into `grad` (router and base).
+    #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
         base: &LoraWeights,
@@ -129,34 +105,11 @@ impl EngineDream<'_> {
         grad: &mut [f32],
         sc: &mut Scratch,
     ) {
-        let inner = self.inner;
-        let (d, nr) = (inner.cfg.dim, inner.layout.n_params());
+        let nr = self.inner.layout.n_params();
         // Per call: the dream's batches are small and this keeps the request path's scratch lean.
         let mut g = vec![0.0f32; grad.len()];
-        sc.dx0.resize(d, 0.0);
-        let (gr, gb) = g.split_at_mut(nr);
-        backward(
-            &inner.layout,
-            &self.theta[..nr],
-            Some(self.model.head_view()),
-            &sc.seq,
-            &sc.cache,
-            &sc.dl,
-            gr,
-            Some(&mut sc.dx0),
-            None,
-            &mut sc.bw,
-        );
-        let proj = sona_core::kernels::dot(&sc.unit, &sc.dx0);
-        sc.e.clear();
-        sc.e.extend(
-            sc.dx0
-                .iter()
-                .zip(&sc.unit)
-                .map(|(g, u)| (g - u * proj) / norm),
-        );
-        let (ga, gbt) = gb.split_at_mut(base.a.len());
-        base.grads(&rec.data[..d], &sc.e, ga, gbt);
+        self.inner
+            .replay_backward(&self.theta[..nr], base, self.model, rec, norm, sc, &mut g);
         sona_core::kernels::axpy(scale, &g, grad);
     }
 
