@@ -86,7 +86,8 @@ pub struct ArmStats {
 impl ArmStats {
     /// Adds one observation.
     pub fn push(&mut self, x: f64) {
-        self.count += 1;
+        // Saturates: a count read from a file may sit at the top of the range.
+        self.count = self.count.saturating_add(1);
         let delta = x - self.mean;
         self.mean += delta / self.count as f64;
         self.m2 += delta * (x - self.mean);
@@ -100,7 +101,7 @@ impl ArmStats {
         if other.count == 0 {
             return *self;
         }
-        let n = self.count + other.count;
+        let n = self.count.saturating_add(other.count);
         let delta = other.mean - self.mean;
         let mean = self.mean + delta * other.count as f64 / n as f64;
         let m2 = self.m2
@@ -108,6 +109,18 @@ impl ArmStats {
             + delta * delta * (self.count as f64 * other.count as f64) / n as f64;
         ArmStats { count: n, mean, m2 }
     }
+
+    /// Whether the fields could have come from `push`/`merge`: a count no larger than `f64`
+    /// counts exactly, a finite mean and a finite non-negative `m2`. Loaders refuse anything else.
+    pub fn is_plausible(&self) -> bool {
+        self.count <= Self::MAX_COUNT
+            && self.mean.is_finite()
+            && self.m2.is_finite()
+            && self.m2 >= 0.0
+    }
+
+    /// Largest count a loader accepts (2^53, the last integer `f64` holds exactly).
+    pub const MAX_COUNT: u64 = 1 << 53;
 
     /// Unbiased sample variance (0 with fewer than 2 observations).
     pub fn variance(&self) -> f64 {
@@ -175,5 +188,33 @@ mod tests {
         assert_eq!(m.count, all.count);
         assert!((m.mean - all.mean).abs() < 1e-12);
         assert!((m.variance() - all.variance()).abs() < 1e-12);
+    }
+
+    /// CI found a bank checkpoint whose arm counts summed past u64::MAX when patterns merged.
+    #[test]
+    fn huge_counts_saturate_and_are_not_plausible() {
+        let a = ArmStats {
+            count: u64::MAX - 1,
+            mean: 0.5,
+            m2: 0.0,
+        };
+        let m = a.merge(&a);
+        assert_eq!(m.count, u64::MAX);
+        let mut p = m;
+        p.push(1.0);
+        assert_eq!(p.count, u64::MAX);
+        assert!(!a.is_plausible());
+        let ok = ArmStats {
+            count: ArmStats::MAX_COUNT,
+            mean: 0.5,
+            m2: 1.0,
+        };
+        assert!(ok.is_plausible());
+        assert!(!ArmStats { m2: -1.0, ..ok }.is_plausible());
+        assert!(!ArmStats {
+            mean: f64::NAN,
+            ..ok
+        }
+        .is_plausible());
     }
 }

@@ -159,6 +159,16 @@ fn get_stats(ck: &Checkpoint, name: &str, recs: &mut [PatternRecord]) -> Result<
         if let Some(w) = r.rewards.as_mut() {
             *w = it.next().expect("length checked");
         }
+        let bad = r
+            .arms
+            .iter()
+            .chain(r.rewards.as_ref())
+            .any(|a| !a.is_plausible());
+        if bad {
+            return Err(SonaError::checkpoint(format!(
+                "{name}.stats: a count above 2^53, a non-finite mean or a negative m2"
+            )));
+        }
     }
     Ok(())
 }

@@ -81,12 +81,8 @@ impl PatternRecord {
                 cfg.n_tiers
             ));
         }
-        let stats_ok = |a: &ArmStats| {
-            a.mean.is_finite()
-                && a.m2.is_finite()
-                && a.m2 >= 0.0
-                && (a.count == 0 || (0.0..=1.0).contains(&a.mean))
-        };
+        let stats_ok =
+            |a: &ArmStats| a.is_plausible() && (a.count == 0 || (0.0..=1.0).contains(&a.mean));
         if !self.arms.iter().all(stats_ok) {
             return bad("arm statistics out of range".into());
         }
