@@ -17,8 +17,9 @@ def test_small_search_eval_has_high_recall_and_no_deleted_hits() -> None:
         assert row["recall_after_churn"] >= 0.95
         assert row["deleted_ids_returned"] == 0
         assert row["churn_updates_per_s"] > 0 and row["approx_qps"] > 0
-        # Approximate search must beat the exact scan it replaces.
-        assert row["speedup"] > 1.0
+        # Approximate search must beat the exact scan it replaces; medians, because a mean is
+        # one descheduled query away from noise on a shared CI machine (typical margin 2.5-7x).
+        assert row["approx_p50_us"] < row["exact_p50_us"]
     assert "recall@10" in format_table(rows)
 
 
