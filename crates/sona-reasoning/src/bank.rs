@@ -326,7 +326,7 @@ impl ReasoningBank {
             ..Default::default()
         };
         // Read the counter without holding the lock during clustering.
-        let extraction = self.state.read().extractions + 1;
+        let extraction = self.state.read().extractions.saturating_add(1);
         let mut rng =
             SeededRng::new(self.cfg.seed ^ extraction.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let params = KMeansParams {
@@ -375,7 +375,7 @@ impl ReasoningBank {
         }
         let saved = (st.next_pattern_id, st.extractions);
         if report.trajectories > 0 {
-            st.extractions += 1;
+            st.extractions = st.extractions.saturating_add(1);
         }
         let mut undo = Vec::new();
         let (merged, created) = match self.apply_clusters(&mut st, clusters, &mut undo) {

@@ -55,7 +55,7 @@ impl RingBuffer {
         } else {
             self.slab.set(self.start, meta, v);
             self.start = (self.start + 1) % self.cap;
-            self.dropped += 1;
+            self.dropped = self.dropped.saturating_add(1);
         }
     }
 
@@ -148,7 +148,7 @@ impl Reservoir {
     }
 
     pub fn offer(&mut self, meta: TrajectoryMeta, v: &[f32]) {
-        self.seen += 1;
+        self.seen = self.seen.saturating_add(1);
         if self.slab.len() < self.cap {
             self.slab.push(meta, v, self.cap);
         } else if self.cap > 0 {
@@ -248,12 +248,12 @@ impl PendingMap {
     /// Inserts, evicting the oldest entry when full.
     pub fn insert(&mut self, id: u64, e: PendingEntry) {
         if self.cap == 0 {
-            self.expired += 1;
+            self.expired = self.expired.saturating_add(1);
             return;
         }
         while self.map.len() >= self.cap {
             self.map.pop_first();
-            self.expired += 1;
+            self.expired = self.expired.saturating_add(1);
         }
         self.map.insert(id, e);
     }
@@ -351,7 +351,8 @@ impl TrajectoryStore {
     fn complete(&mut self, meta: TrajectoryMeta, v: &[f32]) {
         self.ring.push(meta, v);
         self.reservoir.offer(meta, v);
-        self.completed += 1;
+        // Counters are statistics read back from files: they saturate rather than overflow.
+        self.completed = self.completed.saturating_add(1);
     }
 
     /// Moves a pending trajectory to the completed stores with its reward. The reward and tier were
