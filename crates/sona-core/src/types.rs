@@ -75,7 +75,9 @@ pub struct Trajectory {
 }
 
 /// Running reward statistics of one arm (tier) of one pattern: Welford's count/mean/M2, so two
-/// arms merge exactly (Chan et al.) when patterns merge.
+/// arms merge exactly (Chan et al.) when patterns merge. Rewards lie in `[0, 1]`, so the mean does
+/// too and `M2 ≤ n/4`; counts stop at [`ArmStats::MAX_COUNT`]. Everything `push`/`merge` produce
+/// passes [`ArmStats::is_plausible`], which loaders check, so a saved bank always reloads.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ArmStats {
     pub count: u64,
@@ -84,16 +86,18 @@ pub struct ArmStats {
 }
 
 impl ArmStats {
-    /// Adds one observation.
+    /// Largest count kept (2^53, the last integer `f64` holds exactly).
+    pub const MAX_COUNT: u64 = 1 << 53;
+
+    /// Adds one reward in `[0, 1]`.
     pub fn push(&mut self, x: f64) {
-        // Saturates: a count read from a file may sit at the top of the range.
-        self.count = self.count.saturating_add(1);
+        self.count = (self.count + 1).min(Self::MAX_COUNT);
         let delta = x - self.mean;
         self.mean += delta / self.count as f64;
-        self.m2 += delta * (x - self.mean);
+        self.m2 = (self.m2 + delta * (x - self.mean)).min(Self::m2_bound(self.count));
     }
 
-    /// Exact combination of two disjoint samples.
+    /// Exact combination of two disjoint samples (the count saturates at `MAX_COUNT`).
     pub fn merge(&self, other: &ArmStats) -> ArmStats {
         if self.count == 0 {
             return *other;
@@ -101,26 +105,33 @@ impl ArmStats {
         if other.count == 0 {
             return *self;
         }
-        let n = self.count.saturating_add(other.count);
+        let (a, b) = (self.count as f64, other.count as f64);
         let delta = other.mean - self.mean;
-        let mean = self.mean + delta * other.count as f64 / n as f64;
-        let m2 = self.m2
-            + other.m2
-            + delta * delta * (self.count as f64 * other.count as f64) / n as f64;
-        ArmStats { count: n, mean, m2 }
+        let mean = self.mean + delta * b / (a + b);
+        let count = self.count.saturating_add(other.count).min(Self::MAX_COUNT);
+        let m2 =
+            (self.m2 + other.m2 + delta * delta * (a * b) / (a + b)).min(Self::m2_bound(count));
+        ArmStats { count, mean, m2 }
     }
 
-    /// Whether the fields could have come from `push`/`merge`: a count no larger than `f64`
-    /// counts exactly, a finite mean and a finite non-negative `m2`. Loaders refuse anything else.
+    /// Whether the fields could have come from `push`/`merge` over rewards in `[0, 1]`: count at
+    /// most `MAX_COUNT`, mean in `[0, 1]` (any finite value while the count is 0), `0 ≤ M2 ≤ n/4`.
+    /// Loaders refuse anything else, so merging loaded arms can never overflow.
     pub fn is_plausible(&self) -> bool {
+        let mean_ok = if self.count == 0 {
+            self.mean.is_finite()
+        } else {
+            (0.0..=1.0).contains(&self.mean)
+        };
         self.count <= Self::MAX_COUNT
-            && self.mean.is_finite()
-            && self.m2.is_finite()
-            && self.m2 >= 0.0
+            && mean_ok
+            && (0.0..=Self::m2_bound(self.count)).contains(&self.m2)
     }
 
-    /// Largest count a loader accepts (2^53, the last integer `f64` holds exactly).
-    pub const MAX_COUNT: u64 = 1 << 53;
+    /// The largest M2 `n` rewards in `[0, 1]` can have (n/4), with room for rounding.
+    fn m2_bound(count: u64) -> f64 {
+        0.25 * count as f64 * (1.0 + 1e-9) + 1e-9
+    }
 
     /// Unbiased sample variance (0 with fewer than 2 observations).
     pub fn variance(&self) -> f64 {
@@ -190,31 +201,40 @@ mod tests {
         assert!((m.variance() - all.variance()).abs() < 1e-12);
     }
 
-    /// CI found a bank checkpoint whose arm counts summed past u64::MAX when patterns merged.
+    /// CI found a bank checkpoint whose arm counts summed past u64::MAX when patterns merged;
+    /// then a merged M2 that a reload refused. Whatever merge/push produce must stay plausible.
     #[test]
-    fn huge_counts_saturate_and_are_not_plausible() {
+    fn huge_counts_saturate_and_stay_plausible() {
+        let top = ArmStats::MAX_COUNT;
         let a = ArmStats {
-            count: u64::MAX - 1,
+            count: top,
             mean: 0.5,
-            m2: 0.0,
+            m2: 0.25 * top as f64,
         };
-        let m = a.merge(&a);
-        assert_eq!(m.count, u64::MAX);
+        assert!(a.is_plausible());
+        let m = a.merge(&ArmStats { mean: 0.0, ..a });
+        assert_eq!(m.count, top);
+        assert!(m.is_plausible(), "{m:?}");
         let mut p = m;
         p.push(1.0);
-        assert_eq!(p.count, u64::MAX);
-        assert!(!a.is_plausible());
-        let ok = ArmStats {
-            count: ArmStats::MAX_COUNT,
-            mean: 0.5,
-            m2: 1.0,
-        };
-        assert!(ok.is_plausible());
-        assert!(!ArmStats { m2: -1.0, ..ok }.is_plausible());
+        assert_eq!(p.count, top);
+        assert!(p.is_plausible());
         assert!(!ArmStats {
-            mean: f64::NAN,
-            ..ok
+            count: top + 1,
+            ..a
         }
         .is_plausible());
+        assert!(!ArmStats { m2: -1.0, ..a }.is_plausible());
+        assert!(!ArmStats {
+            m2: 0.3 * top as f64,
+            ..a
+        }
+        .is_plausible());
+        assert!(!ArmStats {
+            mean: f64::NAN,
+            ..a
+        }
+        .is_plausible());
+        assert!(!ArmStats { mean: 1.5, ..a }.is_plausible());
     }
 }

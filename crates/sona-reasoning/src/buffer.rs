@@ -321,10 +321,7 @@ impl TrajectoryStore {
         source: RewardSource,
         ts_ms: u64,
     ) -> Result<u64> {
-        let id = self.next_id;
-        self.next_id = id
-            .checked_add(1)
-            .ok_or_else(|| SonaError::invalid("the trajectory id space is exhausted"))?;
+        let id = crate::node::take_id(&mut self.next_id, "trajectory")?;
         match reward {
             Some(r) => self.complete(
                 TrajectoryMeta {

@@ -166,7 +166,7 @@ fn get_stats(ck: &Checkpoint, name: &str, recs: &mut [PatternRecord]) -> Result<
             .any(|a| !a.is_plausible());
         if bad {
             return Err(SonaError::checkpoint(format!(
-                "{name}.stats: a count above 2^53, a non-finite mean or a negative m2"
+                "{name}.stats: a count above 2^53, a mean outside [0, 1] or an m2 outside [0, n/4]"
             )));
         }
     }
@@ -302,12 +302,12 @@ impl ReasoningBank {
             ));
         }
         let c: Counters = ck.meta("counters")?;
-        // Both counters hand out the next id with a checked increment: they must leave room.
+        // Both counters stay within 1..=ID_LIMIT (a bank at the limit refuses new ids cleanly).
         for (what, next) in [
             ("next_trajectory_id", c.next_trajectory_id),
             ("next_pattern_id", c.next_pattern_id),
         ] {
-            if next == 0 || next == u64::MAX {
+            if next == 0 || next > crate::node::ID_LIMIT {
                 return Err(SonaError::checkpoint(format!("{what} {next} out of range")));
             }
         }

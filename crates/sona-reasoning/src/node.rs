@@ -141,14 +141,28 @@ pub(crate) struct PatternState {
     pub extractions: u64,
 }
 
+/// Largest value an id counter may hold (2^63): ids below it are issued, loaders refuse counters
+/// above it, and imports leave the counter at most here, so a bank that issued its last id still
+/// saves a file that loads.
+pub const ID_LIMIT: u64 = 1 << 63;
+
+/// Hands out `*next` and advances it; at [`ID_LIMIT`] the id space is exhausted (a clear error,
+/// nothing changed).
+pub(crate) fn take_id(next: &mut u64, what: &str) -> Result<u64> {
+    let id = *next;
+    if id >= ID_LIMIT {
+        return Err(SonaError::invalid(format!(
+            "the {what} id space is exhausted"
+        )));
+    }
+    *next = id + 1;
+    Ok(id)
+}
+
 impl PatternState {
     /// A new pattern id; an exhausted id space is an error rather than a wrapped (reused) id.
     pub fn fresh_id(&mut self) -> Result<u64> {
-        let id = self.next_pattern_id;
-        self.next_pattern_id = id
-            .checked_add(1)
-            .ok_or_else(|| SonaError::invalid("the pattern id space is exhausted"))?;
-        Ok(id)
+        take_id(&mut self.next_pattern_id, "pattern")
     }
 
     /// Replaces `id`'s vector in the index (delete + insert: the trait has no update), all or

@@ -479,22 +479,40 @@ fn a_bank_with_a_huge_imported_id_is_refused_and_saves_stay_loadable() {
         ));
         assert!(bank.is_empty());
     }
+    let reload = |bank: &ReasoningBank| {
+        let ck = bank.to_checkpoint().unwrap();
+        let back =
+            ReasoningBank::from_checkpoint(&ck, Box::new(sona_index::FlatIndex::new(d).unwrap()))
+                .unwrap();
+        assert_eq!(back.patterns(), bank.patterns());
+    };
+    let add = |bank: &ReasoningBank| {
+        bank.add_trajectory(
+            &[0.0, 1.0, 0.0, 0.0],
+            Some(0.5),
+            Some(1),
+            RewardSource::Explicit,
+            None,
+        )
+        .unwrap();
+    };
+    // Just below the limit, new patterns still get fresh ids, and the saved bank loads again.
+    let roomy = small_bank(d);
+    recs[0].id = crate::export::MAX_IMPORT_ID - 1;
+    roomy.import(recs.clone(), &cents).unwrap();
+    add(&roomy);
+    roomy.extract_patterns().unwrap();
+    assert_eq!(roomy.len(), 2);
+    reload(&roomy);
+    // At the limit, an extraction that needs a new id fails cleanly and the bank still saves.
     recs[0].id = crate::export::MAX_IMPORT_ID;
     bank.import(recs, &cents).unwrap();
-    // New patterns still get fresh ids, and the saved bank loads again.
-    bank.add_trajectory(
-        &[0.0, 1.0, 0.0, 0.0],
-        Some(0.5),
-        Some(1),
-        RewardSource::Explicit,
-        None,
-    )
-    .unwrap();
-    bank.extract_patterns().unwrap();
-    assert_eq!(bank.len(), 2);
-    let ck = bank.to_checkpoint().unwrap();
-    let back =
-        ReasoningBank::from_checkpoint(&ck, Box::new(sona_index::FlatIndex::new(d).unwrap()))
-            .unwrap();
-    assert_eq!(back.patterns(), bank.patterns());
+    add(&bank);
+    let before = bank.patterns();
+    assert!(matches!(
+        bank.extract_patterns(),
+        Err(SonaError::InvalidInput(m)) if m.contains("exhausted")
+    ));
+    assert_eq!(bank.patterns(), before);
+    reload(&bank);
 }
