@@ -214,7 +214,9 @@ impl Inner {
             return;
         };
         let every = self.cfg.checkpoint_every_cycles.max(1);
-        if self.loop_b_runs.load(Relaxed) % every == 0 && self.checkpoint(Path::new(dir)).is_err() {
+        if self.loop_b_runs.load(Relaxed).is_multiple_of(every)
+            && self.checkpoint(Path::new(dir)).is_err()
+        {
             self.durable.checkpoint_errors.fetch_add(1, Relaxed);
         }
     }

@@ -263,7 +263,7 @@ impl RouterClassifier {
     /// Checks `xs` (`n × input`, finite) and, when given, `ys` (`n` labels < classes); returns `n`.
     fn check(&self, xs: &[f32], ys: Option<&[i64]>) -> Result<usize> {
         let d = self.cfg.input;
-        if xs.is_empty() || xs.len() % d != 0 || xs.len() / d > MAX_EXAMPLES {
+        if xs.is_empty() || !xs.len().is_multiple_of(d) || xs.len() / d > MAX_EXAMPLES {
             return Err(SonaError::Dimension {
                 what: "xs".into(),
                 expected: format!("(n, {d}) with 1 ≤ n ≤ {MAX_EXAMPLES}"),

@@ -369,7 +369,7 @@ impl TaskBoundaryDetector {
         let index = self.observed;
         self.observed += 1;
         if let Some(t) = theta {
-            if index % self.cfg.snapshot_every as u64 == 0 {
+            if index.is_multiple_of(self.cfg.snapshot_every as u64) {
                 self.take_snapshot(index, t);
             }
         }
@@ -419,7 +419,7 @@ impl TaskBoundaryDetector {
             *s += v as f64;
         }
         self.filled += 1;
-        if self.filled % cap == 0 {
+        if self.filled.is_multiple_of(cap) {
             self.resum();
         }
         if self.cooldown_left > 0 {

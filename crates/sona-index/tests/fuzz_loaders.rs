@@ -91,7 +91,7 @@ fn exercise(mut idx: AnyIndex) {
         assert!(idx.contains(*id), "hit {id} is not in the index");
         assert!(s.is_finite() && s.abs() <= 1.0 + 1e-3, "similarity {s}");
     }
-    let even = |id: u64| id % 2 == 0;
+    let even = |id: u64| id.is_multiple_of(2);
     for (id, _) in idx.search(&q, 3, Some(&even)).unwrap() {
         assert!(even(id));
     }

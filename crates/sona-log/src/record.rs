@@ -103,7 +103,7 @@ pub fn u64_blob(v: &[u64]) -> Vec<u8> {
 
 /// Decodes `f32`s, refusing a length that is not a multiple of 4 or above `max` values.
 pub fn blob_f32(b: &[u8], max: usize) -> Result<Vec<f32>> {
-    if b.len() % 4 != 0 || b.len() / 4 > max {
+    if !b.len().is_multiple_of(4) || b.len() / 4 > max {
         return Err(bad(format!("f32 blob of {} bytes", b.len())));
     }
     Ok(b.chunks_exact(4)
@@ -113,7 +113,7 @@ pub fn blob_f32(b: &[u8], max: usize) -> Result<Vec<f32>> {
 
 /// Decodes `u64`s, refusing a length that is not a multiple of 8 or above `max` values.
 pub fn blob_u64(b: &[u8], max: usize) -> Result<Vec<u64>> {
-    if b.len() % 8 != 0 || b.len() / 8 > max {
+    if !b.len().is_multiple_of(8) || b.len() / 8 > max {
         return Err(bad(format!("u64 blob of {} bytes", b.len())));
     }
     Ok(b.chunks_exact(8)

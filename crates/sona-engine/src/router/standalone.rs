@@ -77,7 +77,7 @@ impl Router {
 
     fn check_seq(&self, seq: &[f32]) -> Result<usize> {
         let d = self.layout.input;
-        if seq.is_empty() || seq.len() % d != 0 || seq.len() / d > MAX_STEPS {
+        if seq.is_empty() || !seq.len().is_multiple_of(d) || seq.len() / d > MAX_STEPS {
             return Err(SonaError::Dimension {
                 what: "seq".into(),
                 expected: format!("(steps, {d}) with 1 ≤ steps ≤ {MAX_STEPS}"),

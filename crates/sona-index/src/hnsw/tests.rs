@@ -101,7 +101,7 @@ fn heavy_deletion_compacts_and_keeps_recall() {
 fn filter_returns_only_accepted_ids_and_all_of_a_small_set() {
     let (h, f, data) = build(2000, 32, 5);
     let q = &data[32 * 5..32 * 6];
-    let even = |id: u64| id % 2 == 0;
+    let even = |id: u64| id.is_multiple_of(2);
     let hits = h.search(q, 10, Some(&even)).unwrap();
     assert_eq!(hits.len(), 10);
     assert!(hits.iter().all(|x| x.0 % 2 == 0));
@@ -190,7 +190,7 @@ fn sign_gated_search_at_large_dim_keeps_recall_filters_and_round_trip() {
     }
     let hits = h.search(&data[..d], 10, None).unwrap();
     assert!(hits.iter().all(|x| ![3, 10, 17].contains(&x.0)));
-    let even = |id: u64| id % 2 == 0;
+    let even = |id: u64| id.is_multiple_of(2);
     let hits = h.search(&data[d..2 * d], 10, Some(&even)).unwrap();
     assert_eq!(hits.len(), 10);
     assert!(hits.iter().all(|x| x.0 % 2 == 0));

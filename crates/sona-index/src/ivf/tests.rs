@@ -148,7 +148,7 @@ fn insert_is_visible_delete_is_never_returned_and_size_changes_retrain() {
 #[test]
 fn filter_returns_only_accepted_ids_and_all_of_a_small_set() {
     let (h, f, data) = build(2000, 32, 5);
-    let even = |id: u64| id % 2 == 0;
+    let even = |id: u64| id.is_multiple_of(2);
     let q = &data[..32];
     let got = h.search(q, 10, Some(&even)).unwrap();
     assert_eq!(got.len(), 10);
