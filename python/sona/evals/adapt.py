@@ -10,10 +10,10 @@ the clusters ({0, 1} of 4) for ``feedbacks`` rewards, phase B the rest ({2, 3}).
 ``--dims`` and ``--clusters`` run the grid of sizes (issue 10 item 6: d ∈ {128 … 1024}, 4-8
 clusters) and print one row per (d, clusters, method) with the own-phase scores and the feedback
 budget each phase had. The grid's budget is ``--feedbacks auto`` by default:
-:func:`sona.lora.feedback_budget` of d and the clusters a phase trains (``6·d`` rewards per cluster),
-because a scalar reward carries one measurement of a d-dimensional direction and no step, noise or
-baseline setting makes a fixed budget enough at every d. Step, noise and bound are the library's
-d-scaled defaults (:func:`sona.lora.scaled_defaults`) unless overridden.
+:func:`sona.lora.feedback_budget` of d and the clusters a phase trains (``6·d`` rewards per
+cluster), because a scalar reward carries one measurement of a d-dimensional direction and no
+step, noise or baseline setting makes a fixed budget enough at every d. Step, noise and bound are
+the library's d-scaled defaults (:func:`sona.lora.scaled_defaults`) unless overridden.
 
 Methods (all with the same REINFORCE step, step size and exploration):
 
@@ -313,7 +313,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _feedbacks_arg(value: str | int | None, default: int | None) -> int | None:
-    """``--feedbacks``: a positive int, ``auto`` (None: the library budget) or unset (``default``)."""
+    """``--feedbacks``: a positive int, ``auto`` (None: the library budget), or unset
+    (``default``)."""
     from sona.errors import ConfigError
 
     if value is None:
@@ -323,7 +324,9 @@ def _feedbacks_arg(value: str | int | None, default: int | None) -> int | None:
     try:
         n = int(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"--feedbacks must be a positive integer or 'auto', got {value!r}") from None
+        raise ConfigError(
+            f"--feedbacks must be a positive integer or 'auto', got {value!r}"
+        ) from None
     if n < 1:
         raise ConfigError(f"--feedbacks must be >= 1, got {n}")
     return n
