@@ -27,7 +27,6 @@ adapter is unchanged.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Literal, TypedDict
 
@@ -44,9 +43,12 @@ __all__ = [
     "MicroLoRA",
     "TwoTierLoRA",
     "default_lr",
+    "default_max_norm",
     "default_sigma",
+    "feedback_budget",
     "load_quantized",
     "read_peft",
+    "scaled_defaults",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -75,6 +77,7 @@ def _report(d: dict[str, Any]) -> MergeReport:
 
 
 _U64_MAX = (1 << 64) - 1
+_I64_MAX = (1 << 63) - 1
 _TOKEN_MAX = (1 << 63) - 1
 
 
@@ -83,22 +86,51 @@ def _cfg(x: Any, name: str) -> float:
     return as_real(x, name, ConfigError)
 
 
-def default_sigma(d: int) -> float:
-    """Default relative exploration noise for output dimension ``d``.
+def scaled_defaults(d: int) -> dict[str, float]:
+    """The learning defaults for output dimension ``d`` (``1 <= d <= 65536``; ConfigError else).
 
-    0.1 up to d = 256 (where it was tuned), then ``0.1·√(256/d)``: the noise ``σ‖y‖ε`` has norm
-    about ``σ√d·‖y‖``, so this keeps that norm at its d = 256 value instead of letting the
-    explored output drown the signal as d grows. Chosen on validation seeds 100-101 of
-    ``sona eval adapt --dims 128,384,768,1024 --clusters 4,6`` (docs/benchmarks.md).
+    Read from Rust (``sona_lora::ScaledDefaults``, the one source; design §11.1): ``sigma``
+    (relative exploration noise), ``micro_lr`` / ``micro_max_norm`` (a :class:`MicroLoRA` alone),
+    ``stacked_lr`` / ``stacked_max_norm`` (the micro tier of a :class:`TwoTierLoRA`) and
+    ``feedbacks_per_direction`` (:func:`feedback_budget` for one direction). Up to d = 256 they are
+    the values tuned there; above, ``sigma ∝ √(256/d)``, ``stacked_lr ∝ √(d/256)``,
+    ``micro_max_norm ∝ d/256``. Chosen on validation seeds of ``sona eval adapt --dims … --clusters
+    …`` (docs/benchmarks.md, "Defaults across sizes").
     """
-    return 0.1 * min(1.0, math.sqrt(256.0 / d))
+    return _sona.lora_scaled_defaults(as_size(d, "d", 1, _I64_MAX))
+
+
+def default_sigma(d: int) -> float:
+    """Default relative exploration noise for output dimension ``d``: 0.1 up to d = 256, then
+    ``0.1·√(256/d)``, which keeps the noise norm ``σ√d‖y‖`` at its d = 256 size
+    (:func:`scaled_defaults`)."""
+    return float(scaled_defaults(d)["sigma"])
 
 
 def default_lr(d: int, two_tier: bool = False) -> float:
     """Default step size for dimension ``d``: 3e-4 for a micro adapter at every d; for a two-tier
-    stack 3e-4 up to d = 256, then ``3e-4·√(d/256)`` (its merges keep what the larger steps learn;
-    same validation as :func:`default_sigma`)."""
-    return 3e-4 * (max(1.0, math.sqrt(d / 256.0)) if two_tier else 1.0)
+    stack 3e-4 up to d = 256, then ``3e-4·√(d/256)`` (:func:`scaled_defaults`)."""
+    return float(scaled_defaults(d)["stacked_lr" if two_tier else "micro_lr"])
+
+
+def default_max_norm(d: int, two_tier: bool = False) -> float:
+    """Default Frobenius bound on a micro adapter's ``ΔW``: 16 in a two-tier stack (its merges
+    empty it); for a micro adapter alone 16 up to d = 256, then ``16·d/256`` (the exploration noise
+    a longer, d-proportional training leaves in ``ΔW`` would otherwise crowd out the signal)."""
+    return float(scaled_defaults(d)["stacked_max_norm" if two_tier else "micro_max_norm"])
+
+
+def feedback_budget(d: int, directions: int = 1) -> int:
+    """Rewards an adapter needs to learn ``directions`` output directions at dimension ``d``:
+    ``6·d·directions``.
+
+    A scalar reward measures the hidden target direction along one random exploration direction
+    only, so the rewards needed grow in proportion to ``d`` whatever the step, noise or baseline;
+    6 per unit of ``d`` is what reached ≥ 0.6 own-phase score on validation seeds (design §11.1).
+    """
+    directions = as_size(directions, "directions", 0, _I64_MAX)
+    per = int(scaled_defaults(d)["feedbacks_per_direction"])
+    return per * directions
 
 
 def _learning(**values: Any) -> dict[str, float]:
@@ -416,9 +448,11 @@ class MicroLoRA(LoRA):
 
     Defaults were chosen on the adaptation benchmark (``sona eval adapt``; docs/decisions.md):
     ``alpha=20`` (so ``s·‖A x‖`` is about 1 for unit ``x`` at rank 2), ``lr=3e-4``, momentum 0.9,
-    gradient clip 10, ``‖ΔW‖_F ≤ max_norm = 16``, decay ``1e-5`` per step, relative exploration
-    ``sigma=0.1`` up to d = 256 and ``0.1·√(256/d)`` above (:func:`default_sigma`), and a linear
-    baseline fitted at rate 0.05.
+    gradient clip 10, ``‖ΔW‖_F ≤ max_norm = 16`` up to d = 256 and ``16·d/256`` above
+    (:func:`default_max_norm`), decay ``1e-5`` per step, relative exploration ``sigma=0.1`` up to
+    d = 256 and ``0.1·√(256/d)`` above (:func:`default_sigma`), and a linear baseline fitted at
+    rate 0.05. Learning one output direction at dimension d takes about :func:`feedback_budget`
+    rewards.
     """
 
     _tier = "micro"
@@ -433,7 +467,7 @@ class MicroLoRA(LoRA):
         lr: float | None = None,
         momentum: float = 0.9,
         clip: float = 10.0,
-        max_norm: float = 16.0,
+        max_norm: float | None = None,
         decay: float = 1e-5,
         sigma: float | None = None,
         baseline_rate: float = 0.05,
@@ -451,7 +485,7 @@ class MicroLoRA(LoRA):
             lr=default_lr(dim) if lr is None else lr,
             momentum=momentum,
             clip=clip,
-            max_norm=max_norm,
+            max_norm=default_max_norm(dim) if max_norm is None else max_norm,
             decay=decay,
             sigma=default_sigma(dim) if sigma is None else sigma,
             baseline_rate=baseline_rate,
@@ -566,8 +600,9 @@ class TwoTierLoRA:
     ``y = W x + ΔW_b x + ΔW_µ x``. Every feedback trains the micro tier; every ``merge_every``
     applied micro steps it is merged into the base (0 disables automatic merges; call
     :meth:`merge`). The tiers are exposed as :attr:`base` and :attr:`micro` (shared state).
-    ``lr`` and ``sigma`` default to :func:`default_lr` (two-tier) and :func:`default_sigma` of
-    ``d_out``: the d = 256 values, scaled by ``√(d/256)`` and ``√(256/d)`` above 256.
+    ``lr``, ``sigma`` and ``max_norm`` default to :func:`default_lr`, :func:`default_sigma` and
+    :func:`default_max_norm` (two-tier) of ``d_out``: the d = 256 values, with the step scaled by
+    ``√(d/256)`` and the noise by ``√(256/d)`` above 256 (:func:`scaled_defaults`).
     """
 
     def __init__(
@@ -582,7 +617,7 @@ class TwoTierLoRA:
         lr: float | None = None,
         momentum: float = 0.9,
         clip: float = 10.0,
-        max_norm: float = 16.0,
+        max_norm: float | None = None,
         decay: float = 1e-5,
         sigma: float | None = None,
         baseline_rate: float = 0.05,
@@ -596,6 +631,7 @@ class TwoTierLoRA:
         d_out = d_in if d_out is None else as_size(d_out, "d_out", 1, _U64_MAX)
         lr = default_lr(d_out, two_tier=True) if lr is None else lr
         sigma = default_sigma(d_out) if sigma is None else sigma
+        max_norm = default_max_norm(d_out, two_tier=True) if max_norm is None else max_norm
         base_rank = as_size(base_rank, "base_rank", 1, _U64_MAX)
         micro_rank = as_size(micro_rank, "micro_rank", 1, _U64_MAX)
         capacity = as_size(capacity, "capacity", 1, _U64_MAX)

@@ -5,6 +5,7 @@
 //! - [`fused`]: vectorised element-wise loops of the hot path (AVX2 chosen at run time).
 //! - [`explore`]: Gaussian exploration and REINFORCE — learning from a scalar reward.
 //! - [`snapshot`]: atomically swapped immutable weights, so readers never wait for writers.
+//! - [`defaults`]: the learning defaults that scale with `d` ([`ScaledDefaults`], [`feedback_budget`]).
 //! - [`lora`]: the live adapter [`Lora`] and its tiers [`MicroLoRA`], [`BaseLoRA`].
 //! - [`stack`]: [`TwoTierLoRA`], base + micro with periodic merges.
 //! - [`merge`] and [`decomp`]: micro → base merge, exact up to truncation (QR + small SVD).
@@ -15,6 +16,7 @@
 pub mod adapter;
 pub mod checkpoint;
 pub mod decomp;
+pub mod defaults;
 pub mod explore;
 pub mod fused;
 pub mod lora;
@@ -26,6 +28,7 @@ pub mod snapshot;
 pub mod stack;
 
 pub use adapter::{Frozen, LoraWeights, MAX_RANK, MAX_WEIGHT};
+pub use defaults::{feedback_budget, ScaledDefaults};
 pub use explore::ExploreConfig;
 pub use lora::{BaseLoRA, Counters, Lora, LoraConfig, MicroLoRA};
 pub use merge::MergeReport;

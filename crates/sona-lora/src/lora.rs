@@ -16,6 +16,7 @@ use sona_core::kernels::all_finite;
 use sona_core::{validate, Result, SeededRng, SonaError};
 
 use crate::adapter::{check_shape, max_abs, Frozen, LoraWeights};
+use crate::defaults::ScaledDefaults;
 use crate::explore::{ExploreConfig, Explorer};
 use crate::merge::{merge, MergeReport};
 use crate::optim::{OptimConfig, Optimizer, StepReport};
@@ -43,11 +44,12 @@ pub struct LoraConfig {
 }
 
 impl LoraConfig {
-    /// Micro-tier defaults for an embedding adapter (`W = I`): rank 2, one momentum step per feedback,
-    /// `‖ΔW‖_F ≤ 16`, slow decay. Step size, scale and exploration were chosen on the adaptation
-    /// benchmark (design §11.1; see docs/decisions.md); above d = 256 the exploration noise is
-    /// `0.1·√(256/d)` (as `sona.lora.default_sigma`; docs/benchmarks.md, "Defaults across sizes").
+    /// Micro-tier defaults for an embedding adapter used alone (`W = I`): rank 2, one momentum step
+    /// per feedback, `‖ΔW‖_F ≤ 16`, slow decay. Step size, scale and exploration were chosen on the
+    /// adaptation benchmark (design §11.1; see docs/decisions.md); above d = 256 the noise and the
+    /// bound scale with `d` ([`ScaledDefaults`]; docs/benchmarks.md, "Defaults across sizes").
     pub fn micro(d: usize) -> Self {
+        let s = ScaledDefaults::for_dim(d);
         LoraConfig {
             d_in: d,
             d_out: d,
@@ -55,19 +57,29 @@ impl LoraConfig {
             alpha: 20.0,
             frozen: Frozen::Identity,
             optim: OptimConfig {
-                lr: 3e-4,
+                lr: s.micro_lr as f32,
                 momentum: 0.9,
                 clip: 10.0,
-                max_norm: 16.0,
+                max_norm: s.micro_max_norm as f32,
                 decay: 1e-5,
             },
             explore: ExploreConfig {
-                sigma: 0.1 * (256.0 / d.max(1) as f32).sqrt().min(1.0),
+                sigma: s.sigma as f32,
                 ..ExploreConfig::default()
             },
             seed: 0,
             module: "embedding".into(),
         }
+    }
+
+    /// The micro tier of a two-tier stack: as [`LoraConfig::micro`] with the stack's step size and
+    /// bound ([`ScaledDefaults::stacked_lr`], [`ScaledDefaults::stacked_max_norm`]).
+    pub fn stacked_micro(d: usize) -> Self {
+        let s = ScaledDefaults::for_dim(d);
+        let mut c = LoraConfig::micro(d);
+        c.optim.lr = s.stacked_lr as f32;
+        c.optim.max_norm = s.stacked_max_norm as f32;
+        c
     }
 
     /// Base-tier defaults: rank 8, no Frobenius bound, no decay (it changes only by merges and
@@ -915,10 +927,15 @@ mod tests {
     }
 
     #[test]
-    fn micro_noise_scales_above_256() {
+    fn micro_noise_and_bound_scale_above_256() {
         assert_eq!(LoraConfig::micro(128).explore.sigma, 0.1);
         assert_eq!(LoraConfig::micro(256).explore.sigma, 0.1);
         assert!((LoraConfig::micro(1024).explore.sigma - 0.05).abs() < 1e-7);
+        assert_eq!(LoraConfig::micro(1024).optim.max_norm, 64.0);
+        let st = LoraConfig::stacked_micro(1024);
+        assert_eq!((st.optim.max_norm, st.explore.sigma), (16.0, 0.05));
+        assert!((st.optim.lr - 6e-4).abs() < 1e-9);
+        assert_eq!(LoraConfig::stacked_micro(256), LoraConfig::micro(256));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use pyo3::types::PyDict;
 use sona_core::{validate, SonaError};
 use sona_lora::{
     peft, ExploreConfig, Frozen, Lora, LoraConfig, LoraWeights, MergeReport, OptimConfig,
-    QuantKind, QuantizedLora, TwoTierLoRA,
+    QuantKind, QuantizedLora, ScaledDefaults, TwoTierLoRA,
 };
 
 use crate::convert::{mat2, out2, slice, vec1};
@@ -611,6 +611,25 @@ fn lora_read_peft<'py>(
     })
 }
 
+/// The learning defaults for output dimension `d` (`sona_lora::ScaledDefaults`): the one source the
+/// Python wrappers and `sona eval adapt` read. `d` outside `1..=65536` is a `ConfigError`.
+#[pyfunction]
+fn lora_scaled_defaults<'py>(py: Python<'py>, d: i64) -> PyResult<Bound<'py, PyDict>> {
+    guard(py, || {
+        let d = usize::try_from(d)
+            .map_err(|_| SonaError::Config(format!("d must be in [1, 65536], got {d}")))?;
+        let s = ScaledDefaults::checked(d)?;
+        let out = PyDict::new(py);
+        out.set_item("sigma", s.sigma)?;
+        out.set_item("micro_lr", s.micro_lr)?;
+        out.set_item("stacked_lr", s.stacked_lr)?;
+        out.set_item("micro_max_norm", s.micro_max_norm)?;
+        out.set_item("stacked_max_norm", s.stacked_max_norm)?;
+        out.set_item("feedbacks_per_direction", s.feedbacks_per_direction)?;
+        Ok(out)
+    })
+}
+
 /// Loads an adapter saved with `LoraAdapter.save` as a standalone adapter of the given tier.
 #[pyfunction]
 #[pyo3(signature = (path, tier="micro"))]
@@ -838,5 +857,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(lora_read_peft, m)?)?;
     m.add_function(wrap_pyfunction!(lora_read_quantized, m)?)?;
     m.add_function(wrap_pyfunction!(lora_load, m)?)?;
+    m.add_function(wrap_pyfunction!(lora_scaled_defaults, m)?)?;
     Ok(())
 }

@@ -8,7 +8,12 @@ query should point at its cluster's target, but the learner only ever sees
 the clusters ({0, 1} of 4) for ``feedbacks`` rewards, phase B the rest ({2, 3}).
 
 ``--dims`` and ``--clusters`` run the grid of sizes (issue 10 item 6: d ∈ {128 … 1024}, 4-8
-clusters) and print one row per (d, clusters, method) with the own-phase scores.
+clusters) and print one row per (d, clusters, method) with the own-phase scores and the feedback
+budget each phase had. The grid's budget is ``--feedbacks auto`` by default:
+:func:`sona.lora.feedback_budget` of d and the clusters a phase trains (``6·d`` rewards per
+cluster), because a scalar reward carries one measurement of a d-dimensional direction and no
+step, noise or baseline setting makes a fixed budget enough at every d. Step, noise and bound are
+the library's d-scaled defaults (:func:`sona.lora.scaled_defaults`) unless overridden.
 
 Methods (all with the same REINFORCE step, step size and exploration):
 
@@ -31,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from sona.errors import NumericalError
-from sona.lora import MicroLoRA, TwoTierLoRA
+from sona.lora import MicroLoRA, TwoTierLoRA, feedback_budget
 
 METHODS = ("micro", "two_tier", "plain")
 
@@ -43,7 +48,9 @@ class AdaptSettings:
     d: int = 256
     clusters: int = 4
     query_cos: float = 0.9
-    feedbacks: int = 2000
+    #: Rewards per phase; None: :func:`sona.lora.feedback_budget` of ``d`` and the clusters of the
+    #: larger phase (see :meth:`phase_budget`).
+    feedbacks: int | None = 2000
     holdout: int = 50
     eval_every: int = 250
     rank: int = 2
@@ -56,6 +63,13 @@ class AdaptSettings:
     baseline_rate: float = 0.05
     merge_every: int = 1000
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+
+    def phase_budget(self) -> int:
+        """Rewards each phase gets: ``feedbacks``, or the library's budget for ``d`` and the
+        clusters the larger phase trains."""
+        if self.feedbacks is not None:
+            return self.feedbacks
+        return feedback_budget(self.d, max(len(p) for p in phases(self.clusters)))
 
 
 class Task:
@@ -141,9 +155,10 @@ def run_one(method: str, seed: int, s: AdaptSettings) -> dict[str, Any]:
     out: dict[str, Any] = {"untrained_A": _score(model, task, phase_a)}
     step = 0
     rejected = 0
+    budget = s.phase_budget()
     for phase, ks in (("A", phase_a), ("B", phase_b)):
-        picks = task.rng.integers(0, len(ks), size=s.feedbacks)
-        for i in range(s.feedbacks):
+        picks = task.rng.integers(0, len(ks), size=budget)
+        for i in range(budget):
             k = ks[int(picks[i])]
             x = task.queries(k, 1)[0]
             y, token = model.forward(x, explore=True)
@@ -163,6 +178,7 @@ def run_one(method: str, seed: int, s: AdaptSettings) -> dict[str, Any]:
             out["B_after_B"] = _score(model, task, phase_b)
     out["curve"] = curve
     out["rejected"] = rejected
+    out["feedbacks"] = budget
     return out
 
 
@@ -208,7 +224,7 @@ def grid(
             sk = AdaptSettings(**{**asdict(s), "d": d, "clusters": k})
             res = run(sk, methods)
             for method, data in res["methods"].items():
-                row = {"d": d, "clusters": k, "method": method}
+                row = {"d": d, "clusters": k, "method": method, "feedbacks": sk.phase_budget()}
                 row.update({key: v["mean"] for key, v in data["summary"].items()})
                 row["own_min"] = min(min(r["A_after_A"], r["B_after_B"]) for r in data["runs"])
                 rows.append(row)
@@ -221,12 +237,16 @@ def grid_table(rows: list[dict[str, Any]], header: bool = True) -> str:
     """Grid rows as a markdown table: mean own-phase scores and the worst seed's."""
     lines = []
     if header:
-        lines.append("| d | clusters | method | A after A | B after B | A after B | worst own |")
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append(
+            "| d | clusters | feedbacks per phase | method | A after A | B after B | A after B "
+            "| worst own |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
     for r in rows:
         lines.append(
-            f"| {r['d']} | {r['clusters']} | {r['method']} | {r['A_after_A']:+.3f} | "
-            f"{r['B_after_B']:+.3f} | {r['A_after_B']:+.3f} | {r['own_min']:+.3f} |"
+            f"| {r['d']} | {r['clusters']} | {r['feedbacks']} | {r['method']} | "
+            f"{r['A_after_A']:+.3f} | {r['B_after_B']:+.3f} | {r['A_after_B']:+.3f} | "
+            f"{r['own_min']:+.3f} |"
         )
     return "\n".join(lines)
 
@@ -255,7 +275,7 @@ def plot(results: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    feedbacks = results["settings"]["feedbacks"]
+    feedbacks = results["methods"][next(iter(results["methods"]))]["runs"][0]["feedbacks"]
     for method, data in results["methods"].items():
         curves = np.array([r["curve"] for r in data["runs"]])  # seeds × points × 3
         steps = curves[0, :, 0]
@@ -277,7 +297,12 @@ def plot(results: dict[str, Any], path: str) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """CLI options of ``sona eval adapt``."""
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..n-1)")
-    parser.add_argument("--feedbacks", type=int, default=2000, help="rewards per phase")
+    parser.add_argument(
+        "--feedbacks",
+        default=None,
+        help="rewards per phase, or 'auto' (sona.lora.feedback_budget of d and the clusters per "
+        "phase); default 2000 for a single run, auto for the --dims/--clusters grid",
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
     parser.add_argument("--json", metavar="PATH", help="write the full results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the learning curves")
@@ -287,22 +312,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds are first..first+n-1")
 
 
+def _feedbacks_arg(value: str | int | None, default: int | None) -> int | None:
+    """``--feedbacks``: a positive int, ``auto`` (None: the library budget), or unset
+    (``default``)."""
+    from sona.errors import ConfigError
+
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"--feedbacks must be a positive integer or 'auto', got {value!r}"
+        ) from None
+    if n < 1:
+        raise ConfigError(f"--feedbacks must be >= 1, got {n}")
+    return n
+
+
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``sona eval adapt``."""
-    if args.seeds < 1 or args.feedbacks < 1:
-        from sona.errors import ConfigError
+    from sona.errors import ConfigError
 
-        raise ConfigError("--seeds and --feedbacks must be >= 1")
+    is_grid = bool(args.dims or args.clusters)
+    feedbacks = _feedbacks_arg(args.feedbacks, None if is_grid else 2000)
+    if args.seeds < 1:
+        raise ConfigError("--seeds must be >= 1")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    s = AdaptSettings(feedbacks=args.feedbacks, seeds=seeds)
-    s.eval_every = max(1, min(s.eval_every, args.feedbacks // 4 or 1))
+    s = AdaptSettings(feedbacks=feedbacks, seeds=seeds)
+    if is_grid:
+        s.eval_every = 10**12  # the grid reports end-of-phase scores only
+    else:
+        s.eval_every = max(1, min(s.eval_every, s.phase_budget() // 4 or 1))
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    if args.dims or args.clusters:
+    if is_grid:
         dims = [int(v) for v in (args.dims or str(s.d)).split(",")]
         ks = [int(v) for v in (args.clusters or str(s.clusters)).split(",")]
         if min(dims) < 1 or min(ks) < 2:
-            from sona.errors import ConfigError
-
             raise ConfigError("--dims must be >= 1 and --clusters >= 2")
         rows = grid(s, dims, ks, methods, progress=None if args.quiet else print)
         print(grid_table(rows))
