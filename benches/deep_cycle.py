@@ -107,7 +107,10 @@ def measure(d: int, n_traj: int, n_pat: int, seed: int, **kw: object) -> dict[st
         "p99_ratio": b99 / max(i99, a99),
         "calls_during_deep": len(busy),
         "load_avg": open("/proc/loadavg").read().split()[0],
-        "timings_ms": r.get("timings_ms"),
+        "creative_proposed": r.get("creative_proposed"),
+        "edges_added": r.get("edges_added"),
+        "edges_removed": r.get("edges_removed"),
+        "edges_after": r["edges_after"],
     }
 
 
