@@ -696,6 +696,32 @@ mod tests {
         .is_err());
     }
 
+    #[test]
+    fn balanced_replay_weighs_the_store_by_tasks_ended() {
+        let mut rng = SeededRng::new(3);
+        let (xa, ya) = task(&mut rng, [0, 1], 64);
+        let (xb, yb) = task(&mut rng, [2, 3], 64);
+        let run = |balanced: bool, tasks: usize| {
+            let mut m = RouterClassifier::new(ClassifierConfig {
+                replay_capacity: 64,
+                replay_batch: 8,
+                replay_balanced: balanced,
+                ..cfg()
+            })
+            .unwrap();
+            m.remember(&xa, &ya).unwrap();
+            for _ in 0..tasks {
+                m.end_task().unwrap();
+            }
+            m.fit(&xb, &yb, 1, 16).unwrap();
+            m.parameters().to_vec()
+        };
+        // One task behind: the store stands for one task either way, so the same steps.
+        assert_eq!(run(true, 1), run(false, 1));
+        // Three tasks behind: the balanced replay gradient is 3× heavier.
+        assert_ne!(run(true, 3), run(false, 3));
+    }
+
     /// Accuracy on task A after training A then B, for a configuration.
     fn forgetting(c: ClassifierConfig, dream: bool) -> f64 {
         let mut rng = SeededRng::new(7);
