@@ -519,8 +519,9 @@ class SONAEngine:
         where held-out retrieval does not regress ("creative" edges), and computes Φ. Returns the
         cycle's report (``accepted``, ``probe_before``/``probe_after``, ``replayed``,
         ``synthesized``, ``patterns_merged``/``patterns_pruned``, ``edges_before``/``edges_after``,
-        ``creative_proposed``/``edges_added``/``edges_removed``, ``phi``, ``elapsed_ms`` ...). Under ``LearningMode.ALL_THREE_TIERS`` the background thread also runs
-        it after every ``deep_every_b`` loop-B cycles.
+        ``creative_proposed``/``edges_added``/``edges_removed``, ``phi``, ``elapsed_ms`` ...).
+        Under ``LearningMode.ALL_THREE_TIERS`` the background thread also runs it after every
+        ``deep_every_b`` loop-B cycles.
         """
         self._check_open()
         return dict(self._engine.deep_learn())

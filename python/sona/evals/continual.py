@@ -72,17 +72,20 @@ class ContinualConfig:
     lambdas: dict[str, float] = field(default_factory=lambda: {"permuted": 30.0, "split": 1e3})
     #: EWC++ strength for ``ewc+replay`` per benchmark, chosen on validation separately (replay
     #: already protects, so the best λ there is smaller); a missing entry uses ``lambdas``.
-    lambdas_with_replay: dict[str, float] = field(default_factory=dict)
+    lambdas_with_replay: dict[str, float] = field(
+        default_factory=lambda: {"permuted": 1.0, "split": 10.0}
+    )
     #: Online-Fisher EMA decay per sample.
     gamma: float = 0.995
     #: Per-sample gradients per minibatch fed to the online Fisher.
     fisher_batch: int = 8
     replay_size: int = 200
-    #: Store size for ``ewc+replay`` (``0``: ``replay_size``).
-    replay_size_with_ewc: int = 0
-    #: Weigh replayed examples like the tasks they stand for (joint training's share) rather
-    #: than like one task, in ``replay`` and ``ewc+replay``.
-    replay_balanced: bool = False
+    #: Store size for ``ewc+replay`` (``0``: ``replay_size``); 5,000 holds every past training
+    #: example of either benchmark (chosen on validation against 1,000 and 2,500).
+    replay_size_with_ewc: int = 5000
+    #: In ``ewc+replay``, weigh replayed examples like the tasks they stand for (joint training's
+    #: share) rather than like one task.
+    replay_balanced: bool = True
     #: Dream cycle after every epoch of a later task: optimizer steps, synthetic inputs.
     dream_steps: int = 30
     dream_synthetic: int = 256
@@ -185,7 +188,7 @@ def run_method(
         replay_capacity=(size or cfg.replay_size) if store else 0,
         replay_batch=cfg.batch if "replay" in method else 0,
         seed=seed * 7919 + 17,
-        replay_balanced=cfg.replay_balanced and "replay" in method,
+        replay_balanced=cfg.replay_balanced and method == "ewc+replay",
     )
     n = len(tasks)
     r = np.zeros((n, n))
