@@ -356,6 +356,9 @@ def test_background_learn_metrics_and_deep_learn() -> None:
         if not deep["accepted"]:
             assert deep["probe_after"] < deep["probe_before"]
         assert engine.improvement_metrics()["phi"] == deep["phi"]
+        # Creative edges: never more added than proposed, counts are reported.
+        assert 0 <= deep["edges_added"] <= deep["creative_proposed"] <= 64, deep
+        assert 0 <= deep["edges_removed"] <= deep["edges_before"], deep
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

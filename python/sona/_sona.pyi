@@ -578,6 +578,7 @@ class RouterClassifier:
         replay_capacity: int = 0,
         replay_batch: int = 32,
         seed: int = 0,
+        replay_balanced: bool = False,
     ) -> RouterClassifier: ...
     @property
     def input_dim(self) -> int: ...

@@ -515,11 +515,13 @@ class SONAEngine:
         EWC++ penalty, distills pseudo-rehearsal queries sampled around the patterns toward the
         frozen pre-cycle router, and publishes the result only if a held-out probe of stored
         decisions does not regress (otherwise the served weights stay bit-identical); then merges,
-        prunes and re-clusters the pattern memory and computes Φ. Returns the cycle's report
-        (``accepted``, ``probe_before``/``probe_after``, ``replayed``, ``synthesized``,
-        ``patterns_merged``/``patterns_pruned``, ``edges_before``/``edges_after``, ``phi``,
-        ``elapsed_ms`` ...). Under ``LearningMode.ALL_THREE_TIERS`` the background thread also runs
-        it after every ``deep_every_b`` loop-B cycles.
+        prunes and re-clusters the pattern memory, links patterns the dream recalled together
+        where held-out retrieval does not regress ("creative" edges), and computes Φ. Returns the
+        cycle's report (``accepted``, ``probe_before``/``probe_after``, ``replayed``,
+        ``synthesized``, ``patterns_merged``/``patterns_pruned``, ``edges_before``/``edges_after``,
+        ``creative_proposed``/``edges_added``/``edges_removed``, ``phi``, ``elapsed_ms`` ...).
+        Under ``LearningMode.ALL_THREE_TIERS`` the background thread also runs it after every
+        ``deep_every_b`` loop-B cycles.
         """
         self._check_open()
         return dict(self._engine.deep_learn())

@@ -50,6 +50,9 @@ pub struct ClassifierConfig {
     pub replay_capacity: usize,
     /// Stored examples replayed per minibatch during `fit` (`0`: store only, for dreams).
     pub replay_batch: usize,
+    /// Weigh the replay minibatch like the tasks it stands for (the number of `end_task` calls so
+    /// far, as joint training would), instead of like one task.
+    pub replay_balanced: bool,
     pub seed: u64,
 }
 
@@ -67,6 +70,7 @@ impl Default for ClassifierConfig {
             fisher_batch: 8,
             replay_capacity: 0,
             replay_batch: 32,
+            replay_balanced: false,
             seed: 0,
         }
     }
@@ -192,6 +196,8 @@ pub struct RouterClassifier {
     store: Option<Store>,
     rng: SeededRng,
     work: Work,
+    /// `end_task` calls so far (the weight of a balanced replay minibatch).
+    tasks_ended: usize,
 }
 
 impl RouterClassifier {
@@ -240,6 +246,7 @@ impl RouterClassifier {
             store,
             cfg,
             work: Work::default(),
+            tasks_ended: 0,
         })
     }
 
@@ -342,7 +349,12 @@ impl RouterClassifier {
         let picks = store
             .replay
             .sample(self.cfg.replay_batch, 0.5, &mut self.rng);
-        let scale = 1.0 / picks.len().max(1) as f32;
+        let share = if self.cfg.replay_balanced {
+            self.tasks_ended.max(1) as f32
+        } else {
+            1.0
+        };
+        let scale = share / picks.len().max(1) as f32;
         for (slot, w) in picks {
             let x = &store.xs[slot * d..(slot + 1) * d];
             let (_, e) = self
@@ -430,6 +442,7 @@ impl RouterClassifier {
 
     /// Ends the current task: folds it into EWC++ (when on).
     pub fn end_task(&mut self) -> Result<()> {
+        self.tasks_ended = self.tasks_ended.saturating_add(1);
         // No sample since the last task ended (e.g. `end_task` twice): nothing new to protect.
         if let Some(e) = self.net.ewc.as_mut().filter(|e| e.online().samples() > 0) {
             e.complete_task(&self.net.theta, None, 1.0)?;
@@ -681,6 +694,32 @@ mod tests {
             ..cfg()
         })
         .is_err());
+    }
+
+    #[test]
+    fn balanced_replay_weighs_the_store_by_tasks_ended() {
+        let mut rng = SeededRng::new(3);
+        let (xa, ya) = task(&mut rng, [0, 1], 64);
+        let (xb, yb) = task(&mut rng, [2, 3], 64);
+        let run = |balanced: bool, tasks: usize| {
+            let mut m = RouterClassifier::new(ClassifierConfig {
+                replay_capacity: 64,
+                replay_batch: 8,
+                replay_balanced: balanced,
+                ..cfg()
+            })
+            .unwrap();
+            m.remember(&xa, &ya).unwrap();
+            for _ in 0..tasks {
+                m.end_task().unwrap();
+            }
+            m.fit(&xb, &yb, 1, 16).unwrap();
+            m.parameters().to_vec()
+        };
+        // One task behind: the store stands for one task either way, so the same steps.
+        assert_eq!(run(true, 1), run(false, 1));
+        // Three tasks behind: the balanced replay gradient is 3× heavier.
+        assert_ne!(run(true, 3), run(false, 3));
     }
 
     /// Accuracy on task A after training A then B, for a configuration.

@@ -13,15 +13,21 @@
 //!    A rejected cycle publishes nothing, so the served weights stay bit-identical.
 //! 5. Memory maintenance: transitive merge of near-duplicate patterns, pruning of low-support,
 //!    low-reward, stale ones, the hierarchy rebuilt, graph decay, and Φ of the memory graph.
-//!    ("Creative" edges proposed by random walks are not added: no held-out retrieval check exists
-//!    for them yet.)
+//! 6. "Creative" edges: pattern pairs recalled together by at least two of the dream's synthetic
+//!    queries and not yet linked are candidates (at most [`MAX_CREATIVE`], most frequent first).
+//!    One is added only where held-out retrieval does not regress: on the probe decisions that
+//!    recalled exactly one endpoint, the reward estimate of the recalled set for the chosen tier
+//!    (mean of the patterns' arm means) must be at least as close to the observed reward with the
+//!    other endpoint joined — as graph expansion would join it — as without, on at least one
+//!    such decision. A pair with no held-out evidence is not added.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use sona_core::types::ArmStats;
 use sona_core::{Result, SeededRng, SonaError};
 use sona_dreams::rehearsal::{synthesize, Cluster};
 use sona_dreams::{run_cycle, DreamConfig, DreamModel, PrioritizedReplay};
@@ -57,6 +63,16 @@ pub struct DeepLearningResult {
     pub hierarchy_levels: Vec<usize>,
     pub edges_before: usize,
     pub edges_after: usize,
+    /// Creative-edge candidates (pairs co-recalled in the dream, not yet linked) and how many of
+    /// them passed the held-out retrieval check and were added.
+    #[serde(default)]
+    pub creative_proposed: usize,
+    #[serde(default)]
+    pub edges_added: usize,
+    /// Edges present before maintenance and gone after it (decayed below `w_min`, or their
+    /// patterns merged or pruned).
+    #[serde(default)]
+    pub edges_removed: usize,
     /// The integration proxy Φ of the memory graph after maintenance.
     pub phi: f64,
     pub generation: u64,
@@ -353,6 +369,9 @@ impl Inner {
             (Some(rep), state)
         };
         let probe_size = dream.probe.len();
+        let fallback = mean_reward(&dream.train);
+        let probe = std::mem::take(&mut dream.probe);
+        let synthetic = std::mem::take(&mut dream.synthetic);
         drop(dream);
 
         let mut generation = model.generation;
@@ -377,7 +396,11 @@ impl Inner {
         }
 
         // Memory maintenance.
-        let edges_before = self.bank.graph_edges().len();
+        let edge_set = |e: &[(u64, u64, f32)]| -> HashSet<(u64, u64)> {
+            e.iter().map(|&(a, b, _)| (a, b)).collect()
+        };
+        let before = edge_set(&self.bank.graph_edges());
+        let edges_before = before.len();
         let patterns_merged = self
             .bank
             .consolidate(cfg.deep_consolidate_threshold as f32)?;
@@ -399,7 +422,10 @@ impl Inner {
             Vec::new()
         };
         self.bank.decay_graph();
+        let (creative_proposed, edges_added) = self.creative_edges(&synthetic, &probe, fallback)?;
         let edges = self.bank.graph_edges();
+        let after = edge_set(&edges);
+        let edges_removed = before.difference(&after).count();
         let nodes: Vec<u64> = self
             .bank
             .patterns()
@@ -429,9 +455,73 @@ impl Inner {
             hierarchy_levels,
             edges_before,
             edges_after: edges.len(),
+            creative_proposed,
+            edges_added,
+            edges_removed,
             phi,
             generation,
         })
+    }
+
+    /// Step 6 of the cycle: proposes creative edges from the dream's co-recalls, adds those the
+    /// held-out probe supports; returns (proposed, added).
+    fn creative_edges(
+        &self,
+        synthetic: &[Arc<ReplayItem>],
+        probe: &[Arc<ReplayItem>],
+        fallback: f64,
+    ) -> Result<(usize, usize)> {
+        let linked: HashSet<(u64, u64)> = self
+            .bank
+            .graph_edges()
+            .into_iter()
+            .map(|(a, b, _)| (a, b))
+            .collect();
+        let cands = dream_pairs(synthetic, &linked, MAX_CREATIVE);
+        if cands.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut ids: Vec<u64> = cands.iter().flat_map(|&(a, b)| [a, b]).collect();
+        ids.extend(
+            probe
+                .iter()
+                .flat_map(|it| it.ids.iter().copied())
+                .filter(|&i| i != MISSING),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        // Patterns merged or pruned by maintenance are absent here and drop out of the check.
+        let arms: HashMap<u64, Vec<ArmStats>> = self
+            .bank
+            .records(&ids)
+            .0
+            .into_iter()
+            .map(|r| (r.id, r.arms))
+            .collect();
+        let held_out: Vec<HeldOut> = probe
+            .iter()
+            .map(|it| HeldOut {
+                ids: it
+                    .ids
+                    .iter()
+                    .copied()
+                    .filter(|i| arms.contains_key(i))
+                    .collect(),
+                tier: it.tier as usize,
+                reward: f64::from(it.reward),
+            })
+            .collect();
+        let alive: Vec<(u64, u64)> = cands
+            .into_iter()
+            .filter(|(a, b)| arms.contains_key(a) && arms.contains_key(b))
+            .collect();
+        let kept = vet_edges(&alive, &held_out, &arms, fallback);
+        let added = if kept.is_empty() {
+            0
+        } else {
+            self.bank.link(&kept)?
+        };
+        Ok((alive.len(), added))
     }
 
     /// Φ of the memory graph over `nodes` (edges to other nodes, e.g. abstractions, are dropped).
@@ -446,6 +536,113 @@ impl Inner {
     }
 }
 
+/// Most creative-edge candidates one cycle examines.
+pub const MAX_CREATIVE: usize = 64;
+
+/// Mean reward of stored decisions (0.5, the middle of the reward range, when there are none).
+fn mean_reward(items: &[Arc<ReplayItem>]) -> f64 {
+    if items.is_empty() {
+        return 0.5;
+    }
+    items.iter().map(|it| f64::from(it.reward)).sum::<f64>() / items.len() as f64
+}
+
+/// Pattern pairs `(a < b)` recalled together for at least two synthetic queries and not in
+/// `linked`, most frequent first (ties by id), at most `max`.
+fn dream_pairs(
+    synthetic: &[Arc<ReplayItem>],
+    linked: &HashSet<(u64, u64)>,
+    max: usize,
+) -> Vec<(u64, u64)> {
+    let mut counts: HashMap<(u64, u64), usize> = HashMap::new();
+    for it in synthetic {
+        let mut ids: Vec<u64> = it.ids.iter().copied().filter(|&i| i != MISSING).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for (i, &a) in ids.iter().enumerate() {
+            for &b in &ids[i + 1..] {
+                if !linked.contains(&(a, b)) {
+                    *counts.entry((a, b)).or_default() += 1;
+                }
+            }
+        }
+    }
+    let mut pairs: Vec<((u64, u64), usize)> = counts.into_iter().filter(|&(_, c)| c >= 2).collect();
+    pairs.sort_unstable_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+    pairs.truncate(max);
+    pairs.into_iter().map(|(p, _)| p).collect()
+}
+
+/// A held-out decision as the creative-edge check sees it: the patterns it recalled (still
+/// alive), the tier chosen and the reward observed.
+struct HeldOut {
+    ids: Vec<u64>,
+    tier: usize,
+    reward: f64,
+}
+
+/// The recalled set's reward estimate for tier `t`: the mean of its patterns' arm means on `t`
+/// (patterns that never tried `t` abstain), `fallback` when all abstain.
+fn set_estimate(
+    ids: impl Iterator<Item = u64>,
+    t: usize,
+    arms: &HashMap<u64, Vec<ArmStats>>,
+    fallback: f64,
+) -> f64 {
+    let (mut s, mut n) = (0.0, 0usize);
+    for id in ids {
+        if let Some(a) = arms.get(&id).and_then(|a| a.get(t)).filter(|a| a.count > 0) {
+            s += a.mean;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        fallback
+    } else {
+        s / n as f64
+    }
+}
+
+/// The candidates whose other endpoint, joined to the recalled set of every held-out decision
+/// that recalled exactly one endpoint, does not raise the squared error of the set's reward
+/// estimate summed over those decisions (and that have at least one such decision).
+fn vet_edges(
+    cands: &[(u64, u64)],
+    held_out: &[HeldOut],
+    arms: &HashMap<u64, Vec<ArmStats>>,
+    fallback: f64,
+) -> Vec<(u64, u64)> {
+    let mut by_pattern: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (k, h) in held_out.iter().enumerate() {
+        for &id in &h.ids {
+            by_pattern.entry(id).or_default().push(k);
+        }
+    }
+    let none = Vec::new();
+    cands
+        .iter()
+        .copied()
+        .filter(|&(a, b)| {
+            let (mut without, mut with, mut n) = (0.0, 0.0, 0usize);
+            for (p, other) in [(a, b), (b, a)] {
+                for &k in by_pattern.get(&p).unwrap_or(&none) {
+                    let h = &held_out[k];
+                    if h.ids.contains(&other) {
+                        continue;
+                    }
+                    let e0 = set_estimate(h.ids.iter().copied(), h.tier, arms, fallback);
+                    let joined = h.ids.iter().copied().chain(std::iter::once(other));
+                    let e1 = set_estimate(joined, h.tier, arms, fallback);
+                    without += (e0 - h.reward).powi(2);
+                    with += (e1 - h.reward).powi(2);
+                    n += 1;
+                }
+            }
+            n > 0 && with <= without
+        })
+        .collect()
+}
+
 /// The report of a cycle that had nothing to replay (no stored decisions or no probe yet).
 fn no_cycle() -> sona_dreams::DreamReport {
     sona_dreams::DreamReport {
@@ -458,5 +655,76 @@ fn no_cycle() -> sona_dreams::DreamReport {
         accepted: false,
         out_of_budget: false,
         elapsed_ms: 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(ids: &[u64], tier: u8, reward: f32) -> Arc<ReplayItem> {
+        Arc::new(ReplayItem {
+            data: vec![0.0; 4].into(),
+            ids: ids.into(),
+            tier,
+            reward,
+            propensity: 1.0,
+        })
+    }
+
+    fn arm(mean: f64) -> ArmStats {
+        ArmStats {
+            count: 5,
+            mean,
+            m2: 0.0,
+        }
+    }
+
+    #[test]
+    fn dream_pairs_counts_co_recalls_and_skips_linked_and_single_ones() {
+        let syn = [
+            item(&[1, 2, MISSING, 3], 0, 0.0),
+            item(&[2, 1], 0, 0.0),
+            item(&[3, 1, 2], 0, 0.0),
+            item(&[4, 5], 0, 0.0),
+        ];
+        let linked: HashSet<(u64, u64)> = [(1, 3)].into();
+        // (1,2) ×3, (2,3) ×2, (1,3) linked, (4,5) once: not a candidate.
+        assert_eq!(dream_pairs(&syn, &linked, 10), vec![(1, 2), (2, 3)]);
+        assert_eq!(dream_pairs(&syn, &linked, 1), vec![(1, 2)]);
+        assert!(dream_pairs(&[], &linked, 10).is_empty());
+    }
+
+    #[test]
+    fn an_edge_is_kept_only_where_held_out_retrieval_does_not_regress() {
+        // Pattern 1 predicts tier 0 badly (0.2) for decisions that earned 0.9; pattern 2 knows
+        // (0.9): joining 2 to what recalled 1 helps. Pattern 3 is wrong (0.0): joining it hurts.
+        // Pattern 4 never appears in the held-out set: no evidence, not added.
+        let arms: HashMap<u64, Vec<ArmStats>> = [
+            (1, vec![arm(0.2), arm(0.5)]),
+            (2, vec![arm(0.9), arm(0.5)]),
+            (3, vec![arm(0.0), arm(0.5)]),
+            (4, vec![arm(0.9), arm(0.5)]),
+            (5, vec![arm(0.9), arm(0.5)]),
+        ]
+        .into();
+        let held = vec![
+            HeldOut {
+                ids: vec![1],
+                tier: 0,
+                reward: 0.9,
+            },
+            HeldOut {
+                ids: vec![1, 5],
+                tier: 0,
+                reward: 0.8,
+            },
+        ];
+        let kept = vet_edges(&[(1, 2), (1, 3), (4, 5), (3, 4)], &held, &arms, 0.5);
+        // (4,5): decision 2 recalled 5 but not 4, whose arm (0.9) joins 5's (0.9): error unchanged.
+        assert_eq!(kept, vec![(1, 2), (4, 5)]);
+        // A set whose patterns never tried the tier falls back to the prior.
+        assert_eq!(set_estimate([1, 2].into_iter(), 7, &arms, 0.5), 0.5);
+        assert!((set_estimate([1, 2].into_iter(), 0, &arms, 0.5) - 0.55).abs() < 1e-12);
     }
 }

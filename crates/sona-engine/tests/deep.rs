@@ -87,6 +87,13 @@ fn a_deep_cycle_replays_distills_and_maintains_memory() {
     } else {
         assert_eq!(weights_bits(&e), before);
     }
+    // Creative edges: at most the checked candidates are added.
+    assert!(r.edges_added <= r.creative_proposed, "{r:?}");
+    assert!(
+        r.creative_proposed <= sona_engine::loop_c::MAX_CREATIVE,
+        "{r:?}"
+    );
+    assert!(r.edges_removed <= r.edges_before, "{r:?}");
     let m: serde_json::Value = serde_json::from_str(&e.improvement_metrics()).unwrap();
     assert!(m["phi"].is_number(), "{m}");
     assert!(m.get("weekly_gain").is_some());

@@ -42,7 +42,7 @@ impl PyRouterClassifier {
     #[new]
     #[pyo3(signature = (input_dim, n_classes, hidden = 128, rank_w = 32, rank_u = 4, lr = 2e-3,
         ewc_lambda = 0.0, ewc_gamma = 0.995, fisher_batch = 8, replay_capacity = 0,
-        replay_batch = 32, seed = 0))]
+        replay_batch = 32, seed = 0, replay_balanced = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -58,6 +58,7 @@ impl PyRouterClassifier {
         replay_capacity: usize,
         replay_batch: usize,
         seed: u64,
+        replay_balanced: bool,
     ) -> PyResult<Self> {
         guard(py, || {
             let cfg = ClassifierConfig {
@@ -72,6 +73,7 @@ impl PyRouterClassifier {
                 fisher_batch,
                 replay_capacity,
                 replay_batch,
+                replay_balanced,
                 seed,
             };
             Ok(PyRouterClassifier {

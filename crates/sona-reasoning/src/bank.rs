@@ -618,6 +618,18 @@ impl ReasoningBank {
         Ok(())
     }
 
+    /// Links pattern pairs in the memory graph at the initial weight where no edge exists yet
+    /// (loop C's "creative" edges); unknown ids are refused and nothing is added then. Returns
+    /// how many edges were added.
+    pub fn link(&self, pairs: &[(u64, u64)]) -> Result<usize> {
+        let mut st = self.state.write();
+        for &(a, b) in pairs {
+            st.node(a)?;
+            st.node(b)?;
+        }
+        Ok(st.graph.add_absent(pairs))
+    }
+
     /// Loop-B global decay of the memory graph.
     pub fn decay_graph(&self) {
         self.state.write().graph.decay();

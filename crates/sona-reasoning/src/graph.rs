@@ -174,6 +174,20 @@ impl MemoryGraph {
         }
     }
 
+    /// Adds the absent edges among `pairs` at `w_init` (existing ones keep their weight); returns
+    /// how many were added. Loop C's "creative" edges come in this way once they pass its check.
+    pub fn add_absent(&mut self, pairs: &[(u64, u64)]) -> usize {
+        let mut added = 0;
+        for &(a, b) in pairs {
+            if a != b && self.weight(a, b).is_none() {
+                self.set(a, b, self.cfg.w_init);
+                added += 1;
+            }
+        }
+        self.enforce_bounds();
+        added
+    }
+
     /// Loop-A update from one query: which patterns were retrieved and which of them were used.
     pub fn observe(&mut self, retrieved: &[u64], used: &[u64]) {
         let mut ids: Vec<u64> = used.iter().chain(retrieved).copied().collect();

@@ -516,3 +516,36 @@ fn a_bank_with_a_huge_imported_id_is_refused_and_saves_stay_loadable() {
     assert_eq!(bank.patterns(), before);
     reload(&bank);
 }
+
+#[test]
+fn link_adds_only_absent_edges_between_known_patterns() {
+    let d = 16;
+    let (pts, label) = blobs(300, 3, d, 0.3, 5);
+    let bank = small_bank(d);
+    feed(&bank, &pts, &label);
+    bank.extract_patterns().unwrap();
+    let ids: Vec<u64> = bank.patterns().iter().map(|p| p.id).collect();
+    assert!(ids.len() >= 3, "{ids:?}");
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    bank.record_usage(&[a, b], &[a, b]).unwrap();
+    let before = bank.graph_edges();
+    assert_eq!(before.len(), 1);
+    // An unknown id refuses the whole call: nothing added.
+    assert!(matches!(
+        bank.link(&[(a, c), (b, u64::MAX)]),
+        Err(SonaError::UnknownId { .. })
+    ));
+    assert_eq!(bank.graph_edges(), before);
+    // (a, b) exists and keeps its weight; (a, c) is new at w_init; self-loops are ignored.
+    assert_eq!(bank.link(&[(a, b), (a, c), (c, c)]).unwrap(), 1);
+    let after = bank.graph_edges();
+    assert_eq!(after.len(), 2);
+    let w = |x: u64, y: u64| {
+        after
+            .iter()
+            .find(|e| (e.0, e.1) == (x.min(y), x.max(y)))
+            .map(|e| e.2)
+    };
+    assert_eq!(w(a, b), Some(before[0].2));
+    assert_eq!(w(a, c), Some(crate::GraphConfig::default().w_init));
+}
