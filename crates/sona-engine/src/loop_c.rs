@@ -398,6 +398,8 @@ impl Inner {
         } else {
             Vec::new()
         };
+        // The levels just built count against the patterns' share.
+        self.enforce_budget()?;
         self.bank.decay_graph();
         let edges = self.bank.graph_edges();
         let nodes: Vec<u64> = self
