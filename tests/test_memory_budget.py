@@ -34,9 +34,7 @@ def budget_engine(budget_mb: float, **kw: object) -> _sona.Engine:
     return _sona.Engine(json.dumps(cfg))
 
 
-def stream(
-    rng: np.random.Generator, n: int, topics: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def stream(rng: np.random.Generator, n: int, topics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Queries on one of many unrelated topics (so extraction keeps creating patterns) carrying, in
     the last 4 coordinates, a marker of their group; the best tier is the group."""
     t = rng.integers(len(topics), size=n)

@@ -117,7 +117,11 @@ impl Budget {
             max_edges: cap(rest * GRAPH_SHARE, EDGE_BYTES, 1_000_000),
         };
         let small = [
-            ("trajectories awaiting feedback", b.pending, cfg.pending_capacity),
+            (
+                "trajectories awaiting feedback",
+                b.pending,
+                cfg.pending_capacity,
+            ),
             ("replay items", b.replay, cfg.replay_capacity),
             ("recent queries", b.recent, RECENT_MAX),
             ("extraction-buffer rows", b.ring, cfg.bank_buffer_capacity),
@@ -153,7 +157,6 @@ impl Budget {
         })
     }
 }
-
 
 /// What the engine holds, by store (bytes, as estimated from allocated capacities).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -239,8 +242,7 @@ impl Inner {
         let gone = self
             .bank
             .evict_patterns(self.budget.pattern_bytes.saturating_sub(levels), None)?;
-        self.patterns_evicted
-            .fetch_add(gone.len() as u64, Relaxed);
+        self.patterns_evicted.fetch_add(gone.len() as u64, Relaxed);
         Ok(gone.len())
     }
 }
@@ -278,10 +280,7 @@ mod tests {
         assert!(b.pending < cfg.pending_capacity && b.pending > 1000);
         // The default budget keeps the configured capacities at d = 256.
         let b = Budget::plan(&EngineConfig::new(256), sw, 1_000_000).unwrap();
-        assert_eq!(
-            (b.pending, b.replay, b.ring),
-            (100_000, 10_000, 100_000)
-        );
+        assert_eq!((b.pending, b.replay, b.ring), (100_000, 10_000, 100_000));
     }
 
     #[test]

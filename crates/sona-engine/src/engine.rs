@@ -123,7 +123,6 @@ pub(crate) fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
     SCRATCH.with(|s| f(&mut s.borrow_mut()))
 }
 
-
 /// Everything the engine shares with its background thread.
 pub(crate) struct Inner {
     pub cfg: EngineConfig,

@@ -705,17 +705,16 @@ impl ReasoningBank {
                 + store.reservoir.heap_bytes()
                 + store.pending.heap_bytes(self.cfg.dim),
             stored_trajectories: store.ring.len() + store.reservoir.len() + store.pending.len(),
-            pattern_bytes: st
-                .nodes
-                .values()
-                .map(|n| self.node_bytes(n))
-                .sum(),
+            pattern_bytes: st.nodes.values().map(|n| self.node_bytes(n)).sum(),
             level_bytes: st
                 .levels
                 .iter()
                 .map(|l| {
                     l.patterns.iter().map(pattern_heap_bytes).sum::<usize>()
-                        + l.children.iter().map(|c| c.capacity() * 8 + 24).sum::<usize>()
+                        + l.children
+                            .iter()
+                            .map(|c| c.capacity() * 8 + 24)
+                            .sum::<usize>()
                         + l.patterns.len() * index_row
                 })
                 .sum(),

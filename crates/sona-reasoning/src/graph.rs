@@ -222,7 +222,8 @@ impl MemoryGraph {
     /// the outer map.
     pub fn heap_bytes(&self) -> usize {
         let buckets = |cap: usize| cap + cap / 7 + 1;
-        let outer = buckets(self.adj.capacity()) * (std::mem::size_of::<(u64, HashMap<u64, f32>)>() + 1);
+        let outer =
+            buckets(self.adj.capacity()) * (std::mem::size_of::<(u64, HashMap<u64, f32>)>() + 1);
         outer
             + self
                 .adj
@@ -321,7 +322,6 @@ impl MemoryGraph {
         }
         Ok(g)
     }
-
 }
 
 #[cfg(test)]
