@@ -345,15 +345,18 @@ mod tests {
         assert!(st.nodes.keys().all(|&id| st.index.contains(id)) && st.index.len() == 2);
     }
 
+    /// Unit vector `i` of R⁴.
+    fn axis(i: usize) -> [f32; 4] {
+        let mut v = [0.0f32; 4];
+        v[i] = 1.0;
+        v
+    }
+
     #[test]
     fn prune_needs_all_three_conditions() {
         let d = 4;
         let bank = small_bank(d);
-        let e = |i: usize| {
-            let mut v = [0.0f32; 4];
-            v[i] = 1.0;
-            v
-        };
+        let e = axis;
         // Pattern 1: poor and small; 2: good and small; 3: poor but large.
         bank.add_trajectory(&e(0), Some(0.1), None, RewardSource::Explicit, None)
             .unwrap();
@@ -386,15 +389,11 @@ mod tests {
     fn eviction_drops_the_least_valuable_patterns_first() {
         let d = 4;
         let bank = small_bank(d);
-        let e = |i: usize| {
-            let mut v = [0.0f32; 4];
-            v[i] = 1.0;
-            v
-        };
+        let e = axis;
         // Pattern 1: support 1; 2: support 6; 3: support 3; 4: support 1, recalled just now.
-        for (axis, n) in [(0, 1), (1, 6), (2, 3), (3, 1)] {
+        for (i, n) in [(0, 1), (1, 6), (2, 3), (3, 1)] {
             for _ in 0..n {
-                bank.add_trajectory(&e(axis), Some(0.5), None, RewardSource::Explicit, None)
+                bank.add_trajectory(&e(i), Some(0.5), None, RewardSource::Explicit, None)
                     .unwrap();
             }
             bank.extract_patterns().unwrap();
