@@ -3,6 +3,7 @@ printing the process RSS, the engine's own measured ``memory_bytes`` and its par
 ``memory_budget_mb`` every ``--every`` requests. A benchmark, not a CI test.
 
     python benches/memory_budget.py [--n 1000000] [--dim 256] [--budget-mb 512] [--every 50000]
+        [--clusters 32]
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
 
 import numpy as np
@@ -31,18 +33,23 @@ def main() -> None:
     ap.add_argument("--budget-mb", type=float, default=512.0)
     ap.add_argument("--every", type=int, default=50_000)
     ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument(
+        "--clusters", type=int, default=32, help="query clusters (many: patterns keep growing)"
+    )
     a = ap.parse_args()
     e = _sona.Engine(
         json.dumps({"dim": a.dim, "memory_budget_mb": a.budget_mb, "loop_b_interval_s": 1.0})
     )
     rng = np.random.default_rng(0)
-    centers = rng.standard_normal((32, a.dim)).astype(np.float32)
-    print(f"start: RSS {rss_mb():.1f} MB, budget {a.budget_mb} MB")
+    centers = rng.standard_normal((a.clusters, a.dim)).astype(np.float32)
+    bounds = e.stats()["memory"]["bounds"]
+    print(f"start: RSS {rss_mb():.1f} MB, budget {a.budget_mb} MB, load {os.getloadavg()}")
+    print("bounds from the budget: " + json.dumps(bounds))
     t0 = time.monotonic()
     done = 0
     while done < a.n:
         b = min(a.batch, a.n - done)
-        c = rng.integers(32, size=b)
+        c = rng.integers(a.clusters, size=b)
         xs = centers[c] + 0.3 * rng.standard_normal((b, a.dim)).astype(np.float32)
         ds = e.process_batch(xs)
         ids = np.array([d.trajectory_id for d in ds], dtype=np.uint64)
@@ -53,11 +60,15 @@ def main() -> None:
             s = e.stats()
             print(
                 f"{done:>9} req {time.monotonic() - t0:7.1f} s  RSS {rss_mb():7.1f} MB  "
-                f"engine {s['memory_bytes'] / 1e6:7.1f} MB  patterns {s['patterns']:6d}  "
+                f"engine {s['memory_bytes'] / 1e6:7.1f} MB  patterns {s['patterns']:6d} "
+                f"(evicted {s['patterns_evicted']})  edges {s['graph_edges']:7d}  "
                 f"replay {s['replay']:6d}  pending {s['pending']:6d}  "
-                f"over_budget {s['over_budget']}",
+                f"over_budget {s['over_budget']}  load {os.getloadavg()[0]:.1f}",
                 flush=True,
             )
+    by = e.stats()["memory"]["by_store"]
+    print("final by store (MB): " + ", ".join(f"{k} {v / 1e6:.2f}" for k, v in by.items()))
+    print(f"max RSS (ru_maxrss) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3:.1f} MB")
     e.close()
 
 

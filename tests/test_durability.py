@@ -100,6 +100,33 @@ def test_checkpoint_directory_keeps_previous_and_falls_back(tmp_path: Path) -> N
     assert (other / "notes.txt").read_text() == "keep me"
 
 
+def test_pending_trajectories_survive_save_and_load(tmp_path: Path) -> None:
+    """Decisions made before ``save`` and rewarded after ``load`` (no log to replay them from)
+    train the loaded engine exactly as they would have trained the saved one."""
+    e = make()
+    drive(e, 30)
+    rng = np.random.default_rng(7)
+    waiting = [e.process(rng.standard_normal(16).astype(np.float32)) for _ in range(12)]
+    e.save(str(tmp_path / "ck"))
+    r = _sona.Engine.load(str(tmp_path / "ck"))
+    assert r.stats()["pending"] == e.stats()["pending"] == 12
+    probe = np.linspace(-1, 1, 16).astype(np.float32)
+    for d in waiting:
+        reward = float(d.tier == 1)
+        e.feedback(d.trajectory_id, reward)
+        r.feedback(d.trajectory_id, reward)
+    # Same steps on both: same counters, metrics and next decision.
+    for k in ("feedbacks", "pending", "generation", "replay", "rejected_steps"):
+        assert r.stats()[k] == e.stats()[k], k
+    assert r.improvement_metrics()["overall"] == e.improvement_metrics()["overall"]
+    a, b = e.process(probe), r.process(probe)
+    assert np.array_equal(a.predicted, b.predicted) and a.tier == b.tier
+    with pytest.raises(UnknownIdError):
+        r.feedback(waiting[0].trajectory_id, 1.0)  # rewarded once
+    r.close()
+    e.close()
+
+
 @pytest.mark.parametrize("mode", ["sync", "group"])
 def test_log_replays_after_the_checkpoint(tmp_path: Path, mode: str) -> None:
     log = tmp_path / "log.db"
@@ -180,15 +207,30 @@ def _acked(work: Path) -> list[int]:
     return [int(x) for x in text.split("\n")[:-1] if x]  # the last line may be torn
 
 
+def _in_commit(marker: Path) -> bool:
+    """Whether the child's log writer was inside a commit (``SONA_LOG_COMMIT_MARKER``)."""
+    try:
+        return marker.read_bytes().startswith(b"begin")
+    except FileNotFoundError:
+        return False
+
+
 def test_sigkill_crash_loses_no_acknowledged_feedback(tmp_path: Path) -> None:
-    """≥ 20 SIGKILLs at random moments (a third of them while a checkpoint is being written): the
+    """≥ 20 SIGKILLs at random moments, a third of them while a checkpoint is being written and a
+    third the moment the log writer enters a commit (the writer reports it through the
+    ``SONA_LOG_COMMIT_MARKER`` test hook, so each kill that landed inside a commit is counted): the
     checkpoint loads, every acknowledged feedback is in the log and re-applied, learning goes on."""
     rnd = random.Random(12)
     work = tmp_path
-    kills = during_checkpoint = 0
+    marker = work / "commit-marker"
+    kills = during_checkpoint = during_commit = 0
     last_runs = 0
     start = time.monotonic()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "SONA_LOG_COMMIT_MARKER": str(marker),
+    }
     for i in range(22):
         proc = subprocess.Popen(
             [sys.executable, str(CHILD), str(work), str(i)],
@@ -210,20 +252,30 @@ def test_sigkill_crash_loses_no_acknowledged_feedback(tmp_path: Path) -> None:
                 if any(n.startswith(".ck.tmp-") for n in os.listdir(work)):
                     during_checkpoint += 1
                     break
+        elif i % 3 == 1:
+            # Kill as soon as the writer is inside a commit (after some load built up).
+            time.sleep(rnd.uniform(0.05, 0.3))
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline and not _in_commit(marker):
+                pass
         else:
             time.sleep(rnd.uniform(0.05, 0.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         kills += 1
+        # The marker is only rewritten by a live writer: what it says now is where the kill landed.
+        during_commit += _in_commit(marker)
         acked = _acked(work)
         logged = set(logged_feedback_ids(work / "log.db"))
         missing = [a for a in acked if a not in logged]
         assert not missing, f"kill {i}: {len(missing)} acknowledged feedbacks lost"
         assert time.monotonic() - start < 150, "crash test over its time budget"
     assert kills >= 20 and during_checkpoint >= 3, (kills, during_checkpoint)
+    assert during_commit >= 1, "no kill landed inside a log commit"
     print(
-        f"\ncrash test: {kills} SIGKILLs ({during_checkpoint} during a checkpoint), "
-        f"{len(_acked(work))} acknowledged feedbacks, {time.monotonic() - start:.1f} s"
+        f"\ncrash test: {kills} SIGKILLs ({during_checkpoint} during a checkpoint, "
+        f"{during_commit} inside a log commit), {len(_acked(work))} acknowledged feedbacks, "
+        f"{time.monotonic() - start:.1f} s"
     )
     assert len(_acked(work)) > 200
     # The final state loads in this process and keeps learning.

@@ -158,6 +158,8 @@ class BankStats:
     trajectory_bytes: int
     stored_trajectories: int
     pattern_bytes: int
+    level_bytes: int
+    graph_bytes: int
 
 
 def _arm(d: dict[str, Any]) -> ArmStats:

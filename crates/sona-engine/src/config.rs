@@ -111,7 +111,8 @@ pub struct EngineConfig {
     pub replay_capacity: usize,
     /// Feedbacks per window of `improvement_metrics` (1..=10^7).
     pub metrics_window: usize,
-    /// Soft memory budget reported against the engine's measured use (1..=10^6 MB).
+    /// Memory budget (1..=10^6 MB): sizes every store and evicts by the policy of
+    /// [`crate::budget`]; a budget the weights alone exceed is refused.
     pub memory_budget_mb: f64,
     /// Pattern index of the bank: `"flat"` (exact), `"ivf"` or `"hnsw"`.
     pub bank_index: String,

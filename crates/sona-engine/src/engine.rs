@@ -123,9 +123,6 @@ pub(crate) fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
     SCRATCH.with(|s| f(&mut s.borrow_mut()))
 }
 
-/// Recent completed queries, fed to the task-boundary detector by the next loop-B cycle.
-pub(crate) const RECENT_CAP: usize = 1024;
-
 /// Everything the engine shares with its background thread.
 pub(crate) struct Inner {
     pub cfg: EngineConfig,
@@ -153,6 +150,9 @@ pub(crate) struct Inner {
     /// Deep (loop-C) cycles run, and Φ of the memory graph after the last one.
     pub deep_runs: AtomicU64,
     pub last_phi: Mutex<Option<f64>>,
+    /// Capacities and bounds derived from `memory_budget_mb` (see [`crate::budget`]).
+    pub budget: crate::budget::Budget,
+    pub patterns_evicted: AtomicU64,
 }
 
 /// The SONA engine. Every method takes `&self`; share it across threads.
@@ -165,14 +165,15 @@ pub(crate) fn now_ms() -> u64 {
     sona_reasoning::bank::now_ms()
 }
 
-pub(crate) fn bank_config(cfg: &EngineConfig) -> BankConfig {
+pub(crate) fn bank_config(cfg: &EngineConfig, budget: &crate::budget::Budget) -> BankConfig {
     let mut b = BankConfig::new(cfg.dim, cfg.n_tiers);
     b.seed = cfg.seed;
-    b.reservoir_capacity = 1024;
+    b.reservoir_capacity = budget.bank_reservoir;
     b.pending_capacity = 1;
     b.merge_threshold = cfg.bank_merge_threshold as f32;
     b.max_clusters = cfg.bank_max_clusters;
-    b.buffer_capacity = cfg.bank_buffer_capacity;
+    b.buffer_capacity = budget.ring;
+    b.graph.max_edges = budget.max_edges;
     b.index = match cfg.bank_index.as_str() {
         "ivf" => IndexKind::Ivf(IvfParams {
             seed: cfg.seed,
@@ -253,13 +254,14 @@ impl Inner {
             loss_ema: f64::NAN,
         };
         let learner = Learner::new(&cfg, &layout)?;
-        let bank = ReasoningBank::new(bank_config(&cfg))?;
+        let budget = crate::budget::Budget::plan(&cfg, s_width, model.bytes() + learner.bytes())?;
+        let bank = ReasoningBank::new(bank_config(&cfg, &budget))?;
         Ok(Inner {
             pending: Pending::new(
-                cfg.pending_capacity,
+                budget.pending,
                 (cfg.pending_ttl_s * 1000.0).round().max(1.0) as u64,
             ),
-            replay: Mutex::new(Replay::new(cfg.replay_capacity, cfg.seed)),
+            replay: Mutex::new(Replay::new(budget.replay, cfg.seed)),
             recent: Mutex::new(VecDeque::new()),
             metrics: Mutex::new(Metrics::new(cfg.metrics_window, cfg.n_tiers)),
             learner: Mutex::new(learner),
@@ -281,6 +283,8 @@ impl Inner {
             durable: crate::durable::Durable::open(&cfg)?,
             deep_runs: AtomicU64::new(0),
             last_phi: Mutex::new(None),
+            budget,
+            patterns_evicted: AtomicU64::new(0),
             cfg,
         })
     }
@@ -586,7 +590,7 @@ impl Inner {
         self.replay.lock().offer(item.clone());
         {
             let mut q = self.recent.lock();
-            if q.len() >= RECENT_CAP {
+            if q.len() >= self.budget.recent {
                 q.pop_front();
             }
             q.push_back(item.clone());
@@ -619,21 +623,15 @@ impl Inner {
             let wr = self.writer.lock();
             (wr.rejected, wr.loss_ema)
         };
-        let (replay_len, replay_seen, replay_bytes) = {
+        let (replay_len, replay_seen) = {
             let r = self.replay.lock();
-            (r.items.len(), r.seen, r.heap_bytes())
+            (r.items.len(), r.seen)
         };
-        let (learner_bytes, ewc_tasks, boundaries) = {
+        let (ewc_tasks, boundaries) = {
             let l = self.learner.lock();
-            (l.bytes(), l.ewc.task_count(), l.boundaries)
+            (l.ewc.task_count(), l.boundaries)
         };
-        let pending_bytes = self.pending.heap_bytes();
-        let memory = model.bytes()
-            + bank.trajectory_bytes
-            + bank.pattern_bytes
-            + replay_bytes
-            + pending_bytes
-            + learner_bytes;
+        let memory = self.memory_json();
         serde_json::json!({
             "processed": self.processed.load(Relaxed),
             "feedbacks": self.feedbacks.load(Relaxed),
@@ -655,9 +653,11 @@ impl Inner {
             "router_params": self.layout.n_params(),
             "router_bytes": self.layout.n_params() * 4,
             "model_bytes": model.bytes(),
-            "memory_bytes": memory,
+            "memory_bytes": memory["bytes"],
             "memory_budget_mb": self.cfg.memory_budget_mb,
-            "over_budget": memory as f64 > self.cfg.memory_budget_mb * 1e6,
+            "over_budget": memory["over_budget"],
+            "patterns_evicted": self.patterns_evicted.load(Relaxed),
+            "memory": memory,
             "closed": self.closed.load(Relaxed),
             "next_trajectory_id": self.next_id.load(Relaxed),
             "durability": self.durable.stats(),
@@ -795,6 +795,7 @@ impl Engine {
         v["weekly_gain"] = serde_json::json!(rates.last());
         v["improvement_rates"] = serde_json::json!(rates);
         v["phi"] = serde_json::json!(*self.inner.last_phi.lock());
+        v["memory"] = self.inner.memory_json();
         v.to_string()
     }
 
@@ -838,6 +839,7 @@ impl Engine {
             })
             .collect();
         self.inner.bank.import(records, centroids)?;
+        self.inner.enforce_budget()?;
         Ok((first..first + n as u64).collect())
     }
 

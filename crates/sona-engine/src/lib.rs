@@ -7,6 +7,7 @@
 //! - [`adam`]: Adam over a flat parameter vector.
 //! - [`classifier`]: the router as a classifier for the continual-learning benchmark (§11.2).
 //! - [`model`]: the published snapshot (router + base + micro + head micro together).
+//! - [`budget`]: `memory_budget_mb` split across the stores, and what each evicts.
 //! - [`pending`]: the sharded map of trajectories awaiting feedback.
 //! - [`replay`]: the reservoir of completed decisions loop B replays.
 //! - [`metrics`]: per-window reward, cost, utility, tier shares and IPS regret.
@@ -18,6 +19,7 @@
 //! - [`durable`]: the interaction log hooks of `process` / `feedback` and log replay.
 
 pub mod adam;
+pub mod budget;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;

@@ -425,6 +425,7 @@ impl Inner {
 
         // Memory: extraction, graph decay, expiry.
         let rep = self.bank.extract_patterns()?;
+        self.enforce_budget()?;
         self.bank.decay_graph();
         self.pending.expire(crate::engine::now_ms());
         learner.cycles += 1;

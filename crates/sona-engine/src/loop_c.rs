@@ -421,6 +421,8 @@ impl Inner {
         } else {
             Vec::new()
         };
+        // The levels just built count against the patterns' share.
+        self.enforce_budget()?;
         self.bank.decay_graph();
         let (creative_proposed, edges_added) = self.creative_edges(&synthetic, &probe, fallback)?;
         let edges = self.bank.graph_edges();

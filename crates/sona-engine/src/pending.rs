@@ -146,6 +146,23 @@ impl Pending {
         self.shards.iter().map(|s| s.lock().map.len()).sum()
     }
 
+    /// A copy of every entry, by id (for checkpoints; expired entries not yet dropped included).
+    pub fn entries(&self) -> Vec<(u64, PendingEntry)> {
+        let mut v: Vec<(u64, PendingEntry)> = self
+            .shards
+            .iter()
+            .flat_map(|m| {
+                let s = m.lock();
+                s.map
+                    .iter()
+                    .map(|(&id, e)| (id, e.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort_unstable_by_key(|e| e.0);
+        v
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -3,12 +3,14 @@
 //! Three checkpoint files (the project container: versioned, CRC-checked, written through
 //! `sona_core::fsio`: unique temporary file, fsync, rename, directory fsync):
 //! - `engine.ckpt`: config, counters, metrics, the published weights (router, base, micro, head
-//!   micro), loop-A momentum, Adam moments, RNG states, and the replay reservoir;
+//!   micro), loop-A momentum, Adam moments, RNG states, the replay reservoir, and (from version 2)
+//!   the trajectories awaiting feedback, so a feedback for a decision made before `save` still
+//!   works after `load`;
 //! - `ewc.ckpt`: the EWC++ state; `bank.ckpt`: the ReasoningBank.
 //!
 //! Each file carries the same random `save_token`, so a directory mixing files of two saves is
-//! refused. Not saved: trajectories still awaiting feedback (their ids stay unique: the id counter is
-//! saved) and the task-boundary detector's windows (it refills from new traffic).
+//! refused. Not saved: the task-boundary detector's windows (it refills from new traffic). Version-1
+//! files (no pending trajectories) still load, with none pending.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -28,10 +30,12 @@ use crate::engine::Inner;
 use crate::loop_b::flat_len;
 use crate::metrics::Metrics;
 use crate::model::Model;
+use crate::pending::PendingEntry;
 use crate::replay::{Replay, ReplayItem};
 
 const KIND: &str = "sona-engine";
-const VERSION: u32 = 1;
+/// 2: adds the pending trajectories (`pending.*`).
+const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Counters {
@@ -71,6 +75,83 @@ fn get_lora(ck: &Checkpoint, name: &str, like: &LoraWeights) -> Result<LoraWeigh
         return Err(bad(format!("{name}: non-finite weights")));
     }
     Ok(w)
+}
+
+/// The pending trajectories as tensors: `pending.data` (`n × width`: query and statistics),
+/// `pending.ids` (`n × k` recalled ids), `pending.keys` (`n × 2`: trajectory id, time in ms) and
+/// `pending.meta` (`n × 2`: tier, propensity).
+fn put_pending(ck: &mut Checkpoint, entries: &[(u64, PendingEntry)], width: usize, k: usize) {
+    let n = entries.len();
+    let mut data = Vec::with_capacity(n * width);
+    let mut ids = Vec::with_capacity(n * k);
+    let mut keys = Vec::with_capacity(n * 2);
+    let mut meta = Vec::with_capacity(n * 2);
+    for (id, e) in entries {
+        data.extend_from_slice(&e.data);
+        ids.extend_from_slice(&e.ids);
+        keys.extend_from_slice(&[*id, e.ts_ms]);
+        meta.extend_from_slice(&[e.tier as f32, e.propensity]);
+    }
+    ck.put_f32("pending.data", &[n, width], &data);
+    ck.put_u64("pending.ids", &ids);
+    ck.put_u64("pending.keys", &keys);
+    ck.put_f32("pending.meta", &[n, 2], &meta);
+}
+
+/// Reads and validates what [`put_pending`] wrote: at most the pending capacity, ids strictly
+/// increasing and below `next_id`, tiers in range, propensities in `(0, 1]`, finite vectors.
+fn get_pending(ck: &Checkpoint, inner: &Inner, next_id: u64) -> Result<Vec<(u64, PendingEntry)>> {
+    let cfg = &inner.cfg;
+    let (k, width) = (cfg.k_recall, cfg.dim + cfg.k_recall * inner.s_width);
+    let (shape, data) = ck.get_f32("pending.data")?;
+    if shape.len() != 2 || shape[1] != width {
+        return Err(bad("pending.data has the wrong width"));
+    }
+    let n = shape[0];
+    if n > inner.budget.pending {
+        return Err(bad(format!(
+            "{n} pending trajectories exceed the capacity of {}",
+            inner.budget.pending
+        )));
+    }
+    let ids = ck.get_u64("pending.ids")?;
+    let keys = ck.get_u64("pending.keys")?;
+    let meta = ck.get_f32_shaped("pending.meta", &[n, 2])?;
+    if ids.len() != n * k || keys.len() != n * 2 {
+        return Err(bad("pending trajectory sizes are inconsistent"));
+    }
+    let mut out = Vec::new();
+    out.try_reserve_exact(n)
+        .map_err(|_| bad("pending trajectories: out of memory"))?;
+    let mut last = 0u64;
+    for i in 0..n {
+        let (id, ts) = (keys[2 * i], keys[2 * i + 1]);
+        let (tier, prop) = (meta[2 * i], meta[2 * i + 1]);
+        let row = &data[i * width..(i + 1) * width];
+        let valid = id > last
+            && id < next_id
+            && tier >= 0.0
+            && (tier as usize) < cfg.n_tiers
+            && tier.fract() == 0.0
+            && prop > 0.0
+            && prop <= 1.0
+            && row.iter().all(|x| x.is_finite());
+        if !valid {
+            return Err(bad(format!("pending trajectory {i} is out of range")));
+        }
+        last = id;
+        out.push((
+            id,
+            PendingEntry {
+                data: row.into(),
+                ids: ids[i * k..(i + 1) * k].into(),
+                tier: tier as u8,
+                propensity: prop,
+                ts_ms: ts,
+            },
+        ));
+    }
+    Ok(out)
 }
 
 impl Inner {
@@ -144,6 +225,7 @@ impl Inner {
         ck.put_f32("replay.data", &[n, width], &data);
         ck.put_u64("replay.ids", &ids);
         ck.put_f32("replay.meta", &[n, 3], &meta);
+        put_pending(&mut ck, &inner.pending.entries(), width, inner.cfg.k_recall);
         let mut ewc = learner.ewc.to_checkpoint()?;
         ewc.set_meta("save_token", &token)?;
         drop(wr);
@@ -239,11 +321,11 @@ impl Inner {
             let n = shape[0];
             let ids = ck.get_u64("replay.ids")?;
             let meta = ck.get_f32_shaped("replay.meta", &[n, 3])?;
-            if ids.len() != n * cfg.k_recall || n > cfg.replay_capacity || c.replay_seen < n as u64
+            if ids.len() != n * cfg.k_recall || n > inner.budget.replay || c.replay_seen < n as u64
             {
                 return Err(bad("replay reservoir sizes are inconsistent"));
             }
-            let mut r = Replay::new(cfg.replay_capacity, cfg.seed);
+            let mut r = Replay::new(inner.budget.replay, cfg.seed);
             r.rng = replay_rng;
             r.seen = c.replay_seen;
             for i in 0..n {
@@ -284,6 +366,14 @@ impl Inner {
             return Err(bad("bank.ckpt has another dimension or tier count"));
         }
         inner.bank = bank;
+        if ck.version() >= 2 {
+            let now = crate::engine::now_ms();
+            for (id, mut e) in get_pending(&ck, &inner, c.next_id)? {
+                // A time in the future would keep the entry from ever expiring.
+                e.ts_ms = e.ts_ms.min(now);
+                inner.pending.insert(id, e, now);
+            }
+        }
         if c.next_id == 0 || c.processed >= c.next_id || c.feedbacks > c.processed {
             return Err(bad("counters are inconsistent"));
         }

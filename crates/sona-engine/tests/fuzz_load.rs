@@ -26,6 +26,10 @@ fn saved() -> &'static PathBuf {
                 .unwrap();
         }
         e.background_learn().unwrap();
+        // Decisions still awaiting feedback are part of the checkpoint.
+        for row in x.chunks(8).take(6) {
+            e.process(row).unwrap();
+        }
         e.save(&dir).unwrap();
         dir
     })
@@ -62,6 +66,11 @@ fn check(dir: &Path) {
 fn unmodified_save_loads() {
     let e = Engine::load(saved()).unwrap();
     assert_eq!(e.config().dim, 8);
+    // The six decisions awaiting feedback at the save came back with it.
+    let s: serde_json::Value = serde_json::from_str(&e.stats()).unwrap();
+    assert_eq!(s["pending"], 6);
+    let last = s["next_trajectory_id"].as_u64().unwrap() - 1;
+    e.feedback(last, 1.0, FeedbackSource::Explicit).unwrap();
 }
 
 proptest! {
@@ -93,10 +102,10 @@ proptest! {
     }
 
     #[test]
-    fn logical_corruption_is_refused_or_valid(kind in 0usize..10, v in any::<u64>(), f in any::<f32>()) {
+    fn logical_corruption_is_refused_or_valid(kind in 0usize..14, v in any::<u64>(), f in any::<f32>()) {
         let dir = copy_to("logic");
         let path = dir.join("engine.ckpt");
-        let mut ck = Checkpoint::load(&path, "sona-engine", 1).unwrap();
+        let mut ck = Checkpoint::load(&path, "sona-engine", 2).unwrap();
         let mut counters: serde_json::Value = ck.meta("counters").unwrap();
         let mut cfg: serde_json::Value = ck.meta("config").unwrap();
         match kind {
@@ -119,6 +128,33 @@ proptest! {
                 ck.put_f32("replay.meta", &shape, &m);
             }
             8 => ck.put_f32("adam.v", &[3], &[f, f, f]),
+            10 => {
+                let (shape, mut m) = ck.get_f32("pending.meta").unwrap();
+                let i = (v as usize) % m.len();
+                m[i] = f;
+                ck.put_f32("pending.meta", &shape, &m);
+            }
+            11 => {
+                let mut k = ck.get_u64("pending.keys").unwrap();
+                let i = (v as usize) % k.len();
+                k[i] = [0, 1, u64::MAX, v, v % 64][(v % 5) as usize];
+                ck.put_u64("pending.keys", &k);
+            }
+            12 => {
+                let (shape, d) = ck.get_f32("pending.data").unwrap();
+                let rows = (v as usize % 8).min(shape[0]);
+                let width = shape[1] - (v as usize % 2);
+                ck.put_f32("pending.data", &[rows, width], &d[..rows * width]);
+            }
+            13 => {
+                let mut ids = ck.get_u64("pending.ids").unwrap();
+                if v % 2 == 0 {
+                    ids.pop();
+                } else if let Some(x) = ids.first_mut() {
+                    *x = v;
+                }
+                ck.put_u64("pending.ids", &ids);
+            }
             _ => {
                 let (shape, d) = ck.get_f32("replay.data").unwrap();
                 let rows = (v as usize % 5).min(shape[0]);

@@ -68,6 +68,40 @@ pub struct LogConfig {
 
 /// Most records written in one transaction.
 const MAX_BATCH: usize = 4096;
+
+/// Test hook: when this environment variable names a file, the writer records in it whether it is
+/// inside a commit (`begin <seq>` before a transaction starts, `end <seq>` after it returned), so a
+/// crash test can tell that a SIGKILL landed during a log commit. One fixed-width record
+/// overwritten in place (`pwrite` into the page cache, which survives the process); unset, the
+/// writer does nothing extra.
+pub const COMMIT_MARKER_ENV: &str = "SONA_LOG_COMMIT_MARKER";
+
+/// The file of [`COMMIT_MARKER_ENV`], if set and openable.
+struct CommitMarker(Option<std::fs::File>);
+
+impl CommitMarker {
+    fn from_env() -> Self {
+        let f = std::env::var_os(COMMIT_MARKER_ENV).and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(p)
+                .ok()
+        });
+        CommitMarker(f)
+    }
+
+    fn mark(&self, what: &str, seq: u64) {
+        #[cfg(unix)]
+        if let Some(f) = &self.0 {
+            use std::os::unix::fs::FileExt;
+            let _ = f.write_all_at(format!("{what:<5} {seq:020}\n").as_bytes(), 0);
+        }
+        #[cfg(not(unix))]
+        let _ = (what, seq);
+    }
+}
 /// How often retention runs (and how long an idle writer sleeps).
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
 
@@ -148,6 +182,7 @@ impl Log {
         });
         let worker = Worker {
             conn,
+            marker: CommitMarker::from_env(),
             rx,
             shared: shared.clone(),
             cfg: cfg.clone(),
@@ -270,6 +305,7 @@ impl Drop for Log {
 
 struct Worker {
     conn: Connection,
+    marker: CommitMarker,
     rx: Receiver<Msg>,
     shared: Arc<Shared>,
     cfg: LogConfig,
@@ -339,9 +375,12 @@ impl Worker {
     }
 
     fn commit(&mut self, batch: &[(u64, Record)]) {
-        match write_batch(&mut self.conn, batch) {
+        let last = batch.last().map_or(0, |b| b.0);
+        self.marker.mark("begin", last);
+        let res = write_batch(&mut self.conn, batch);
+        self.marker.mark("end", last);
+        match res {
             Ok(()) => {
-                let last = batch.last().map_or(0, |b| b.0);
                 let mut c = self.shared.committed.lock();
                 *c = (*c).max(last);
                 self.shared.commits.fetch_add(1, Relaxed);

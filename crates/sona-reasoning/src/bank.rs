@@ -77,6 +77,21 @@ pub struct BankStats {
     pub stored_trajectories: usize,
     /// Bytes of level-0 patterns, including one index row and one hash-map slot per pattern.
     pub pattern_bytes: usize,
+    /// Bytes of the abstraction levels (their patterns and flat indexes).
+    #[serde(default)]
+    pub level_bytes: usize,
+    /// Heap bytes of the memory graph (see [`MemoryGraph::heap_bytes`]).
+    #[serde(default)]
+    pub graph_bytes: usize,
+}
+
+/// Heap bytes of one pattern held outside a [`PatternNode`] (an abstraction level's copy).
+fn pattern_heap_bytes(p: &Pattern) -> usize {
+    std::mem::size_of::<Pattern>()
+        + p.centroid.capacity() * 4
+        + p.arms.capacity() * std::mem::size_of::<sona_core::types::ArmStats>()
+        + p.exemplars.capacity() * 8
+        + p.payload.as_ref().map_or(0, |v| v.capacity())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -665,14 +680,23 @@ impl ReasoningBank {
         self.store.lock().reservoir.slab().clone()
     }
 
+    /// Bytes of one vector in the index: the row, its id, and an (id, slot) hash entry with its
+    /// control byte (the flat layout; IVF and HNSW add list or link overhead on top).
+    pub(crate) fn index_row_bytes(&self) -> usize {
+        self.cfg.dim * 4 + 8 + 17
+    }
+
+    /// Bytes one level-0 pattern costs: the node, its index row, and its hash slot (key and
+    /// control byte).
+    pub(crate) fn node_bytes(&self, n: &PatternNode) -> usize {
+        n.bytes() + self.index_row_bytes() + 8 + 1
+    }
+
     /// Counters and memory use.
     pub fn stats(&self) -> BankStats {
         let store = self.store.lock();
         let st = self.state.read();
-        // FlatIndex: the row, its id, and an (id, slot) hash entry with its control byte.
-        let index_row = self.cfg.dim * 4 + 8 + 17;
-        // The node itself is counted by `bytes()`; its hash slot adds the key and a control byte.
-        let map_slot = 8 + 1;
+        let index_row = self.index_row_bytes();
         BankStats {
             patterns: st.nodes.len(),
             level_sizes: st.levels.iter().map(|l| l.patterns.len()).collect(),
@@ -693,11 +717,20 @@ impl ReasoningBank {
                 + store.reservoir.heap_bytes()
                 + store.pending.heap_bytes(self.cfg.dim),
             stored_trajectories: store.ring.len() + store.reservoir.len() + store.pending.len(),
-            pattern_bytes: st
-                .nodes
-                .values()
-                .map(|n| n.bytes() + index_row + map_slot)
+            pattern_bytes: st.nodes.values().map(|n| self.node_bytes(n)).sum(),
+            level_bytes: st
+                .levels
+                .iter()
+                .map(|l| {
+                    l.patterns.iter().map(pattern_heap_bytes).sum::<usize>()
+                        + l.children
+                            .iter()
+                            .map(|c| c.capacity() * 8 + 24)
+                            .sum::<usize>()
+                        + l.patterns.len() * index_row
+                })
                 .sum(),
+            graph_bytes: st.graph.heap_bytes(),
         }
     }
 }

@@ -231,6 +231,21 @@ impl MemoryGraph {
         self.n_edges -= removed / 2;
     }
 
+    /// Heap bytes held, from the hash maps' allocated capacities: every node's neighbour map
+    /// (`(u64, f32)` slots and control bytes, about 8/7 buckets per usable slot) and its slot in
+    /// the outer map.
+    pub fn heap_bytes(&self) -> usize {
+        let buckets = |cap: usize| cap + cap / 7 + 1;
+        let outer =
+            buckets(self.adj.capacity()) * (std::mem::size_of::<(u64, HashMap<u64, f32>)>() + 1);
+        outer
+            + self
+                .adj
+                .values()
+                .map(|m| buckets(m.capacity()) * (16 + 1))
+                .sum::<usize>()
+    }
+
     /// Evicts the weakest edges / nodes once a bound is exceeded (down to 90 % of it).
     pub fn enforce_bounds(&mut self) {
         if self.n_edges > self.cfg.max_edges {
@@ -320,18 +335,6 @@ impl MemoryGraph {
             g.set(a, b, w);
         }
         Ok(g)
-    }
-
-    /// Approximate heap bytes (hash-map entries with their control bytes).
-    pub fn heap_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(u64, f32)>() + 1;
-        let node = std::mem::size_of::<(u64, HashMap<u64, f32>)>() + 1;
-        self.adj.capacity() * node
-            + self
-                .adj
-                .values()
-                .map(|m| m.capacity() * entry)
-                .sum::<usize>()
     }
 }
 

@@ -56,7 +56,55 @@ pub struct PruneRule {
     pub max_idle_ms: u64,
 }
 
+/// Half-life of a pattern's value while it is neither updated nor recalled (see
+/// [`ReasoningBank::evict_patterns`]): one day.
+pub const EVICT_HALF_LIFE_MS: u64 = 86_400_000;
+
+/// Value of a pattern for eviction: its support, halved for every [`EVICT_HALF_LIFE_MS`] since
+/// its last update or recall. A pattern many trajectories formed that is still in use is worth
+/// most; a singleton nobody recalled for days is worth least.
+pub fn pattern_value(support: u32, idle_ms: u64) -> f64 {
+    support.max(1) as f64 * 0.5f64.powf(idle_ms as f64 / EVICT_HALF_LIFE_MS as f64)
+}
+
 impl ReasoningBank {
+    /// Bounds the bytes of the level-0 patterns (as [`ReasoningBank::stats`] counts them): when
+    /// they exceed `max_bytes`, the least valuable patterns ([`pattern_value`] at `now`, default
+    /// the clock; ties: the least recently active, then the oldest id) leave the table, the index
+    /// and the graph until at most 90 % of `max_bytes` is used, so the sort is amortised over many
+    /// extractions. Returns the evicted ids.
+    pub fn evict_patterns(&self, max_bytes: usize, now: Option<u64>) -> Result<Vec<u64>> {
+        let now = now.unwrap_or_else(now_ms);
+        let mut st = self.state.write();
+        let mut total: usize = st.nodes.values().map(|n| self.node_bytes(n)).sum();
+        if total <= max_bytes {
+            return Ok(Vec::new());
+        }
+        let target = max_bytes / 10 * 9;
+        let mut ranked: Vec<(f64, u64, u64, usize)> = st
+            .nodes
+            .values()
+            .map(|n| {
+                let last = n.last_activity();
+                let value = pattern_value(n.pattern.support, now.saturating_sub(last));
+                (value, last, n.pattern.id, self.node_bytes(n))
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut gone = Vec::new();
+        for (_, _, id, bytes) in ranked {
+            if total <= target {
+                break;
+            }
+            st.index.remove(id)?;
+            st.nodes.remove(&id);
+            st.graph.remove_node(id);
+            total -= bytes;
+            gone.push(id);
+        }
+        Ok(gone)
+    }
+
     /// Merges every group of level-0 patterns connected by cosine ≥ `threshold` (transitively, with
     /// union-find) into its member of largest support, which keeps its id. Centroids, arms and rewards
     /// combine exactly; graph edges move to the survivor; the index is updated. Returns how many
@@ -297,15 +345,18 @@ mod tests {
         assert!(st.nodes.keys().all(|&id| st.index.contains(id)) && st.index.len() == 2);
     }
 
+    /// Unit vector `i` of R⁴.
+    fn axis(i: usize) -> [f32; 4] {
+        let mut v = [0.0f32; 4];
+        v[i] = 1.0;
+        v
+    }
+
     #[test]
     fn prune_needs_all_three_conditions() {
         let d = 4;
         let bank = small_bank(d);
-        let e = |i: usize| {
-            let mut v = [0.0f32; 4];
-            v[i] = 1.0;
-            v
-        };
+        let e = axis;
         // Pattern 1: poor and small; 2: good and small; 3: poor but large.
         bank.add_trajectory(&e(0), Some(0.1), None, RewardSource::Explicit, None)
             .unwrap();
@@ -332,6 +383,40 @@ mod tests {
         assert_eq!(bank.len(), 2);
         assert!(bank.pattern(1).is_err());
         assert!(!bank.state.read().index.contains(1) && bank.state.read().index.len() == 2);
+    }
+
+    #[test]
+    fn eviction_drops_the_least_valuable_patterns_first() {
+        let d = 4;
+        let bank = small_bank(d);
+        let e = axis;
+        // Pattern 1: support 1; 2: support 6; 3: support 3; 4: support 1, recalled just now.
+        for (i, n) in [(0, 1), (1, 6), (2, 3), (3, 1)] {
+            for _ in 0..n {
+                bank.add_trajectory(&e(i), Some(0.5), None, RewardSource::Explicit, None)
+                    .unwrap();
+            }
+            bank.extract_patterns().unwrap();
+        }
+        assert_eq!(bank.len(), 4);
+        let now = now_ms();
+        let one = bank.stats().pattern_bytes / 4;
+        // Under the bound: nothing happens.
+        assert!(bank.evict_patterns(4 * one, Some(now)).unwrap().is_empty());
+        // A day later pattern 4 is recalled: it is worth 1 again, the others lost half their value.
+        let later = now + EVICT_HALF_LIFE_MS;
+        bank.state.read().nodes[&4].touch(later);
+        assert!((pattern_value(6, EVICT_HALF_LIFE_MS) - 3.0).abs() < 1e-9);
+        // Room for 3 patterns → down to 90 % of it: two go, the least valuable ones (1, then 4:
+        // value 0.5 vs 1; 3 is worth 1.5).
+        let gone = bank.evict_patterns(3 * one, Some(later)).unwrap();
+        assert_eq!(gone, vec![1, 4]);
+        assert!(bank.stats().pattern_bytes <= 3 * one / 10 * 9 + one);
+        let st = bank.state.read();
+        assert!(!st.index.contains(1) && !st.index.contains(4) && st.index.len() == 2);
+        drop(st);
+        assert!(bank.pattern(1).is_err());
+        assert_eq!(bank.search(&e(1), 1).unwrap()[0].0, 2);
     }
 
     #[test]
