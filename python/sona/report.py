@@ -3,7 +3,8 @@
 Reads a directory written by :meth:`sona.engine.SONAEngine.save` and reports its
 :meth:`~sona.engine.SONAEngine.improvement_metrics` — per window of feedback: mean reward, mean
 cost, mean utility, estimated regret against the best fixed tier, tier shares; the relative regret
-reduction between windows (``weekly_gain`` is the latest), Φ of the memory graph — and its counters.
+reduction between windows (``weekly_gain`` is the latest), Φ of the memory graph, p50/p99 latency
+per operation (``process``, ``feedback``, ``background_learn``, ``deep_learn``) — and its counters.
 PNGs: the learning curve (reward per window), regret per window, and cost against reward per window
 (the engine's cost–quality path). With ``--continual FILE.json`` (written by
 ``sona eval continual --json``) it also draws each method's accuracy matrix ``R`` as a heat map.
@@ -58,6 +59,13 @@ def format_report(metrics: dict[str, Any], stats: dict[str, Any]) -> str:
     lines.append(
         "phi (memory-graph integration proxy): " + ("n/a" if phi is None else f"{phi:.4f}")
     )
+    latency = metrics.get("latency") or {}
+    if latency:
+        lines.append("latency (µs, successful calls):     count       p50       p99")
+        for op, h in latency.items():
+            p50, p99 = h.get("p50_us"), h.get("p99_us")
+            cell = "n/a" if p50 is None else f"{p50:9.1f} {p99:9.1f}"
+            lines.append(f"  {op:<32} {h.get('count', 0):>9} {cell:>19}")
     keys = ("processed", "feedbacks", "patterns", "loop_b_runs", "generation", "memory_bytes")
     lines.append("counters: " + ", ".join(f"{k} {stats[k]}" for k in keys if k in stats))
     return "\n".join(lines)

@@ -30,6 +30,7 @@ use sona_reasoning::index::{HnswParams, IndexKind, IvfParams};
 use sona_reasoning::{BankConfig, ReasoningBank};
 
 use crate::config::{stat_width, EngineConfig};
+use crate::latency::OpLatency;
 use crate::loop_b::{Learner, LearningResult};
 use crate::metrics::Metrics;
 use crate::model::Model;
@@ -113,6 +114,10 @@ pub(crate) struct Scratch {
     pub dx0: Vec<f32>,
     pub e: Vec<f32>,
     pub dl: Vec<f32>,
+    /// Recalled patterns present in the bank (ids, `d`-wide centroids, `S`-wide statistics blocks).
+    pub found: Vec<u64>,
+    pub cents: Vec<f32>,
+    pub feats: Vec<f32>,
 }
 
 thread_local! {
@@ -153,6 +158,8 @@ pub(crate) struct Inner {
     /// Capacities and bounds derived from `memory_budget_mb` (see [`crate::budget`]).
     pub budget: crate::budget::Budget,
     pub patterns_evicted: AtomicU64,
+    /// Latency per public operation.
+    pub latency: OpLatency,
 }
 
 /// The SONA engine. Every method takes `&self`; share it across threads.
@@ -285,6 +292,7 @@ impl Inner {
             last_phi: Mutex::new(None),
             budget,
             patterns_evicted: AtomicU64::new(0),
+            latency: OpLatency::default(),
             cfg,
         })
     }
@@ -356,33 +364,38 @@ impl Inner {
                 Vec::new()
             };
             let hit_ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
-            let (recs, cents) = self.bank.records(&hit_ids);
+            // The present hits (best first) with their statistics blocks and centroids, read in
+            // place under the bank's read lock.
+            let (found, cents, feats) = (&mut sc.found, &mut sc.cents, &mut sc.feats);
+            found.clear();
+            cents.clear();
+            feats.clear();
+            self.bank.visit_patterns(&hit_ids, |id, arms, c| {
+                let cos = hits.iter().find(|h| h.0 == id).map_or(0.0, |h| h.1);
+                found.push(id);
+                cents.extend_from_slice(c);
+                let at = feats.len();
+                feats.resize(at + s, 0.0);
+                features::pattern(arms, cos, &mut feats[at..]);
+            });
             // Slots: missing first, then the hits from least to most similar.
+            let present = found.len();
             let mut ids = vec![MISSING; kr];
             let mut data = vec![0.0f32; d + kr * s];
             data[..d].copy_from_slice(x);
-            let mut cent_rows: Vec<(u64, &[f32])> = Vec::with_capacity(recs.len());
-            let found: Vec<usize> = hits
-                .iter()
-                .filter_map(|(id, _)| recs.iter().position(|r| r.id == *id))
-                .collect();
-            let present = found.len();
-            for (slot, &ri) in (kr - present..kr).zip(found.iter().rev()) {
-                let r = &recs[ri];
-                let cos = hits.iter().find(|h| h.0 == r.id).map_or(0.0, |h| h.1);
-                ids[slot] = r.id;
-                features::pattern(&r.arms, cos, &mut data[d + slot * s..d + (slot + 1) * s]);
-                cent_rows.push((r.id, &cents[ri * d..(ri + 1) * d]));
+            for (j, &id) in found.iter().enumerate() {
+                let slot = kr - 1 - j;
+                ids[slot] = id;
+                data[d + slot * s..d + (slot + 1) * s].copy_from_slice(&feats[j * s..(j + 1) * s]);
             }
             for slot in 0..kr - present {
                 features::missing(&mut data[d + slot * s..d + (slot + 1) * s]);
             }
             let lookup = |id: u64| -> Option<&[f32]> {
-                cent_rows.iter().find(|(i, _)| *i == id).map(|(_, c)| *c)
+                let j = found.iter().position(|&f| f == id)?;
+                Some(&cents[j * d..(j + 1) * d])
             };
-            let unit = std::mem::take(&mut sc.unit);
-            self.build_seq(&unit, &ids, &data[d..], &lookup, &mut sc.seq);
-            sc.unit = unit;
+            self.build_seq(&sc.unit, &ids, &data[d..], &lookup, &mut sc.seq);
             forward(
                 &self.layout,
                 &model.router,
@@ -474,12 +487,22 @@ impl Inner {
         let (d, t) = (self.cfg.dim, entry.tier as usize);
         let x = &entry.data[..d];
         let stats = &entry.data[d..];
-        let cents = self.centroids(&entry.ids);
-        let lookup = |id: u64| -> Option<&[f32]> {
-            cents.iter().find(|(i, _)| *i == id).map(|(_, c)| &c[..])
-        };
         let wgt = self.weight(entry.propensity);
-        let adapted = with_scratch(|sc| -> Result<Vec<f32>> {
+        with_scratch(|sc| -> Result<()> {
+            // The recalled patterns still present, with their centroids as they are now.
+            let (found, cents) = (&mut sc.found, &mut sc.cents);
+            found.clear();
+            cents.clear();
+            self.bank.visit_patterns(&entry.ids, |id, _, c| {
+                if id != MISSING {
+                    found.push(id);
+                    cents.extend_from_slice(c);
+                }
+            });
+            let lookup = |id: u64| -> Option<&[f32]> {
+                let j = found.iter().position(|&f| f == id)?;
+                Some(&cents[j * d..(j + 1) * d])
+            };
             let mut wr = self.writer.lock();
             let model = self.model.load_full();
             sc.adapted.resize(d, 0.0);
@@ -561,25 +584,24 @@ impl Inner {
                 };
                 self.model.store(Arc::new(next));
             }
+            drop(wr);
+            // Memory: arm statistics and graph edges (one write lock), and the completed
+            // trajectory for extraction.
+            let present = &sc.found;
+            if !present.is_empty() {
+                let used: &[u64] = if reward >= 0.5 { present } else { &[] };
+                let _ = self.bank.record_outcome(present, t as u8, reward, used);
+            }
+            let _ = self.bank.add_trajectory(
+                &unit,
+                Some(reward),
+                Some(t as u8),
+                source.reward_source(),
+                Some(entry.ts_ms),
+            );
             sc.unit = unit;
-            Ok(sc.adapted.clone())
+            Ok(())
         })?;
-        // Memory: arm statistics, graph edges, and the completed trajectory for extraction.
-        let present: Vec<u64> = cents.iter().map(|(i, _)| *i).collect();
-        for &p in &present {
-            let _ = self.bank.record_feedback(p, t as u8, reward);
-        }
-        if !present.is_empty() {
-            let used: &[u64] = if reward >= 0.5 { &present } else { &[] };
-            let _ = self.bank.record_usage(&present, used);
-        }
-        let _ = self.bank.add_trajectory(
-            &adapted,
-            Some(reward),
-            Some(t as u8),
-            source.reward_source(),
-            Some(entry.ts_ms),
-        );
         let item = Arc::new(ReplayItem {
             data: entry.data,
             ids: entry.ids,
@@ -696,7 +718,8 @@ impl Engine {
 
     /// Adapt, recall, route and record one query (`x`: `dim` finite values).
     pub fn process(&self, x: &[f32]) -> Result<Decision> {
-        self.inner.process(x)
+        let inner = &self.inner;
+        inner.latency.time(0, || inner.process(x))
     }
 
     /// `process` over the rows of `xs` (`n × dim`); all rows are validated first. Large batches use
@@ -711,7 +734,7 @@ impl Engine {
         }
         validate::check_matrix("xs", xs, n, d)?;
         let run = |rows: std::ops::Range<usize>| -> Result<Vec<Decision>> {
-            rows.map(|r| self.inner.process(&xs[r * d..(r + 1) * d]))
+            rows.map(|r| self.process(&xs[r * d..(r + 1) * d]))
                 .collect()
         };
         if n < 64 {
@@ -732,7 +755,8 @@ impl Engine {
     /// Loop A: the reward of trajectory `id` (in `[0, 1]`). Unknown, expired or repeated ids are
     /// `UnknownId`; a bad reward is `InvalidInput`; either way nothing changes.
     pub fn feedback(&self, id: u64, reward: f32, source: FeedbackSource) -> Result<()> {
-        self.inner.feedback(id, reward, source)
+        let inner = &self.inner;
+        inner.latency.time(1, || inner.feedback(id, reward, source))
     }
 
     /// `feedback` for each `(id, reward)`. Rewards, ids (known, not repeated in the batch) are all
@@ -762,7 +786,7 @@ impl Engine {
             }
         }
         for (&id, &r) in ids.iter().zip(rewards) {
-            self.inner.feedback(id, r, source)?;
+            self.feedback(id, r, source)?;
         }
         Ok(())
     }
@@ -770,20 +794,23 @@ impl Engine {
     /// Runs one loop-B cycle now (serialised with the background thread's cycles).
     pub fn background_learn(&self) -> Result<LearningResult> {
         self.inner.check_open()?;
-        self.inner.background_learn()
+        let inner = &self.inner;
+        inner.latency.time(2, || inner.background_learn())
     }
 
     /// Runs one deep ("dream") cycle now (serialised with loop B); see [`crate::loop_c`].
     pub fn deep_learn(&self) -> Result<crate::loop_c::DeepLearningResult> {
         self.inner.check_open()?;
-        self.inner.deep_learn()
+        let inner = &self.inner;
+        inner.latency.time(3, || inner.deep_learn())
     }
 
     /// Per-window metrics as JSON (see [`crate::metrics`]), with the improvement rates of the
     /// estimated regret between consecutive windows, `weekly_gain` (the last of those rates: the
     /// relative regret reduction of the latest closed window against the one before — windows of
     /// `metrics_window` feedbacks, not calendar weeks) and Φ of the memory graph after the last deep
-    /// cycle (`null` before one ran).
+    /// cycle (`null` before one ran), and `latency`: per operation (`process`, `feedback`,
+    /// `background_learn`, `deep_learn`) the count of successful calls and their p50/p99 in µs.
     pub fn improvement_metrics(&self) -> String {
         let json = self.inner.metrics.lock().to_json();
         let mut v: serde_json::Value = serde_json::from_str(&json).expect("metrics JSON");
@@ -796,6 +823,7 @@ impl Engine {
         v["improvement_rates"] = serde_json::json!(rates);
         v["phi"] = serde_json::json!(*self.inner.last_phi.lock());
         v["memory"] = self.inner.memory_json();
+        v["latency"] = self.inner.latency.to_json();
         v.to_string()
     }
 
@@ -902,13 +930,13 @@ fn background_thread(inner: Arc<Inner>) {
             && since > 0
             && inner.last_b.lock().elapsed().as_secs_f64() >= cfg.loop_b_interval_s;
         if by_count || by_time {
-            if inner.background_learn().is_ok() {
+            if inner.latency.time(2, || inner.background_learn()).is_ok() {
                 inner.after_cycle();
             }
             b_since_deep += 1;
             if deep && b_since_deep >= cfg.deep_every_b && !inner.closed.load(Relaxed) {
                 b_since_deep = 0;
-                let _ = inner.deep_learn();
+                let _ = inner.latency.time(3, || inner.deep_learn());
             }
         }
     }

@@ -11,6 +11,7 @@
 //! - [`pending`]: the sharded map of trajectories awaiting feedback.
 //! - [`replay`]: the reservoir of completed decisions loop B replays.
 //! - [`metrics`]: per-window reward, cost, utility, tier shares and IPS regret.
+//! - [`latency`]: lock-free latency histograms per operation (p50/p99 in `improvement_metrics`).
 //! - [`engine`]: [`Engine`]: `process`, `feedback` (loop A), the background thread.
 //! - [`loop_b`]: one loop-B cycle and its [`LearningResult`].
 //! - [`loop_c`]: one deep ("dream") cycle and its [`loop_c::DeepLearningResult`].
@@ -25,6 +26,7 @@ pub mod classifier;
 pub mod config;
 pub(crate) mod durable;
 pub mod engine;
+pub mod latency;
 pub mod loop_b;
 pub mod loop_c;
 pub mod metrics;

@@ -27,6 +27,7 @@ use sona_reasoning::ReasoningBank;
 use crate::adam::Adam;
 use crate::config::EngineConfig;
 use crate::engine::Inner;
+use crate::latency::OpLatency;
 use crate::loop_b::flat_len;
 use crate::metrics::Metrics;
 use crate::model::Model;
@@ -198,6 +199,7 @@ impl Inner {
             },
         )?;
         ck.set_meta("metrics", &*inner.metrics.lock())?;
+        ck.set_meta("latency", &inner.latency.saved())?;
         ck.set_meta("writer_rng", &wr.rng)?;
         ck.set_meta("replay_rng", &replay.rng)?;
         ck.put_f32("router", &[model.router.len()], &model.router);
@@ -250,6 +252,11 @@ impl Inner {
         cfg.validate().map_err(ck_err)?;
         let c: Counters = ck.meta("counters")?;
         let metrics: Metrics = ck.meta("metrics")?;
+        // Absent in checkpoints written before latency was recorded.
+        let latency = match ck.meta::<serde_json::Value>("latency") {
+            Ok(_) => OpLatency::from_saved(&ck.meta("latency")?).map_err(ck_err)?,
+            Err(_) => OpLatency::default(),
+        };
         if metrics.tiers != cfg.n_tiers
             || metrics.window != cfg.metrics_window
             || metrics.current.tier_counts.len() != cfg.n_tiers
@@ -382,6 +389,7 @@ impl Inner {
         inner.feedbacks.store(c.feedbacks, Relaxed);
         inner.loop_b_runs.store(c.loop_b_runs, Relaxed);
         *inner.metrics.get_mut() = metrics;
+        inner.latency = latency;
         *inner.recent.get_mut() = VecDeque::new();
         inner.model.store(Arc::new(model));
         Ok((inner, log_seq))

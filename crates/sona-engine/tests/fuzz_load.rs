@@ -102,7 +102,7 @@ proptest! {
     }
 
     #[test]
-    fn logical_corruption_is_refused_or_valid(kind in 0usize..14, v in any::<u64>(), f in any::<f32>()) {
+    fn logical_corruption_is_refused_or_valid(kind in 0usize..17, v in any::<u64>(), f in any::<f32>()) {
         let dir = copy_to("logic");
         let path = dir.join("engine.ckpt");
         let mut ck = Checkpoint::load(&path, "sona-engine", 2).unwrap();
@@ -155,6 +155,18 @@ proptest! {
                 }
                 ck.put_u64("pending.ids", &ids);
             }
+            // Latency histograms: a bucket out of range or repeated, a huge count, an unknown op.
+            14 => {
+                let mut lat: serde_json::Value = ck.meta("latency").unwrap();
+                lat["process"] = serde_json::json!([[v % 500, 1], [v % 7, v]]);
+                ck.set_meta("latency", &lat).unwrap();
+            }
+            15 => {
+                let mut lat: serde_json::Value = ck.meta("latency").unwrap();
+                lat[format!("op{}", v % 3)] = serde_json::json!([[1, 1]]);
+                ck.set_meta("latency", &lat).unwrap();
+            }
+            16 => ck.set_meta("latency", &serde_json::json!({"feedback": [[v, f]]})).unwrap(),
             _ => {
                 let (shape, d) = ck.get_f32("replay.data").unwrap();
                 let rows = (v as usize % 5).min(shape[0]);

@@ -6,9 +6,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use sona_core::{Result, SonaError};
+
 const SUB: usize = 8;
 const OCTAVES: usize = 48;
 const BUCKETS: usize = OCTAVES * SUB;
+/// Largest total count a saved histogram may hold (counts stay exact in `f64`).
+const MAX_COUNT: u64 = 1 << 53;
 
 /// Counts of durations in nanoseconds.
 pub struct LatencyHistogram {
@@ -109,6 +113,41 @@ impl LatencyHistogram {
         }
     }
 
+    /// The non-empty buckets as `(bucket, count)`, in bucket order: what a checkpoint stores.
+    pub fn buckets(&self) -> Vec<(u32, u64)> {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter_map(|(b, c)| {
+                let n = c.load(Ordering::Relaxed);
+                (n > 0).then_some((b as u32, n))
+            })
+            .collect()
+    }
+
+    /// A histogram from [`buckets`](Self::buckets) read back from a file: a bucket index out of
+    /// range, a repeated bucket or counts summing past 2^53 are `InvalidInput`.
+    pub fn from_buckets(saved: &[(u32, u64)]) -> Result<Self> {
+        let h = LatencyHistogram::new();
+        let mut total = 0u64;
+        for &(b, n) in saved {
+            let slot = h.counts.get(b as usize).ok_or_else(|| {
+                SonaError::invalid(format!("latency bucket {b} is out of range (< {BUCKETS})"))
+            })?;
+            if slot.load(Ordering::Relaxed) != 0 {
+                return Err(SonaError::invalid(format!(
+                    "latency bucket {b} appears twice"
+                )));
+            }
+            total = total
+                .checked_add(n)
+                .filter(|&t| t <= MAX_COUNT)
+                .ok_or_else(|| SonaError::invalid("latency counts sum past 2^53"))?;
+            slot.store(n, Ordering::Relaxed);
+        }
+        Ok(h)
+    }
+
     pub fn reset(&self) {
         self.counts
             .iter()
@@ -155,6 +194,23 @@ mod tests {
         assert_eq!(g.count(), 10_000);
         g.reset();
         assert_eq!(g.count(), 0);
+    }
+
+    #[test]
+    fn saved_buckets_round_trip_and_bad_ones_are_refused() {
+        let h = LatencyHistogram::new();
+        for ns in [5u64, 900, 900, 12_000, 3_000_000] {
+            h.record_ns(ns);
+        }
+        let saved = h.buckets();
+        assert_eq!(saved.len(), 4);
+        let g = LatencyHistogram::from_buckets(&saved).unwrap();
+        assert_eq!(g.buckets(), saved);
+        assert_eq!(g.quantile(0.5), h.quantile(0.5));
+        assert!(LatencyHistogram::from_buckets(&[(BUCKETS as u32, 1)]).is_err());
+        assert!(LatencyHistogram::from_buckets(&[(3, 1), (3, 2)]).is_err());
+        assert!(LatencyHistogram::from_buckets(&[(3, u64::MAX), (4, 2)]).is_err());
+        assert!(LatencyHistogram::from_buckets(&[(3, 1 << 53), (4, 1)]).is_err());
     }
 
     #[test]

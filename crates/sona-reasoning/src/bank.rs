@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use sona_core::types::{Pattern, RewardSource, Trajectory, Verdict};
+use sona_core::types::{ArmStats, Pattern, RewardSource, Trajectory, Verdict};
 use sona_core::{kernels, validate, Result, SeededRng, SonaError};
 
 pub use crate::config::BankConfig;
@@ -616,11 +616,67 @@ impl ReasoningBank {
             kind: "pattern",
             id: pattern_id,
         })?;
-        node.pattern.arms[tier as usize].push(reward as f64);
-        node.rewards.push(reward as f64);
-        node.pattern.avg_reward = node.rewards.mean as f32;
-        node.pattern.updated_ms = now_ms();
+        node.observe_reward(tier as usize, reward, now_ms());
         Ok(())
+    }
+
+    /// Visits the present patterns among `ids`, in the order given, with their arm statistics and
+    /// centroid, under one read lock and without copying them (the request path's recall: a
+    /// [`pattern`](Self::pattern) snapshot would clone the centroid, arms and exemplars). Unknown
+    /// ids (merged or pruned since) are skipped. Returns how many were visited.
+    pub fn visit_patterns(
+        &self,
+        ids: &[u64],
+        mut f: impl FnMut(u64, &[ArmStats], &[f32]),
+    ) -> usize {
+        let st = self.state.read();
+        let mut n = 0;
+        for id in ids {
+            if let Some(node) = st.nodes.get(id) {
+                f(*id, &node.pattern.arms, &node.pattern.centroid);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Loop-A feedback of one decision under one write lock: `reward` observed with `tier` for each
+    /// of the `retrieved` patterns ([`record_feedback`](Self::record_feedback) on each) and the graph
+    /// update of [`record_usage`](Self::record_usage) over them, `used` the ones that helped. Ids
+    /// no longer present (merged or pruned since the decision) are skipped, by both parts. Returns
+    /// how many patterns were updated; a bad reward or tier changes nothing.
+    pub fn record_outcome(
+        &self,
+        retrieved: &[u64],
+        tier: u8,
+        reward: f32,
+        used: &[u64],
+    ) -> Result<usize> {
+        validate::check_reward(reward)?;
+        self.check_tier(tier)?;
+        let now = now_ms();
+        let mut st = self.state.write();
+        let mut present = Vec::with_capacity(retrieved.len());
+        for &id in retrieved {
+            let Some(node) = st.nodes.get_mut(&id) else {
+                continue;
+            };
+            node.observe_reward(tier as usize, reward, now);
+            present.push(id);
+        }
+        if !present.is_empty() {
+            if used.iter().all(|u| present.contains(u)) {
+                st.graph.observe(&present, used);
+            } else {
+                let used: Vec<u64> = used
+                    .iter()
+                    .copied()
+                    .filter(|u| present.contains(u))
+                    .collect();
+                st.graph.observe(&present, &used);
+            }
+        }
+        Ok(present.len())
     }
 
     /// Loop-A graph update: the patterns retrieved for one query and those actually used.

@@ -62,6 +62,14 @@ impl PatternNode {
         self.accesses.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One loop-A reward observed with `tier` (`< arms.len()`, checked by the caller).
+    pub fn observe_reward(&mut self, tier: usize, reward: f32, now: u64) {
+        self.pattern.arms[tier].push(reward as f64);
+        self.rewards.push(reward as f64);
+        self.pattern.avg_reward = self.rewards.mean as f32;
+        self.pattern.updated_ms = now;
+    }
+
     /// Time of the last update or access.
     pub fn last_activity(&self) -> u64 {
         self.pattern

@@ -1,0 +1,68 @@
+//! Profiling driver for the request path (no Python in the way):
+//! `cargo run --release -p sona-engine --example hot_path -- D MODE N`
+//! with MODE `process`, `feedback` or `batch`; 10k imported patterns around 64 centres.
+
+use std::time::Instant;
+
+use sona_engine::{Engine, EngineConfig, FeedbackSource};
+use sona_reasoning::index::synthetic::clustered_unit_vectors;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let d: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(768);
+    let mode = args.get(2).map(String::as_str).unwrap_or("feedback");
+    let n: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let mut cfg = EngineConfig::new(d);
+    cfg.learning_mode = sona_engine::LearningMode::InstantOnly;
+    cfg.bank_index = "ivf".into();
+    let e = Engine::new(cfg).expect("engine");
+    // One draw, so patterns and queries share the centres.
+    let all = clustered_unit_vectors(10_000 + n, d, 64, 0.3, 1);
+    let (pats, xs) = all.split_at(10_000 * d);
+    e.import_patterns(pats, 10_000).expect("import");
+    let t0 = Instant::now();
+    match mode {
+        "batch" => {
+            for c in xs.chunks(4096 * d) {
+                e.process_batch(c, c.len() / d).expect("batch");
+            }
+        }
+        _ => {
+            let mut ids = Vec::with_capacity(n);
+            let mut ts = Vec::with_capacity(n);
+            for x in xs.chunks_exact(d) {
+                let t = Instant::now();
+                ids.push(e.process(x).expect("process").trajectory_id);
+                ts.push(t.elapsed().as_nanos() as u64);
+            }
+            println!(
+                "process: p50 {:.2} us p10 {:.2}",
+                p50(&mut ts),
+                ts[ts.len() / 10] as f64 / 1e3
+            );
+            if mode == "feedback" {
+                ts.clear();
+                for id in ids {
+                    let t = Instant::now();
+                    e.feedback(id, 1.0, FeedbackSource::Explicit)
+                        .expect("feedback");
+                    ts.push(t.elapsed().as_nanos() as u64);
+                }
+                println!(
+                    "feedback: p50 {:.2} us p10 {:.2}",
+                    p50(&mut ts),
+                    ts[ts.len() / 10] as f64 / 1e3
+                );
+            }
+        }
+    }
+    println!(
+        "{mode}: {:.0} q/s overall",
+        n as f64 / t0.elapsed().as_secs_f64()
+    );
+}
+
+fn p50(ts: &mut [u64]) -> f64 {
+    ts.sort_unstable();
+    ts[ts.len() / 2] as f64 / 1e3
+}
