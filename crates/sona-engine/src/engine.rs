@@ -153,6 +153,8 @@ pub(crate) struct Inner {
     /// Deep (loop-C) cycles run, and Φ of the memory graph after the last one.
     pub deep_runs: AtomicU64,
     pub last_phi: Mutex<Option<f64>>,
+    /// Per-tenant micro-LoRAs ([`crate::tenants`]).
+    pub tenants: crate::tenants::Tenants,
 }
 
 /// The SONA engine. Every method takes `&self`; share it across threads.
@@ -281,6 +283,7 @@ impl Inner {
             durable: crate::durable::Durable::open(&cfg)?,
             deep_runs: AtomicU64::new(0),
             last_phi: Mutex::new(None),
+            tenants: Default::default(),
             cfg,
         })
     }
@@ -335,10 +338,17 @@ impl Inner {
 
     /// Loop-A-free part of a decision: adapt, recall, route, record.
     pub(crate) fn process(&self, x: &[f32]) -> Result<Decision> {
+        self.process_with(x, None)
+    }
+
+    /// `process` on `view` (a tenant's micro adapters over the shared weights) instead of the
+    /// published model; such a decision is not written to the interaction log ([`crate::tenants`]).
+    pub(crate) fn process_with(&self, x: &[f32], view: Option<&Model>) -> Result<Decision> {
         self.check_open()?;
         validate::check_vec("x", x, self.cfg.dim)?;
         let _gate = self.durable.gate.read();
-        let model = self.model.load();
+        let published = self.model.load();
+        let model: &Model = view.unwrap_or(&published);
         let (d, s, kr) = (self.cfg.dim, self.s_width, self.cfg.k_recall);
         with_scratch(|sc| {
             sc.adapted.resize(d, 0.0);
@@ -404,8 +414,10 @@ impl Inner {
                 policy::draw(self.cfg.seed, id),
             );
             let now = now_ms();
-            self.durable
-                .log_trajectory(d, id, now, c.tier, c.propensity, &data, &ids)?;
+            if view.is_none() {
+                self.durable
+                    .log_trajectory(d, id, now, c.tier, c.propensity, &data, &ids)?;
+            }
             self.pending.insert(
                 id,
                 PendingEntry {
@@ -458,6 +470,9 @@ impl Inner {
     pub(crate) fn feedback(&self, id: u64, reward: f32, source: FeedbackSource) -> Result<()> {
         self.check_open()?;
         validate::check_reward(reward)?;
+        if let Some(done) = self.tenant_feedback(id, reward, source) {
+            return done;
+        }
         let gate = self.durable.gate.read();
         let now = now_ms();
         let entry = self.pending.take(id, now).map_err(|m| {
@@ -658,6 +673,9 @@ impl Inner {
             "memory_bytes": memory,
             "memory_budget_mb": self.cfg.memory_budget_mb,
             "over_budget": memory as f64 > self.cfg.memory_budget_mb * 1e6,
+            "tenant_adapters": self.tenants.len(),
+            "tenant_feedbacks": self.tenants.feedbacks.load(Relaxed),
+            "tenants_evicted": self.tenants.evicted.load(Relaxed),
             "closed": self.closed.load(Relaxed),
             "next_trajectory_id": self.next_id.load(Relaxed),
             "durability": self.durable.stats(),
@@ -697,6 +715,23 @@ impl Engine {
     /// Adapt, recall, route and record one query (`x`: `dim` finite values).
     pub fn process(&self, x: &[f32]) -> Result<Decision> {
         self.inner.process(x)
+    }
+
+    /// `process` with `tenant`'s own micro-LoRA over the shared base and router: its feedback
+    /// adapts that tenant's representation only (see [`crate::tenants`]). A bad tenant name is
+    /// `InvalidInput`.
+    pub fn process_tenant(&self, x: &[f32], tenant: &str) -> Result<Decision> {
+        self.inner.process_tenant(x, tenant)
+    }
+
+    /// Number of tenant micro-LoRAs held (at most [`crate::tenants::MAX_TENANTS`]).
+    pub fn tenant_count(&self) -> usize {
+        self.inner.tenants.len()
+    }
+
+    /// `tenant`'s micro-LoRA now, if it has one.
+    pub fn tenant_micro(&self, tenant: &str) -> Option<Arc<LoraWeights>> {
+        self.inner.tenants.micro(tenant)
     }
 
     /// `process` over the rows of `xs` (`n × dim`); all rows are validated first. Large batches use
