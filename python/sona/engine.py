@@ -448,7 +448,8 @@ class SONAEngine:
 
     def tenant_adapter(self, tenant: str) -> tuple[Any, Any] | None:
         """A copy of ``tenant``'s micro-LoRA as ``(a, bt)`` (``rank × dim`` each), or None."""
-        return self._engine.tenant_adapter(tenant)
+        pair = self._engine.tenant_adapter(tenant)
+        return None if pair is None else (pair[0], pair[1])
 
     def process_batch(self, vectors: Any) -> list[Any]:
         """``process`` for each row of an ``(n, dim)`` matrix; one ``Decision`` per row."""
