@@ -175,12 +175,30 @@ api_keys = ["{KEY}"]
             )
         )
         wait_port(gw_port, procs[-1])
+        base_port = None
+        if args.baseline_pythonpath:
+            # Another version of the gateway (e.g. an export of an older commit with its built
+            # extension) on the same upstream and load, for a before/after in one run.
+            base_port = free_port()
+            base_cfg = tmp / "baseline.toml"
+            base_cfg.write_text(cfg.read_text().replace(f"port = {gw_port}", f"port = {base_port}"))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "sona.cli", "serve", "--config", str(base_cfg)],
+                    env={**env, "PYTHONPATH": args.baseline_pythonpath},
+                )
+            )
+            wait_port(base_port, procs[-1])
         results["direct"] = run_load(
             up_port, "/v1/chat/completions", "echo-small", args.concurrency, args.per_conn
         )
         results["gateway"] = run_load(
             gw_port, "/v1/chat/completions", "sona", args.concurrency, args.per_conn
         )
+        if base_port is not None:
+            results["baseline_gateway"] = run_load(
+                base_port, "/v1/chat/completions", "sona", args.concurrency, args.per_conn
+            )
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{gw_port}/metrics") as r:
@@ -230,7 +248,7 @@ litellm_settings:
             except subprocess.TimeoutExpired:
                 p.kill()
     d = results["direct"]
-    for name in ("gateway", "litellm"):
+    for name in ("gateway", "baseline_gateway", "litellm"):
         if name in results:
             r = results[name]
             r["overhead_p50_ms"] = r["p50_ms"] - d["p50_ms"]
@@ -330,6 +348,11 @@ def main() -> int:
     p.add_argument("--per-conn", type=int, default=20, help="requests per connection")
     p.add_argument("--delay", type=float, default=0.2)
     p.add_argument("--litellm-bin", default=None)
+    p.add_argument(
+        "--baseline-pythonpath",
+        default=None,
+        help="PYTHONPATH of another gateway version to measure in the same run",
+    )
     p = sub.add_parser("e2e")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--window", type=int, default=100)

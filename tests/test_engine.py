@@ -454,3 +454,69 @@ def test_unreferenced_engines_are_collected() -> None:
     del engine
     gc.collect()
     assert ref() is None
+
+
+# --- per-tenant micro-LoRAs --------------------------------------------------------------------
+
+
+def test_tenant_feedback_moves_only_that_tenant(tmp_path: Path) -> None:
+    """A's traffic adapts A's pair of micro-LoRAs; B and untenanted outputs stay bit-identical."""
+    from sona.errors import InvalidInputError
+
+    with SONAEngine(_cfg(epsilon=0.0)) as engine:
+        probes = [_vec(100 + i) for i in range(6)]
+        b0 = [engine.process(p, tenant="b").predicted for p in probes]
+        s0 = [engine.process(p).predicted for p in probes]
+        a0 = [engine.process(p, tenant="a").predicted for p in probes]
+        for i in range(150):
+            d = engine.process(_vec(i), tenant="a")
+            engine.feedback(d.trajectory_id, 0.0)
+        for p, before in zip(probes, b0, strict=True):
+            assert np.array_equal(engine.process(p, tenant="b").predicted, before)
+        for p, before in zip(probes, s0, strict=True):
+            assert np.array_equal(engine.process(p).predicted, before)
+        a1 = [engine.process(p, tenant="a").predicted for p in probes]
+        # Zero rewards teach A that its chosen tiers fail: its predictions fall.
+        assert np.mean(a1) < np.mean(a0) - 0.05
+        assert engine.tenant_count == 2
+        assert engine.tenant_adapter("zz") is None
+        a, bt = engine.tenant_adapter("a")
+        assert a.shape[1] == D and bt.shape[1] == D and np.abs(bt).sum() > 0
+        engine.save(tmp_path / "ck")
+        before = engine.stats()["processed"]
+        for bad in ("", "a\x00", "x" * 300):
+            with pytest.raises(InvalidInputError):
+                engine.process(_vec(), tenant=bad)
+        with pytest.raises(InvalidInputError):
+            engine.process(_vec(), tenant=3)  # type: ignore[arg-type]
+        assert engine.stats()["processed"] == before and engine.tenant_count == 2
+    restored = SONAEngine.load(tmp_path / "ck")
+    try:
+        assert restored.tenant_count == 2
+        np.testing.assert_array_equal(restored.tenant_adapter("a")[1], bt)
+    finally:
+        restored.close()
+
+
+def test_tenant_process_and_feedback_from_two_threads() -> None:
+    with SONAEngine(_cfg()) as engine:
+        errors: list[BaseException] = []
+
+        def work(tenant: str) -> None:
+            try:
+                for i in range(200):
+                    d = engine.process(_vec(i), tenant=tenant if i % 3 else None)
+                    engine.feedback(d.trajectory_id, float(i % 2))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        stats = engine.stats()
+        tenanted = 2 * sum(1 for i in range(200) if i % 3)
+        assert stats["tenant_feedbacks"] == tenanted and stats["pending"] == 0
+        assert stats["feedbacks"] == 400 - tenanted  # the shared loop A's

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
@@ -403,6 +404,41 @@ def test_own_adapter_tenant_learns_apart(stub: tuple[str, Any]) -> None:
         keys = set(app.state.gateway.routers)
         assert ("default", "initech") in keys and ("default", "acme") not in keys
         assert {k for k in keys if k[1] != "*"} == {("default", "initech")}
+
+
+def test_micro_adapter_tenant_learns_apart_over_the_shared_router(
+    stub: tuple[str, Any],
+) -> None:
+    """per_tenant_adapters: acme's feedback steps acme's micro-LoRA in the shared engine only."""
+    from serve_kit import config_dict
+    from sona.serve.config import parse_config
+
+    data = config_dict(stub[0], engine={"dim": 64, "seed": 7, "per_tenant_adapters": True})
+    cfg = parse_config(data, env={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
+    assert {t.name: t.adapter for t in cfg.tenants} == {
+        "acme": "micro",
+        "globex": "micro",
+        "initech": "own",
+    }
+    with running_gateway(cfg) as (url, app):
+        q = "the same question for both"
+        acme0 = ask(url, q, key=ACME_KEY).json()["sona"]
+        globex0 = ask(url, q, key=GLOBEX_KEY).json()["sona"]["predicted"]
+        tier = acme0["tier"]
+        for _ in range(30):
+            info = ask(url, q, key=ACME_KEY).json()["sona"]
+            assert feedback(url, info["trajectory_id"], 0.0, key=ACME_KEY).status_code == 200
+        acme1 = ask(url, q, key=ACME_KEY).json()["sona"]["predicted"]
+        globex1 = ask(url, q, key=GLOBEX_KEY).json()["sona"]["predicted"]
+        assert globex1 == globex0  # bit-identical: nothing globex reads moved
+        assert acme1[tier] < acme0["predicted"][tier] - 0.01
+        gw = app.state.gateway
+        assert {k for k in gw.routers if k[1] != "*"} == set()  # one shared engine, no copies
+        engine = gw.routers[("default", "*")].engine
+        assert engine.tenant_count == 2
+        _, bt = engine.tenant_adapter("acme")
+        assert np.abs(bt).sum() > 0
+        assert np.abs(engine.tenant_adapter("globex")[1]).sum() == 0
 
 
 def test_no_tenants_means_open_access(stub: tuple[str, Any]) -> None:

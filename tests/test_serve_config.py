@@ -81,6 +81,7 @@ def test_a_good_config(tmp_path: Path) -> None:
         ({"server": {"log_level": "loud"}}, "log_level"),
         ({"engine": {"embedder": "word2vec"}}, "engine.embedder"),
         ({"engine": {"dim": True}}, "engine.dim"),
+        ({"engine": {"per_tenant_adapters": "yes"}}, "engine.per_tenant_adapters"),
         ({"extra": 1}, "unknown key(s) extra"),
     ],
 )  # fmt: skip
@@ -114,3 +115,27 @@ def test_cli_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad.write_text('[tiers.a]\nmodel = "m"\n')
     assert main(["serve", "--config", str(bad), "--check"]) == 1
     assert "tiers.a.base_url: is required" in capsys.readouterr().err
+
+
+def test_upstream_key_with_a_line_break_is_refused() -> None:
+    """The key goes into a header line: CR/LF would let the environment inject headers."""
+    tier = {"base_url": "http://x", "model": "m", "api_key_env": "K"}
+    with pytest.raises(ConfigError, match="non-printable"):
+        parse_config({"tiers": {"a": tier}}, env={"K": "sk-abc\r\nx-evil: 1"})
+
+
+def test_tenant_adapters_default_and_explicit() -> None:
+    keys = {"api_keys": ["x" * 20]}
+    data: dict[str, Any] = {
+        "tiers": {"a": {"base_url": "http://x", "model": "m"}},
+        "tenants": {"t": keys, "u": {"api_keys": ["y" * 20], "adapter": "shared"}},
+    }
+    assert {t.name: t.adapter for t in parse_config(data, env={}).tenants} == {
+        "t": "shared",
+        "u": "shared",
+    }
+    data["engine"] = {"per_tenant_adapters": True}
+    assert {t.name: t.adapter for t in parse_config(data, env={}).tenants} == {
+        "t": "micro",
+        "u": "shared",
+    }

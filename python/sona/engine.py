@@ -421,15 +421,35 @@ class SONAEngine:
 
     # -- loop A --
 
-    def process(self, vector: Any) -> Any:
+    def process(self, vector: Any, tenant: str | None = None) -> Any:
         """Route one query vector: adapt, recall, choose a tier, record a trajectory.
 
         Returns a ``Decision`` (``trajectory_id``, ``tier``, ``propensity``, ``utilities``,
         ``predicted``, ``patterns``, ``explored``). ``vector`` has length ``dim`` (float64 and lists
         are converted); wrong length → :class:`~sona.errors.DimensionError`, NaN/Inf →
         :class:`~sona.errors.NonFiniteError`.
+
+        With ``tenant`` (1–256 bytes, no control characters), the decision uses that tenant's own
+        micro-LoRA over the shared base and router (created on first use; at most 256 tenants,
+        least recently used evicted), and its ``feedback`` steps that micro-LoRA only: nothing
+        shared learns from it, so other tenants' outputs do not move.
         """
-        return self._engine.process(as_vector(vector, "vector", self.dim))
+        x = as_vector(vector, "vector", self.dim)
+        if tenant is None:
+            return self._engine.process(x)
+        if not isinstance(tenant, str):
+            raise InvalidInputError(f"tenant: expected a str, got {type(tenant).__name__}")
+        return self._engine.process(x, tenant)
+
+    @property
+    def tenant_count(self) -> int:
+        """Number of tenant micro-LoRAs the engine holds."""
+        return int(self._engine.tenant_count)
+
+    def tenant_adapter(self, tenant: str) -> tuple[Any, Any] | None:
+        """A copy of ``tenant``'s micro-LoRA as ``(a, bt)`` (``rank × dim`` each), or None."""
+        pair = self._engine.tenant_adapter(tenant)
+        return None if pair is None else (pair[0], pair[1])
 
     def process_batch(self, vectors: Any) -> list[Any]:
         """``process`` for each row of an ``(n, dim)`` matrix; one ``Decision`` per row."""

@@ -160,6 +160,8 @@ pub(crate) struct Inner {
     pub patterns_evicted: AtomicU64,
     /// Latency per public operation.
     pub latency: OpLatency,
+    /// Per-tenant micro-LoRAs ([`crate::tenants`]).
+    pub tenants: crate::tenants::Tenants,
 }
 
 /// The SONA engine. Every method takes `&self`; share it across threads.
@@ -293,6 +295,7 @@ impl Inner {
             budget,
             patterns_evicted: AtomicU64::new(0),
             latency: OpLatency::default(),
+            tenants: Default::default(),
             cfg,
         })
     }
@@ -347,10 +350,17 @@ impl Inner {
 
     /// Loop-A-free part of a decision: adapt, recall, route, record.
     pub(crate) fn process(&self, x: &[f32]) -> Result<Decision> {
+        self.process_with(x, None)
+    }
+
+    /// `process` on `view` (a tenant's micro adapters over the shared weights) instead of the
+    /// published model; such a decision is not written to the interaction log ([`crate::tenants`]).
+    pub(crate) fn process_with(&self, x: &[f32], view: Option<&Model>) -> Result<Decision> {
         self.check_open()?;
         validate::check_vec("x", x, self.cfg.dim)?;
         let _gate = self.durable.gate.read();
-        let model = self.model.load();
+        let published = self.model.load();
+        let model: &Model = view.unwrap_or(&published);
         let (d, s, kr) = (self.cfg.dim, self.s_width, self.cfg.k_recall);
         with_scratch(|sc| {
             sc.adapted.resize(d, 0.0);
@@ -421,8 +431,10 @@ impl Inner {
                 policy::draw(self.cfg.seed, id),
             );
             let now = now_ms();
-            self.durable
-                .log_trajectory(d, id, now, c.tier, c.propensity, &data, &ids)?;
+            if view.is_none() {
+                self.durable
+                    .log_trajectory(d, id, now, c.tier, c.propensity, &data, &ids)?;
+            }
             self.pending.insert(
                 id,
                 PendingEntry {
@@ -475,6 +487,9 @@ impl Inner {
     pub(crate) fn feedback(&self, id: u64, reward: f32, source: FeedbackSource) -> Result<()> {
         self.check_open()?;
         validate::check_reward(reward)?;
+        if let Some(done) = self.tenant_feedback(id, reward, source) {
+            return done;
+        }
         let gate = self.durable.gate.read();
         let now = now_ms();
         let entry = self.pending.take(id, now).map_err(|m| {
@@ -680,6 +695,9 @@ impl Inner {
             "over_budget": memory["over_budget"],
             "patterns_evicted": self.patterns_evicted.load(Relaxed),
             "memory": memory,
+            "tenant_adapters": self.tenants.len(),
+            "tenant_feedbacks": self.tenants.feedbacks.load(Relaxed),
+            "tenants_evicted": self.tenants.evicted.load(Relaxed),
             "closed": self.closed.load(Relaxed),
             "next_trajectory_id": self.next_id.load(Relaxed),
             "durability": self.durable.stats(),
@@ -720,6 +738,24 @@ impl Engine {
     pub fn process(&self, x: &[f32]) -> Result<Decision> {
         let inner = &self.inner;
         inner.latency.time(0, || inner.process(x))
+    }
+
+    /// `process` with `tenant`'s own micro-LoRA over the shared base and router: its feedback
+    /// adapts that tenant's representation only (see [`crate::tenants`]). A bad tenant name is
+    /// `InvalidInput`.
+    pub fn process_tenant(&self, x: &[f32], tenant: &str) -> Result<Decision> {
+        let inner = &self.inner;
+        inner.latency.time(0, || inner.process_tenant(x, tenant))
+    }
+
+    /// Number of tenant micro-LoRAs held (at most [`crate::tenants::MAX_TENANTS`]).
+    pub fn tenant_count(&self) -> usize {
+        self.inner.tenants.len()
+    }
+
+    /// `tenant`'s micro-LoRA now, if it has one.
+    pub fn tenant_micro(&self, tenant: &str) -> Option<Arc<LoraWeights>> {
+        self.inner.tenants.micro(tenant)
     }
 
     /// `process` over the rows of `xs` (`n × dim`); all rows are validated first. Large batches use

@@ -17,6 +17,7 @@
 //! - [`loop_c`]: one deep ("dream") cycle and its [`loop_c::DeepLearningResult`].
 //! - [`persist`]: the files of every learned piece.
 //! - [`checkpoint`]: `save(dir)` / `load(dir)`: atomic, verified checkpoint directories.
+//! - [`tenants`]: per-tenant micro-LoRAs over the shared base and router (bounded, LRU).
 //! - [`durable`]: the interaction log hooks of `process` / `feedback` and log replay.
 
 pub mod adam;
@@ -37,6 +38,7 @@ pub mod policy;
 pub mod real;
 pub mod replay;
 pub mod router;
+pub mod tenants;
 
 pub use config::{EngineConfig, Exploration, LearningMode};
 pub use engine::{Decision, Engine, FeedbackSource};

@@ -212,6 +212,7 @@ impl Inner {
         let (ha, hb) = wr.head_opt.momentum();
         ck.put_f32("head_mom.a", &[ha.len()], ha);
         ck.put_f32("head_mom.bt", &[hb.len()], hb);
+        inner.tenants.write_into(&mut ck, &inner.cfg)?;
         ck.put_f32("adam.m", &[learner.adam.m.len()], &learner.adam.m);
         ck.put_f32("adam.v", &[learner.adam.v.len()], &learner.adam.v);
         let n = replay.items.len();
@@ -381,6 +382,7 @@ impl Inner {
                 inner.pending.insert(id, e, now);
             }
         }
+        inner.tenants = crate::tenants::Tenants::read_from(&ck, &cfg)?;
         if c.next_id == 0 || c.processed >= c.next_id || c.feedbacks > c.processed {
             return Err(bad("counters are inconsistent"));
         }

@@ -6,14 +6,14 @@
 //! parallel and a loop-B cycle never blocks the interpreter. Structured results (metrics, stats)
 //! cross as JSON and are parsed with Python's `json` module.
 
-use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sona_core::SonaError;
 use sona_engine::engine::{Decision as RDecision, Engine as REngine, FeedbackSource};
 use sona_engine::{EngineConfig, LearningResult as RResult};
 
-use crate::convert::{mat2, out1, slice, vec1};
+use crate::convert::{mat2, out1, out2, slice, vec1};
 use crate::errors::{guard, BindResult};
 
 fn json_to_py<'py>(py: Python<'py>, s: &str) -> BindResult<Bound<'py, PyDict>> {
@@ -237,12 +237,44 @@ impl PyEngine {
         self.inner.is_closed()
     }
 
-    fn process(&self, py: Python<'_>, x: &Bound<'_, PyAny>) -> PyResult<PyDecision> {
+    #[pyo3(signature = (x, tenant = None))]
+    fn process(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        tenant: Option<&str>,
+    ) -> PyResult<PyDecision> {
         guard(py, || {
             let v = vec1("x", x)?;
             let s = slice(&v);
-            let d = py.detach(|| self.inner.process(s))?;
+            let d = py.detach(|| match tenant {
+                None => self.inner.process(s),
+                Some(t) => self.inner.process_tenant(s, t),
+            })?;
             Ok(PyDecision { inner: d })
+        })
+    }
+
+    /// Number of tenant micro-LoRAs held.
+    #[getter]
+    fn tenant_count(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.inner.tenant_count())
+    }
+
+    /// The tenant's micro-LoRA as `(a, bt)` (`rank × dim` each), or None.
+    #[allow(clippy::type_complexity)]
+    fn tenant_adapter<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: &str,
+    ) -> PyResult<Option<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)>> {
+        guard(py, || {
+            let Some(w) = py.detach(|| self.inner.tenant_micro(tenant)) else {
+                return Ok(None);
+            };
+            let a = out2(py, w.a.clone(), w.rank, w.d_in)?;
+            let bt = out2(py, w.bt.clone(), w.rank, w.d_out)?;
+            Ok(Some((a, bt)))
         })
     }
 

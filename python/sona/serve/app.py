@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -30,6 +30,8 @@ from starlette.routing import Route as HttpRoute
 from sona.errors import SonaError
 from sona.serve.config import CLIENT_SOURCES, GatewayConfig, ProfileConfig
 from sona.serve.feedback import Ledger, RouterKey, Trajectory, conversation_key
+from sona.serve.http1 import Pool
+from sona.serve.http1 import Response as UpstreamResponse
 from sona.serve.metrics import GatewayMetrics
 from sona.serve.routing import Embedder, Router, make_embedder, make_router
 from sona.serve.tenants import Tenants
@@ -38,8 +40,8 @@ from sona.serve.upstreams import StreamStats, Upstream, UpstreamError, Usage
 log = logging.getLogger("sona.serve")
 
 HEADER = "x-sona-trajectory-id"
-#: Upstream connections in all (per process), split over this many pools (see ``Upstream``).
-_CONNECTIONS, _POOLS = 1024, 32
+#: Most open connections to one upstream origin.
+_CONNECTIONS = 1024
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 
 
@@ -105,30 +107,20 @@ class Gateway:
         config: GatewayConfig,
         *,
         embedder: Embedder | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.embedder = embedder or make_embedder(
             config.engine.embedder, config.engine.dim, config.engine.seed
         )
-        self._own_transport = transport is None
-        self.transports: list[httpx.AsyncBaseTransport] = (
-            [transport]
-            if transport is not None
-            else [
-                httpx.AsyncHTTPTransport(
-                    limits=httpx.Limits(
-                        max_connections=_CONNECTIONS // _POOLS,
-                        max_keepalive_connections=_CONNECTIONS // _POOLS,
-                        # Below common servers' idle timeouts (uvicorn's is 5 s): a connection the
-                        # upstream already closed is dropped here instead of failing a request.
-                        keepalive_expiry=4.0,
-                    )
-                )
-                for _ in range(_POOLS)
-            ]
-        )
-        self.upstreams = {t.name: Upstream(t, self.transports) for t in config.tiers}
+        # One keep-alive pool per upstream origin, shared by the tiers served there.
+        self.pools: dict[str, Pool] = {}
+        self.upstreams: dict[str, Upstream] = {}
+        for t in config.tiers:
+            parts = urlsplit(t.base_url)
+            origin = f"{parts.scheme}://{parts.netloc}"
+            if origin not in self.pools:
+                self.pools[origin] = Pool(origin, max_connections=_CONNECTIONS)
+            self.upstreams[t.name] = Upstream(t, self.pools[origin])
         self.tenants = Tenants(config.tenants)
         self.ledger = Ledger(config.feedback.ttl_s, config.feedback.max_open)
         self.metrics = GatewayMetrics()
@@ -208,9 +200,8 @@ class Gateway:
                 r.close()
             except SonaError as exc:  # one engine failing to save must not stop the others
                 log.error("could not save/close the engine of %s: %s", key, exc)
-        if self._own_transport:
-            for transport in self.transports:
-                await transport.aclose()
+        for pool in self.pools.values():
+            await pool.aclose()
 
     # -- judge --------------------------------------------------------------------------------
     async def judge(self, t: Trajectory, question: str, answer: str) -> None:
@@ -259,10 +250,9 @@ def create_app(
     config: GatewayConfig,
     *,
     embedder: Embedder | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """The gateway as an ASGI app (``app.state.gateway`` holds its state)."""
-    gw = Gateway(config, embedder=embedder, transport=transport)
+    gw = Gateway(config, embedder=embedder)
     limit = config.server.max_body_bytes
 
     def tenant_of(request: Request) -> str:
@@ -303,7 +293,8 @@ def create_app(
         text = query_text(messages, config.engine.context_messages, config.engine.max_query_chars)
         x = gw.embedder.embed(text)
         key, router = gw.router(profile, tenant)
-        route = router.process(x)
+        micro = tenant if tenant in gw.tenants.micro_adapter else None
+        route = router.process(x, micro)
         now = time.monotonic()
         window = config.feedback.retry_window_s
         conv = conversation_key(tenant, profile.name, messages) if window > 0 else None
@@ -388,7 +379,7 @@ def create_app(
         m.overhead.observe((), max(0.0, total - upstream_s))
 
     def stream_response(
-        resp: httpx.Response,
+        resp: UpstreamResponse,
         up: Upstream,
         profile: ProfileConfig,
         status: str,

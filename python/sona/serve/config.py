@@ -63,8 +63,10 @@ class TenantConfig:
 
     name: str
     api_keys: tuple[str, ...] = field(repr=False, default=())
-    #: ``shared``: the tenant routes with the shared engine; ``own``: it gets its own engine (own
-    #: router and micro-LoRA), so its feedback adapts nothing another tenant uses.
+    #: ``shared``: the tenant routes with the shared engine; ``micro``: the shared engine with the
+    #: tenant's own micro-LoRA over its base and router (its feedback steps only that micro-LoRA);
+    #: ``own``: its own engine (own router and micro-LoRA). With ``micro`` or ``own`` its feedback
+    #: adapts nothing another tenant uses.
     adapter: str = "shared"
 
 
@@ -79,6 +81,8 @@ class EngineConfig:
     context_messages: int = 2
     max_query_chars: int = 8192
     state_dir: str | None = None
+    #: Default ``adapter`` of the tenants that set none: ``micro`` when on, else ``shared``.
+    per_tenant_adapters: bool = False
 
 
 @dataclass(frozen=True)
@@ -214,6 +218,11 @@ def _tier(name: str, data: Any, env: Mapping[str, str]) -> TierConfig:
             raise ConfigError(
                 f"tiers.{name}.api_key_env: environment variable {key_env} is not set"
             )
+        if not key.isprintable() or not key.isascii():
+            # It goes into a header line: a CR/LF would inject headers.
+            raise ConfigError(
+                f"tiers.{name}.api_key_env: {key_env} holds non-printable or non-ASCII characters"
+            )
     tier = TierConfig(
         name=name,
         base_url=base_url.rstrip("/"),
@@ -229,7 +238,9 @@ def _tier(name: str, data: Any, env: Mapping[str, str]) -> TierConfig:
     return tier
 
 
-def _tenant(name: str, data: Any, env: Mapping[str, str]) -> TenantConfig:
+def _tenant(
+    name: str, data: Any, env: Mapping[str, str], default_adapter: str = "shared"
+) -> TenantConfig:
     s = _Section(f"tenants.{name}", data)
     keys = list(s.strings("api_keys"))
     keys_env = s.string("api_keys_env")
@@ -244,9 +255,11 @@ def _tenant(name: str, data: Any, env: Mapping[str, str]) -> TenantConfig:
         raise ConfigError(f"tenants.{name}: needs api_keys or api_keys_env")
     if any(len(k) < 16 for k in keys):
         raise ConfigError(f"tenants.{name}: every API key must be at least 16 characters")
-    adapter = s.string("adapter", "shared")
-    if adapter not in ("shared", "own"):
-        raise ConfigError(f"tenants.{name}.adapter: must be 'shared' or 'own', got {adapter!r}")
+    adapter = s.string("adapter", default_adapter)
+    if adapter not in ("shared", "micro", "own"):
+        raise ConfigError(
+            f"tenants.{name}.adapter: must be 'shared', 'micro' or 'own', got {adapter!r}"
+        )
     s.done()
     return TenantConfig(name=name, api_keys=tuple(keys), adapter=adapter)
 
@@ -289,6 +302,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
         context_messages=s.integer("context_messages", 2, lo=0, hi=1000),
         max_query_chars=s.integer("max_query_chars", 8192, lo=16, hi=1 << 24),
         state_dir=s.string("state_dir"),
+        per_tenant_adapters=s.boolean("per_tenant_adapters", False),
     )
     s.done()
 
@@ -328,7 +342,8 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     tenants_raw = root.table("tenants")
     if not isinstance(tenants_raw, dict):
         raise ConfigError("tenants: must be a table of [tenants.<name>] tables")
-    tenants = tuple(_tenant(name, t, env) for name, t in tenants_raw.items())
+    default_adapter = "micro" if engine.per_tenant_adapters else "shared"
+    tenants = tuple(_tenant(name, t, env, default_adapter) for name, t in tenants_raw.items())
     seen: set[str] = set()
     for tenant in tenants:
         if seen & set(tenant.api_keys):

@@ -38,7 +38,7 @@ class Route:
 class Router(Protocol):
     """What the gateway calls per request."""
 
-    def process(self, x: F32) -> Route: ...
+    def process(self, x: F32, tenant: str | None = None) -> Route: ...
 
     def feedback(self, trajectory_id: int, reward: float, source: str) -> None: ...
 
@@ -69,9 +69,9 @@ class EngineRouter:
         self.engine = engine
         self.state = state
 
-    def process(self, x: F32) -> Route:
-        """One engine ``process`` call."""
-        d = self.engine.process(x)
+    def process(self, x: F32, tenant: str | None = None) -> Route:
+        """One engine ``process`` call (with ``tenant``: through that tenant's micro-LoRA)."""
+        d = self.engine.process(x, tenant)
         return Route(
             int(d.trajectory_id),
             int(d.tier),

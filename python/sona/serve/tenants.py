@@ -25,6 +25,7 @@ class Tenants:
     def __init__(self, tenants: Sequence[TenantConfig]) -> None:
         self._by_digest = {_digest(k): t.name for t in tenants for k in t.api_keys}
         self.own_adapter = {t.name for t in tenants if t.adapter == "own"}
+        self.micro_adapter = {t.name for t in tenants if t.adapter == "micro"}
         self.names = tuple(t.name for t in tenants)
 
     @property

@@ -1,4 +1,4 @@
-"""Tiers as upstreams: OpenAI-compatible chat-completions endpoints reached with httpx.
+"""Tiers as upstreams: OpenAI-compatible chat-completions endpoints (:mod:`sona.serve.http1`).
 
 An :class:`Upstream` turns the client's request into the tier's (its model name, its settings),
 sends it, and turns every failure — connection refused, timeout, an HTTP error, a body that is not
@@ -15,10 +15,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from sona.serve.config import TierConfig
+from sona.serve.http1 import HttpError, Pool, Response
 
 #: Upstream statuses that describe the request itself: passed to the client, no fallback.
 _CLIENT_STATUSES = frozenset({400, 413, 422})
@@ -60,39 +60,19 @@ def estimate_prompt_tokens(messages: list[Any]) -> int:
 class Upstream:
     """One tier's endpoint."""
 
-    def __init__(
-        self,
-        tier: TierConfig,
-        transports: httpx.AsyncBaseTransport | list[httpx.AsyncBaseTransport],
-    ) -> None:
+    def __init__(self, tier: TierConfig, pool: Pool) -> None:
         self.tier = tier
-        # Transports (connection pools) directly, not an AsyncClient: the client's per-request URL
-        # merging, cookie jar and redirect handling cost more CPU than the rest of the gateway.
-        # Several small pools, taken in turn: httpcore's pool scans every connection of a pool for
-        # every request it assigns (polling each socket), which is quadratic in the requests in
-        # flight; at 200 concurrent requests one pool spent more CPU there than anything else.
-        self._transports = transports if isinstance(transports, list) else [transports]
-        self._turn = 0
-        self._url = httpx.URL(f"{tier.base_url}/chat/completions")
-        t = tier.timeout_s
-        self._timeouts = {"timeout": {"connect": t, "read": t, "write": t, "pool": t}}
-        self._headers = [(b"content-type", b"application/json")]
+        # One keep-alive pool per origin, shared by the tiers on it (see sona.serve.http1 for why
+        # not httpx: its pool cost more CPU than the rest of the gateway at 200 requests in flight).
+        self.pool = pool
+        self._path = (urlsplit(tier.base_url).path.rstrip("/") + "/chat/completions").encode()
+        headers = b"content-type: application/json\r\n"
         if tier.api_key:
-            self._headers.append((b"authorization", f"Bearer {tier.api_key}".encode()))
+            headers += b"authorization: Bearer " + tier.api_key.encode() + b"\r\n"
+        self._headers = headers
 
-    @property
-    def _transport(self) -> httpx.AsyncBaseTransport:
-        self._turn = (self._turn + 1) % len(self._transports)
-        return self._transports[self._turn]
-
-    def _request(self, request: dict[str, Any], stream: bool) -> httpx.Request:
-        return httpx.Request(
-            "POST",
-            self._url,
-            content=self.body(request, stream),
-            headers=self._headers,
-            extensions=self._timeouts,
-        )
+    async def _post(self, request: dict[str, Any], stream: bool) -> Response:
+        return await self.pool.post(self._path, self._headers, self.body(request, stream))
 
     def __repr__(self) -> str:
         return f"Upstream({self.tier.name!r}, {self.tier.base_url!r}, model={self.tier.model!r})"
@@ -140,7 +120,7 @@ class Upstream:
         return UpstreamError(502, "upstream_error", "upstream_error", message)
 
     def _transport_error(self, exc: BaseException) -> UpstreamError:
-        if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        if isinstance(exc, TimeoutError):
             return UpstreamError(
                 504,
                 "upstream_error",
@@ -157,16 +137,12 @@ class Upstream:
     async def complete(self, request: dict[str, Any]) -> tuple[dict[str, Any], Usage, float]:
         """A non-streaming completion: (response JSON, usage, seconds spent upstream)."""
         t0 = time.perf_counter()
-        req = self._request(request, False)
         try:
             # timeout_s bounds the whole exchange, not only each read.
             async with asyncio.timeout(self.tier.timeout_s):
-                resp = await self._transport.handle_async_request(req)
-                try:
-                    raw = await resp.aread()
-                finally:
-                    await resp.aclose()
-        except (httpx.HTTPError, TimeoutError) as exc:
+                resp = await self._post(request, False)
+                raw = await resp.read()
+        except (HttpError, TimeoutError) as exc:
             raise self._transport_error(exc) from None
         elapsed = time.perf_counter() - t0
         if resp.status_code >= 400:
@@ -191,33 +167,33 @@ class Upstream:
                 return Usage(p, c)
         return Usage(estimate_prompt_tokens(request.get("messages", [])), 0)
 
-    async def open_stream(self, request: dict[str, Any]) -> httpx.Response:
+    async def open_stream(self, request: dict[str, Any]) -> Response:
         """Start a streaming completion; raises :class:`UpstreamError` before any byte is sent."""
-        req = self._request(request, True)
         try:
-            async with asyncio.timeout(self.tier.timeout_s):  # until the response headers
-                resp = await self._transport.handle_async_request(req)
-        except (httpx.HTTPError, TimeoutError) as exc:
+            async with asyncio.timeout(self.tier.timeout_s):  # until the response head
+                resp = await self._post(request, True)
+        except (HttpError, TimeoutError) as exc:
             raise self._transport_error(exc) from None
         if resp.status_code >= 400:
             try:
-                raw = await resp.aread()
-            except httpx.HTTPError:
+                async with asyncio.timeout(self.tier.timeout_s):
+                    raw = await resp.read()
+            except (HttpError, TimeoutError):
                 raw = b""
             finally:
                 await resp.aclose()
             raise self._error_from(resp.status_code, raw)
         return resp
 
-    async def relay(self, resp: httpx.Response, stats: StreamStats) -> AsyncIterator[bytes]:
+    async def relay(self, resp: Response, stats: StreamStats) -> AsyncIterator[bytes]:
         """Pass the upstream's SSE bytes through, counting chunks and catching its usage."""
         try:
-            async for chunk in resp.aiter_raw():
+            async for chunk in resp.aiter():
                 stats.events += chunk.count(b"data: ")
                 if b'"usage"' in chunk:
                     stats.scan_usage(chunk)
                 yield chunk
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             err = self._transport_error(exc)
             stats.error = err
             payload = {"error": {"message": err.message, "type": err.kind, "code": err.code}}

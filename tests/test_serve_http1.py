@@ -1,0 +1,161 @@
+"""The gateway's keep-alive HTTP/1.1 client against scripted raw servers: framing, reuse, and
+malformed or hostile upstream answers (each a clean ``HttpError``, never a hang or a crash)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from sona.serve.http1 import MAX_BODY_BYTES, ConnectError, HttpError, Pool
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    n = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return head + await reader.readexactly(n)
+
+
+def run(handler: Handler, client: Callable[[Pool], Awaitable[None]]) -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = Pool(f"http://127.0.0.1:{port}", max_connections=4)
+        try:
+            await asyncio.wait_for(client(pool), 10)
+        finally:
+            await pool.aclose()
+            server.close()
+
+    asyncio.run(main())
+
+
+def reply(*answers: bytes, keep: bool = True) -> tuple[Handler, list[int]]:
+    """A server answering each request on a connection with the next scripted bytes."""
+    conns: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns.append(1)
+        try:
+            for a in answers:
+                await _read_request(reader)
+                writer.write(a)
+                await writer.drain()
+                if not keep:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return handler, conns
+
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+
+def test_keep_alive_reuses_one_connection() -> None:
+    handler, conns = reply(OK, OK, OK)
+
+    async def client(pool: Pool) -> None:
+        for _ in range(3):
+            r = await pool.post(b"/v1/x", b"", b"{}")
+            assert r.status == 200 and await r.read() == b"{}"
+
+    run(handler, client)
+    assert len(conns) == 1
+
+
+def test_chunked_body_and_1xx() -> None:
+    body = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nx-trailer: 1\r\n\r\n"
+    )
+    handler, _ = reply(body, OK)
+
+    async def client(pool: Pool) -> None:
+        r = await pool.post(b"/", b"", b"{}")
+        assert [c async for c in r.aiter()] == [b"abc", b"defg"]
+        r = await pool.post(b"/", b"", b"{}")  # same connection, framing intact
+        assert await r.read() == b"{}"
+
+    run(handler, client)
+
+
+def test_a_closed_keep_alive_connection_is_retried_once() -> None:
+    handler, conns = reply(OK, keep=False)  # closes after every answer
+
+    async def client(pool: Pool) -> None:
+        for _ in range(2):
+            r = await pool.post(b"/", b"", b"{}")
+            assert await r.read() == b"{}"
+            await asyncio.sleep(0.05)
+
+    run(handler, client)
+    assert len(conns) == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno-colon-here\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: nope\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: " + str(MAX_BODY_BYTES + 1).encode() + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nffffffffff\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\n" * 9,
+        b"HTTP/1.1 200 OK\r\nx: " + b"a" * 70_000 + b"\r\n\r\n",
+        b"",
+    ],
+)
+def test_malformed_answers_are_http_errors(answer: bytes) -> None:
+    handler, _ = reply(answer, keep=False)
+
+    async def client(pool: Pool) -> None:
+        with pytest.raises(HttpError):
+            r = await pool.post(b"/", b"", b"{}")
+            await r.read()
+        # The pool still works afterwards (and released its slot: max_connections is 4).
+        for _ in range(5):
+            with pytest.raises(HttpError):
+                r = await pool.post(b"/", b"", b"{}")
+                await r.read()
+
+    run(handler, client)
+
+
+def test_refused_connection_and_cancellation() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(ConnectError):
+            await Pool(f"http://127.0.0.1:{port}").post(b"/", b"", b"{}")
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(5)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        pool = Pool(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", max_connections=1)
+        for _ in range(3):  # a timed-out exchange frees its slot (else the 2nd would hang)
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await pool.post(b"/", b"", b"{}")
+        await pool.aclose()
+        server.close()
+
+    asyncio.run(main())
+
+
+def test_bad_origins() -> None:
+    for origin in ("ftp://x", "http://", "nonsense"):
+        with pytest.raises(ValueError):
+            Pool(origin)
