@@ -34,9 +34,10 @@ use crate::model::Model;
 use crate::pending::PendingEntry;
 use crate::replay::{Replay, ReplayItem};
 
-const KIND: &str = "sona-engine";
+/// Kind and format version of `engine.ckpt` (tests and tools read them from here).
+pub const KIND: &str = "sona-engine";
 /// 2: adds the pending trajectories (`pending.*`).
-const VERSION: u32 = 2;
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Counters {

@@ -105,7 +105,7 @@ proptest! {
     fn logical_corruption_is_refused_or_valid(kind in 0usize..17, v in any::<u64>(), f in any::<f32>()) {
         let dir = copy_to("logic");
         let path = dir.join("engine.ckpt");
-        let mut ck = Checkpoint::load(&path, "sona-engine", 2).unwrap();
+        let mut ck = Checkpoint::load(&path, sona_engine::persist::KIND, sona_engine::persist::VERSION).unwrap();
         let mut counters: serde_json::Value = ck.meta("counters").unwrap();
         let mut cfg: serde_json::Value = ck.meta("config").unwrap();
         match kind {

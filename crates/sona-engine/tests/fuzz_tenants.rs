@@ -76,7 +76,7 @@ proptest! {
         let dir = tmp.path().join("ck");
         copy(&dir);
         let path = dir.join("engine.ckpt");
-        let mut ck = Checkpoint::from_bytes(&std::fs::read(&path).unwrap(), "sona-engine", 1).unwrap();
+        let mut ck = Checkpoint::from_bytes(&std::fs::read(&path).unwrap(), sona_engine::persist::KIND, sona_engine::persist::VERSION).unwrap();
         if which == 4 {
             ck.set_meta("tenants", &names).unwrap();
         } else {

@@ -204,7 +204,12 @@ fn malformed_tenant_entries_are_refused() {
         Box::new(|ck| ck.put_f32("tenants.mom.a", &[2, 15], &[0.0; 30])),
     ];
     for (i, edit) in edits.iter().enumerate() {
-        let mut ck = Checkpoint::from_bytes(&original, "sona-engine", 1).unwrap();
+        let mut ck = Checkpoint::from_bytes(
+            &original,
+            sona_engine::persist::KIND,
+            sona_engine::persist::VERSION,
+        )
+        .unwrap();
         edit(&mut ck);
         std::fs::write(&path, ck.to_bytes().unwrap()).unwrap();
         sona_engine::checkpoint::reseal(&dir).unwrap();
