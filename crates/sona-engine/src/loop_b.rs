@@ -408,6 +408,8 @@ impl Inner {
                 base: Arc::new(base),
                 micro: Arc::new(micro),
                 head: Arc::new(head),
+                // Loop A's read-out as it is now (loop B trains the rest around it).
+                readout: cur.readout.clone(),
             };
             if !next.is_finite() {
                 return Err(sona_core::SonaError::Numerical(

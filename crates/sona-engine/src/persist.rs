@@ -31,7 +31,9 @@ use crate::model::Model;
 use crate::replay::{Replay, ReplayItem};
 
 const KIND: &str = "sona-engine";
-const VERSION: u32 = 1;
+/// 2 added the router's read-out (`readout`); a version-1 file loads with a zero read-out, which
+/// is exactly the router it was saved from.
+const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Counters {
@@ -123,6 +125,7 @@ impl Inner {
         put_lora(&mut ck, "base", &model.base);
         put_lora(&mut ck, "micro", &model.micro);
         put_lora(&mut ck, "head", &model.head);
+        ck.put_f32("readout", &[model.readout.len()], &model.readout);
         let (ma, mb) = wr.micro_opt.momentum();
         ck.put_f32("micro_mom.a", &[ma.len()], ma);
         ck.put_f32("micro_mom.bt", &[mb.len()], mb);
@@ -185,12 +188,22 @@ impl Inner {
         if !router.iter().all(|x| x.is_finite()) {
             return Err(bad("router: non-finite weights"));
         }
+        let readout = if ck.version() >= 2 {
+            let r = ck.get_f32_shaped("readout", &[cur.readout.len()])?;
+            if !r.iter().all(|x| x.is_finite()) {
+                return Err(bad("readout: non-finite weights"));
+            }
+            r
+        } else {
+            vec![0.0; cur.readout.len()]
+        };
         let model = Model {
             generation: c.generation,
             router: Arc::new(router),
             base: Arc::new(get_lora(&ck, "base", &cur.base)?),
             micro: Arc::new(get_lora(&ck, "micro", &cur.micro)?),
             head: Arc::new(get_lora(&ck, "head", &cur.head)?),
+            readout: Arc::new(readout),
         };
         {
             let wr = inner.writer.get_mut();
