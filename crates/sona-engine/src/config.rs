@@ -113,6 +113,9 @@ pub struct EngineConfig {
     pub pending_ttl_s: f64,
     /// Completed decisions kept for loop-B replay (1..=10^7).
     pub replay_capacity: usize,
+    /// Half-life, in feedbacks, of the recency weights of loop-B replay (0..=10^9; 0 replays the
+    /// reservoir uniformly).
+    pub replay_half_life: u64,
     /// Feedbacks per window of `improvement_metrics` (1..=10^7).
     pub metrics_window: usize,
     /// Soft memory budget reported against the engine's measured use (1..=10^6 MB).
@@ -205,6 +208,7 @@ impl Default for EngineConfig {
             pending_capacity: 100_000,
             pending_ttl_s: 3600.0,
             replay_capacity: 10_000,
+            replay_half_life: 0,
             metrics_window: 500,
             memory_budget_mb: 512.0,
             bank_index: "ivf".into(),
@@ -383,6 +387,7 @@ impl EngineConfig {
             1,
             10_000_000,
         )?;
+        int_range("replay_half_life", self.replay_half_life, 0, 1_000_000_000)?;
         int_range("metrics_window", self.metrics_window as u64, 1, 10_000_000)?;
         real_range("memory_budget_mb", self.memory_budget_mb, 1.0, 1e6)?;
         int_range("deep_steps", self.deep_steps as u64, 0, 1_000_000)?;

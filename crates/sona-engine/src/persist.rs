@@ -31,8 +31,9 @@ use crate::model::Model;
 use crate::replay::{Replay, ReplayItem};
 
 const KIND: &str = "sona-engine";
-/// 2 added the router's read-out (`readout`); a version-1 file loads with a zero read-out, which
-/// is exactly the router it was saved from.
+/// 2 added the router's read-out (`readout`) and the replay items' arrival numbers
+/// (`replay.arrivals`); a version-1 file loads with a zero read-out, which is exactly the router it
+/// was saved from, and its replay items arriving in stored order.
 const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +148,7 @@ impl Inner {
         ck.put_f32("replay.data", &[n, width], &data);
         ck.put_u64("replay.ids", &ids);
         ck.put_f32("replay.meta", &[n, 3], &meta);
+        ck.put_u64("replay.arrivals", &replay.arrivals);
         let mut ewc = learner.ewc.to_checkpoint()?;
         ewc.set_meta("save_token", &token)?;
         drop(wr);
@@ -256,9 +258,18 @@ impl Inner {
             {
                 return Err(bad("replay reservoir sizes are inconsistent"));
             }
+            let arrivals = if ck.version() >= 2 {
+                ck.get_u64("replay.arrivals")?
+            } else {
+                (c.replay_seen - n as u64 + 1..=c.replay_seen).collect()
+            };
+            if arrivals.len() != n || arrivals.iter().any(|&a| a == 0 || a > c.replay_seen) {
+                return Err(bad("replay arrival numbers are out of range"));
+            }
             let mut r = Replay::new(cfg.replay_capacity, cfg.seed);
             r.rng = replay_rng;
             r.seen = c.replay_seen;
+            r.arrivals = arrivals;
             for i in 0..n {
                 let (tier, reward, prop) = (meta[3 * i], meta[3 * i + 1], meta[3 * i + 2]);
                 let row = &data[i * width..(i + 1) * width];
