@@ -74,13 +74,15 @@ pub struct EngineConfig {
     pub head_micro_rank: usize,
     /// Step size of the tier-head micro-LoRA (0..=10).
     pub head_micro_lr: f64,
-    /// SGD step size of the per-tier read-out of the query on each feedback (0..=10; 0 disables
-    /// it, which is the router of format 1). On `z = [√d x̂, 1]` this is the per-tier logistic
-    /// bandit's normalized step at twice the rate.
+    /// Normalized step of the per-tier read-out of the query on each feedback (0..=100; 0
+    /// disables it, which is the router of checkpoint format 1): the chosen tier's logit on that
+    /// query moves by `readout_lr · (reward − r̂)`, whatever `d` is.
     pub readout_lr: f64,
     /// Rank of the base LoRA of the embedding adapter (1..=64).
     pub base_rank: usize,
-    /// `α` of the base LoRA (1e-6..=1e6).
+    /// `α` of the base LoRA (1e-6..=1e6). Small (0.1, scale 0.0125 at rank 8) because loop B's
+    /// Adam steps on a scale-1 base warp the query space the router, the read-out and the memory's
+    /// centroids all read (routing benchmark, docs/benchmarks.md).
     pub base_alpha: f64,
     /// Adam step size of loop B on router + base LoRA (0..=1).
     pub loop_b_lr: f64,
@@ -190,9 +192,9 @@ impl Default for EngineConfig {
             micro_max_norm: 4.0,
             head_micro_rank: 1,
             head_micro_lr: 0.05,
-            readout_lr: 0.15,
+            readout_lr: 5.0,
             base_rank: 8,
-            base_alpha: 8.0,
+            base_alpha: 0.1,
             loop_b_lr: 0.01,
             loop_b_steps: 50,
             loop_b_batch: 32,
@@ -356,7 +358,7 @@ impl EngineConfig {
         real_range("micro_max_norm", self.micro_max_norm, 1e-6, 1e6)?;
         int_range("head_micro_rank", self.head_micro_rank as u64, 1, 2)?;
         real_range("head_micro_lr", self.head_micro_lr, 0.0, 10.0)?;
-        real_range("readout_lr", self.readout_lr, 0.0, 10.0)?;
+        real_range("readout_lr", self.readout_lr, 0.0, 100.0)?;
         int_range(
             "base_rank",
             self.base_rank as u64,

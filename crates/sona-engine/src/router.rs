@@ -231,13 +231,22 @@ impl<T: Real> Cache<T> {
     }
 }
 
-/// One SGD step of the read-out's row `tier` for the logit error `dlogit` (`∂L/∂logit`) at the unit
-/// query `x`: `R_t −= lr · dlogit · [√d x, 1]`, the gradient [`backward`] gives. Returns the new
-/// read-out, or `None` when the step is zero or would not be finite.
-pub fn readout_step(readout: &[f32], x: &[f32], tier: usize, dlogit: f32, lr: f32) -> Option<Vec<f32>> {
+/// One normalized SGD step of the read-out's row `tier` for the logit error `dlogit` (`∂L/∂logit`)
+/// at the query `x`: `R_t −= lr · dlogit · z / ‖z‖²` with `z = [√d x, 1]` (the gradient
+/// [`backward`] gives, divided by `‖z‖²`), so tier `tier`'s logit on this very query moves by
+/// `−lr · dlogit` whatever `d` is. Returns the new read-out, or `None` when the step is zero or
+/// would not be finite.
+pub fn readout_step(
+    readout: &[f32],
+    x: &[f32],
+    tier: usize,
+    dlogit: f32,
+    lr: f32,
+) -> Option<Vec<f32>> {
     let d = x.len();
     let row = tier * (d + 1)..(tier + 1) * (d + 1);
-    let step = lr * dlogit;
+    let zz = d as f32 * sona_core::kernels::norm_sq(x) + 1.0;
+    let step = lr * dlogit / zz;
     if step == 0.0 || !step.is_finite() || readout.len() < row.end {
         return None;
     }

@@ -64,6 +64,43 @@ fn unmodified_save_loads() {
     assert_eq!(e.config().dim, 8);
 }
 
+/// A format-1 `engine.ckpt` (no read-out, no replay arrival numbers, a config without the new
+/// fields) still loads: the read-out is zero, i.e. the router it was saved from.
+#[test]
+fn format_1_file_loads_with_a_zero_readout() {
+    let dir = copy_to("v1");
+    let path = dir.join("engine.ckpt");
+    let v2 = Checkpoint::load(&path, "sona-engine", 2).unwrap();
+    let mut v1 = Checkpoint::new("sona-engine", 1);
+    for key in ["save_token", "log_seq", "counters", "metrics", "writer_rng", "replay_rng"] {
+        let value: serde_json::Value = v2.meta(key).unwrap();
+        v1.set_meta(key, &value).unwrap();
+    }
+    let mut cfg: serde_json::Value = v2.meta("config").unwrap();
+    let obj = cfg.as_object_mut().unwrap();
+    obj.remove("readout_lr");
+    obj.remove("replay_half_life");
+    v1.set_meta("config", &cfg).unwrap();
+    for name in [
+        "router", "base.a", "base.bt", "micro.a", "micro.bt", "head.a", "head.bt", "micro_mom.a",
+        "micro_mom.bt", "head_mom.a", "head_mom.bt", "adam.m", "adam.v", "replay.data",
+        "replay.meta",
+    ] {
+        let (shape, v) = v2.get_f32(name).unwrap();
+        v1.put_f32(name, &shape, &v);
+    }
+    v1.put_u64("replay.ids", &v2.get_u64("replay.ids").unwrap());
+    v1.save(&path).unwrap();
+    sona_engine::checkpoint::reseal(&dir).unwrap();
+    let e = Engine::load(&dir).unwrap();
+    assert!(e.model().readout.iter().all(|&r| r == 0.0));
+    assert_eq!(e.model().readout.len(), 4 * 9);
+    check(&dir);
+    // The saved engine had learned a non-zero read-out; format 2 keeps it.
+    let e2 = Engine::load(saved()).unwrap();
+    assert!(e2.model().readout.iter().any(|&r| r != 0.0));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -93,10 +130,10 @@ proptest! {
     }
 
     #[test]
-    fn logical_corruption_is_refused_or_valid(kind in 0usize..10, v in any::<u64>(), f in any::<f32>()) {
+    fn logical_corruption_is_refused_or_valid(kind in 0usize..13, v in any::<u64>(), f in any::<f32>()) {
         let dir = copy_to("logic");
         let path = dir.join("engine.ckpt");
-        let mut ck = Checkpoint::load(&path, "sona-engine", 1).unwrap();
+        let mut ck = Checkpoint::load(&path, "sona-engine", 2).unwrap();
         let mut counters: serde_json::Value = ck.meta("counters").unwrap();
         let mut cfg: serde_json::Value = ck.meta("config").unwrap();
         match kind {
@@ -119,6 +156,25 @@ proptest! {
                 ck.put_f32("replay.meta", &shape, &m);
             }
             8 => ck.put_f32("adam.v", &[3], &[f, f, f]),
+            10 => {
+                let (shape, mut r) = ck.get_f32("readout").unwrap();
+                let i = (v as usize) % r.len();
+                r[i] = f;
+                ck.put_f32("readout", &shape, &r);
+            }
+            11 => {
+                let (_, r) = ck.get_f32("readout").unwrap();
+                let n = (v as usize) % (r.len() + 1);
+                ck.put_f32("readout", &[n], &r[..n]);
+            }
+            12 => {
+                let mut a = ck.get_u64("replay.arrivals").unwrap();
+                if !a.is_empty() {
+                    let i = (v as usize) % a.len();
+                    a[i] = v % 64;
+                }
+                ck.put_u64("replay.arrivals", &a);
+            }
             _ => {
                 let (shape, d) = ck.get_f32("replay.data").unwrap();
                 let rows = (v as usize % 5).min(shape[0]);

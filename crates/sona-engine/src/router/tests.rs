@@ -238,14 +238,17 @@ fn readout_step_is_a_gradient_step_on_the_chosen_row() {
     let (d, t) = (3, 2);
     let r = vec![0.5f32; readout_len(d, t)];
     let x = [0.6f32, 0.0, 0.8];
-    let next = readout_step(&r, &x, 1, 0.5, 0.1).unwrap();
-    // Row 0 untouched; row 1 moved by −lr·dlogit·[√3 x, 1].
+    let next = readout_step(&r, &x, 1, 0.5, 0.4).unwrap();
+    // Row 0 untouched; row 1 moved by −lr·dlogit·z/‖z‖², z = [√3 x, 1], ‖z‖² = 4.
     assert_eq!(&next[..4], &r[..4]);
     let s = 3f32.sqrt();
     for j in 0..3 {
         assert!((next[4 + j] - (0.5 - 0.05 * s * x[j])).abs() < 1e-6);
     }
     assert!((next[7] - 0.45).abs() < 1e-6);
+    // So the row's logit on x moved by −lr·dlogit = −0.2.
+    let logit = |r: &[f32]| s * (0..3).map(|j| r[4 + j] * x[j]).sum::<f32>() + r[7];
+    assert!((logit(&next) - logit(&r) + 0.2).abs() < 1e-5);
     // A zero or non-finite step changes nothing.
     assert!(readout_step(&r, &x, 1, 0.0, 0.1).is_none());
     assert!(readout_step(&r, &x, 1, 0.5, 0.0).is_none());
