@@ -56,12 +56,14 @@ FAVOURED_SHARE = 0.9
 #: SONA settings chosen on validation streams (``--tune``; see docs/benchmarks.md). Everything not
 #: listed is the engine's default.
 SONA_TUNED: dict[str, Any] = {
-    "cost_weight": 0.001,
-    "epsilon": 0.05,
+    "cost_weight": 0.0005,
+    "epsilon": 0.02,
     "micro_lr": 0.05,
+    "readout_lr": 3.0,
+    "replay_half_life": 500,
 }
 #: The bandit's settings chosen the same way at SONA's cost weight (learning rate, ε).
-BANDIT_TUNED: dict[str, float] = {"lr": 0.3, "epsilon": 0.02}
+BANDIT_TUNED: dict[str, float] = {"lr": 0.03, "epsilon": 0.05}
 #: ``background_learn()`` every this many queries.
 LEARN_EVERY = 250
 
