@@ -97,7 +97,9 @@ fn recency_cdf(arrivals: &[u64], now: u64, half_life: u64) -> Vec<f64> {
     arrivals
         .iter()
         .map(|&a| {
-            acc += (k * now.saturating_sub(a) as f64).exp().max(f64::MIN_POSITIVE);
+            acc += (k * now.saturating_sub(a) as f64)
+                .exp()
+                .max(f64::MIN_POSITIVE);
             acc
         })
         .collect()

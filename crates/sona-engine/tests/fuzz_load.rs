@@ -72,7 +72,14 @@ fn format_1_file_loads_with_a_zero_readout() {
     let path = dir.join("engine.ckpt");
     let v2 = Checkpoint::load(&path, "sona-engine", 2).unwrap();
     let mut v1 = Checkpoint::new("sona-engine", 1);
-    for key in ["save_token", "log_seq", "counters", "metrics", "writer_rng", "replay_rng"] {
+    for key in [
+        "save_token",
+        "log_seq",
+        "counters",
+        "metrics",
+        "writer_rng",
+        "replay_rng",
+    ] {
         let value: serde_json::Value = v2.meta(key).unwrap();
         v1.set_meta(key, &value).unwrap();
     }
@@ -82,8 +89,20 @@ fn format_1_file_loads_with_a_zero_readout() {
     obj.remove("replay_half_life");
     v1.set_meta("config", &cfg).unwrap();
     for name in [
-        "router", "base.a", "base.bt", "micro.a", "micro.bt", "head.a", "head.bt", "micro_mom.a",
-        "micro_mom.bt", "head_mom.a", "head_mom.bt", "adam.m", "adam.v", "replay.data",
+        "router",
+        "base.a",
+        "base.bt",
+        "micro.a",
+        "micro.bt",
+        "head.a",
+        "head.bt",
+        "micro_mom.a",
+        "micro_mom.bt",
+        "head_mom.a",
+        "head_mom.bt",
+        "adam.m",
+        "adam.v",
+        "replay.data",
         "replay.meta",
     ] {
         let (shape, v) = v2.get_f32(name).unwrap();

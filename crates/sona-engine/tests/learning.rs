@@ -126,7 +126,10 @@ fn regret_falls_and_beats_random_and_context_free() {
         let tail = |w: &[f64]| w[w.len() - 3..].iter().sum::<f64>() / 3.0;
         let (e_tail, f_tail) = (tail(&eng), tail(&free));
         eprintln!("seed {seed}: engine {eng:.3?}\n  context-free {free:.3?}, random {random:.3}");
-        assert!(first > 1.5 * e_tail, "regret did not fall: {first} then {eng:?}");
+        assert!(
+            first > 1.5 * e_tail,
+            "regret did not fall: {first} then {eng:?}"
+        );
         assert!(
             e_tail < 0.6 * f_tail,
             "engine {e_tail} vs context-free {f_tail}"
