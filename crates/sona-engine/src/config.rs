@@ -74,9 +74,15 @@ pub struct EngineConfig {
     pub head_micro_rank: usize,
     /// Step size of the tier-head micro-LoRA (0..=10).
     pub head_micro_lr: f64,
+    /// Normalized step of the per-tier read-out of the query on each feedback (0..=100; 0
+    /// disables it, which is the router of checkpoint format 1): the chosen tier's logit on that
+    /// query moves by `readout_lr · (reward − r̂)`, whatever `d` is.
+    pub readout_lr: f64,
     /// Rank of the base LoRA of the embedding adapter (1..=64).
     pub base_rank: usize,
-    /// `α` of the base LoRA (1e-6..=1e6).
+    /// `α` of the base LoRA (1e-6..=1e6). Small (0.1, scale 0.0125 at rank 8) because loop B's
+    /// Adam steps on a scale-1 base warp the query space the router, the read-out and the memory's
+    /// centroids all read (routing benchmark, docs/benchmarks.md).
     pub base_alpha: f64,
     /// Adam step size of loop B on router + base LoRA (0..=1).
     pub loop_b_lr: f64,
@@ -109,6 +115,9 @@ pub struct EngineConfig {
     pub pending_ttl_s: f64,
     /// Completed decisions kept for loop-B replay (1..=10^7).
     pub replay_capacity: usize,
+    /// Half-life, in feedbacks, of the recency weights of loop-B replay (0..=10^9; 0 replays the
+    /// reservoir uniformly).
+    pub replay_half_life: u64,
     /// Feedbacks per window of `improvement_metrics` (1..=10^7).
     pub metrics_window: usize,
     /// Memory budget (1..=10^6 MB): sizes every store and evicts by the policy of
@@ -184,8 +193,9 @@ impl Default for EngineConfig {
             micro_max_norm: 4.0,
             head_micro_rank: 1,
             head_micro_lr: 0.05,
+            readout_lr: 5.0,
             base_rank: 8,
-            base_alpha: 8.0,
+            base_alpha: 0.1,
             loop_b_lr: 0.01,
             loop_b_steps: 50,
             loop_b_batch: 32,
@@ -201,6 +211,7 @@ impl Default for EngineConfig {
             pending_capacity: 100_000,
             pending_ttl_s: 3600.0,
             replay_capacity: 10_000,
+            replay_half_life: 0,
             metrics_window: 500,
             memory_budget_mb: 512.0,
             bank_index: "ivf".into(),
@@ -348,6 +359,7 @@ impl EngineConfig {
         real_range("micro_max_norm", self.micro_max_norm, 1e-6, 1e6)?;
         int_range("head_micro_rank", self.head_micro_rank as u64, 1, 2)?;
         real_range("head_micro_lr", self.head_micro_lr, 0.0, 10.0)?;
+        real_range("readout_lr", self.readout_lr, 0.0, 100.0)?;
         int_range(
             "base_rank",
             self.base_rank as u64,
@@ -378,6 +390,7 @@ impl EngineConfig {
             1,
             10_000_000,
         )?;
+        int_range("replay_half_life", self.replay_half_life, 0, 1_000_000_000)?;
         int_range("metrics_window", self.metrics_window as u64, 1, 10_000_000)?;
         real_range("memory_budget_mb", self.memory_budget_mb, 1.0, 1e6)?;
         int_range("deep_steps", self.deep_steps as u64, 0, 1_000_000)?;

@@ -254,6 +254,7 @@ impl Inner {
             base: Arc::new(base),
             micro: Arc::new(micro),
             head: Arc::new(head),
+            readout: Arc::new(vec![0.0; crate::router::readout_len(d, cfg.n_tiers)]),
         };
         let writer = Writer {
             micro_opt: Optimizer::new(micro_optim(&cfg), d, d, cfg.micro_rank)?,
@@ -581,7 +582,14 @@ impl Inner {
                 .step(&model.head, &mut head_w, &hl, &sc.dl)
                 .is_ok();
             wr.rejected += (!ok_m) as u64 + (!ok_h) as u64;
-            if ok_m || ok_h {
+            let readout = crate::router::readout_step(
+                &model.readout,
+                &unit,
+                t,
+                sc.dl[t],
+                self.cfg.readout_lr as f32,
+            );
+            if ok_m || ok_h || readout.is_some() {
                 let next = Model {
                     generation: model.generation + 1,
                     router: model.router.clone(),
@@ -596,6 +604,7 @@ impl Inner {
                     } else {
                         model.head.clone()
                     },
+                    readout: readout.map_or_else(|| model.readout.clone(), Arc::new),
                 };
                 self.model.store(Arc::new(next));
             }

@@ -306,8 +306,8 @@ impl Inner {
         let (eval, batches) = {
             let mut r = self.replay.lock();
             let n_eval = 256.min(r.items.len());
-            let eval = r.sample(n_eval);
-            let batches = r.sample(cfg.loop_b_steps * cfg.loop_b_batch);
+            let eval = r.sample(n_eval, cfg.replay_half_life);
+            let batches = r.sample(cfg.loop_b_steps * cfg.loop_b_batch, cfg.replay_half_life);
             (eval, batches)
         };
         let mut ids: Vec<u64> = eval
@@ -408,6 +408,8 @@ impl Inner {
                 base: Arc::new(base),
                 micro: Arc::new(micro),
                 head: Arc::new(head),
+                // Loop A's read-out as it is now (loop B trains the rest around it).
+                readout: cur.readout.clone(),
             };
             if !next.is_finite() {
                 return Err(sona_core::SonaError::Numerical(

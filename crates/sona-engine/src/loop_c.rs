@@ -384,6 +384,7 @@ impl Inner {
                 base: Arc::new(base_of(&theta, nr, &model.base)),
                 micro: cur.micro.clone(),
                 head: cur.head.clone(),
+                readout: cur.readout.clone(),
             };
             if !next.is_finite() {
                 return Err(SonaError::Numerical(

@@ -20,6 +20,9 @@ pub struct Model {
     pub micro: Arc<LoraWeights>,
     /// Micro LoRA on the tier head (`H → T`), one step per feedback.
     pub head: Arc<LoraWeights>,
+    /// Per-tier linear read-out of the query (`T × (d + 1)`, [`crate::router::HeadMicro`]), one
+    /// SGD step per feedback on the chosen tier's row.
+    pub readout: Arc<Vec<f32>>,
 }
 
 impl Model {
@@ -37,13 +40,17 @@ impl Model {
             bt: &self.head.bt,
             rank: self.head.rank,
             scale: self.head.scale,
+            readout: &self.readout,
         }
     }
 
     /// Bytes of every weight.
     pub fn bytes(&self) -> usize {
         let lw = |w: &LoraWeights| (w.a.len() + w.bt.len()) * 4;
-        self.router.len() * 4 + lw(&self.base) + lw(&self.micro) + lw(&self.head)
+        (self.router.len() + self.readout.len()) * 4
+            + lw(&self.base)
+            + lw(&self.micro)
+            + lw(&self.head)
     }
 
     /// Whether every weight is finite.
@@ -52,5 +59,6 @@ impl Model {
             && self.base.is_finite()
             && self.micro.is_finite()
             && self.head.is_finite()
+            && self.readout.iter().all(|x| x.is_finite())
     }
 }

@@ -36,7 +36,9 @@ use crate::replay::{Replay, ReplayItem};
 
 /// Kind and format version of `engine.ckpt` (tests and tools read them from here).
 pub const KIND: &str = "sona-engine";
-/// 2: adds the pending trajectories (`pending.*`).
+/// 2 added the pending trajectories (`pending.*`), the router's read-out (`readout`) and the replay
+/// items' arrival numbers (`replay.arrivals`); a version-1 file loads with nothing pending, a zero
+/// read-out (exactly the router it was saved from) and its replay items arriving in stored order.
 pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,6 +209,7 @@ impl Inner {
         put_lora(&mut ck, "base", &model.base);
         put_lora(&mut ck, "micro", &model.micro);
         put_lora(&mut ck, "head", &model.head);
+        ck.put_f32("readout", &[model.readout.len()], &model.readout);
         let (ma, mb) = wr.micro_opt.momentum();
         ck.put_f32("micro_mom.a", &[ma.len()], ma);
         ck.put_f32("micro_mom.bt", &[mb.len()], mb);
@@ -230,6 +233,7 @@ impl Inner {
         ck.put_u64("replay.ids", &ids);
         ck.put_f32("replay.meta", &[n, 3], &meta);
         put_pending(&mut ck, &inner.pending.entries(), width, inner.cfg.k_recall);
+        ck.put_u64("replay.arrivals", &replay.arrivals);
         let mut ewc = learner.ewc.to_checkpoint()?;
         ewc.set_meta("save_token", &token)?;
         drop(wr);
@@ -276,12 +280,22 @@ impl Inner {
         if !router.iter().all(|x| x.is_finite()) {
             return Err(bad("router: non-finite weights"));
         }
+        let readout = if ck.version() >= 2 {
+            let r = ck.get_f32_shaped("readout", &[cur.readout.len()])?;
+            if !r.iter().all(|x| x.is_finite()) {
+                return Err(bad("readout: non-finite weights"));
+            }
+            r
+        } else {
+            vec![0.0; cur.readout.len()]
+        };
         let model = Model {
             generation: c.generation,
             router: Arc::new(router),
             base: Arc::new(get_lora(&ck, "base", &cur.base)?),
             micro: Arc::new(get_lora(&ck, "micro", &cur.micro)?),
             head: Arc::new(get_lora(&ck, "head", &cur.head)?),
+            readout: Arc::new(readout),
         };
         {
             let wr = inner.writer.get_mut();
@@ -334,9 +348,18 @@ impl Inner {
             {
                 return Err(bad("replay reservoir sizes are inconsistent"));
             }
+            let arrivals = if ck.version() >= 2 {
+                ck.get_u64("replay.arrivals")?
+            } else {
+                (c.replay_seen - n as u64 + 1..=c.replay_seen).collect()
+            };
+            if arrivals.len() != n || arrivals.iter().any(|&a| a == 0 || a > c.replay_seen) {
+                return Err(bad("replay arrival numbers are out of range"));
+            }
             let mut r = Replay::new(inner.budget.replay, cfg.seed);
             r.rng = replay_rng;
             r.seen = c.replay_seen;
+            r.arrivals = arrivals;
             for i in 0..n {
                 let (tier, reward, prop) = (meta[3 * i], meta[3 * i + 1], meta[3 * i + 2]);
                 let row = &data[i * width..(i + 1) * width];

@@ -4,8 +4,14 @@
 //! z_t  = σ(W x_t + U h_{t-1} + b_z)          W = W₁W₂ (H×r_w · r_w×D),  U = U₁U₂ (H×r_u · r_u×H)
 //! h̃_t  = tanh(W x_t + U h_{t-1} + b_h)
 //! h_t  = (ζ(1−z_t) + ν) ⊙ h̃_t + z_t ⊙ h_{t-1}    ζ = σ(ζ̂), ν = σ(ν̂),  h_{-1} = 0
-//! r̂    = σ(W_o h_L + b_o + s·B_µ(A_µ h_L))        per-tier predicted reward (micro-LoRA on the head)
+//! r̂    = σ(W_o h_L + b_o + s·B_µ(A_µ h_L) + R z)   per-tier predicted reward
+//! z    = [√d · x̂, 1]                               x̂ = the unit query (step 0's embedding part)
 //! ```
+//!
+//! `s·B_µA_µ` is the micro-LoRA on the head; `R` (`T × (d + 1)`) is the per-tier linear read-out
+//! of the query beside the recurrent state: a per-tier logistic model of the query inside the
+//! router, which loop A steps on every feedback (design §6). `√d` puts z's coordinates at unit
+//! scale, like a standardized query's.
 //!
 //! Input sequence (width `D = d + S`, see [`features`]): step 0 is the unit-normalized adapted query
 //! with a zero statistics block; steps 1..=k are the recalled pattern centroids, least similar first
@@ -161,13 +167,26 @@ impl Layout {
     }
 }
 
-/// The micro-LoRA on the tier head: `ΔW_o = s · B A` with `A: r × H`, `Bᵀ: r × T`.
+/// What the engine adds to the tier head besides `θ`: the micro-LoRA `ΔW_o = s · B A` (`A: r × H`,
+/// `Bᵀ: r × T`) and the per-tier read-out `R` of the query (`T × (d + 1)`, row `[w_t | b_t]`;
+/// empty for none).
 #[derive(Debug, Clone, Copy)]
 pub struct HeadMicro<'a, T> {
     pub a: &'a [T],
     pub bt: &'a [T],
     pub rank: usize,
     pub scale: T,
+    pub readout: &'a [T],
+}
+
+/// Length of the read-out `R` for `dim`-wide queries and `tiers` tiers.
+pub fn readout_len(dim: usize, tiers: usize) -> usize {
+    tiers * (dim + 1)
+}
+
+/// `√d`, the read-out's feature scale.
+pub fn readout_scale<T: Real>(dim: usize) -> T {
+    T::of((dim as f64).sqrt())
 }
 
 /// Activations of one forward pass, kept for the backward pass (reused across calls).
@@ -210,6 +229,32 @@ impl<T: Real> Cache<T> {
     pub fn h_final(&self, hidden: usize) -> &[T] {
         &self.h[self.steps * hidden..(self.steps + 1) * hidden]
     }
+}
+
+/// One normalized SGD step of the read-out's row `tier` for the logit error `dlogit` (`∂L/∂logit`)
+/// at the query `x`: `R_t −= lr · dlogit · z / ‖z‖²` with `z = [√d x, 1]` (the gradient
+/// [`backward`] gives, divided by `‖z‖²`), so tier `tier`'s logit on this very query moves by
+/// `−lr · dlogit` whatever `d` is. Returns the new read-out, or `None` when the step is zero or
+/// would not be finite.
+pub fn readout_step(
+    readout: &[f32],
+    x: &[f32],
+    tier: usize,
+    dlogit: f32,
+    lr: f32,
+) -> Option<Vec<f32>> {
+    let d = x.len();
+    let row = tier * (d + 1)..(tier + 1) * (d + 1);
+    let zz = d as f32 * sona_core::kernels::norm_sq(x) + 1.0;
+    let step = lr * dlogit / zz;
+    if step == 0.0 || !step.is_finite() || readout.len() < row.end {
+        return None;
+    }
+    let mut next = readout.to_vec();
+    let r = &mut next[row];
+    sona_core::kernels::axpy(-step * readout_scale::<f32>(d), x, &mut r[..d]);
+    r[d] -= step;
+    r.iter().all(|v| v.is_finite()).then_some(next)
 }
 
 /// Forward pass over `seq` (`steps × D`, row-major). Returns the predicted rewards (in `cache.out`).
@@ -255,10 +300,16 @@ pub fn forward<T: Real>(
         }
     }
     cache.pre = pre;
-    head(l, theta, micro, cache);
+    head(l, theta, micro, &seq[..l.dim.min(seq.len())], cache);
 }
 
-fn head<T: Real>(l: &Layout, theta: &[T], micro: Option<HeadMicro<'_, T>>, cache: &mut Cache<T>) {
+fn head<T: Real>(
+    l: &Layout,
+    theta: &[T],
+    micro: Option<HeadMicro<'_, T>>,
+    x0: &[T],
+    cache: &mut Cache<T>,
+) {
     let o = l.offsets();
     let (hd, nt) = (l.hidden, l.tiers);
     let hl = &cache.h[cache.steps * hd..(cache.steps + 1) * hd];
@@ -273,6 +324,14 @@ fn head<T: Real>(l: &Layout, theta: &[T], micro: Option<HeadMicro<'_, T>>, cache
         for kk in 0..m.rank {
             let uk = cache.u[kk] * m.scale;
             T::axpy(uk, &m.bt[kk * nt..(kk + 1) * nt], &mut cache.logits);
+        }
+        if m.readout.len() == readout_len(l.dim, nt) && x0.len() == l.dim {
+            let d = l.dim;
+            let sc = readout_scale::<T>(d);
+            for (t, g) in cache.logits.iter_mut().enumerate() {
+                let row = &m.readout[t * (d + 1)..(t + 1) * (d + 1)];
+                *g += sc * T::dot(&row[..d], x0) + row[d];
+            }
         }
     }
     for (y, &g) in cache.out.iter_mut().zip(&cache.logits) {

@@ -73,6 +73,62 @@ fn unmodified_save_loads() {
     e.feedback(last, 1.0, FeedbackSource::Explicit).unwrap();
 }
 
+/// A format-1 `engine.ckpt` (no read-out, no replay arrival numbers, a config without the new
+/// fields) still loads: the read-out is zero, i.e. the router it was saved from.
+#[test]
+fn format_1_file_loads_with_a_zero_readout() {
+    let dir = copy_to("v1");
+    let path = dir.join("engine.ckpt");
+    let v2 = Checkpoint::load(&path, "sona-engine", 2).unwrap();
+    let mut v1 = Checkpoint::new("sona-engine", 1);
+    for key in [
+        "save_token",
+        "log_seq",
+        "counters",
+        "metrics",
+        "writer_rng",
+        "replay_rng",
+    ] {
+        let value: serde_json::Value = v2.meta(key).unwrap();
+        v1.set_meta(key, &value).unwrap();
+    }
+    let mut cfg: serde_json::Value = v2.meta("config").unwrap();
+    let obj = cfg.as_object_mut().unwrap();
+    obj.remove("readout_lr");
+    obj.remove("replay_half_life");
+    v1.set_meta("config", &cfg).unwrap();
+    for name in [
+        "router",
+        "base.a",
+        "base.bt",
+        "micro.a",
+        "micro.bt",
+        "head.a",
+        "head.bt",
+        "micro_mom.a",
+        "micro_mom.bt",
+        "head_mom.a",
+        "head_mom.bt",
+        "adam.m",
+        "adam.v",
+        "replay.data",
+        "replay.meta",
+    ] {
+        let (shape, v) = v2.get_f32(name).unwrap();
+        v1.put_f32(name, &shape, &v);
+    }
+    v1.put_u64("replay.ids", &v2.get_u64("replay.ids").unwrap());
+    v1.save(&path).unwrap();
+    sona_engine::checkpoint::reseal(&dir).unwrap();
+    let e = Engine::load(&dir).unwrap();
+    assert!(e.model().readout.iter().all(|&r| r == 0.0));
+    assert_eq!(e.model().readout.len(), 4 * 9);
+    check(&dir);
+    // The saved engine had learned a non-zero read-out; format 2 keeps it.
+    let e2 = Engine::load(saved()).unwrap();
+    assert!(e2.model().readout.iter().any(|&r| r != 0.0));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -102,7 +158,7 @@ proptest! {
     }
 
     #[test]
-    fn logical_corruption_is_refused_or_valid(kind in 0usize..17, v in any::<u64>(), f in any::<f32>()) {
+    fn logical_corruption_is_refused_or_valid(kind in 0usize..20, v in any::<u64>(), f in any::<f32>()) {
         let dir = copy_to("logic");
         let path = dir.join("engine.ckpt");
         let mut ck = Checkpoint::load(&path, sona_engine::persist::KIND, sona_engine::persist::VERSION).unwrap();
@@ -167,6 +223,25 @@ proptest! {
                 ck.set_meta("latency", &lat).unwrap();
             }
             16 => ck.set_meta("latency", &serde_json::json!({"feedback": [[v, f]]})).unwrap(),
+            17 => {
+                let (shape, mut r) = ck.get_f32("readout").unwrap();
+                let i = (v as usize) % r.len();
+                r[i] = f;
+                ck.put_f32("readout", &shape, &r);
+            }
+            18 => {
+                let (_, r) = ck.get_f32("readout").unwrap();
+                let n = (v as usize) % (r.len() + 1);
+                ck.put_f32("readout", &[n], &r[..n]);
+            }
+            19 => {
+                let mut a = ck.get_u64("replay.arrivals").unwrap();
+                if !a.is_empty() {
+                    let i = (v as usize) % a.len();
+                    a[i] = v % 64;
+                }
+                ck.put_u64("replay.arrivals", &a);
+            }
             _ => {
                 let (shape, d) = ck.get_f32("replay.data").unwrap();
                 let rows = (v as usize % 5).min(shape[0]);

@@ -56,13 +56,14 @@ FAVOURED_SHARE = 0.9
 #: SONA settings chosen on validation streams (``--tune``; see docs/benchmarks.md). Everything not
 #: listed is the engine's default.
 SONA_TUNED: dict[str, Any] = {
-    "cost_weight": 0.001,
-    "epsilon": 0.05,
+    "cost_weight": 0.0005,
+    "epsilon": 0.02,
     "micro_lr": 0.05,
-    "base_alpha": 0.1,
+    "readout_lr": 3.0,
+    "replay_half_life": 500,
 }
 #: The bandit's settings chosen the same way at SONA's cost weight (learning rate, ε).
-BANDIT_TUNED: dict[str, float] = {"lr": 0.3, "epsilon": 0.02}
+BANDIT_TUNED: dict[str, float] = {"lr": 0.03, "epsilon": 0.05}
 #: ``background_learn()`` every this many queries.
 LEARN_EVERY = 250
 
@@ -536,12 +537,11 @@ def _equal_accuracy(out: dict[str, Any]) -> dict[str, Any]:
 
 #: The grid ``--tune`` searches (SONA), by validation accuracy subject to mean cost ≤ the budget.
 SONA_GRID: dict[str, tuple[Any, ...]] = {
-    "cost_weight": (0.001, 0.002),
+    "cost_weight": (0.0005, 0.001),
     "epsilon": (0.02, 0.05),
-    "micro_lr": (0.01, 0.05),
-    # The base LoRA's scale α/r: at the engine default (8/8) loop B warps the query space the
-    # router and the memory read (docs/benchmarks.md, "Cost-aware routing").
-    "base_alpha": (0.1, 8.0),
+    # The router's per-tier read-out of the query (docs/benchmarks.md, "Cost-aware routing").
+    "readout_lr": (3.0, 5.0, 8.0),
+    "replay_half_life": (0, 500),
 }
 BANDIT_GRID: dict[str, tuple[float, ...]] = {"lr": (0.03, 0.1, 0.3), "epsilon": (0.02, 0.05)}
 COST_BUDGET = 10.0

@@ -4,13 +4,15 @@
 //! parameter, the gradient of the head micro-LoRA's factors, and `∂L/∂x_0` (the step-0 input, i.e.
 //! the adapted query) so the embedding adapter can learn from the router's loss.
 
-use super::{Cache, HeadMicro, Layout};
+use super::{readout_len, readout_scale, Cache, HeadMicro, Layout};
 use crate::real::Real;
 
-/// Gradients of the head micro-LoRA: `∇A` (`r × H`) and `∇Bᵀ` (`r × T`).
+/// Gradients of the head micro-LoRA, `∇A` (`r × H`) and `∇Bᵀ` (`r × T`), and of the read-out,
+/// `∇R` (`T × (d + 1)`; empty to skip).
 pub struct MicroGrads<'a, T> {
     pub ga: &'a mut [T],
     pub gbt: &'a mut [T],
+    pub gr: &'a mut [T],
 }
 
 /// Scratch buffers of the backward pass (reused across calls).
@@ -68,6 +70,17 @@ pub fn backward<T: Real>(
             T::axpy(m.scale * v, &m.a[kk * hd..(kk + 1) * hd], &mut s.dh);
         }
         if let Some(g) = mg {
+            if !g.gr.is_empty() && m.readout.len() == readout_len(l.dim, nt) {
+                // ∂logit_t/∂R_t = z = [√d x̂, 1].
+                let (dd, sc) = (l.dim, readout_scale::<T>(l.dim));
+                for (t, &e) in dlogits.iter().enumerate() {
+                    let row = &mut g.gr[t * (dd + 1)..(t + 1) * (dd + 1)];
+                    for (gi, &xi) in row.iter_mut().zip(&seq[..dd]) {
+                        *gi = e * sc * xi;
+                    }
+                    row[dd] = e;
+                }
+            }
             for kk in 0..m.rank {
                 let v = T::dot(&m.bt[kk * nt..(kk + 1) * nt], dlogits);
                 let ga = &mut g.ga[kk * hd..(kk + 1) * hd];
@@ -122,6 +135,16 @@ pub fn backward<T: Real>(
             if let Some(dx) = dx0.as_deref_mut() {
                 T::matvec_t(w2, rw, d, &s.dp, &mut s.dx);
                 dx.copy_from_slice(&s.dx[..dx.len()]);
+                // The read-out reads x̂ too: ∂logit_t/∂x̂ = √d w_t.
+                if let Some(m) = micro {
+                    if m.readout.len() == readout_len(l.dim, nt) {
+                        let (dd, sc) = (l.dim, readout_scale::<T>(l.dim));
+                        for (k, &e) in dlogits.iter().enumerate() {
+                            let w = &m.readout[k * (dd + 1)..k * (dd + 1) + dd];
+                            T::axpy(e * sc, &w[..dx.len()], dx);
+                        }
+                    }
+                }
             }
         }
         T::matvec_t(u1, hd, ru, &s.dpre, &mut s.dq);

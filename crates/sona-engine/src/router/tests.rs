@@ -6,6 +6,7 @@ struct Case {
     theta: Vec<f64>,
     a: Vec<f64>,
     bt: Vec<f64>,
+    r: Vec<f64>,
     seq: Vec<f64>,
     targets: Vec<f64>,
     weights: Vec<f64>,
@@ -25,6 +26,7 @@ fn case(seed: u64) -> Case {
         |n: usize, s: f64| -> Vec<f64> { (0..n).map(|_| s * rng.normal() as f64).collect() };
     let a = f(RANK * l.hidden, 0.5);
     let bt = f(RANK * l.tiers, 0.5);
+    let r = f(readout_len(l.dim, l.tiers), 0.3);
     let seq = f(4 * l.input, 0.8);
     let targets = (0..l.tiers).map(|k| [0.0, 1.0, 0.3][k % 3]).collect();
     let weights = (0..l.tiers).map(|k| 0.5 + k as f64).collect();
@@ -33,19 +35,21 @@ fn case(seed: u64) -> Case {
         theta,
         a,
         bt,
+        r,
         seq,
         targets,
         weights,
     }
 }
 
-fn loss(c: &Case, theta: &[f64], a: &[f64], bt: &[f64], seq: &[f64]) -> f64 {
+fn loss(c: &Case, theta: &[f64], a: &[f64], bt: &[f64], r: &[f64], seq: &[f64]) -> f64 {
     let mut cache = Cache::default();
     let m = HeadMicro {
         a,
         bt,
         rank: RANK,
         scale: SCALE,
+        readout: r,
     };
     forward(&c.l, theta, Some(m), seq, &mut cache);
     (0..c.l.tiers)
@@ -71,6 +75,7 @@ fn backward_matches_central_differences_in_f64() {
             bt: &c.bt,
             rank: RANK,
             scale: SCALE,
+            readout: &c.r,
         };
         let mut cache = Cache::default();
         forward(&c.l, &c.theta, Some(m), &c.seq, &mut cache);
@@ -80,6 +85,7 @@ fn backward_matches_central_differences_in_f64() {
         let mut grad = vec![0.0; c.theta.len()];
         let mut dx0 = vec![0.0; c.l.dim];
         let (mut ga, mut gbt) = (vec![0.0; c.a.len()], vec![0.0; c.bt.len()]);
+        let mut gr = vec![0.0; c.r.len()];
         backward(
             &c.l,
             &c.theta,
@@ -92,6 +98,7 @@ fn backward_matches_central_differences_in_f64() {
             Some(MicroGrads {
                 ga: &mut ga,
                 gbt: &mut gbt,
+                gr: &mut gr,
             }),
             &mut Scratch::default(),
         );
@@ -116,7 +123,7 @@ fn backward_matches_central_differences_in_f64() {
             let num = fd(&|e| {
                 let mut t = c.theta.clone();
                 t[i] += e;
-                loss(&c, &t, &c.a, &c.bt, &c.seq)
+                loss(&c, &t, &c.a, &c.bt, &c.r, &c.seq)
             });
             close("theta", i, grad[i], num);
         }
@@ -124,7 +131,7 @@ fn backward_matches_central_differences_in_f64() {
             let num = fd(&|e| {
                 let mut a = c.a.clone();
                 a[i] += e;
-                loss(&c, &c.theta, &a, &c.bt, &c.seq)
+                loss(&c, &c.theta, &a, &c.bt, &c.r, &c.seq)
             });
             close("A", i, ga[i], num);
         }
@@ -132,15 +139,24 @@ fn backward_matches_central_differences_in_f64() {
             let num = fd(&|e| {
                 let mut b = c.bt.clone();
                 b[i] += e;
-                loss(&c, &c.theta, &c.a, &b, &c.seq)
+                loss(&c, &c.theta, &c.a, &b, &c.r, &c.seq)
             });
             close("Bt", i, gbt[i], num);
         }
+        for i in 0..c.r.len() {
+            let num = fd(&|e| {
+                let mut r = c.r.clone();
+                r[i] += e;
+                loss(&c, &c.theta, &c.a, &c.bt, &r, &c.seq)
+            });
+            close("R", i, gr[i], num);
+        }
+        assert!(gr.iter().all(|g| g.abs() > 1e-9), "R has a zero gradient");
         for i in 0..c.l.dim {
             let num = fd(&|e| {
                 let mut s = c.seq.clone();
                 s[i] += e;
-                loss(&c, &c.theta, &c.a, &c.bt, &s)
+                loss(&c, &c.theta, &c.a, &c.bt, &c.r, &s)
             });
             close("x0", i, dx0[i], num);
         }
@@ -167,12 +183,14 @@ fn f32_forward_agrees_with_f64() {
     let c = case(7);
     let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
     let (t32, a32, b32, s32) = (to32(&c.theta), to32(&c.a), to32(&c.bt), to32(&c.seq));
+    let r32 = to32(&c.r);
     let mut c32 = Cache::default();
     let m32 = HeadMicro {
         a: &a32,
         bt: &b32,
         rank: RANK,
         scale: SCALE as f32,
+        readout: &r32,
     };
     forward(&c.l, &t32, Some(m32), &s32, &mut c32);
     let mut c64 = Cache::default();
@@ -181,6 +199,7 @@ fn f32_forward_agrees_with_f64() {
         bt: &c.bt,
         rank: RANK,
         scale: SCALE,
+        readout: &c.r,
     };
     forward(&c.l, &c.theta, Some(m64), &c.seq, &mut c64);
     for k in 0..c.l.tiers {
@@ -212,4 +231,28 @@ fn feature_blocks() {
     features::missing(&mut out);
     assert_eq!(out.iter().sum::<f32>(), 1.0);
     assert_eq!(out[8], 1.0);
+}
+
+#[test]
+fn readout_step_is_a_gradient_step_on_the_chosen_row() {
+    let (d, t) = (3, 2);
+    let r = vec![0.5f32; readout_len(d, t)];
+    let x = [0.6f32, 0.0, 0.8];
+    let next = readout_step(&r, &x, 1, 0.5, 0.4).unwrap();
+    // Row 0 untouched; row 1 moved by −lr·dlogit·z/‖z‖², z = [√3 x, 1], ‖z‖² = 4.
+    assert_eq!(&next[..4], &r[..4]);
+    let s = 3f32.sqrt();
+    for j in 0..3 {
+        assert!((next[4 + j] - (0.5 - 0.05 * s * x[j])).abs() < 1e-6);
+    }
+    assert!((next[7] - 0.45).abs() < 1e-6);
+    // So the row's logit on x moved by −lr·dlogit = −0.2.
+    let logit = |r: &[f32]| s * (0..3).map(|j| r[4 + j] * x[j]).sum::<f32>() + r[7];
+    assert!((logit(&next) - logit(&r) + 0.2).abs() < 1e-5);
+    // A zero or non-finite step changes nothing.
+    assert!(readout_step(&r, &x, 1, 0.0, 0.1).is_none());
+    assert!(readout_step(&r, &x, 1, 0.5, 0.0).is_none());
+    assert!(readout_step(&r, &x, 1, f32::NAN, 0.1).is_none());
+    assert!(readout_step(&r, &x, 1, 1e38, 1e3).is_none());
+    assert!(readout_step(&r, &x, 5, 0.5, 0.1).is_none());
 }
