@@ -12,6 +12,7 @@
 //! - classes are `#[pyclass(frozen)]` with interior mutability (a lock or an atomic snapshot), so a
 //!   method never holds a Python-level borrow across a call, and long work releases the GIL.
 
+mod args;
 mod classifier;
 mod convert;
 mod embed;
