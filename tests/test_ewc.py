@@ -353,3 +353,24 @@ def test_pca_mode_finds_the_real_task_boundaries_of_permuted_digits() -> None:
     false = [b for b in found if not any(0 < b - s <= 100 for s in starts[1:])]
     assert len(false) / pca.checks < 1e-3
     assert len(found_raw) / raw.checks > 1e-2
+
+
+def test_classes_are_the_extensions_own_with_the_core_defaults() -> None:
+    """One API surface (issue 13): ``sona.ewc`` re-exports the Rust classes, whose defaults are
+    the core configs' and whose arguments accept lists and float64 directly."""
+    from sona import _sona, ewc
+
+    for name in ewc.__all__:
+        cls = getattr(ewc, name)
+        assert cls is getattr(_sona, name) and cls.__module__ == "sona.ewc"
+        assert cls.__doc__ and len(cls.__doc__) > 40
+    e = ewc.EwcPlusPlus(3)
+    assert (e.lambda_, e.lambda_min, e.lambda_max) == (1.0, 0.0, 1e9)
+    assert (e.decay, e.floor) == (1.0, 0.0) and abs(e.gamma - 0.999) < 1e-7
+    a = ewc.AdaptiveLambda()
+    assert (a.value, a.lambda_max) == (1.0, 1e6) and a.lambda_min == pytest.approx(1e-3)
+    e.update_fisher(np.array([1.0, 2.0, 3.0], dtype=np.float64))
+    e.complete_task([0.0, 0.0, 0.0])
+    assert e.penalty([1, 1, 1]) > 0.0
+    with pytest.raises(TypeError):
+        ewc.EwcPlusPlus(3, 1.0, 0.0)  # type: ignore[call-arg]  # bounds are keyword-only

@@ -14,6 +14,9 @@ use sona_core::kernels;
 use sona_core::validate::{check_matrix, check_size, check_vec, element_count, MAX_ELEMENTS};
 use sona_core::{Result, SonaError};
 
+/// Energy share [`GradientProjection::add`] is usually asked to capture (GPM's 0.97).
+pub const DEFAULT_THRESHOLD: f32 = 0.97;
+
 /// Rows accepted per [`GradientProjection::add`] call (the Gram eigensolver is `O(n³)`).
 pub const MAX_ROWS: usize = 512;
 

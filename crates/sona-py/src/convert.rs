@@ -1,6 +1,7 @@
 //! numpy ⇄ slices without copies.
 //!
-//! Inputs must be C-contiguous `float32` numpy arrays of the right rank; anything else raises
+//! [`vector`] and [`matrix`] accept any array-like and convert it once (classes exposed directly,
+//! such as `sona.ewc`'s). [`vec1`] and [`mat2`] take only what follows: inputs must be C-contiguous `float32` numpy arrays of the right rank; anything else raises
 //! `InvalidInputError` (dtype/layout) or `DimensionError` (rank), naming the argument. The Python layer
 //! (`sona._validate`) converts float64 or strided input before calling in, so only direct users of
 //! `sona._sona` see these errors. Finite-ness is checked here too, before any state is touched.
@@ -8,8 +9,8 @@
 use std::borrow::Cow;
 
 use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArray,
-    PyUntypedArrayMethods,
+    PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use sona_core::{validate, SonaError};
@@ -44,6 +45,48 @@ fn wrong(what: &str, want_ndim: usize, obj: &Bound<'_, PyAny>) -> SonaError {
          (convert with numpy.ascontiguousarray(x, dtype=numpy.float32), or call through the `sona` package)",
         describe(obj)
     ))
+}
+
+/// `obj` as a C-contiguous float32 numpy array: itself when it already is one, else
+/// `numpy.ascontiguousarray(obj, dtype=numpy.float32)` (lists, float64, strided views). A failed
+/// conversion or a non-numeric array raises `InvalidInputError`.
+fn as_f32<'py>(what: &str, obj: &Bound<'py, PyAny>) -> BindResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    if let Ok(a) = obj.cast::<PyUntypedArray>() {
+        let dtype = a.dtype();
+        if a.is_c_contiguous() && dtype.is_equiv_to(&numpy::dtype::<f32>(py)) {
+            return Ok(obj.clone());
+        }
+        if !b"fiub".contains(&dtype.kind()) {
+            return Err(SonaError::invalid(format!(
+                "{what}: expected a numeric array, got dtype {dtype}"
+            ))
+            .into());
+        }
+    }
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("dtype", numpy::dtype::<f32>(py))?;
+    py.import("numpy")?
+        .call_method("ascontiguousarray", (obj,), Some(&kwargs))
+        .map_err(|e| {
+            SonaError::invalid(format!("{what}: cannot convert to a float32 array ({e})")).into()
+        })
+}
+
+/// [`vec1`] of any array-like (converted as by [`as_f32`]): wrong rank raises `DimensionError`.
+pub(crate) fn vector<'py>(
+    what: &str,
+    obj: &Bound<'py, PyAny>,
+) -> BindResult<PyReadonlyArray1<'py, f32>> {
+    vec1(what, &as_f32(what, obj)?)
+}
+
+/// [`mat2`] of any array-like (converted as by [`as_f32`]): wrong rank raises `DimensionError`.
+pub(crate) fn matrix<'py>(
+    what: &str,
+    obj: &Bound<'py, PyAny>,
+) -> BindResult<PyReadonlyArray2<'py, f32>> {
+    mat2(what, &as_f32(what, obj)?)
 }
 
 /// A read-only 1-D float32 view; finite-ness is checked.

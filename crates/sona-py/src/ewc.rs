@@ -1,5 +1,15 @@
 //! Binding of `sona-ewc`: `OnlineFisher`, `EwcPlusPlus`, `TaskBoundaryDetector`, `AdaptiveLambda`,
-//! `GradientProjection`, registered flat in `sona._sona` and wrapped by `python/sona/ewc.py`.
+//! `GradientProjection`, registered in `sona._sona` and re-exported unchanged by `sona.ewc` (their
+//! `__module__`). This file is the Python API: the docstrings are the doc comments below, the
+//! defaults are the core configs' `Default`s, and arguments take any array-like
+//! ([`crate::convert::vector`]) and checked sizes and reals ([`crate::args`]).
+//!
+//! Every method takes array-likes (converted once to C-contiguous float32) and returns numpy
+//! float32. Wrong lengths raise `DimensionError`, NaN/Inf `NonFiniteError`, out-of-range settings
+//! `ConfigError`, corrupted files `CheckpointError`, and values whose result `float32` cannot hold
+//! (gradients beyond `1e19`, detector inputs beyond `1e15`, an overflowing fold or penalty)
+//! `NumericalError`; a failing call leaves the object unchanged, and no stored value is ever NaN
+//! or Inf.
 //!
 //! Each class holds its core object behind a `Mutex` (the classes are frozen). Every method validates
 //! through the core before mutating, so a failing call leaves the state unchanged.
@@ -15,13 +25,15 @@ use std::sync::{Mutex, MutexGuard};
 use numpy::{PyArray1, PyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use sona_core::SonaError;
+use sona_ewc::gpm::DEFAULT_THRESHOLD;
 use sona_ewc::{
     AdaptiveLambda as CoreLambda, BoundaryConfig, EwcConfig, EwcPlusPlus as CoreEwc,
     GradientProjection as CoreGpm, LambdaConfig, LambdaStep, OnlineFisher as CoreFisher,
     TaskBoundaryDetector as CoreDetector,
 };
 
-use crate::convert::{detachable, mat2, out1, out2, vec1};
+use crate::args::{Real, Size};
+use crate::convert::{detachable, matrix, out1, out2, vector};
 use crate::errors::{guard, BindResult};
 
 /// Work on at least this many floats runs with the GIL released.
@@ -63,7 +75,7 @@ fn with_matrix<T: Send, R: Send>(
     always_detach: bool,
     f: impl FnOnce(&mut T, &[f32], usize) -> Result<R, SonaError> + Send,
 ) -> BindResult<R> {
-    let m = mat2(what, obj)?;
+    let m = matrix(what, obj)?;
     let (rows, got) = (m.shape()[0], m.shape()[1]);
     if got != cols {
         return Err(SonaError::Dimension {
@@ -78,8 +90,14 @@ fn with_matrix<T: Send, R: Send>(
     Ok(with_state(py, detach, state, |s| f(s, &data, rows))?)
 }
 
-/// Online diagonal Fisher from per-sample gradients: `F ← γF + (1−γ)g²`, bias-corrected, floored.
-#[pyclass(frozen, module = "sona._sona")]
+/// Running diagonal Fisher over `param_count` parameters from **per-sample** gradients,
+/// `F ← γF + (1−γ)g²` (bias-corrected for its zero start, floored).
+///
+/// Args:
+///     param_count: number of parameters `P`.
+///     gamma: EMA decay per sample in `[0, 1)`; `0.999` averages over about the last 1000 samples.
+///     floor: smallest value `estimate` returns (`≥ 0`).
+#[pyclass(frozen, module = "sona.ewc")]
 pub(crate) struct OnlineFisher {
     /// Fixed at construction, so shape checks never wait for the lock.
     p: usize,
@@ -89,27 +107,29 @@ pub(crate) struct OnlineFisher {
 #[pymethods]
 impl OnlineFisher {
     #[new]
-    #[pyo3(signature = (param_count, gamma = 0.999, floor = 0.0))]
-    fn new(py: Python<'_>, param_count: usize, gamma: f32, floor: f32) -> PyResult<Self> {
+    #[pyo3(signature = (param_count, gamma = Real(EwcConfig::default().gamma.into()),
+                        floor = Real(EwcConfig::default().floor.into())))]
+    fn new(py: Python<'_>, param_count: Size, gamma: Real, floor: Real) -> PyResult<Self> {
         guard(py, || {
             Ok(OnlineFisher {
-                p: param_count,
-                inner: Mutex::new(CoreFisher::new(param_count, gamma, floor)?),
+                p: param_count.0,
+                inner: Mutex::new(CoreFisher::new(param_count.0, gamma.f32(), floor.f32())?),
             })
         })
     }
 
-    /// Folds in one per-sample gradient.
+    /// Folds in one per-sample gradient (length `P`); `|g| > 1e19` raises NumericalError (its
+    /// square would overflow the float32 Fisher).
     fn update(&self, py: Python<'_>, grad: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
-            let g = vec1("grad", grad)?;
+            let g = vector("grad", grad)?;
             let detach = detaches(g.len());
             let g = detachable(&g, detach)?;
             Ok(with_state(py, detach, &self.inner, |f| f.update(&g))?)
         })
     }
 
-    /// Folds in the rows of an `n × P` matrix of per-sample gradients, in order.
+    /// Folds in an `n × P` matrix of per-sample gradients, row by row (never their mean).
     fn update_batch(&self, py: Python<'_>, grads: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
             with_matrix(
@@ -122,7 +142,7 @@ impl OnlineFisher {
         })
     }
 
-    /// The bias-corrected, floored estimate (raises if no sample was seen).
+    /// `max(F / (1 − γⁿ), floor)`; raises InvalidInputError before the first sample.
     fn estimate<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f32>>> {
         guard(py, || {
             let e = with_state(py, detaches(self.p), &self.inner, |f| f.estimate())?;
@@ -135,6 +155,7 @@ impl OnlineFisher {
         with_state(py, detaches(self.p), &self.inner, |f| f.reset())
     }
 
+    /// Per-sample gradients folded in since creation or the last reset.
     #[getter]
     fn samples(&self) -> u64 {
         lock(&self.inner).samples()
@@ -156,8 +177,23 @@ impl OnlineFisher {
     }
 }
 
-/// EWC++: online Fisher of the current task plus the consolidated quadratic of finished tasks.
-#[pyclass(frozen, module = "sona._sona")]
+/// EWC++ over `param_count` parameters: the online Fisher of the current task plus every finished
+/// task folded into one quadratic in O(P), `penalty(θ) = λ/2 Σ F̄ (θ − θ̄*)²` and
+/// `apply(θ, grad) = grad + λ F̄ ⊙ (θ − θ̄*)`. λ is applied once; per-task weights and the decay of
+/// old tasks live in `F̄`.
+///
+/// Typical loop: during a task, feed per-sample gradients to `update_fisher_batch` and pass each
+/// training gradient through `apply`; at the end of the task call `complete_task` with the
+/// parameters to protect.
+///
+/// Args:
+///     param_count: number of protected parameters `P`.
+///     lambda_: penalty strength λ (applied once, in `penalty` and `apply`).
+///     lambda_min, lambda_max: bounds every λ must respect (set, adapted or loaded).
+///     gamma: EMA decay of the online Fisher per sample.
+///     floor: smallest Fisher value a task contributes.
+///     decay: factor in `(0, 1]` applied to the earlier tasks each time a task is completed.
+#[pyclass(frozen, module = "sona.ewc")]
 pub(crate) struct EwcPlusPlus {
     /// Fixed at construction, so shape checks never wait for the lock.
     p: usize,
@@ -186,35 +222,40 @@ impl EwcPlusPlus {
 #[pymethods]
 impl EwcPlusPlus {
     #[new]
-    #[pyo3(signature = (param_count, lambda_ = 1.0, lambda_min = 0.0, lambda_max = 1e9,
-                        gamma = 0.999, floor = 0.0, decay = 1.0))]
+    #[pyo3(signature = (param_count, lambda_ = Real(EwcConfig::default().lambda.into()), *,
+                        lambda_min = Real(EwcConfig::default().lambda_min.into()),
+                        lambda_max = Real(EwcConfig::default().lambda_max.into()),
+                        gamma = Real(EwcConfig::default().gamma.into()),
+                        floor = Real(EwcConfig::default().floor.into()),
+                        decay = Real(EwcConfig::default().decay.into())))]
+    #[allow(clippy::too_many_arguments)] // the Python constructor's keywords
     fn new(
         py: Python<'_>,
-        param_count: usize,
-        lambda_: f32,
-        lambda_min: f32,
-        lambda_max: f32,
-        gamma: f32,
-        floor: f32,
-        decay: f32,
+        param_count: Size,
+        lambda_: Real,
+        lambda_min: Real,
+        lambda_max: Real,
+        gamma: Real,
+        floor: Real,
+        decay: Real,
     ) -> PyResult<Self> {
         guard(py, || {
             let cfg = EwcConfig {
-                lambda: lambda_,
-                lambda_min,
-                lambda_max,
-                gamma,
-                floor,
-                decay,
+                lambda: lambda_.f32(),
+                lambda_min: lambda_min.f32(),
+                lambda_max: lambda_max.f32(),
+                gamma: gamma.f32(),
+                floor: floor.f32(),
+                decay: decay.f32(),
             };
-            Ok(Self::wrap(CoreEwc::new(param_count, cfg)?))
+            Ok(Self::wrap(CoreEwc::new(param_count.0, cfg)?))
         })
     }
 
-    /// Folds one per-sample gradient into the online Fisher.
+    /// Folds one per-sample gradient of the current task into the online Fisher.
     fn update_fisher(&self, py: Python<'_>, grad: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
-            let g = vec1("grad", grad)?;
+            let g = vector("grad", grad)?;
             let detach = detaches(g.len());
             let g = detachable(&g, detach)?;
             Ok(with_state(py, detach, &self.inner, |e| {
@@ -236,18 +277,23 @@ impl EwcPlusPlus {
         })
     }
 
-    /// Ends a task: folds `weight · F` anchored at `theta_star` (F defaults to the online estimate).
-    #[pyo3(signature = (theta_star, fisher = None, weight = 1.0))]
+    /// Ends a task: adds `½ weight Σ F (θ − θ*)²` to the consolidated quadratic.
+    ///
+    /// `fisher` defaults to the online estimate, which raises InvalidInputError if it has no
+    /// samples (a task is never "protected" by an empty Fisher). Either way the online estimate is
+    /// reset afterwards, so the next task starts its own.
+    #[pyo3(signature = (theta_star, fisher = None, weight = Real(1.0)))]
     fn complete_task(
         &self,
         py: Python<'_>,
         theta_star: &Bound<'_, PyAny>,
         fisher: Option<&Bound<'_, PyAny>>,
-        weight: f32,
+        weight: Real,
     ) -> PyResult<()> {
+        let weight = weight.f32();
         guard(py, || {
-            let t = vec1("theta_star", theta_star)?;
-            let f = fisher.map(|f| vec1("fisher", f)).transpose()?;
+            let t = vector("theta_star", theta_star)?;
+            let f = fisher.map(|f| vector("fisher", f)).transpose()?;
             // The fold itself is O(P) whatever the inputs' lengths.
             let detach = detaches(self.p.max(t.len()));
             let t = detachable(&t, detach)?;
@@ -258,17 +304,20 @@ impl EwcPlusPlus {
         })
     }
 
-    /// `λ/2 · Σ F̄ (θ − θ̄*)²`.
+    /// `λ/2 · Σ F̄ (θ − θ̄*)²` (0 before the first completed task).
     fn penalty(&self, py: Python<'_>, theta: &Bound<'_, PyAny>) -> PyResult<f64> {
         guard(py, || {
-            let t = vec1("theta", theta)?;
+            let t = vector("theta", theta)?;
             let detach = detaches(t.len());
             let t = detachable(&t, detach)?;
             Ok(with_state(py, detach, &self.inner, |e| e.penalty(&t))?)
         })
     }
 
-    /// `grad + λ F̄ ⊙ (θ − θ̄*)` as a new array; with `projection`, the task gradient is projected first.
+    /// `grad + λ F̄ ⊙ (θ − θ̄*)` as a new array.
+    ///
+    /// With `projection`, the task gradient is projected off the protected directions first and
+    /// the EWC term is added after, so the projection never cancels the pull toward `θ̄*`.
     #[pyo3(signature = (theta, grad, projection = None))]
     fn apply<'py>(
         &self,
@@ -278,7 +327,7 @@ impl EwcPlusPlus {
         projection: Option<&GradientProjection>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         guard(py, || {
-            let (t, g) = (vec1("theta", theta)?, vec1("grad", grad)?);
+            let (t, g) = (vector("theta", theta)?, vector("grad", grad)?);
             let detach = detaches(t.len().max(g.len()));
             let (t, g) = (detachable(&t, detach)?, detachable(&g, detach)?);
             let run = || -> Result<Vec<f32>, SonaError> {
@@ -304,22 +353,31 @@ impl EwcPlusPlus {
         })
     }
 
-    /// Sets λ (must lie in `[lambda_min, lambda_max]`).
-    fn set_lambda(&self, py: Python<'_>, value: f32) -> PyResult<()> {
-        guard(py, || Ok(lock(&self.inner).set_lambda(value)?))
+    /// Penalty strength λ; setting a value outside `[lambda_min, lambda_max]` raises
+    /// ConfigError.
+    #[getter]
+    fn lambda_(&self) -> f32 {
+        lock(&self.inner).lambda()
     }
 
-    /// The consolidated Fisher `F̄` (without λ).
+    #[setter]
+    fn set_lambda_(&self, py: Python<'_>, value: Real) -> PyResult<()> {
+        guard(py, || Ok(lock(&self.inner).set_lambda(value.f32())?))
+    }
+
+    /// The consolidated Fisher `F̄` (without λ), a copy.
+    #[getter]
     fn fisher<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
         self.copy_out(py, |e| e.fisher())
     }
 
-    /// The consolidated anchor `θ̄*`.
+    /// The consolidated anchor `θ̄*`, a copy.
+    #[getter]
     fn theta_star<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<f32>> {
         self.copy_out(py, |e| e.theta_star())
     }
 
-    /// The current task's bias-corrected online Fisher (raises if it has no samples).
+    /// The current task's online Fisher estimate (raises before its first sample).
     fn online_fisher<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray1<f32>>> {
         guard(py, || {
             let v = with_state(py, detaches(self.p), &self.inner, |e| e.online().estimate())?;
@@ -332,6 +390,7 @@ impl EwcPlusPlus {
         lock(&self.inner).online().samples()
     }
 
+    /// Tasks folded into the quadratic.
     #[getter]
     fn task_count(&self) -> u64 {
         lock(&self.inner).task_count()
@@ -340,11 +399,6 @@ impl EwcPlusPlus {
     #[getter]
     fn param_count(&self) -> usize {
         self.p
-    }
-
-    #[getter]
-    fn lambda_(&self) -> f32 {
-        lock(&self.inner).lambda()
     }
 
     #[getter]
@@ -372,7 +426,7 @@ impl EwcPlusPlus {
         lock(&self.inner).config().decay
     }
 
-    /// Writes the whole state to `path` (SONA checkpoint, kind "ewc").
+    /// Writes the whole state (atomic, checksummed SONA checkpoint, kind "ewc").
     fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
         guard(py, || {
             Ok(py.detach(|| {
@@ -383,15 +437,37 @@ impl EwcPlusPlus {
         })
     }
 
-    /// Reads a state written by `save`; a corrupted or mismatched file raises `CheckpointError`.
+    /// Reads a state written by `save`; corrupted or mismatched files raise CheckpointError.
     #[staticmethod]
     fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
         guard(py, || Ok(Self::wrap(py.detach(|| CoreEwc::load(&path))?)))
     }
 }
 
-/// Two-window χ²-calibrated detector of input-distribution changes.
-#[pyclass(frozen, module = "sona._sona")]
+/// Detects changes of the input distribution with non-overlapping windows.
+///
+/// After each sample, once both windows are full, `S = Σ_j (μ_r−μ_b)² / (σ²_b (1/n_r + 1/n_b))` is
+/// compared with the upper-`alpha` quantile of its null distribution (a sum of squared Student t's,
+/// because σ²_b is estimated); `consecutive` hits declare a boundary, then the windows refill from
+/// the new data and checks pause for `cooldown` samples.
+///
+/// Pass the current parameters to `observe` (`param_count > 0`) and, on a boundary,
+/// `stable_snapshot` returns the parameters from before the change.
+///
+/// Args:
+///     dim: input dimension.
+///     window: recent window size `n_r`.
+///     reference: reference window size `n_b` (≥ 10).
+///     alpha: nominal false-positive probability of one check.
+///     consecutive: `K` consecutive hits needed.
+///     cooldown: samples without checks after a boundary.
+///     snapshot_every: parameter snapshot period (samples).
+///     param_count: parameter length for snapshots (0 disables them).
+///     components: `k > 0` tests the top-`k` principal components of the reference window
+///         (refitted after every boundary) instead of the raw coordinates. Use it for real
+///         embeddings or images: the raw-coordinate null assumes independent coordinates and
+///         fires constantly on correlated ones (measured on digits: 10 % of checks).
+#[pyclass(frozen, module = "sona.ewc")]
 pub(crate) struct TaskBoundaryDetector {
     /// Fixed at construction, so shape checks never wait for the lock.
     dim: usize,
@@ -401,39 +477,47 @@ pub(crate) struct TaskBoundaryDetector {
 #[pymethods]
 impl TaskBoundaryDetector {
     #[new]
-    #[pyo3(signature = (dim, window = 100, reference = 200, alpha = 1e-4, consecutive = 3,
-                        cooldown = 0, snapshot_every = 25, param_count = 0, components = 0))]
+    #[pyo3(signature = (dim, window = Size(BoundaryConfig::default().window),
+                        reference = Size(BoundaryConfig::default().reference), *,
+                        alpha = Real(BoundaryConfig::default().alpha),
+                        consecutive = Size(BoundaryConfig::default().consecutive),
+                        cooldown = Size(BoundaryConfig::default().cooldown),
+                        snapshot_every = Size(BoundaryConfig::default().snapshot_every),
+                        param_count = Size(0),
+                        components = Size(BoundaryConfig::default().components)))]
+    #[allow(clippy::too_many_arguments)] // the Python constructor's keywords
     fn new(
         py: Python<'_>,
-        dim: usize,
-        window: usize,
-        reference: usize,
-        alpha: f64,
-        consecutive: usize,
-        cooldown: usize,
-        snapshot_every: usize,
-        param_count: usize,
-        components: usize,
+        dim: Size,
+        window: Size,
+        reference: Size,
+        alpha: Real,
+        consecutive: Size,
+        cooldown: Size,
+        snapshot_every: Size,
+        param_count: Size,
+        components: Size,
     ) -> PyResult<Self> {
         guard(py, || {
             let cfg = BoundaryConfig {
-                window,
-                reference,
-                alpha,
-                consecutive,
-                cooldown,
-                snapshot_every,
-                components,
+                window: window.0,
+                reference: reference.0,
+                alpha: alpha.0,
+                consecutive: consecutive.0,
+                cooldown: cooldown.0,
+                snapshot_every: snapshot_every.0,
+                components: components.0,
                 ..BoundaryConfig::default()
             };
             Ok(TaskBoundaryDetector {
-                dim,
-                inner: Mutex::new(CoreDetector::new(dim, param_count, cfg)?),
+                dim: dim.0,
+                inner: Mutex::new(CoreDetector::new(dim.0, param_count.0, cfg)?),
             })
         })
     }
 
-    /// Feeds one input (and optionally the parameters before training on it); `True` at a boundary.
+    /// Feeds one input (and optionally the parameters before training on it); True at a
+    /// boundary.
     #[pyo3(signature = (x, theta = None))]
     fn observe(
         &self,
@@ -442,8 +526,8 @@ impl TaskBoundaryDetector {
         theta: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         guard(py, || {
-            let x = vec1("x", x)?;
-            let t = theta.map(|t| vec1("theta", t)).transpose()?;
+            let x = vector("x", x)?;
+            let t = theta.map(|t| vector("theta", t)).transpose()?;
             // A PCA fit can run inside any observe; it is bounded by the window sizes, so the
             // threshold on input size is only a proxy, as for every other call.
             let detach = detaches(x.len() + t.as_ref().map_or(0, |t| t.len()));
@@ -468,7 +552,7 @@ impl TaskBoundaryDetector {
         })
     }
 
-    /// `(sample_index, theta)` of the stable point before the last boundary, or `None`.
+    /// `(sample_index, theta)` from before the last boundary, or None.
     fn stable_snapshot<'py>(&self, py: Python<'py>) -> Option<(u64, Bound<'py, PyArray1<f32>>)> {
         let snap = lock(&self.inner)
             .stable_snapshot()
@@ -481,26 +565,31 @@ impl TaskBoundaryDetector {
         self.dim
     }
 
+    /// Samples observed.
     #[getter]
     fn observed(&self) -> u64 {
         lock(&self.inner).observed()
     }
 
+    /// Tests run (one per sample while both windows are full and not cooling down).
     #[getter]
     fn checks(&self) -> u64 {
         lock(&self.inner).checks()
     }
 
+    /// Checks whose statistic exceeded the threshold (before the consecutive rule).
     #[getter]
     fn exceedances(&self) -> u64 {
         lock(&self.inner).exceedances()
     }
 
+    /// Boundaries declared.
     #[getter]
     fn detections(&self) -> u64 {
         lock(&self.inner).detections()
     }
 
+    /// Sample index of the last declared boundary.
     #[getter]
     fn last_boundary(&self) -> Option<u64> {
         lock(&self.inner).last_boundary()
@@ -513,8 +602,11 @@ impl TaskBoundaryDetector {
     }
 }
 
-/// λ controller driven by probe-set forgetting and new-task progress.
-#[pyclass(frozen, module = "sona._sona")]
+/// λ controller: raise on probe-set forgetting, lower when the new task stalls below target.
+///
+/// Call `update` after each evaluation with the probe accuracy (old tasks) and the current task's
+/// quality, then copy `value` into `EwcPlusPlus.lambda_`.
+#[pyclass(frozen, module = "sona.ewc")]
 pub(crate) struct AdaptiveLambda {
     inner: Mutex<CoreLambda>,
 }
@@ -522,29 +614,36 @@ pub(crate) struct AdaptiveLambda {
 #[pymethods]
 impl AdaptiveLambda {
     #[new]
-    #[pyo3(signature = (initial = 1.0, lambda_min = 1e-3, lambda_max = 1e6, delta = 0.02,
-                        raise_factor = 2.0, lower_factor = 0.5, stall = 0.005, target = 0.95))]
+    #[pyo3(signature = (initial = Real(LambdaConfig::default().initial.into()),
+                        lambda_min = Real(LambdaConfig::default().lambda_min.into()),
+                        lambda_max = Real(LambdaConfig::default().lambda_max.into()), *,
+                        delta = Real(LambdaConfig::default().delta.into()),
+                        raise_factor = Real(LambdaConfig::default().raise.into()),
+                        lower_factor = Real(LambdaConfig::default().lower.into()),
+                        stall = Real(LambdaConfig::default().stall.into()),
+                        target = Real(LambdaConfig::default().target.into())))]
+    #[allow(clippy::too_many_arguments)] // the Python constructor's keywords
     fn new(
         py: Python<'_>,
-        initial: f32,
-        lambda_min: f32,
-        lambda_max: f32,
-        delta: f32,
-        raise_factor: f32,
-        lower_factor: f32,
-        stall: f32,
-        target: f32,
+        initial: Real,
+        lambda_min: Real,
+        lambda_max: Real,
+        delta: Real,
+        raise_factor: Real,
+        lower_factor: Real,
+        stall: Real,
+        target: Real,
     ) -> PyResult<Self> {
         guard(py, || {
             let cfg = LambdaConfig {
-                initial,
-                lambda_min,
-                lambda_max,
-                delta,
-                raise: raise_factor,
-                lower: lower_factor,
-                stall,
-                target,
+                initial: initial.f32(),
+                lambda_min: lambda_min.f32(),
+                lambda_max: lambda_max.f32(),
+                delta: delta.f32(),
+                raise: raise_factor.f32(),
+                lower: lower_factor.f32(),
+                stall: stall.f32(),
+                target: target.f32(),
             };
             Ok(AdaptiveLambda {
                 inner: Mutex::new(CoreLambda::new(cfg)?),
@@ -552,16 +651,16 @@ impl AdaptiveLambda {
         })
     }
 
-    /// Reports probe accuracy and new-task quality (both in [0, 1]); returns
-    /// `"raised"`, `"lowered"` or `"kept"`.
+    /// Reports both values (each in [0, 1]) and returns what λ did: "raised", "lowered" or
+    /// "kept".
     fn update(
         &self,
         py: Python<'_>,
-        probe_accuracy: f32,
-        new_task_quality: f32,
+        probe_accuracy: Real,
+        new_task_quality: Real,
     ) -> PyResult<&'static str> {
         guard(py, || {
-            let step = lock(&self.inner).update(probe_accuracy, new_task_quality)?;
+            let step = lock(&self.inner).update(probe_accuracy.f32(), new_task_quality.f32())?;
             Ok(match step {
                 LambdaStep::Raised => "raised",
                 LambdaStep::Lowered => "lowered",
@@ -570,11 +669,12 @@ impl AdaptiveLambda {
         })
     }
 
-    /// Starts a new probe maximum (call when the probe set changes).
+    /// Starts a new running maximum (the probe set changed).
     fn reset_probe(&self) {
         lock(&self.inner).reset_probe()
     }
 
+    /// The current λ.
     #[getter]
     fn value(&self) -> f32 {
         lock(&self.inner).lambda()
@@ -596,8 +696,8 @@ impl AdaptiveLambda {
     }
 }
 
-/// Orthonormal basis of protected gradient directions (GPM).
-#[pyclass(frozen, module = "sona._sona")]
+/// Gradient projection memory: an orthonormal basis of directions to keep gradients out of.
+#[pyclass(frozen, module = "sona.ewc")]
 pub(crate) struct GradientProjection {
     /// Fixed at construction, so shape checks never wait for the lock.
     p: usize,
@@ -608,18 +708,20 @@ pub(crate) struct GradientProjection {
 impl GradientProjection {
     #[new]
     #[pyo3(signature = (param_count, max_basis))]
-    fn new(py: Python<'_>, param_count: usize, max_basis: usize) -> PyResult<Self> {
+    fn new(py: Python<'_>, param_count: Size, max_basis: Size) -> PyResult<Self> {
         guard(py, || {
             Ok(GradientProjection {
-                p: param_count,
-                inner: Mutex::new(CoreGpm::new(param_count, max_basis)?),
+                p: param_count.0,
+                inner: Mutex::new(CoreGpm::new(param_count.0, max_basis.0)?),
             })
         })
     }
 
-    /// Adds directions of `m` (`n × P`) until `threshold` of its energy is captured; returns how many.
-    #[pyo3(signature = (m, threshold = 0.97))]
-    fn add(&self, py: Python<'_>, m: &Bound<'_, PyAny>, threshold: f32) -> PyResult<usize> {
+    /// Adds directions of `m` (`n × P`, n ≤ 512) until `threshold` of its energy is spanned;
+    /// returns how many.
+    #[pyo3(signature = (m, threshold = Real(DEFAULT_THRESHOLD.into())))]
+    fn add(&self, py: Python<'_>, m: &Bound<'_, PyAny>, threshold: Real) -> PyResult<usize> {
+        let threshold = threshold.f32();
         guard(py, || {
             with_matrix(
                 py,
@@ -639,7 +741,7 @@ impl GradientProjection {
         grad: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
         guard(py, || {
-            let g = vec1("grad", grad)?;
+            let g = vector("grad", grad)?;
             let detach = detaches(g.len());
             let mut out = detachable(&g, true)?.into_owned();
             with_state(py, detach, &self.inner, |p| p.project(&mut out))?;
@@ -647,7 +749,8 @@ impl GradientProjection {
         })
     }
 
-    /// The basis as a `k × P` array (orthonormal rows).
+    /// The `k × P` orthonormal basis, a copy.
+    #[getter]
     fn basis<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         guard(py, || {
             let (v, k) = with_state(py, detaches(self.p), &self.inner, |g| {

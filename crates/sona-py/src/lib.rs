@@ -2,16 +2,20 @@
 //!
 //! This is the only crate that knows PyO3. Each submodule mirrors one core crate and registers its
 //! functions and classes flat in `sona._sona`; the typed Python layer in `python/sona/` re-exports
-//! them under `sona.lora`, `sona.ewc`, `sona.reasoning`, ...
+//! them under `sona.lora`, `sona.ewc`, `sona.reasoning`, ... (`sona.ewc`'s classes unwrapped: their
+//! signatures, defaults and docstrings are written once, in [`ewc`]; [`args`] checks their sizes
+//! and reals).
 //!
 //! Conventions every binding follows:
 //! - every entry point runs inside [`errors::guard`], which turns a `SonaError` into its Python
 //!   exception and a Rust panic into `sona.InternalError` (never an abort);
 //! - vectors come in as C-contiguous float32 numpy arrays read without copying ([`convert`]);
-//!   anything else raises; the Python layer converts float64 / non-contiguous input first;
+//!   directly exposed classes convert other array-likes once ([`convert::vector`]), the rest raise
+//!   and their Python wrappers convert float64 / non-contiguous input first;
 //! - classes are `#[pyclass(frozen)]` with interior mutability (a lock or an atomic snapshot), so a
 //!   method never holds a Python-level borrow across a call, and long work releases the GIL.
 
+mod args;
 mod classifier;
 mod convert;
 mod embed;

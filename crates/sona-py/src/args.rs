@@ -1,0 +1,111 @@
+//! Argument types of the exposed classes, so the binding itself refuses the wrong kinds of value
+//! with the error classes the Python API documents (no Python wrapper restates a signature):
+//! a [`Size`] is an `int` or numpy integer (not `bool`; `1.5`, `"8"`, `-1`, `2**70` raise
+//! `ConfigError`), a [`Real`] an `int`, `float` or numpy real (not `bool` or `str`: those raise
+//! `InvalidInputError`). PyO3 adds a note naming the argument to the raised error.
+
+use pyo3::exceptions::PyOverflowError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyFloat, PyInt, PyTuple};
+use pyo3::Borrowed;
+use sona_core::SonaError;
+
+use crate::errors::to_pyerr;
+
+/// `(numpy.integer, numpy.floating)`, imported once.
+fn numpy_kinds(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
+    static KINDS: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    KINDS
+        .get_or_try_init(py, || {
+            let np = py.import("numpy")?;
+            Ok(PyTuple::new(py, [np.getattr("integer")?, np.getattr("floating")?])?.unbind())
+        })
+        .map(|t| t.bind(py))
+}
+
+fn kind_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn shown(obj: &Bound<'_, PyAny>) -> String {
+    obj.repr()
+        .map(|r| r.to_string_lossy().chars().take(80).collect())
+        .unwrap_or_default()
+}
+
+/// A size or count: `int` or numpy integer in `[0, 2⁶⁴)`; anything else raises `ConfigError`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Size(pub usize);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Size {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (py, obj) = (obj.py(), obj.to_owned());
+        let integer = !obj.is_instance_of::<PyBool>()
+            && (obj.is_instance_of::<PyInt>()
+                || obj.is_instance(&numpy_kinds(py)?.get_item(0)?)?);
+        if !integer {
+            return Err(to_pyerr(
+                py,
+                SonaError::Config(format!(
+                    "expected an integer, got {} {}",
+                    kind_name(&obj),
+                    shown(&obj)
+                )),
+            ));
+        }
+        match obj.extract::<u64>() {
+            Ok(v) => usize::try_from(v).map(Size).map_err(|_| {
+                to_pyerr(
+                    py,
+                    SonaError::Config(format!("{v} exceeds this platform's sizes")),
+                )
+            }),
+            Err(e) if e.is_instance_of::<PyOverflowError>(py) => Err(to_pyerr(
+                py,
+                SonaError::Config(format!("must be in [0, 2**64 - 1], got {}", shown(&obj))),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A real number: `int`, `float` or numpy integer/floating; anything else raises
+/// `InvalidInputError` (range checks stay in the core, one place per bound).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Real(pub f64);
+
+impl Real {
+    /// As the `f32` the core stores (values beyond `f32` become ±inf, which the core refuses).
+    pub(crate) fn f32(self) -> f32 {
+        self.0 as f32
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Real {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (py, obj) = (obj.py(), obj.to_owned());
+        let real = !obj.is_instance_of::<PyBool>()
+            && (obj.is_instance_of::<PyInt>()
+                || obj.is_instance_of::<PyFloat>()
+                || obj.is_instance(numpy_kinds(py)?)?);
+        let invalid = |msg: String| to_pyerr(py, SonaError::invalid(msg));
+        if !real {
+            return Err(invalid(format!(
+                "expected a real number, got {} {}",
+                kind_name(&obj),
+                shown(&obj)
+            )));
+        }
+        obj.extract::<f64>()
+            .map(Real)
+            .map_err(|_| invalid(format!("too large: {}", shown(&obj))))
+    }
+}
