@@ -43,15 +43,26 @@ def test_import_refuses_ids_that_leave_the_counter_no_room(
         assert len(other) == 0
     with pytest.raises(InvalidInputError):
         ReasoningBank(D).import_([dataclasses.replace(exported[0], id=2**64 + 5)])
-    # The largest accepted id still leaves room: new patterns get ids and the save loads again.
+    # Just below the largest accepted id there is room: new patterns get ids, the save loads.
     other = ReasoningBank(D)
-    other.import_([dataclasses.replace(exported[0], id=2**63 - 1)])
+    other.import_([dataclasses.replace(exported[0], id=2**63 - 2)])
     other.add_trajectory(-exported[0].centroid, 0.5, 0)
     other.extract_patterns()
     assert len(other) == 2
     other.save(tmp_path / "b.sona")
     back = ReasoningBank.load(tmp_path / "b.sona")
     assert [p.id for p in back.patterns()] == [p.id for p in other.patterns()]
+    # At the largest accepted id the counter is at its limit (2**63): an extraction that needs a
+    # new id fails cleanly, nothing changes, and the bank still saves a file that loads.
+    full = ReasoningBank(D)
+    full.import_([dataclasses.replace(exported[0], id=2**63 - 1)])
+    full.add_trajectory(-exported[0].centroid, 0.5, 0)
+    before = [(p.id, p.support) for p in full.patterns()]
+    with pytest.raises(InvalidInputError, match="exhausted"):
+        full.extract_patterns()
+    assert [(p.id, p.support) for p in full.patterns()] == before
+    full.save(tmp_path / "c.sona")
+    assert len(ReasoningBank.load(tmp_path / "c.sona")) == 1
 
 
 @pytest.mark.parametrize(
