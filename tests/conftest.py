@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-import os
 
 import numpy as np
 import pytest
