@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
-import time
 
 import numpy as np
 
+from _timing import process_times, while_running
 from sona import _sona
 
 
@@ -64,28 +63,14 @@ def measure(d: int, n_traj: int, n_pat: int, seed: int, **kw: object) -> dict[st
     st = e.stats()
 
     def timed(n: int) -> list[int]:
-        out = []
-        for x in qs[:n]:
-            t0 = time.perf_counter_ns()
-            e.process(x)
-            out.append(time.perf_counter_ns() - t0)
-        return out
+        return process_times(e, qs, n)
 
     timed(300)  # warm-up
     idle = timed(4000)
-    result: list[dict[str, object]] = []
-    t = threading.Thread(target=lambda: result.append(e.deep_learn()))
-    busy: list[int] = []
-    t0 = time.perf_counter()
-    t.start()
-    while t.is_alive():
-        busy.extend(timed(50))
-    t.join()
-    wall = time.perf_counter() - t0
+    busy, r, wall = while_running(e, qs, e.deep_learn)
     idle_after = timed(4000)
     e.close()
     (i50, i99), (b50, b99), (a50, a99) = pct(idle), pct(busy), pct(idle_after)
-    r = result[0]
     return {
         "d": d,
         "trajectories": n_traj,

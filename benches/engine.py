@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import threading
 import time
 
 import numpy as np
 
+from _timing import process_times, while_running
 from sona import _sona
 
 
@@ -131,27 +131,13 @@ def p99_under_loop_b(d: int = 768, n_patterns: int = 10_000, seed: int = 3) -> d
         rng.uniform(0, 1, len(ds)).astype(np.float32),
     )
 
-    def timed(n: int) -> list[int]:
-        out = []
-        for x in xs[:n]:
-            t0 = time.perf_counter_ns()
-            e.process(x)
-            out.append(time.perf_counter_ns() - t0)
-        return out
-
-    idle = timed(3000)
-    result: list[object] = []
-    t = threading.Thread(target=lambda: result.append(e.background_learn()))
-    busy: list[int] = []
-    t.start()
-    while t.is_alive():
-        busy.extend(timed(50))
-    t.join()
+    idle = process_times(e, xs, 3000)
+    busy, res, _ = while_running(e, xs, e.background_learn)
     e.close()
     (i50, i99), (b50, b99) = pct(idle), pct(busy)
     return {"d": d, "idle_p50_us": i50, "idle_p99_us": i99, "loop_b_p50_us": b50,
             "loop_b_p99_us": b99, "calls_during_loop_b": len(busy),
-            "loop_b_ms": getattr(result[0], "elapsed_ms", float("nan"))}  # fmt: skip
+            "loop_b_ms": getattr(res, "elapsed_ms", float("nan"))}  # fmt: skip
 
 
 def main() -> None:
