@@ -310,7 +310,7 @@ impl Inner {
     }
 
     /// `unit = adapted / ‖adapted‖`; fails on a zero or non-finite adapted query.
-    fn normalize(adapted: &[f32], unit: &mut Vec<f32>) -> Result<f32> {
+    pub(crate) fn normalize(adapted: &[f32], unit: &mut Vec<f32>) -> Result<f32> {
         let n = sona_core::kernels::norm_sq(adapted).sqrt();
         if !(n.is_finite() && n > 0.0) {
             return Err(SonaError::invalid(
@@ -320,6 +320,53 @@ impl Inner {
         unit.clear();
         unit.extend(adapted.iter().map(|v| v / n));
         Ok(n)
+    }
+
+    /// The recall step shared by `process` and the dream's pseudo-queries: up to `k_recall`
+    /// patterns nearest the unit query `unit`, laid out as a decision's slots. Returns `ids`
+    /// (missing first, then the hits from least to most similar) and `[x, slot statistics…]`; the
+    /// present hits' ids and centroids (best first) are left in `found` / `cents`.
+    pub(crate) fn recall_slots(
+        &self,
+        x: &[f32],
+        unit: &[f32],
+        found: &mut Vec<u64>,
+        cents: &mut Vec<f32>,
+        feats: &mut Vec<f32>,
+    ) -> Result<(Vec<u64>, Vec<f32>)> {
+        let (d, s, kr) = (self.cfg.dim, self.s_width, self.cfg.k_recall);
+        let k = kr.min(self.bank.len());
+        let hits = if k > 0 {
+            self.bank.search(unit, k)?
+        } else {
+            Vec::new()
+        };
+        let hit_ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
+        found.clear();
+        cents.clear();
+        feats.clear();
+        // Read in place under the bank's read lock.
+        self.bank.visit_patterns(&hit_ids, |id, arms, c| {
+            let cos = hits.iter().find(|h| h.0 == id).map_or(0.0, |h| h.1);
+            found.push(id);
+            cents.extend_from_slice(c);
+            let at = feats.len();
+            feats.resize(at + s, 0.0);
+            features::pattern(arms, cos, &mut feats[at..]);
+        });
+        let present = found.len();
+        let mut ids = vec![MISSING; kr];
+        let mut data = vec![0.0f32; d + kr * s];
+        data[..d].copy_from_slice(x);
+        for (j, &id) in found.iter().enumerate() {
+            let slot = kr - 1 - j;
+            ids[slot] = id;
+            data[d + slot * s..d + (slot + 1) * s].copy_from_slice(&feats[j * s..(j + 1) * s]);
+        }
+        for slot in 0..kr - present {
+            features::missing(&mut data[d + slot * s..d + (slot + 1) * s]);
+        }
+        Ok((ids, data))
     }
 
     /// Writes the router's input sequence: the unit query, then one row per recall slot
@@ -362,46 +409,13 @@ impl Inner {
         let _gate = self.durable.gate.read();
         let published = self.model.load();
         let model: &Model = view.unwrap_or(&published);
-        let (d, s, kr) = (self.cfg.dim, self.s_width, self.cfg.k_recall);
+        let d = self.cfg.dim;
         with_scratch(|sc| {
             sc.adapted.resize(d, 0.0);
             model.adapt(x, &mut sc.adapted);
             Self::normalize(&sc.adapted, &mut sc.unit)?;
-            let n = self.bank.len();
-            let k = kr.min(n);
-            let hits = if k > 0 {
-                self.bank.search(&sc.unit, k)?
-            } else {
-                Vec::new()
-            };
-            let hit_ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
-            // The present hits (best first) with their statistics blocks and centroids, read in
-            // place under the bank's read lock.
-            let (found, cents, feats) = (&mut sc.found, &mut sc.cents, &mut sc.feats);
-            found.clear();
-            cents.clear();
-            feats.clear();
-            self.bank.visit_patterns(&hit_ids, |id, arms, c| {
-                let cos = hits.iter().find(|h| h.0 == id).map_or(0.0, |h| h.1);
-                found.push(id);
-                cents.extend_from_slice(c);
-                let at = feats.len();
-                feats.resize(at + s, 0.0);
-                features::pattern(arms, cos, &mut feats[at..]);
-            });
-            // Slots: missing first, then the hits from least to most similar.
-            let present = found.len();
-            let mut ids = vec![MISSING; kr];
-            let mut data = vec![0.0f32; d + kr * s];
-            data[..d].copy_from_slice(x);
-            for (j, &id) in found.iter().enumerate() {
-                let slot = kr - 1 - j;
-                ids[slot] = id;
-                data[d + slot * s..d + (slot + 1) * s].copy_from_slice(&feats[j * s..(j + 1) * s]);
-            }
-            for slot in 0..kr - present {
-                features::missing(&mut data[d + slot * s..d + (slot + 1) * s]);
-            }
+            let (found, cents) = (&mut sc.found, &mut sc.cents);
+            let (ids, data) = self.recall_slots(x, &sc.unit, found, cents, &mut sc.feats)?;
             let lookup = |id: u64| -> Option<&[f32]> {
                 let j = found.iter().position(|&f| f == id)?;
                 Some(&cents[j * d..(j + 1) * d])
@@ -454,7 +468,7 @@ impl Inner {
                 propensity: c.propensity,
                 utilities,
                 predicted,
-                patterns: hit_ids,
+                patterns: found.to_vec(),
                 explored: c.explored,
                 generation: model.generation,
             })

@@ -40,7 +40,7 @@ use crate::loop_b::{base_of, flatten};
 use crate::model::Model;
 use crate::pending::MISSING;
 use crate::replay::ReplayItem;
-use crate::router::{bce_from_logit, features};
+use crate::router::bce_from_logit;
 
 /// What one deep cycle did.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,38 +236,14 @@ impl Inner {
     /// What `process` would record for query `x` under `model` (adapt, recall, statistics),
     /// without recording it: a synthetic decision for pseudo-rehearsal.
     fn recall_item(&self, model: &Model, x: &[f32]) -> Option<ReplayItem> {
-        let (d, s, kr) = (self.cfg.dim, self.s_width, self.cfg.k_recall);
-        let mut adapted = vec![0.0; d];
+        let mut adapted = vec![0.0; self.cfg.dim];
         model.adapt(x, &mut adapted);
-        let norm = sona_core::kernels::norm_sq(&adapted).sqrt();
-        if !(norm.is_finite() && norm > 0.0) {
-            return None;
-        }
-        adapted.iter_mut().for_each(|v| *v /= norm);
-        let k = kr.min(self.bank.len());
-        let hits = if k > 0 {
-            self.bank.search(&adapted, k).ok()?
-        } else {
-            Vec::new()
-        };
-        let hit_ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
-        let (recs, _) = self.bank.records(&hit_ids);
-        let mut ids = vec![MISSING; kr];
-        let mut data = vec![0.0f32; d + kr * s];
-        data[..d].copy_from_slice(x);
-        // Slots as in `process`: missing first, then the hits from least to most similar.
-        let present: Vec<&sona_reasoning::PatternRecord> = hits
-            .iter()
-            .filter_map(|(id, _)| recs.iter().find(|r| r.id == *id))
-            .collect();
-        for slot in 0..kr - present.len() {
-            features::missing(&mut data[d + slot * s..d + (slot + 1) * s]);
-        }
-        for (slot, r) in (kr - present.len()..kr).zip(present.iter().rev()) {
-            let cos = hits.iter().find(|h| h.0 == r.id).map_or(0.0, |h| h.1);
-            ids[slot] = r.id;
-            features::pattern(&r.arms, cos, &mut data[d + slot * s..d + (slot + 1) * s]);
-        }
+        let mut unit = Vec::new();
+        Self::normalize(&adapted, &mut unit).ok()?;
+        let (mut found, mut cents, mut feats) = (Vec::new(), Vec::new(), Vec::new());
+        let (ids, data) = self
+            .recall_slots(x, &unit, &mut found, &mut cents, &mut feats)
+            .ok()?;
         Some(ReplayItem {
             data: data.into(),
             ids: ids.into(),
