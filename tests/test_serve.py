@@ -376,6 +376,45 @@ def test_unknown_route_and_method(gateway: tuple[str, Any]) -> None:
     assert_openai_error(HTTP.get(f"{url}/v1/chat/completions"), 405)
 
 
+def test_chat_hot_path_survives_internal_errors_and_clients_that_leave(
+    stub: tuple[str, Any],
+) -> None:
+    """The chat route is raw ASGI (no Starlette around it): its own 500 body and disconnects."""
+    import socket
+    from urllib.parse import urlsplit
+
+    class Boom:
+        dim = 256
+
+        def embed(self, text: str) -> Any:
+            raise RuntimeError("embedder failed")
+
+    with running_gateway(make_config(stub[0])) as (url, app):
+        gw = app.state.gateway
+        real = gw.embedder
+        gw.embedder = Boom()
+        err = assert_openai_error(ask(url, "hello"), 500)
+        assert err["type"] == "server_error"
+        assert "embedder failed" not in err["message"]  # no internals leak to the client
+        gw.embedder = real
+        # A client that announces a body and leaves half-way: nothing routed, nothing recorded.
+        parts = urlsplit(url)
+        open_before = len(gw.ledger)
+        with socket.create_connection((parts.hostname, parts.port)) as s:
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + ACME_KEY.encode() + b"\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{"model"'
+            )
+        time.sleep(0.2)
+        assert len(gw.ledger) == open_before
+        resp = ask(url, "still serving \u00e9\u4e2d")
+        assert resp.status_code == 200
+        assert resp.headers["content-type"] == "application/json"
+        assert int(resp.headers["content-length"]) == len(resp.content)
+        assert resp.json()["sona"]["trajectory_id"] == int(resp.headers[HEADER])
+
+
 # -- tenants -----------------------------------------------------------------------------------
 
 

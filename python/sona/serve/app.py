@@ -26,12 +26,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route as HttpRoute
+from starlette.types import Message, Receive, Scope, Send
 
 from sona.errors import SonaError
 from sona.serve.config import CLIENT_SOURCES, GatewayConfig, ProfileConfig
 from sona.serve.feedback import Ledger, RouterKey, Trajectory, conversation_key
 from sona.serve.http1 import Pool
 from sona.serve.http1 import Response as UpstreamResponse
+from sona.serve.jsonio import dumps, loads
 from sona.serve.metrics import GatewayMetrics
 from sona.serve.routing import Embedder, Router, make_embedder, make_router
 from sona.serve.tenants import Tenants
@@ -43,6 +45,27 @@ HEADER = "x-sona-trajectory-id"
 #: Most open connections to one upstream origin.
 _CONNECTIONS = 1024
 _ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
+_CHAT_PATH = "/v1/chat/completions"
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived: nothing to answer."""
+
+
+class JsonBody:
+    """A JSON response sent straight over ASGI (the chat hot path builds no Starlette objects)."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes, headers: dict[str, str], status: int = 200) -> None:
+        self.body, self.headers, self.status = body, headers, status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = [_JSON_TYPE, (b"content-length", str(len(self.body)).encode())]
+        raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        await send({"type": "http.response.start", "status": self.status, "headers": raw})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 class ApiError(Exception):
@@ -227,7 +250,20 @@ class Gateway:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON, refusing more than ``limit`` bytes before reading them all."""
-    declared = request.headers.get("content-length")
+    return await read_json_asgi(request.scope, request.receive, limit)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+async def read_json_asgi(scope: Scope, receive: Receive, limit: int) -> Any:
+    """The request body as JSON straight from ASGI messages, refusing more than ``limit`` bytes
+    before reading them all; :class:`ClientGone` if the client left first."""
+    declared = _header(scope, b"content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ApiError(400, "invalid Content-Length")
@@ -235,13 +271,19 @@ async def read_json(request: Request, limit: int) -> Any:
             raise ApiError(413, f"request body larger than {limit} bytes", code="body_too_large")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message: Message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise ApiError(413, f"request body larger than {limit} bytes", code="body_too_large")
         chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     try:
-        return json.loads(b"".join(chunks))
+        return loads(chunks[0] if len(chunks) == 1 else b"".join(chunks))
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "request body is not valid JSON", code="invalid_json") from None
 
@@ -250,28 +292,34 @@ def create_app(
     config: GatewayConfig,
     *,
     embedder: Embedder | None = None,
-) -> Starlette:
+) -> GatewayApp:
     """The gateway as an ASGI app (``app.state.gateway`` holds its state)."""
     gw = Gateway(config, embedder=embedder)
     limit = config.server.max_body_bytes
 
-    def tenant_of(request: Request) -> str:
-        tenant = gw.tenants.resolve(request.headers.get("authorization"))
+    def tenant_from(authorization: str | None) -> str:
+        tenant = gw.tenants.resolve(authorization)
         if tenant is None:
             raise ApiError(
                 401, "missing or invalid API key", "authentication_error", "invalid_api_key"
             )
         return tenant
 
+    def tenant_of(request: Request) -> str:
+        return tenant_from(request.headers.get("authorization"))
+
     def refuse(exc: ApiError) -> JSONResponse:
         gw.metrics.rejected.inc((str(exc.status),))
         return error_response(exc.status, exc.message, exc.kind, exc.code)
 
-    async def chat(request: Request) -> Response:
+    async def chat(scope: Scope, receive: Receive) -> Any:
+        """The answer to ``POST /v1/chat/completions`` as an ASGI callable."""
         t_start = time.perf_counter()
         try:
-            tenant = tenant_of(request)
-            body = _check_request(await read_json(request, limit), config.server.max_messages)
+            tenant = tenant_from(_header(scope, b"authorization"))
+            body = _check_request(
+                await read_json_asgi(scope, receive, limit), config.server.max_messages
+            )
             model = body["model"]
             if model == "sona" or model.startswith("sona:"):
                 pname = model[5:] or "default"
@@ -286,9 +334,20 @@ def create_app(
             return refuse(exc)
         return await routed(body, tenant, profile, t_start)
 
+    async def chat_app(scope: Scope, receive: Receive, send: Send) -> None:
+        # Raw ASGI: the hot path skips Starlette's middleware, routing and Request objects.
+        try:
+            response = await chat(scope, receive)
+        except ClientGone:
+            return
+        except Exception as exc:
+            log.exception("internal error on %s", scope.get("path"), exc_info=exc)
+            response = error_response(500, "internal error in the gateway", "server_error")
+        await response(scope, receive, send)
+
     async def routed(
         body: dict[str, Any], tenant: str, profile: ProfileConfig, t_start: float
-    ) -> Response:
+    ) -> Response | JsonBody:
         messages = body["messages"]
         text = query_text(messages, config.engine.context_messages, config.engine.max_query_chars)
         x = gw.embedder.embed(text)
@@ -347,11 +406,7 @@ def create_app(
                 except (KeyError, IndexError, TypeError):
                     answer = ""
                 gw.spawn(gw.judge(traj, text, answer))
-            return Response(
-                json.dumps(data, separators=(",", ":")),
-                media_type="application/json",
-                headers=headers,
-            )
+            return JsonBody(dumps(data), headers)
         assert last_error is not None
         resp_err = error_response(
             last_error.status, last_error.message, last_error.kind, last_error.code
@@ -410,7 +465,9 @@ def create_app(
 
         return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
 
-    async def passthrough(body: dict[str, Any], up: Upstream, t_start: float) -> Response:
+    async def passthrough(
+        body: dict[str, Any], up: Upstream, t_start: float
+    ) -> Response | JsonBody:
         profile = ProfileConfig(name="passthrough", tiers=(up.tier.name,))
         try:
             if body.get("stream"):
@@ -423,11 +480,7 @@ def create_app(
             return error_response(exc.status, exc.message, exc.kind, exc.code)
         finish(up, profile, "ok", usage, upstream_s, t_start)
         data["sona"] = {"trajectory_id": None, "tier": up.tier.name, "routed": False}
-        return Response(
-            json.dumps(data, separators=(",", ":")),
-            media_type="application/json",
-            headers={"x-sona-tier": up.tier.name},
-        )
+        return JsonBody(dumps(data), {"x-sona-tier": up.tier.name})
 
     async def feedback(request: Request) -> Response:
         try:
@@ -510,7 +563,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            HttpRoute("/v1/chat/completions", chat, methods=["POST"]),
+            HttpRoute(_CHAT_PATH, _AsgiEndpoint(chat_app), methods=["POST"]),
             HttpRoute("/v1/feedback", feedback, methods=["POST"]),
             HttpRoute("/v1/models", models, methods=["GET"]),
             HttpRoute("/metrics", metrics, methods=["GET"]),
@@ -520,4 +573,31 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.gateway = gw
-    return app
+
+    return GatewayApp(app, chat_app)
+
+
+class _AsgiEndpoint:
+    """Hands Starlette's router a plain ASGI app (an instance, so it is not wrapped as an
+    endpoint taking a ``Request``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+class GatewayApp:
+    """The gateway's ASGI app: ``POST /v1/chat/completions`` goes straight to its handler, every
+    other request (and the lifespan) to the Starlette app. ``state.gateway`` holds the state."""
+
+    def __init__(self, starlette: Starlette, chat: Any) -> None:
+        self.starlette, self.chat = starlette, chat
+        self.state = starlette.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == _CHAT_PATH and scope["method"] == "POST":
+            await self.chat(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)

@@ -9,11 +9,12 @@ Everything here runs on the event loop's thread.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+
+from sona.serve.jsonio import dumps
 
 RouterKey = tuple[str, str]
 
@@ -36,7 +37,7 @@ def conversation_key(tenant: str, profile: str, messages: list[Any]) -> bytes:
     """Identifies a conversation state: the same messages resent are a retry."""
     h = hashlib.blake2b(digest_size=16)
     h.update(tenant.encode() + b"\0" + profile.encode() + b"\0")
-    h.update(json.dumps(messages, sort_keys=True, separators=(",", ":")).encode())
+    h.update(dumps(messages, sort_keys=True))
     return h.digest()
 
 

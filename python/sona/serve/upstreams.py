@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from sona.serve.config import TierConfig
 from sona.serve.http1 import HttpError, Pool, Response
+from sona.serve.jsonio import dumps, loads
 
 #: Upstream statuses that describe the request itself: passed to the client, no fallback.
 _CLIENT_STATUSES = frozenset({400, 413, 422})
@@ -96,7 +97,7 @@ class Upstream:
         out.update(self.tier.params)
         out["model"] = self.tier.model
         out["stream"] = stream
-        return json.dumps(out, separators=(",", ":")).encode()
+        return dumps(out)
 
     def _error_from(self, status: int, raw: bytes) -> UpstreamError:
         detail = ""
@@ -148,7 +149,7 @@ class Upstream:
         if resp.status_code >= 400:
             raise self._error_from(resp.status_code, raw)
         try:
-            data = json.loads(raw)
+            data = loads(raw)
             if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
                 raise ValueError("no choices")
         except (ValueError, UnicodeDecodeError):

@@ -1,0 +1,46 @@
+"""JSON for the gateway's hot path: ``orjson`` when installed, the standard library otherwise.
+
+Both directions fall back to the standard library where ``orjson`` refuses something the gateway
+has always accepted (``NaN`` literals, integers beyond 64 bits), so behaviour does not depend on
+which one is installed; only the speed does.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - the fallback is exercised where orjson is absent
+    _orjson = None  # type: ignore[assignment]
+
+
+def _std_loads(raw: bytes | str) -> Any:
+    return json.loads(raw)
+
+
+def _std_dumps(obj: Any, sort_keys: bool = False) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=sort_keys).encode()
+
+
+if _orjson is not None:
+    _SORT = _orjson.OPT_SORT_KEYS
+
+    def loads(raw: bytes | str) -> Any:
+        """Parse JSON; raises ``ValueError`` (or ``UnicodeDecodeError``) on invalid input."""
+        try:
+            return _orjson.loads(raw)
+        except _orjson.JSONDecodeError:
+            return json.loads(raw)  # NaN/Infinity and big integers; re-raises on real errors
+
+    def dumps(obj: Any, sort_keys: bool = False) -> bytes:
+        """Compact UTF-8 JSON bytes."""
+        try:
+            return _orjson.dumps(obj, option=_SORT if sort_keys else 0)
+        except TypeError:  # integers beyond 64 bits, non-string keys
+            return _std_dumps(obj, sort_keys)
+
+else:  # pragma: no cover
+    loads = _std_loads
+    dumps = _std_dumps
