@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from sona._plot import pyplot, save_figure
+
 
 def load_metrics(directory: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """``improvement_metrics()`` and ``stats()`` of the engine saved in ``directory``."""
@@ -75,10 +77,7 @@ def plot(
     metrics: dict[str, Any], prefix: str, continual: dict[str, Any] | None = None
 ) -> list[str]:
     """Write the PNGs; returns their paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     windows = metrics.get("windows", [])
     paths = []
@@ -93,11 +92,7 @@ def plot(
             ax.set_xlabel(f"window ({metrics.get('window', '?')} feedbacks each)")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-            fig.tight_layout()
-            path = f"{prefix}-{name}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(save_figure(fig, f"{prefix}-{name}.png"))
         fig, ax = plt.subplots(figsize=(5, 4))
         sc = ax.scatter(
             [w["mean_cost"] for w in windows], [w["mean_reward"] for w in windows], c=idx
@@ -106,11 +101,7 @@ def plot(
         ax.set_xlabel("mean cost per query")
         ax.set_ylabel("mean reward")
         ax.set_title("cost–quality path of the engine")
-        fig.tight_layout()
-        path = f"{prefix}-cost-quality.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, f"{prefix}-cost-quality.png"))
     if continual is not None:
         for bench, methods in continual.get("results", {}).items():
             names = [m for m, r in methods.items() if "R_mean" in r]
@@ -123,11 +114,7 @@ def plot(
                 ax.set_title(m, fontsize=9)
                 ax.set_xlabel("task evaluated")
                 ax.set_ylabel("after training task")
-            fig.tight_layout()
-            path = f"{prefix}-R-{bench}.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            paths.append(path)
+            paths.append(save_figure(fig, f"{prefix}-R-{bench}.png"))
     return paths
 
 

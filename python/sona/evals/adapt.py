@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from sona._plot import pyplot, save_figure
 from sona.errors import NumericalError
 from sona.lora import MicroLoRA, TwoTierLoRA, feedback_budget
 
@@ -269,10 +270,7 @@ def table(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: str) -> None:
     """Learning curves (held-out score of both phases' clusters vs feedbacks, mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     feedbacks = results["methods"][next(iter(results["methods"]))]["runs"][0]["feedbacks"]
@@ -289,9 +287,7 @@ def plot(results: dict[str, Any], path: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score")
     axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

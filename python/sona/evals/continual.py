@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sona import _sona
+from sona._plot import pyplot, save_figure
 from sona.metrics import continual_metrics
 
 F32 = npt.NDArray[np.float32]
@@ -298,10 +299,7 @@ def format_tables(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: str) -> None:
     """Task-1 test accuracy over training, per method (mean over seeds), one panel per benchmark."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     benches = list(results["results"])
     fig, axes = plt.subplots(1, len(benches), figsize=(6 * len(benches), 4), squeeze=False)
@@ -317,9 +315,7 @@ def plot(results: dict[str, Any], path: str) -> None:
         ax.set_xlabel("evaluation (tasks separated by dotted lines)")
         ax.set_ylabel("task-1 test accuracy (%)")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

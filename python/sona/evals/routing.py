@@ -43,6 +43,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from sona._plot import pyplot, save_figure
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -676,10 +678,7 @@ def format_table(out: dict[str, Any]) -> str:
 def plot(out: dict[str, Any], prefix: str) -> list[str]:
     """``<prefix>-learning.png`` (reward and regret per window, drift marked) and
     ``<prefix>-cost-quality.png``; returns the paths written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cfg = out["config"]
     paths = []
@@ -695,11 +694,7 @@ def plot(out: dict[str, Any], prefix: str) -> list[str]:
         ax.set_title(title)
         ax.set_xlabel("queries")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = f"{prefix}-learning.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(save_figure(fig, f"{prefix}-learning.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for k, name in enumerate(TIER_NAMES):
@@ -724,11 +719,7 @@ def plot(out: dict[str, Any], prefix: str) -> list[str]:
     ax.set_xscale("log")
     ax.set_title("cost–quality")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = f"{prefix}-cost-quality.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(save_figure(fig, f"{prefix}-cost-quality.png"))
     return paths
 
 
