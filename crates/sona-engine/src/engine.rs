@@ -164,6 +164,14 @@ pub(crate) struct Inner {
     pub tenants: crate::tenants::Tenants,
 }
 
+/// The gradient `g` w.r.t. a unit vector `û = a/‖a‖`, taken back through the normalisation:
+/// `∂L/∂a = (g − û (û·g)) / ‖a‖`, written to `out`.
+pub(crate) fn through_normalize(unit: &[f32], g: &[f32], norm: f32, out: &mut Vec<f32>) {
+    let proj = sona_core::kernels::dot(unit, g);
+    out.clear();
+    out.extend(g.iter().zip(unit).map(|(g, u)| (g - u * proj) / norm));
+}
+
 /// The SONA engine. Every method takes `&self`; share it across threads.
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
@@ -580,10 +588,7 @@ impl Inner {
                 None,
                 &mut sc.bw,
             );
-            // Through the normalisation: ∂L/∂a = (g − û (û·g)) / ‖a‖.
-            let proj = sona_core::kernels::dot(&unit, &sc.dx0);
-            sc.e.clear();
-            sc.e.extend(sc.dx0.iter().zip(&unit).map(|(g, u)| (g - u * proj) / norm));
+            through_normalize(&unit, &sc.dx0, norm, &mut sc.e);
             let mut micro = (*model.micro).clone();
             let mut head_w = (*model.head).clone();
             let hl = sc.cache.h_final(self.layout.hidden).to_vec();

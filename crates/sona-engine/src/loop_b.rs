@@ -162,16 +162,9 @@ impl Inner {
         sc.adapted.extend_from_slice(x);
         base.add_delta(x, &mut sc.adapted);
         micro_model.micro.add_delta(x, &mut sc.adapted);
-        let norm = sona_core::kernels::norm_sq(&sc.adapted).sqrt();
-        if !(norm.is_finite() && norm > 0.0) {
-            return None;
-        }
-        let mut unit = std::mem::take(&mut sc.unit);
-        unit.clear();
-        unit.extend(sc.adapted.iter().map(|v| v / norm));
+        let norm = Self::normalize(&sc.adapted, &mut sc.unit).ok()?;
         let lookup = |id: u64| -> Option<&[f32]> { cents.get(&id).map(|c| &c[..]) };
-        self.build_seq(&unit, &item.ids, &item.data[d..], &lookup, &mut sc.seq);
-        sc.unit = unit;
+        self.build_seq(&sc.unit, &item.ids, &item.data[d..], &lookup, &mut sc.seq);
         let head = micro_model.head_view();
         forward(&self.layout, router, Some(head), &sc.seq, &mut sc.cache);
         Some(norm)
@@ -206,15 +199,7 @@ impl Inner {
             None,
             &mut sc.bw,
         );
-        // Through the normalisation: ∂L/∂a = (g − û (û·g)) / ‖a‖.
-        let proj = sona_core::kernels::dot(&sc.unit, &sc.dx0);
-        sc.e.clear();
-        sc.e.extend(
-            sc.dx0
-                .iter()
-                .zip(&sc.unit)
-                .map(|(g, u)| (g - u * proj) / norm),
-        );
+        crate::engine::through_normalize(&sc.unit, &sc.dx0, norm, &mut sc.e);
         let (ga, gbt) = gb.split_at_mut(base.a.len());
         base.grads(&item.data[..d], &sc.e, ga, gbt);
     }
