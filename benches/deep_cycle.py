@@ -19,8 +19,8 @@ import json
 
 import numpy as np
 
-from _timing import process_times, while_running
 from sona import _sona
+from sona.evals._timing import process_times, while_running
 
 
 def clustered(

@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from _timing import process_times, while_running
 from sona import _sona
+from sona.evals._timing import process_times, while_running
 
 
 def rss_mb() -> float:
