@@ -171,7 +171,9 @@ impl Inner {
     }
 
     /// Gradient w.r.t. `θ = [router | base]` (written into `g`) of the logit gradient in `sc.dl`,
-    /// after [`Inner::replay_forward`] of the same item returned `norm`.
+    /// after [`Inner::replay_forward`] of the same item returned `norm`; the gradient w.r.t. the
+    /// adapted query is left in `sc.e`. With `g = None` only `sc.e` is computed (a loop-A step on
+    /// micro adapters needs no parameter gradient).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn replay_backward(
         &self,
@@ -181,12 +183,18 @@ impl Inner {
         item: &ReplayItem,
         norm: f32,
         sc: &mut Scratch,
-        g: &mut [f32],
+        g: Option<&mut [f32]>,
     ) {
         let (d, nr) = (self.cfg.dim, self.layout.n_params());
-        g.fill(0.0);
         sc.dx0.resize(d, 0.0);
-        let (gr, gb) = g.split_at_mut(nr);
+        let with_params = g.is_some();
+        let (gr, gb): (&mut [f32], &mut [f32]) = match g {
+            Some(g) => {
+                g.fill(0.0);
+                g.split_at_mut(nr)
+            }
+            None => (&mut [], &mut []),
+        };
         backward(
             &self.layout,
             router,
@@ -200,8 +208,10 @@ impl Inner {
             &mut sc.bw,
         );
         crate::engine::through_normalize(&sc.unit, &sc.dx0, norm, &mut sc.e);
-        let (ga, gbt) = gb.split_at_mut(base.a.len());
-        base.grads(&item.data[..d], &sc.e, ga, gbt);
+        if with_params {
+            let (ga, gbt) = gb.split_at_mut(base.a.len());
+            base.grads(&item.data[..d], &sc.e, ga, gbt);
+        }
     }
 
     /// Loss and (when `grad` is given) per-sample gradient w.r.t. `θ = [router | base]` of one
@@ -225,7 +235,7 @@ impl Inner {
             sc.dl.clear();
             sc.dl.resize(self.cfg.n_tiers, 0.0);
             sc.dl[t] = w * (sc.cache.out[t] - item.reward);
-            self.replay_backward(router, base, micro_model, item, norm, sc, g);
+            self.replay_backward(router, base, micro_model, item, norm, sc, Some(g));
         }
         Some(loss)
     }

@@ -124,8 +124,15 @@ impl EngineDream<'_> {
         let nr = self.inner.layout.n_params();
         // Per call: the dream's batches are small and this keeps the request path's scratch lean.
         let mut g = vec![0.0f32; grad.len()];
-        self.inner
-            .replay_backward(&self.theta[..nr], base, self.model, rec, norm, sc, &mut g);
+        self.inner.replay_backward(
+            &self.theta[..nr],
+            base,
+            self.model,
+            rec,
+            norm,
+            sc,
+            Some(&mut g),
+        );
         sona_core::kernels::axpy(scale, &g, grad);
     }
 

@@ -26,7 +26,6 @@ use crate::config::EngineConfig;
 use crate::engine::{
     fresh_lora, head_optim, micro_optim, now_ms, with_scratch, Decision, FeedbackSource, Inner,
 };
-use crate::loop_b::flat_len;
 use crate::model::Model;
 use crate::replay::ReplayItem;
 
@@ -323,7 +322,6 @@ impl Inner {
         let mut st = self.tenants.state.lock();
         let adapter = st.adapter(&self.cfg, tenant, &self.tenants.evicted)?;
         let view = adapter.view(&shared);
-        let mut g = vec![0.0f32; flat_len(&self.cfg, &self.layout)];
         let stepped = with_scratch(|sc| {
             let norm =
                 self.replay_forward(&shared.router, &shared.base, &view, &item, &cents, sc)?;
@@ -331,7 +329,7 @@ impl Inner {
             sc.dl.clear();
             sc.dl.resize(self.cfg.n_tiers, 0.0);
             sc.dl[t] = self.weight(item.propensity) * (sc.cache.out[t] - reward);
-            self.replay_backward(&shared.router, &shared.base, &view, &item, norm, sc, &mut g);
+            self.replay_backward(&shared.router, &shared.base, &view, &item, norm, sc, None);
             // Loop A's two steps, on the tenant's pair.
             let mut micro = (*adapter.micro).clone();
             if adapter
