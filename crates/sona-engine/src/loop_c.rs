@@ -34,7 +34,7 @@ use sona_dreams::{run_cycle, DreamConfig, DreamModel, PrioritizedReplay};
 use sona_lora::LoraWeights;
 use sona_reasoning::PruneRule;
 
-use crate::adam::Adam;
+use crate::adam::{penalized_step, Adam, EwcStep};
 use crate::engine::{with_scratch, Inner, Scratch};
 use crate::loop_b::{base_of, flatten};
 use crate::model::Model;
@@ -92,6 +92,7 @@ struct EngineDream<'a> {
     adam: Adam,
     lr: f32,
     ewc: &'a sona_ewc::EwcPlusPlus,
+    ewc_step: EwcStep,
     train: Vec<Arc<ReplayItem>>,
     probe: Vec<Arc<ReplayItem>>,
     synthetic: Vec<Arc<ReplayItem>>,
@@ -212,12 +213,21 @@ impl DreamModel for EngineDream<'_> {
         })
     }
 
-    fn penalty_grad(&self, grad: &mut [f32]) -> Result<()> {
-        self.ewc.apply(&self.theta, grad)
+    fn penalty_grad(&self, _grad: &mut [f32]) -> Result<()> {
+        // `step` applies the penalty itself ([`penalized_step`], as loop B does).
+        Ok(())
     }
 
     fn step(&mut self, grad: &[f32]) -> bool {
-        self.adam.step(&mut self.theta, grad, self.lr)
+        let mut g = grad.to_vec();
+        penalized_step(
+            &mut self.adam,
+            &mut self.theta,
+            &mut g,
+            self.lr,
+            Some(self.ewc),
+            self.ewc_step,
+        )
     }
 
     fn probe(&self) -> f64 {
@@ -335,6 +345,7 @@ impl Inner {
             adam: learner.adam.clone(),
             lr: cfg.loop_b_lr as f32,
             ewc: &learner.ewc,
+            ewc_step: cfg.ewc_step,
             train,
             probe,
             synthetic,
