@@ -594,7 +594,6 @@ class RouterClassifier:
         replay_batch: int = 32,
         seed: int = 0,
         replay_balanced: bool = False,
-        ewc_step: str = "gradient",
     ) -> RouterClassifier: ...
     @property
     def input_dim(self) -> int: ...

@@ -22,7 +22,7 @@ use sona_ewc::{EwcConfig, EwcPlusPlus};
 
 pub use sona_dreams::DreamConfig;
 
-use crate::adam::{penalized_step, Adam, EwcStep};
+use crate::adam::Adam;
 use crate::router::backward::{backward, Scratch};
 use crate::router::{forward, Cache, Layout};
 
@@ -46,8 +46,6 @@ pub struct ClassifierConfig {
     pub ewc_gamma: f32,
     /// Per-sample gradients per minibatch fed to the online Fisher.
     pub fisher_batch: usize,
-    /// How the EWC++ penalty enters the Adam step.
-    pub ewc_step: EwcStep,
     /// Stored examples (reservoir); `0` disables the store (no replay, no dreams).
     pub replay_capacity: usize,
     /// Stored examples replayed per minibatch during `fit` (`0`: store only, for dreams).
@@ -70,7 +68,6 @@ impl Default for ClassifierConfig {
             ewc_lambda: 0.0,
             ewc_gamma: 0.995,
             fisher_batch: 8,
-            ewc_step: EwcStep::Gradient,
             replay_capacity: 0,
             replay_batch: 32,
             replay_balanced: false,
@@ -100,7 +97,6 @@ struct Net {
     theta: Vec<f32>,
     adam: Adam,
     ewc: Option<EwcPlusPlus>,
-    ewc_step: EwcStep,
     lr: f32,
 }
 
@@ -165,16 +161,21 @@ impl Net {
         (-(f64::from(py).max(1e-12)).ln(), 1.0 - py)
     }
 
-    /// One Adam step with the EWC++ penalty; refused (nothing changes) when non-finite.
+    /// EWC++ penalty gradient, then one Adam step; refused (nothing changes) when non-finite.
     fn step(&mut self, grad: &mut [f32]) -> bool {
-        penalized_step(
-            &mut self.adam,
-            &mut self.theta,
-            grad,
-            self.lr,
-            self.ewc.as_ref(),
-            self.ewc_step,
-        )
+        if let Some(e) = &self.ewc {
+            if e.apply(&self.theta, grad).is_err() {
+                return false;
+            }
+        }
+        let mut next = self.theta.clone();
+        let mut adam = self.adam.clone();
+        if !adam.step(&mut next, grad, self.lr) || !next.iter().all(|v| v.is_finite()) {
+            return false;
+        }
+        self.theta = next;
+        self.adam = adam;
+        true
     }
 }
 
@@ -239,7 +240,6 @@ impl RouterClassifier {
                 layout,
                 theta,
                 ewc,
-                ewc_step: cfg.ewc_step,
                 lr: cfg.lr,
             },
             rng: SeededRng::new(cfg.seed ^ 0xC1A5_51F1),

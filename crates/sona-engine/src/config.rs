@@ -11,8 +11,6 @@
 use serde::{Deserialize, Serialize};
 use sona_core::{Result, SonaError};
 
-use crate::adam::EwcStep;
-
 /// How the engine learns (design §9 `LearningMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,9 +100,6 @@ pub struct EngineConfig {
     pub ewc_lambda: f64,
     /// Online-Fisher EMA decay per sample (0..1).
     pub ewc_gamma: f64,
-    /// How the EWC++ penalty enters loop B's and loop C's Adam step: `"gradient"` (added to the
-    /// loss gradient), `"proximal"` (its exact proximal step after Adam) or `"decoupled"`.
-    pub ewc_step: EwcStep,
     /// Detect task boundaries on the inputs during loop B.
     pub detect_boundaries: bool,
     /// Importance weight clip of the bandit loss (0 disables weighting; else weights
@@ -209,7 +204,6 @@ impl Default for EngineConfig {
             merge_in_loop_b: true,
             ewc_lambda: 1.0,
             ewc_gamma: 0.999,
-            ewc_step: EwcStep::Gradient,
             detect_boundaries: true,
             iw_clip: 0.0,
             learning_mode: LearningMode::InstantAndBackground,

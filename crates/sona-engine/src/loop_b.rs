@@ -22,7 +22,7 @@ use sona_ewc::{BoundaryConfig, EwcConfig, EwcPlusPlus, TaskBoundaryDetector};
 use sona_lora::merge::merge;
 use sona_lora::LoraWeights;
 
-use crate::adam::{penalized_step, Adam};
+use crate::adam::Adam;
 use crate::config::EngineConfig;
 use crate::engine::{fresh_lora, with_scratch, Inner, Scratch};
 use crate::model::Model;
@@ -340,16 +340,9 @@ impl Inner {
                         continue;
                     }
                     sona_core::kernels::scale(1.0 / n as f32, &mut gsum);
+                    learner.ewc.apply(&theta, &mut gsum)?;
                     let lr = cfg.loop_b_lr as f32;
-                    let Learner { adam, ewc, .. } = &mut *learner;
-                    if penalized_step(
-                        adam,
-                        &mut theta,
-                        &mut gsum,
-                        lr,
-                        Some(ewc),
-                        cfg.ewc_step,
-                    ) {
+                    if learner.adam.step(&mut theta, &gsum, lr) {
                         steps += 1;
                     }
                     // Loop B is background work: let request threads run between minibatches.

@@ -34,7 +34,7 @@ use sona_dreams::{run_cycle, DreamConfig, DreamModel, PrioritizedReplay};
 use sona_lora::LoraWeights;
 use sona_reasoning::PruneRule;
 
-use crate::adam::{penalized_step, Adam, EwcStep};
+use crate::adam::Adam;
 use crate::engine::{with_scratch, Inner, Scratch};
 use crate::loop_b::{base_of, flatten};
 use crate::model::Model;
@@ -92,7 +92,6 @@ struct EngineDream<'a> {
     adam: Adam,
     lr: f32,
     ewc: &'a sona_ewc::EwcPlusPlus,
-    ewc_step: EwcStep,
     train: Vec<Arc<ReplayItem>>,
     probe: Vec<Arc<ReplayItem>>,
     synthetic: Vec<Arc<ReplayItem>>,
@@ -213,21 +212,12 @@ impl DreamModel for EngineDream<'_> {
         })
     }
 
-    fn penalty_grad(&self, _grad: &mut [f32]) -> Result<()> {
-        // `step` applies the penalty itself ([`penalized_step`], as loop B does).
-        Ok(())
+    fn penalty_grad(&self, grad: &mut [f32]) -> Result<()> {
+        self.ewc.apply(&self.theta, grad)
     }
 
     fn step(&mut self, grad: &[f32]) -> bool {
-        let mut g = grad.to_vec();
-        penalized_step(
-            &mut self.adam,
-            &mut self.theta,
-            &mut g,
-            self.lr,
-            Some(self.ewc),
-            self.ewc_step,
-        )
+        self.adam.step(&mut self.theta, grad, self.lr)
     }
 
     fn probe(&self) -> f64 {
@@ -345,7 +335,6 @@ impl Inner {
             adam: learner.adam.clone(),
             lr: cfg.loop_b_lr as f32,
             ewc: &learner.ewc,
-            ewc_step: cfg.ewc_step,
             train,
             probe,
             synthetic,

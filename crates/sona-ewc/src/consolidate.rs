@@ -307,33 +307,6 @@ impl EwcPlusPlus {
         self.apply(theta, grad)
     }
 
-    /// The penalty as its own step, decoupled from the optimizer (design §4): after an adaptive
-    /// optimizer stepped on the loss gradient alone, moves `θ` toward `θ̄*` per coordinate with
-    /// `c = η λ F̄_i`. `exact`: the proximal step `θ ← (θ + c θ̄*) / (1 + c)`, the exact minimiser
-    /// of `½(u − θ)² + ½ c (u − θ̄*)²`, stable for any `c` (it never passes `θ̄*`); otherwise the
-    /// plain gradient step `θ ← θ − c (θ − θ̄*)` (overshoots once `c > 1`, diverges past 2).
-    ///
-    /// Inside Adam the penalty gradient is divided by Adam's second moment, which it dominates
-    /// where `F̄` is large, so the well is flattened to an lr-sized step there; stepping it outside
-    /// keeps its curvature (the reason AdamW decouples weight decay). A no-op before the first
-    /// task. Errors (`θ` of the wrong length or not finite, `η` not finite or negative, overflow)
-    /// leave `θ` unchanged.
-    pub fn pull(&self, theta: &mut [f32], eta: f32, exact: bool) -> Result<()> {
-        self.check_theta(theta)?;
-        check_range("eta", eta as f64, 0.0, f32::MAX as f64)?;
-        if self.tasks == 0 {
-            return Ok(());
-        }
-        // Clamped so that `scale · 0` stays 0; `scale · F̄ = ∞` is handled by the kernel.
-        let scale = (f64::from(eta) * f64::from(self.cfg.lambda)).min(f64::from(f32::MAX)) as f32;
-        let mut next = theta.to_vec();
-        if !diag::pull_toward(scale, &self.fbar, &self.theta_bar, &mut next, exact) {
-            return Err(SonaError::Numerical("EWC penalty step overflowed".into()));
-        }
-        theta.copy_from_slice(&next);
-        Ok(())
-    }
-
     /// The whole state (configuration, quadratic, online Fisher) as a checkpoint.
     pub fn to_checkpoint(&self) -> Result<Checkpoint> {
         let p = self.fbar.len();
@@ -508,79 +481,6 @@ mod tests {
         assert_eq!(g, vec![1.0 + 10.0 * 2.0 * 2.0, 1.0 + 10.0 * 4.0]);
         // The stored Fisher does not contain λ.
         assert_eq!(ewc.fisher(), &[2.0, 4.0]);
-    }
-
-    #[test]
-    fn proximal_pull_is_the_argmin_of_the_quadratic_and_always_finite() {
-        let mut ewc = EwcPlusPlus::new(4, EwcConfig::default()).unwrap();
-        let mut th = vec![1.0f32, -2.0, 3.0, 0.5];
-        // Before any task: a no-op in both forms.
-        for exact in [true, false] {
-            ewc.pull(&mut th, 0.1, exact).unwrap();
-            assert_eq!(th, [1.0, -2.0, 3.0, 0.5]);
-        }
-        let star = [0.0f32, 1.0, -1.0, 7.0];
-        let f = [2.0f32, 0.5, 0.0, 1e3];
-        ewc.complete_task(&star, Some(&f), 1.0).unwrap();
-        ewc.set_lambda(3.0).unwrap();
-        let eta = 0.1f32;
-        let mut prox = th.clone();
-        ewc.pull(&mut prox, eta, true).unwrap();
-        for i in 0..4 {
-            let c = f64::from(eta * 3.0 * f[i]);
-            // argmin_u ½(u − θ)² + ½ c (u − θ*)² by a fine grid search around the closed form.
-            let obj = |u: f64| {
-                0.5 * (u - f64::from(th[i])).powi(2) + 0.5 * c * (u - f64::from(star[i])).powi(2)
-            };
-            let (lo, hi) = (th[i].min(star[i]) as f64, th[i].max(star[i]) as f64);
-            let best = (0..=100_000)
-                .map(|k| lo + (hi - lo) * f64::from(k) / 1e5)
-                .min_by(|a, b| obj(*a).total_cmp(&obj(*b)))
-                .unwrap();
-            assert!((f64::from(prox[i]) - best).abs() < 1e-4 * (hi - lo).max(1.0), "{i}");
-            // The objective's derivative vanishes there.
-            let d = (f64::from(prox[i]) - f64::from(th[i]))
-                + c * (f64::from(prox[i]) - f64::from(star[i]));
-            assert!(d.abs() < 1e-4, "{i}: {d}");
-        }
-        // F = 0 (coordinate 2) does not move; the plain step matches θ − c(θ − θ*) and overshoots
-        // where c > 1 (coordinate 3: c = 300), which the proximal step never does.
-        assert_eq!(prox[2], th[2]);
-        let mut plain = th.clone();
-        ewc.pull(&mut plain, eta, false).unwrap();
-        assert_eq!(plain[2], th[2]);
-        assert!((plain[0] - (1.0 - 0.6 * 1.0)).abs() < 1e-6);
-        assert!(plain[3] > star[3] + 100.0 && prox[3] < star[3] && prox[3] > th[3]);
-        // λ = 0 or η = 0: a no-op.
-        let mut same = th.clone();
-        ewc.pull(&mut same, 0.0, true).unwrap();
-        assert_eq!(same, th);
-        ewc.set_lambda(0.0).unwrap();
-        ewc.pull(&mut same, eta, true).unwrap();
-        assert_eq!(same, th);
-        // Huge λF lands on θ̄* (finite), F = 0 still untouched.
-        ewc.set_lambda(1e9).unwrap();
-        let mut huge = th.clone();
-        ewc.pull(&mut huge, 1e30, true).unwrap();
-        for (h, want) in huge.iter().zip([0.0, 1.0, th[2], 7.0]) {
-            assert!((h - want).abs() <= 1e-6 * want.abs().max(1.0), "{huge:?}");
-        }
-        // The plain step overflows there: refused, θ unchanged.
-        let mut over = th.clone();
-        assert!(matches!(
-            ewc.pull(&mut over, 1e30, false),
-            Err(SonaError::Numerical(_))
-        ));
-        assert_eq!(over, th);
-        // Bad input: refused, unchanged.
-        for eta in [-1.0, f32::NAN, f32::INFINITY] {
-            assert!(ewc.pull(&mut over, eta, true).is_err());
-        }
-        let mut nan = th.clone();
-        nan[1] = f32::NAN;
-        assert!(ewc.pull(&mut nan, eta, true).is_err());
-        assert!(ewc.pull(&mut [0.0; 3], eta, true).is_err());
-        assert_eq!(over, th);
     }
 
     #[test]

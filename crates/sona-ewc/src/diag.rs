@@ -202,37 +202,6 @@ pub fn add_weighted_diff_into(
     add_weighted_diff_into_body(alpha, w, a, b, g, out)
 }
 
-/// The decoupled penalty step on one coordinate: `c = η λ F`, `exact` the proximal step
-/// `(θ + c θ*)/(1 + c)` (written as the convex combination `θ/(1+c) + θ* · c/(1+c)` so that no
-/// intermediate overflows and `c = ∞` lands exactly on `θ*`), else the plain gradient step
-/// `θ − c (θ − θ*)`.
-#[inline(always)]
-fn pull(c: f32, theta: f32, anchor: f32, exact: bool) -> f32 {
-    if exact {
-        let keep = 1.0 / (1.0 + c);
-        let move_ = if c.is_finite() { c * keep } else { 1.0 };
-        keep * theta + move_ * anchor
-    } else {
-        theta - c * (theta - anchor)
-    }
-}
-
-/// `θ ← pull(η λ F_i, θ_i, θ*_i)` element-wise (see [`pull`]); `scale = η λ`. Returns whether every
-/// output is finite.
-#[inline]
-pub fn pull_toward(scale: f32, w: &[f32], anchor: &[f32], theta: &mut [f32], exact: bool) -> bool {
-    assert!(
-        w.len() == anchor.len() && anchor.len() == theta.len(),
-        "pull_toward: length mismatch"
-    );
-    let mut ok = true;
-    for ((t, &f), &a) in theta.iter_mut().zip(w).zip(anchor) {
-        *t = pull(scale * f, *t, a, exact);
-        ok &= t.is_finite();
-    }
-    ok
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

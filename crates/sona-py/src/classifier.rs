@@ -8,7 +8,6 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sona_core::SonaError;
-use sona_engine::adam::EwcStep;
 use sona_engine::classifier::{ClassifierConfig, DreamConfig, RouterClassifier};
 
 use crate::convert::{mat2, slice};
@@ -43,7 +42,7 @@ impl PyRouterClassifier {
     #[new]
     #[pyo3(signature = (input_dim, n_classes, hidden = 128, rank_w = 32, rank_u = 4, lr = 2e-3,
         ewc_lambda = 0.0, ewc_gamma = 0.995, fisher_batch = 8, replay_capacity = 0,
-        replay_batch = 32, seed = 0, replay_balanced = false, ewc_step = "gradient"))]
+        replay_batch = 32, seed = 0, replay_balanced = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -60,7 +59,6 @@ impl PyRouterClassifier {
         replay_batch: usize,
         seed: u64,
         replay_balanced: bool,
-        ewc_step: &str,
     ) -> PyResult<Self> {
         guard(py, || {
             let cfg = ClassifierConfig {
@@ -73,7 +71,6 @@ impl PyRouterClassifier {
                 ewc_lambda: ewc_lambda as f32,
                 ewc_gamma: ewc_gamma as f32,
                 fisher_batch,
-                ewc_step: EwcStep::parse(ewc_step)?,
                 replay_capacity,
                 replay_batch,
                 replay_balanced,

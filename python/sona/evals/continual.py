@@ -54,7 +54,6 @@ BENCHMARKS = ("permuted", "split")
 METHODS = ("none", "ewc", "replay", "ewc+replay", "dream", "joint")
 ALL_METHODS = METHODS
 SPLITS = ("val", "test")
-EWC_STEPS = ("gradient", "proximal", "decoupled")
 
 
 @dataclass
@@ -77,10 +76,6 @@ class ContinualConfig:
     lambdas_with_replay: dict[str, float] = field(
         default_factory=lambda: {"permuted": 1.0, "split": 10.0}
     )
-    #: How the EWC++ penalty enters the Adam step: "gradient" (added to the loss gradient, so
-    #: Adam's second moment rescales it), "proximal" (its exact proximal step after Adam) or
-    #: "decoupled" (a plain gradient step after Adam).
-    ewc_step: str = "gradient"
     #: Online-Fisher EMA decay per sample.
     gamma: float = 0.995
     #: Per-sample gradients per minibatch fed to the online Fisher.
@@ -195,7 +190,6 @@ def run_method(
         replay_batch=cfg.batch if "replay" in method else 0,
         seed=seed * 7919 + 17,
         replay_balanced=cfg.replay_balanced and method == "ewc+replay",
-        ewc_step=cfg.ewc_step,
     )
     n = len(tasks)
     r = np.zeros((n, n))
@@ -350,19 +344,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="EWC++ λ for every benchmark (default: the tuned per-benchmark values)",
     )
-    parser.add_argument(
-        "--lambda-replay",
-        dest="lam_replay",
-        type=float,
-        default=None,
-        help="EWC++ λ of ewc+replay for every benchmark (default: --lambda if given, else tuned)",
-    )
-    parser.add_argument(
-        "--ewc-step",
-        choices=EWC_STEPS,
-        default=ContinualConfig.ewc_step,
-        help="how the EWC++ penalty enters the Adam step",
-    )
     parser.add_argument("--lr", type=float, default=ContinualConfig.lr, help="Adam learning rate")
     parser.add_argument(
         "--split",
@@ -384,13 +365,10 @@ def config_from_args(args: argparse.Namespace) -> ContinualConfig:
         n_tasks=args.tasks,
         lr=args.lr,
         split=args.split,
-        ewc_step=args.ewc_step,
     )
     if args.lam is not None:
         cfg.lambdas = {b: float(args.lam) for b in BENCHMARKS}
         cfg.lambdas_with_replay = dict(cfg.lambdas)
-    if args.lam_replay is not None:
-        cfg.lambdas_with_replay = {b: float(args.lam_replay) for b in BENCHMARKS}
     return cfg
 
 
