@@ -3,6 +3,7 @@
 # Sections are grouped by crate so that each binding file has one block here.
 
 import os
+from collections.abc import Callable
 from typing import Any, Literal, TypeAlias, final
 
 import numpy as np
@@ -316,6 +317,11 @@ class GradientProjection:
     def param_count(self) -> int: ...
 
 # --- index (crates/sona-py/src/index.rs) -------------------------------------------------------
+# Exposed directly as `sona.index.VectorIndex`: vectors are array-likes, ids an int or an
+# array-like of non-negative integers, a filter also a set or a callable.
+
+_Ids: TypeAlias = int | npt.ArrayLike
+_Filter: TypeAlias = Callable[[int], bool] | set[int] | frozenset[int] | npt.ArrayLike | None
 
 @final
 class VectorIndex:
@@ -323,11 +329,12 @@ class VectorIndex:
         cls,
         dim: int,
         kind: str = "flat",
-        m: int = 16,
-        ef_construction: int = 100,
-        ef_search: int = 32,
-        nprobe: int = 16,
-        seed: int = 0x534F4E41,
+        *,
+        m: int = ...,
+        ef_construction: int = ...,
+        ef_search: int = ...,
+        nprobe: int = ...,
+        seed: int = ...,
     ) -> VectorIndex: ...
     @property
     def dim(self) -> int: ...
@@ -342,21 +349,21 @@ class VectorIndex:
     @nprobe.setter
     def nprobe(self, value: int) -> None: ...
     def __len__(self) -> int: ...
-    def __contains__(self, key: int, /) -> bool: ...
-    def add(self, ids: npt.NDArray[np.uint64], vectors: _F32) -> None: ...
-    def remove(self, ids: npt.NDArray[np.uint64]) -> None: ...
+    def __contains__(self, id: object, /) -> bool: ...
+    def add(self, ids: _Ids, vectors: _ArrayLike) -> None: ...
+    def remove(self, ids: _Ids) -> None: ...
     def search(
-        self, query: _F32, k: int, filter: object = None
+        self, vector: _ArrayLike, k: int, filter: _Filter = None
     ) -> tuple[npt.NDArray[np.uint64], _F32]: ...
     def search_batch(
-        self, queries: _F32, k: int, filter: object = None
+        self, vectors: _ArrayLike, k: int, filter: _Filter = None
     ) -> tuple[npt.NDArray[np.uint64], _F32]: ...
     def ids(self) -> npt.NDArray[np.uint64]: ...
     def get(self, id: int) -> _F32: ...
     def memory_bytes(self) -> int: ...
-    def save(self, path: str) -> None: ...
+    def save(self, path: str | os.PathLike[str]) -> None: ...
     @staticmethod
-    def load(path: str) -> VectorIndex: ...
+    def load(path: str | os.PathLike[str]) -> VectorIndex: ...
 
 # --- reasoning (crates/sona-py/src/reasoning.rs) -----------------------------------------------
 

@@ -109,3 +109,51 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Real {
             .map_err(|_| invalid(format!("too large: {}", shown(&obj))))
     }
 }
+
+/// An integer argument of any size: `int` or numpy integer (not `bool`); anything else raises
+/// `InvalidInputError`. The caller maps it to its range (and to its error: a result count beyond
+/// the stored items means "all", an id no object has issued is unknown). Values beyond `±2¹²⁷`
+/// saturate (no range is that wide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Int(pub i128);
+
+impl Int {
+    /// As a result count `k ≥ 1`: below raises `InvalidInputError`; above `usize` saturates.
+    pub(crate) fn top_k(self) -> Result<usize, SonaError> {
+        if self.0 < 1 {
+            return Err(SonaError::invalid(format!(
+                "k must be >= 1, got {}",
+                self.0
+            )));
+        }
+        Ok(usize::try_from(self.0).unwrap_or(usize::MAX))
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Int {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (py, obj) = (obj.py(), obj.to_owned());
+        let integer = !obj.is_instance_of::<PyBool>()
+            && (obj.is_instance_of::<PyInt>()
+                || obj.is_instance(&numpy_kinds(py)?.get_item(0)?)?);
+        if !integer {
+            return Err(to_pyerr(
+                py,
+                SonaError::invalid(format!(
+                    "expected an int, got {} {}",
+                    kind_name(&obj),
+                    shown(&obj)
+                )),
+            ));
+        }
+        match obj.extract::<i128>() {
+            Ok(v) => Ok(Int(v)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(py) => {
+                Ok(Int(if obj.gt(0)? { i128::MAX } else { i128::MIN }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
