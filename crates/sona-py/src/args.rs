@@ -157,3 +157,27 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Int {
         }
     }
 }
+
+/// A real-valued configuration setting: as [`Real`], but the wrong kind of value raises
+/// `ConfigError`, as every other constructor argument of the class does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Setting(pub f64);
+
+impl Setting {
+    /// As the `f32` the core stores.
+    pub(crate) fn f32(self) -> f32 {
+        self.0 as f32
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Setting {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let py = obj.py();
+        // The same check and message as `Real`'s, raised as the configuration error.
+        obj.extract::<Real>()
+            .map(|r| Setting(r.0))
+            .map_err(|e| to_pyerr(py, SonaError::Config(e.value(py).to_string())))
+    }
+}
