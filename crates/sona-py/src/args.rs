@@ -46,18 +46,8 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Size {
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         let (py, obj) = (obj.py(), obj.to_owned());
-        let integer = !obj.is_instance_of::<PyBool>()
-            && (obj.is_instance_of::<PyInt>()
-                || obj.is_instance(&numpy_kinds(py)?.get_item(0)?)?);
-        if !integer {
-            return Err(to_pyerr(
-                py,
-                SonaError::Config(format!(
-                    "expected an integer, got {} {}",
-                    kind_name(&obj),
-                    shown(&obj)
-                )),
-            ));
+        if let Some(msg) = not_an_integer(&obj)? {
+            return Err(to_pyerr(py, SonaError::Config(msg)));
         }
         match obj.extract::<u64>() {
             Ok(v) => usize::try_from(v).map(Size).map_err(|_| {
@@ -135,18 +125,8 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Int {
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         let (py, obj) = (obj.py(), obj.to_owned());
-        let integer = !obj.is_instance_of::<PyBool>()
-            && (obj.is_instance_of::<PyInt>()
-                || obj.is_instance(&numpy_kinds(py)?.get_item(0)?)?);
-        if !integer {
-            return Err(to_pyerr(
-                py,
-                SonaError::invalid(format!(
-                    "expected an int, got {} {}",
-                    kind_name(&obj),
-                    shown(&obj)
-                )),
-            ));
+        if let Some(msg) = not_an_integer(&obj)? {
+            return Err(to_pyerr(py, SonaError::invalid(msg)));
         }
         match obj.extract::<i128>() {
             Ok(v) => Ok(Int(v)),
@@ -180,4 +160,13 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Setting {
             .map(|r| Setting(r.0))
             .map_err(|e| to_pyerr(py, SonaError::Config(e.value(py).to_string())))
     }
+}
+
+/// `None` for an `int` or numpy integer (not `bool`), else the message saying what `obj` is
+/// ([`Size`] and [`Int`] raise it as their own error class).
+fn not_an_integer(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    let integer = !obj.is_instance_of::<PyBool>()
+        && (obj.is_instance_of::<PyInt>()
+            || obj.is_instance(&numpy_kinds(obj.py())?.get_item(0)?)?);
+    Ok((!integer).then(|| format!("expected an integer, got {} {}", kind_name(obj), shown(obj))))
 }
