@@ -103,8 +103,18 @@ fn checkpoints_under_concurrent_feedback(durability: &str) {
         // Applied exactly once: a feedback in the snapshot but logged after the cut would be
         // replayed again (its trajectory is re-read from the log), one logged before the cut but
         // missing from the snapshot would never be applied.
-        assert_eq!(stat(&s, &["feedbacks"]), all_f, "{} (seq {seq})", dir.display());
-        assert_eq!(stat(&s, &["processed"]), all_t, "{} (seq {seq})", dir.display());
+        assert_eq!(
+            stat(&s, &["feedbacks"]),
+            all_f,
+            "{} (seq {seq})",
+            dir.display()
+        );
+        assert_eq!(
+            stat(&s, &["processed"]),
+            all_t,
+            "{} (seq {seq})",
+            dir.display()
+        );
         assert_eq!(stat(&s, &["durability", "replay_skipped"]), 0);
         assert_eq!(stat(&s, &["durability", "replayed"]), after_t + after_f);
         cuts.push(seq);
