@@ -2,9 +2,11 @@
 
 ``python crash_child.py WORKDIR SEED``: loads the checkpoint in WORKDIR (falling back to the
 previous one) or starts a new engine (replaying the log), prints one ``READY {json}`` line with its
-counters, then runs 4 threads of process + feedback, appending each acknowledged trajectory id to
-``WORKDIR/acked`` *after* ``feedback`` returned. Loop B runs every few feedbacks and checkpoints
-after every cycle; the log is in ``"sync"`` mode. It runs until SIGKILLed.
+counters, waits for a line on stdin (so the parent compares those counters with a log this child has
+not written to yet; it exits if stdin closes), then runs 4 threads of process + feedback, appending
+each acknowledged trajectory id to ``WORKDIR/acked`` *after* ``feedback`` returned. Loop B runs
+every few feedbacks and checkpoints after every cycle; the log is in ``"sync"`` mode. It runs until
+SIGKILLed.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def main() -> None:
     else:
         engine = _sona.Engine(json.dumps(config(work)))
     print("READY " + json.dumps(engine.stats()), flush=True)
+    if not sys.stdin.readline():
+        return  # the parent is gone
     fd = os.open(work / "acked", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     centers = np.random.default_rng(0).standard_normal((4, DIM)).astype(np.float32)
 

@@ -47,6 +47,14 @@ def logged_feedback_ids(path: Path) -> list[int]:
         conn.close()
 
 
+def logged_max_seq(path: Path) -> int:
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def test_durability_config_is_validated(tmp_path: Path) -> None:
     for bad in [
         {"durability": "sometimes"},
@@ -234,17 +242,34 @@ def test_sigkill_crash_loses_no_acknowledged_feedback(tmp_path: Path) -> None:
     for i in range(22):
         proc = subprocess.Popen(
             [sys.executable, str(CHILD), str(work), str(i)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
         )
-        stats = _wait_ready(proc, 60)
-        log_fb = logged_feedback_ids(work / "log.db") if (work / "log.db").exists() else []
-        # Everything logged was applied: the checkpoint's feedbacks plus the replayed ones.
-        assert stats["feedbacks"] == len(log_fb), (i, stats, len(log_fb))
-        assert stats["durability"]["replay_skipped"] == 0  # type: ignore[index]
-        last_runs = max(last_runs, int(stats["loop_b_runs"]))  # type: ignore[call-overload]
+        try:
+            stats = _wait_ready(proc, 60)
+            if i == 1:
+                # A slow reader (a loaded machine): the log must still be the one READY saw.
+                time.sleep(0.2)
+            db = work / "log.db"
+            log_fb = logged_feedback_ids(db) if db.exists() else []
+            # Everything logged was applied: the checkpoint's feedbacks plus the replayed ones.
+            # The child writes nothing until told to go on, so this is the log it replayed.
+            assert stats["feedbacks"] == len(log_fb), (i, stats, len(log_fb))
+            assert stats["durability"]["replay_skipped"] == 0  # type: ignore[index]
+            # New records are numbered after everything already logged.
+            seq = int(stats["durability"]["log_seq"])  # type: ignore[index]
+            assert (logged_max_seq(db) if db.exists() else 0) <= seq
+            last_runs = max(last_runs, int(stats["loop_b_runs"]))  # type: ignore[call-overload]
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        except BaseException:
+            proc.kill()
+            proc.wait(timeout=30)
+            raise
         if i % 3 == 2:
             # Kill while a checkpoint is being written (its temporary directory exists).
             deadline = time.monotonic() + 3
