@@ -189,8 +189,11 @@ class LoadClient(asyncio.Protocol):
     status is 200 and that the body parses as a chat completion (counted in ``errors`` if not).
     """
 
-    def __init__(self, request: bytes, n: int, lat: list[float], errors: list[str]) -> None:
+    def __init__(
+        self, request: bytes, n: int, lat: list[float], errors: list[str], start_s: float = 0.0
+    ) -> None:
         self.request, self.left, self.lat, self.errors = request, n, lat, errors
+        self.start_s = start_s
         self.buf = bytearray()
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
@@ -198,7 +201,10 @@ class LoadClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._send()
+        if self.start_s > 0:
+            asyncio.get_running_loop().call_later(self.start_s, self._send)
+        else:
+            self._send()
 
     def _send(self) -> None:
         assert self.transport is not None
@@ -247,12 +253,15 @@ class LoadClient(asyncio.Protocol):
 
 
 async def _load(
-    port: int, request: bytes, concurrency: int, per_conn: int
+    port: int, request: bytes, concurrency: int, per_conn: int, stagger_s: float = 0.0
 ) -> tuple[list[float], list[str], float]:
     loop = asyncio.get_running_loop()
 
-    async def phase(n: int, lat: list[float], errors: list[str]) -> None:
-        clients = [LoadClient(request, n, lat, errors) for _ in range(concurrency)]
+    async def phase(n: int, lat: list[float], errors: list[str], spread: float = 0.0) -> None:
+        clients = [
+            LoadClient(request, n, lat, errors, spread * i / concurrency)
+            for i in range(concurrency)
+        ]
         for c in clients:
             await loop.create_connection(lambda c=c: c, "127.0.0.1", port)
         async with asyncio.timeout(60 + n * 10):  # a broken server fails the run, never hangs it
@@ -262,7 +271,7 @@ async def _load(
     lat: list[float] = []
     errors: list[str] = []
     t0 = time.perf_counter()
-    await phase(per_conn, lat, errors)
+    await phase(per_conn, lat, errors, stagger_s)
     return lat, errors, time.perf_counter() - t0
 
 
@@ -284,12 +293,44 @@ def http_request(port: int, path: str, body: dict[str, Any], key: str) -> bytes:
     return head.encode() + data
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time all threads of a process have run (Linux ``/proc/<pid>/task/*/schedstat``, in
+    nanoseconds, unlike the 10 ms ticks of ``/proc/<pid>/stat``; NaN elsewhere)."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError):
+        return float("nan")
+    return total / 1e9
+
+
 def run_load(
-    port: int, path: str, model: str, concurrency: int, per_conn: int, key: str = KEY
+    port: int,
+    path: str,
+    model: str,
+    concurrency: int,
+    per_conn: int,
+    key: str = KEY,
+    server_pid: int | None = None,
+    stagger_s: float = 0.0,
 ) -> dict[str, Any]:
+    """``concurrency`` keep-alive clients sending ``per_conn`` requests each, one at a time.
+
+    With ``stagger_s`` the clients' first requests are spread evenly over that many seconds
+    (each client then keeps its phase), so requests arrive at a steady rate; without it all
+    clients start at once and move in waves (every answer of a wave arrives within a few ms).
+    """
     body = {"model": model, "messages": [{"role": "user", "content": "What is 2 plus 2?"}]}
+    cpu0 = cpu_seconds(server_pid) if server_pid else float("nan")
     lat, errors, wall = _run(
-        _load(port, http_request(port, path, body, key), concurrency, per_conn)
+        _load(port, http_request(port, path, body, key), concurrency, per_conn, stagger_s)
+    )
+    # CPU the server spent per request (warm-up included): does not depend on other processes'
+    # load the way latencies do, so it compares versions on a shared machine.
+    cpu_ms = (
+        (cpu_seconds(server_pid) - cpu0) * 1000 / (len(lat) + concurrency) if server_pid else None
     )
     if errors:
         print(f"{len(errors)} bad responses on port {port}, first: {errors[0]}", file=sys.stderr)
@@ -301,6 +342,7 @@ def run_load(
         "p99_ms": float(np.percentile(a, 99)),
         "mean_ms": float(a.mean()),
         "rps": len(lat) / wall,
+        **({"server_cpu_ms_per_request": cpu_ms} if cpu_ms is not None else {}),
     }
 
 
@@ -332,6 +374,8 @@ def cmd_overhead(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "requests": args.concurrency * args.per_conn,
         "upstream_delay_ms": args.delay * 1000,
+        "arrivals": "staggered" if args.stagger else "waves",
+        "generator": "python (uvloop protocols)",
     }
     try:
         up_port = free_port()
@@ -385,19 +429,24 @@ api_keys = ["{KEY}"]
             )
             wait_port(base_port, procs[-1])
         # Paths alternate within each round, so load from other processes falls on all of them.
-        paths = [("direct", up_port, "echo-small"), ("gateway", gw_port, "sona")]
+        paths = [("direct", up_port, "echo-small", procs[0].pid)]
+        paths.append(("gateway", gw_port, "sona", procs[1].pid))
         if base_port is not None:
-            paths.append(("baseline_gateway", base_port, "sona"))
+            paths.append(("baseline_gateway", base_port, "sona", procs[2].pid))
         rounds: list[dict[str, Any]] = []
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
             row = {"load_avg": os.getloadavg()[0]}
-            for name, port, model in paths:
+            # Direct first, then the gateways in turn (odd rounds reverse them): no version
+            # always runs right after the direct path.
+            order = [paths[0], *(paths[1:] if i % 2 == 0 else paths[:0:-1])]
+            for name, port, model, pid in order:
                 row[name] = run_load(
-                    port, "/v1/chat/completions", model, args.concurrency, args.per_conn
-                )
+                    port, "/v1/chat/completions", model, args.concurrency, args.per_conn,
+                    server_pid=pid, stagger_s=args.delay if args.stagger else 0.0,
+                )  # fmt: skip
             rounds.append(row)
         results["rounds"] = rounds
-        for name, _, _ in paths:
+        for name, _, _, _ in paths:
             results[name] = _median_row([r[name] for r in rounds])
         import urllib.request
 
@@ -439,6 +488,7 @@ litellm_settings:
                 args.concurrency,
                 args.per_conn,
                 f"sk-{KEY}",
+                stagger_s=args.delay if args.stagger else 0.0,
             )
     finally:
         for p in reversed(procs):
@@ -562,6 +612,12 @@ def main() -> int:
         help="PYTHONPATH of another gateway version to measure in the same run",
     )
     p.add_argument("--rounds", type=int, default=1, help="alternating direct/gateway rounds")
+    p.add_argument(
+        "--stagger",
+        action="store_true",
+        help="spread the clients' first requests over one upstream delay (steady arrivals "
+        "instead of synchronized waves of --concurrency requests)",
+    )
     p = sub.add_parser("upstream", help="only the stub upstream (what `overhead` starts)")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--delay", type=float, default=0.2)

@@ -34,17 +34,20 @@ def serve(config: GatewayConfig, host: str | None = None, port: int | None = Non
     import uvicorn
 
     from sona.serve.app import create_app as _create
+    from sona.serve.server import tune_gc, uvicorn_options
 
     level = config.server.log_level
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    app = _create(config)
+    tune_gc()
     uvicorn.run(
-        _create(config),
+        app,
         host=host or config.server.host,
         port=config.server.port if port is None else port,
         log_level=level,
-        access_log=False,
+        **uvicorn_options(),
     )
 
 
