@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["CoalescingTransport", "http_protocol", "tune_gc", "uvicorn_options"]
 
@@ -115,8 +115,9 @@ def http_protocol() -> Any:
     class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's httptools protocol writing each loop step's output in one syscall."""
 
-        def connection_made(self, transport: asyncio.Transport) -> None:
-            wrapped = CoalescingTransport(transport, asyncio.get_running_loop())
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            loop = asyncio.get_running_loop()
+            wrapped = CoalescingTransport(cast(asyncio.Transport, transport), loop)
             # Duck-typed: every transport method uvicorn uses is there or forwarded.
             super().connection_made(wrapped)  # type: ignore[arg-type]
 
