@@ -1,12 +1,21 @@
 """Gateway benchmarks (issue 14): overhead under load, LiteLLM side by side, routing end to end.
 
-``python benches/gateway.py overhead [--litellm-bin PATH]``
+``python benches/gateway.py overhead [--rounds R] [--stagger] [--litellm-bin PATH]``
     A stub upstream that answers after a fixed 200 ms, the gateway (``sona serve``) in front of it,
     and a load generator keeping ``--concurrency`` requests in flight, each its own process on
     127.0.0.1. The same load runs direct to the upstream, through the gateway, and (when
     ``--litellm-bin`` names a ``litellm`` executable) through LiteLLM's proxy; overhead is each
-    path's latency quantile minus the direct one. The gateway's own view (request time minus
-    upstream time, ``sona_gateway_overhead_seconds``) is reported beside it.
+    path's latency quantile minus the direct one, per round (direct and gateways alternate, R
+    rounds, medians reported). The gateway's own view (request time minus upstream time,
+    ``sona_gateway_overhead_seconds``) and each server's CPU time per request are reported beside.
+    The harness is kept cheap so it leaves the cores to the gateway: the stub is a bare asyncio
+    protocol (canned JSON or SSE, one write per answer), the generator one uvloop protocol per
+    connection (checks every status and that every body parses as a completion).
+    ``--stagger`` spreads the clients' first requests over one upstream delay (steady arrivals);
+    by default they all start at once and move in synchronized waves.
+
+``python benches/gateway.py upstream --port P [--delay S]``
+    Only the stub upstream (what ``overhead`` starts).
 
 ``python benches/gateway.py e2e``
     Two local tiers of different cost and quality (stub models ``math-weak`` at 0.1 and
