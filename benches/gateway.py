@@ -284,6 +284,14 @@ async def _load(
     return lat, errors, time.perf_counter() - t0
 
 
+def _loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
 def _run(coro: Any) -> Any:
     """Run on uvloop when installed (the generator is then C except for the per-response parse)."""
     try:
@@ -384,7 +392,7 @@ def cmd_overhead(args: argparse.Namespace) -> dict[str, Any]:
         "requests": args.concurrency * args.per_conn,
         "upstream_delay_ms": args.delay * 1000,
         "arrivals": "staggered" if args.stagger else "waves",
-        "generator": "python (uvloop protocols)",
+        "generator": f"python, {_loop_name()} protocols (one per connection)",
     }
     try:
         up_port = free_port()
