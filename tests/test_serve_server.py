@@ -127,6 +127,9 @@ def test_other_attributes_are_the_transports() -> None:
         assert not t.is_closing()
         with pytest.raises(AttributeError):
             t.no_such_method()  # type: ignore[attr-defined]
+        with pytest.raises(TypeError):  # as asyncio's transports: bytes only
+            t.write("text")  # type: ignore[arg-type]
+        assert t.get_write_buffer_size() == 0 and fake.writes == []
 
     asyncio.run(main())
 

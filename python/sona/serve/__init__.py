@@ -30,7 +30,8 @@ def create_app(config: GatewayConfig, **kwargs: object):  # type: ignore[no-unty
 
 
 def serve(config: GatewayConfig, host: str | None = None, port: int | None = None) -> None:
-    """Run the gateway under uvicorn until interrupted."""
+    """Run the gateway under uvicorn until interrupted (one write per response and the start-up
+    heap frozen for the GC: :mod:`sona.serve.server`)."""
     import uvicorn
 
     from sona.serve.app import create_app as _create
