@@ -1,12 +1,21 @@
 """Gateway benchmarks (issue 14): overhead under load, LiteLLM side by side, routing end to end.
 
-``python benches/gateway.py overhead [--litellm-bin PATH]``
+``python benches/gateway.py overhead [--rounds R] [--stagger] [--litellm-bin PATH]``
     A stub upstream that answers after a fixed 200 ms, the gateway (``sona serve``) in front of it,
     and a load generator keeping ``--concurrency`` requests in flight, each its own process on
     127.0.0.1. The same load runs direct to the upstream, through the gateway, and (when
     ``--litellm-bin`` names a ``litellm`` executable) through LiteLLM's proxy; overhead is each
-    path's latency quantile minus the direct one. The gateway's own view (request time minus
-    upstream time, ``sona_gateway_overhead_seconds``) is reported beside it.
+    path's latency quantile minus the direct one, per round (direct and gateways alternate, R
+    rounds, medians reported). The gateway's own view (request time minus upstream time,
+    ``sona_gateway_overhead_seconds``) and each server's CPU time per request are reported beside.
+    The harness is kept cheap so it leaves the cores to the gateway: the stub is a bare asyncio
+    protocol (canned JSON or SSE, one write per answer), the generator one uvloop protocol per
+    connection (checks every status and that every body parses as a completion).
+    ``--stagger`` spreads the clients' first requests over one upstream delay (steady arrivals);
+    by default they all start at once and move in synchronized waves.
+
+``python benches/gateway.py upstream --port P [--delay S]``
+    Only the stub upstream (what ``overhead`` starts).
 
 ``python benches/gateway.py e2e``
     Two local tiers of different cost and quality (stub models ``math-weak`` at 0.1 and
@@ -29,9 +38,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+
+from sona.serve.jsonio import loads
 
 KEY = "bench-key-0123456789abcdef"
 
@@ -55,34 +66,239 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) 
     raise TimeoutError(f"port {port} did not open")
 
 
-async def _worker(port: int, request: bytes, n: int, out: list[float], errors: list[int]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for _ in range(n):
-            t0 = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            m = re.search(rb"(?i)content-length:\s*(\d+)", head)
-            if m is None:
-                raise RuntimeError(f"no content-length in {head[:200]!r}")
-            await reader.readexactly(int(m.group(1)))
-            out.append(time.perf_counter() - t0)
-            if b" 200 " not in head.split(b"\r\n", 1)[0]:
-                errors.append(1)
-    finally:
-        writer.close()
+#: The stub upstream's canned answers (what an OpenAI-compatible server sends, nothing computed).
+_COMPLETION = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "echo-small",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "echo: What is 2 plus 2?"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18},
+    },
+    separators=(",", ":"),
+).encode()
+
+
+def _sse_body() -> bytes:
+    events = []
+    for i, word in enumerate(("echo:", " What", " is", " 2", " plus", " 2?")):
+        delta = {"content": word, **({"role": "assistant"} if i == 0 else {})}
+        chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0,
+                 "model": "echo-small",
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}  # fmt: skip
+        events.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    events.append(b"data: [DONE]\n\n")
+    # One chunk of chunked transfer-encoding, then the terminating zero-length chunk.
+    data = b"".join(events)
+    return b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n"
+
+
+_JSON_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+    + str(len(_COMPLETION)).encode() + b"\r\n\r\n" + _COMPLETION
+)  # fmt: skip
+_SSE_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    + _sse_body()
+)
+_BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 46\r\n\r\n"
+    b'{"error":{"message":"bad request","type":"x"}}'
+)
+#: Longest request head or body either side of the harness accepts (a benchmark, not a server).
+_MAX_MESSAGE = 1 << 20
+
+
+def _content_length(head: bytes) -> int:
+    """``Content-Length`` of a lower-cased message head (0 when absent)."""
+    i = head.find(b"\r\ncontent-length:")
+    if i < 0:
+        return 0
+    j = head.find(b"\r\n", i + 2)
+    value = head[i + 17 : j if j >= 0 else len(head)].strip()
+    if not value.isdigit() or int(value) > _MAX_MESSAGE:
+        raise ValueError("bad content-length")
+    return int(value)
+
+
+class StubUpstreamProtocol(asyncio.Protocol):
+    """The fixed-delay upstream as a bare asyncio protocol: HTTP/1.1 keep-alive, each request
+    answered ``delay`` seconds after it arrived with a canned completion (JSON, or SSE when the
+    body asks for ``"stream": true``), a 400 when the body is not a JSON chat request.
+
+    A request costs it a head parse, a JSON parse and one write: the harness should not take the
+    CPU the gateway needs (the uvicorn stub cost about as much CPU per request as the gateway).
+    """
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        loop = asyncio.get_running_loop()
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            head = bytes(self.buf[:end]).lower()
+            try:
+                n = _content_length(head)
+            except ValueError:
+                self._reply(_BAD_REQUEST)
+                return
+            if len(self.buf) < end + 4 + n:
+                if len(self.buf) > _MAX_MESSAGE + end + 4:
+                    self._reply(_BAD_REQUEST)
+                return
+            body = bytes(self.buf[end + 4 : end + 4 + n])
+            del self.buf[: end + 4 + n]
+            answer = _BAD_REQUEST
+            try:
+                req = loads(body)
+                if head.startswith(b"post ") and isinstance(req, dict) and req.get("messages"):
+                    answer = _SSE_RESPONSE if req.get("stream") is True else _JSON_RESPONSE
+            except ValueError:
+                pass
+            # Same delay for every request: answers leave in arrival order (HTTP/1.1 needs that).
+            loop.call_later(self.delay, self._reply, answer)
+        if len(self.buf) > _MAX_MESSAGE:
+            self._reply(_BAD_REQUEST)
+
+    def _reply(self, answer: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(answer)
+            if answer is _BAD_REQUEST and self.buf:
+                self.transport.close()
+
+
+async def serve_stub(host: str, port: int, delay: float) -> None:
+    """Run :class:`StubUpstreamProtocol` until cancelled."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: StubUpstreamProtocol(delay), host, port, backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+class LoadClient(asyncio.Protocol):
+    """One keep-alive connection sending ``request`` ``n`` times, one after the other.
+
+    Records each exchange's latency (request written → whole response read), checks that the
+    status is 200 and that the body parses as a chat completion (counted in ``errors`` if not).
+    """
+
+    def __init__(
+        self, request: bytes, n: int, lat: list[float], errors: list[str], start_s: float = 0.0
+    ) -> None:
+        self.request, self.left, self.lat, self.errors = request, n, lat, errors
+        self.start_s = start_s
+        self.buf = bytearray()
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+        self.t0 = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        if self.start_s > 0:
+            asyncio.get_running_loop().call_later(self.start_s, self._send)
+        else:
+            self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        self.t0 = time.perf_counter()
+        self.transport.write(self.request)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectionError(f"connection lost ({exc})"))
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = bytes(self.buf[:end]).lower()
+        try:
+            n = _content_length(head)
+        except ValueError:
+            self.errors.append(f"bad response head: {head[:200]!r}")
+            n = len(self.buf)  # cannot frame the rest: give up on this connection
+            self.left = 1
+        if len(self.buf) < end + 4 + n:
+            return
+        self.lat.append(time.perf_counter() - self.t0)
+        body = bytes(self.buf[end + 4 : end + 4 + n])
+        del self.buf[: end + 4 + n]
+        status = head[9:12]
+        if status != b"200":
+            self.errors.append(f"HTTP {status.decode()}: {body[:200]!r}")
+        else:
+            try:
+                parsed = loads(body)
+                if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
+                    self.errors.append(f"not a completion: {body[:200]!r}")
+            except ValueError:
+                self.errors.append(f"body is not JSON: {body[:200]!r}")
+        self.left -= 1
+        if self.left > 0:
+            self._send()
+        else:
+            assert self.transport is not None
+            self.transport.close()
+            if not self.done.done():
+                self.done.set_result(None)
 
 
 async def _load(
-    port: int, request: bytes, concurrency: int, per_conn: int
-) -> tuple[list[float], int]:
-    warm: list[float] = []
-    errs: list[int] = []
-    await asyncio.gather(*(_worker(port, request, 1, warm, errs) for _ in range(concurrency)))
+    port: int, request: bytes, concurrency: int, per_conn: int, stagger_s: float = 0.0
+) -> tuple[list[float], list[str], float]:
+    loop = asyncio.get_running_loop()
+
+    async def phase(n: int, lat: list[float], errors: list[str], spread: float = 0.0) -> None:
+        clients = [
+            LoadClient(request, n, lat, errors, spread * i / concurrency)
+            for i in range(concurrency)
+        ]
+        for c in clients:
+            await loop.create_connection(lambda c=c: c, "127.0.0.1", port)
+        async with asyncio.timeout(60 + n * 10):  # a broken server fails the run, never hangs it
+            await asyncio.gather(*(c.done for c in clients))
+
+    await phase(1, [], [])  # warm-up: the gateway opens its upstream connections
     lat: list[float] = []
-    errs.clear()
-    await asyncio.gather(*(_worker(port, request, per_conn, lat, errs) for _ in range(concurrency)))
-    return lat, len(errs)
+    errors: list[str] = []
+    t0 = time.perf_counter()
+    await phase(per_conn, lat, errors, stagger_s)
+    return lat, errors, time.perf_counter() - t0
+
+
+def _loop_name() -> str:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "asyncio"
+    return "uvloop"
+
+
+def _run(coro: Any) -> Any:
+    """Run on uvloop when installed (the generator is then C except for the per-response parse)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def http_request(port: int, path: str, body: dict[str, Any], key: str) -> bytes:
@@ -94,24 +310,62 @@ def http_request(port: int, path: str, body: dict[str, Any], key: str) -> bytes:
     return head.encode() + data
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time all threads of a process have run (Linux ``/proc/<pid>/task/*/schedstat``, in
+    nanoseconds, unlike the 10 ms ticks of ``/proc/<pid>/stat``; NaN elsewhere)."""
+    total = 0
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError):
+        return float("nan")
+    return total / 1e9
+
+
 def run_load(
-    port: int, path: str, model: str, concurrency: int, per_conn: int, key: str = KEY
+    port: int,
+    path: str,
+    model: str,
+    concurrency: int,
+    per_conn: int,
+    key: str = KEY,
+    server_pid: int | None = None,
+    stagger_s: float = 0.0,
 ) -> dict[str, Any]:
+    """``concurrency`` keep-alive clients sending ``per_conn`` requests each, one at a time.
+
+    With ``stagger_s`` the clients' first requests are spread evenly over that many seconds
+    (each client then keeps its phase), so requests arrive at a steady rate; without it all
+    clients start at once and move in waves (every answer of a wave arrives within a few ms).
+    """
     body = {"model": model, "messages": [{"role": "user", "content": "What is 2 plus 2?"}]}
-    t0 = time.perf_counter()
-    lat, errors = asyncio.run(
-        _load(port, http_request(port, path, body, key), concurrency, per_conn)
+    cpu0 = cpu_seconds(server_pid) if server_pid else float("nan")
+    lat, errors, wall = _run(
+        _load(port, http_request(port, path, body, key), concurrency, per_conn, stagger_s)
     )
-    wall = time.perf_counter() - t0
+    # CPU the server spent per request (warm-up included): does not depend on other processes'
+    # load the way latencies do, so it compares versions on a shared machine.
+    cpu_ms = (
+        (cpu_seconds(server_pid) - cpu0) * 1000 / (len(lat) + concurrency) if server_pid else None
+    )
+    if errors:
+        print(f"{len(errors)} bad responses on port {port}, first: {errors[0]}", file=sys.stderr)
     a = np.asarray(lat) * 1000
     return {
         "n": len(lat),
-        "errors": errors,
+        "errors": len(errors),
         "p50_ms": float(np.percentile(a, 50)),
         "p99_ms": float(np.percentile(a, 99)),
         "mean_ms": float(a.mean()),
         "rps": len(lat) / wall,
+        **({"server_cpu_ms_per_request": cpu_ms} if cpu_ms is not None else {}),
     }
+
+
+def _median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-field medians of several runs of one path."""
+    return {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
 
 
 def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[str, float]:
@@ -137,12 +391,14 @@ def cmd_overhead(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "requests": args.concurrency * args.per_conn,
         "upstream_delay_ms": args.delay * 1000,
+        "arrivals": "staggered" if args.stagger else "waves",
+        "generator": f"python, {_loop_name()} protocols (one per connection)",
     }
     try:
         up_port = free_port()
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "sona.serve.testing", "--port", str(up_port),
+                [sys.executable, __file__, "upstream", "--port", str(up_port),
                  "--delay", str(args.delay)],
                 env=env,
             )
@@ -189,16 +445,26 @@ api_keys = ["{KEY}"]
                 )
             )
             wait_port(base_port, procs[-1])
-        results["direct"] = run_load(
-            up_port, "/v1/chat/completions", "echo-small", args.concurrency, args.per_conn
-        )
-        results["gateway"] = run_load(
-            gw_port, "/v1/chat/completions", "sona", args.concurrency, args.per_conn
-        )
+        # Paths alternate within each round, so load from other processes falls on all of them.
+        paths = [("direct", up_port, "echo-small", procs[0].pid)]
+        paths.append(("gateway", gw_port, "sona", procs[1].pid))
         if base_port is not None:
-            results["baseline_gateway"] = run_load(
-                base_port, "/v1/chat/completions", "sona", args.concurrency, args.per_conn
-            )
+            paths.append(("baseline_gateway", base_port, "sona", procs[2].pid))
+        rounds: list[dict[str, Any]] = []
+        for i in range(args.rounds):
+            row = {"load_avg": os.getloadavg()[0]}
+            # Direct first, then the gateways in turn (odd rounds reverse them): no version
+            # always runs right after the direct path.
+            order = [paths[0], *(paths[1:] if i % 2 == 0 else paths[:0:-1])]
+            for name, port, model, pid in order:
+                row[name] = run_load(
+                    port, "/v1/chat/completions", model, args.concurrency, args.per_conn,
+                    server_pid=pid, stagger_s=args.delay if args.stagger else 0.0,
+                )  # fmt: skip
+            rounds.append(row)
+        results["rounds"] = rounds
+        for name, _, _, _ in paths:
+            results[name] = _median_row([r[name] for r in rounds])
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{gw_port}/metrics") as r:
@@ -239,6 +505,7 @@ litellm_settings:
                 args.concurrency,
                 args.per_conn,
                 f"sk-{KEY}",
+                stagger_s=args.delay if args.stagger else 0.0,
             )
     finally:
         for p in reversed(procs):
@@ -247,12 +514,20 @@ litellm_settings:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
-    d = results["direct"]
-    for name in ("gateway", "baseline_gateway", "litellm"):
+    for row in [*results["rounds"], results]:
+        d = row["direct"]
+        for name in ("gateway", "baseline_gateway", "litellm"):
+            if name in row:
+                r = row[name]
+                r["overhead_p50_ms"] = r["p50_ms"] - d["p50_ms"]
+                r["overhead_p99_ms"] = r["p99_ms"] - d["p99_ms"]
+    for name in ("gateway", "baseline_gateway"):
         if name in results:
-            r = results[name]
-            r["overhead_p50_ms"] = r["p50_ms"] - d["p50_ms"]
-            r["overhead_p99_ms"] = r["p99_ms"] - d["p99_ms"]
+            # The median over rounds of each round's overhead (paired, same minute).
+            for q in ("p50", "p99"):
+                results[name][f"median_round_overhead_{q}_ms"] = float(
+                    np.median([r[name][f"overhead_{q}_ms"] for r in results["rounds"]])
+                )
     if "litellm" in results:
         g, ll = results["gateway"], results["litellm"]
         results["litellm_over_sona_p50"] = ll["overhead_p50_ms"] / max(g["overhead_p50_ms"], 1e-3)
@@ -353,11 +628,24 @@ def main() -> int:
         default=None,
         help="PYTHONPATH of another gateway version to measure in the same run",
     )
+    p.add_argument("--rounds", type=int, default=1, help="alternating direct/gateway rounds")
+    p.add_argument(
+        "--stagger",
+        action="store_true",
+        help="spread the clients' first requests over one upstream delay (steady arrivals "
+        "instead of synchronized waves of --concurrency requests)",
+    )
+    p = sub.add_parser("upstream", help="only the stub upstream (what `overhead` starts)")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--delay", type=float, default=0.2)
     p = sub.add_parser("e2e")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--window", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.cmd == "upstream":
+        _run(serve_stub("127.0.0.1", args.port, args.delay))
+        return 0
     result = cmd_overhead(args) if args.cmd == "overhead" else cmd_e2e(args)
     print(json.dumps(result, indent=2))
     return 0

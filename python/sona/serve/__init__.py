@@ -30,21 +30,25 @@ def create_app(config: GatewayConfig, **kwargs: object):  # type: ignore[no-unty
 
 
 def serve(config: GatewayConfig, host: str | None = None, port: int | None = None) -> None:
-    """Run the gateway under uvicorn until interrupted."""
+    """Run the gateway under uvicorn until interrupted (one write per response and the start-up
+    heap frozen for the GC: :mod:`sona.serve.server`)."""
     import uvicorn
 
     from sona.serve.app import create_app as _create
+    from sona.serve.server import tune_gc, uvicorn_options
 
     level = config.server.log_level
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    app = _create(config)
+    tune_gc()
     uvicorn.run(
-        _create(config),
+        app,
         host=host or config.server.host,
         port=config.server.port if port is None else port,
         log_level=level,
-        access_log=False,
+        **uvicorn_options(),
     )
 
 

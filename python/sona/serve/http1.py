@@ -114,6 +114,27 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body (at most :data:`MAX_BODY_BYTES`)."""
+        conn, h = self._conn, self.headers
+        if (
+            conn is not None
+            and self.status not in (204, 304)
+            and b"transfer-encoding" not in h
+            and h.get(b"content-length", b"x").isdigit()
+        ):
+            # The usual answer (a JSON body with its length) in one read, without the
+            # async-generator machinery of aiter().
+            n, done = int(h[b"content-length"]), False
+            try:
+                if n > MAX_BODY_BYTES:
+                    raise HttpError("response body too large")
+                data = await conn.reader.readexactly(n)
+                done = True
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                raise HttpError(f"reading the response failed ({type(exc).__name__})") from None
+            finally:
+                self._conn = None
+                self.pool._release(conn, done and h.get(b"connection", b"").lower() != b"close")
+            return data
         parts, size = [], 0
         async for chunk in self.aiter():
             size += len(chunk)

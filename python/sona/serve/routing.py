@@ -76,7 +76,7 @@ class EngineRouter:
             int(d.trajectory_id),
             int(d.tier),
             float(d.propensity),
-            tuple(float(p) for p in d.predicted),
+            tuple(d.predicted.tolist()),
         )
 
     def feedback(self, trajectory_id: int, reward: float, source: str) -> None:

@@ -202,10 +202,13 @@ def run_app(app: Any, timeout_s: float = 20.0, **uvicorn_kwargs: Any) -> Iterato
     """Serve an ASGI app with uvicorn on 127.0.0.1 in a thread; yields its base URL."""
     import uvicorn
 
+    from sona.serve.server import uvicorn_options
+
     sock = free_socket()
     port = sock.getsockname()[1]
     uvicorn_kwargs.setdefault("timeout_graceful_shutdown", 1)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, **uvicorn_kwargs)
+    options = {**uvicorn_options(), "log_level": "warning", **uvicorn_kwargs}
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
