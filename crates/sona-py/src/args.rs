@@ -109,3 +109,50 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Real {
             .map_err(|_| invalid(format!("too large: {}", shown(&obj))))
     }
 }
+
+/// A real-valued setting (a constructor's step size, scale, ...): as [`Real`], but the wrong kind
+/// of value is a configuration mistake and raises `ConfigError`, like a bad [`Size`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Setting(pub f64);
+
+impl Setting {
+    /// As the `f32` the core stores (values beyond `f32` become ±inf, which the core refuses).
+    pub(crate) fn f32(self) -> f32 {
+        self.0 as f32
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Setting {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let py = obj.py();
+        obj.to_owned()
+            .extract::<Real>()
+            .map(|r| Setting(r.0))
+            .map_err(|e| to_pyerr(py, SonaError::Config(e.value(py).to_string())))
+    }
+}
+
+/// A name or choice: a `str`; anything else raises `ConfigError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Text(pub String);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Text {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (py, obj) = (obj.py(), obj.to_owned());
+        match obj.cast::<pyo3::types::PyString>() {
+            Ok(s) => Ok(Text(s.to_str()?.to_owned())),
+            Err(_) => Err(to_pyerr(
+                py,
+                SonaError::Config(format!(
+                    "expected a str, got {} {}",
+                    kind_name(&obj),
+                    shown(&obj)
+                )),
+            )),
+        }
+    }
+}
