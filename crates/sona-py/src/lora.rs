@@ -93,6 +93,11 @@ fn new_vec<'py, R>(
     Ok((arr, r))
 }
 
+/// A flag read as Python's `if` reads it (`explore=1` explores).
+fn truthy(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    obj.is_truthy()
+}
+
 /// `y` alone, or `(y, token)` when the forward explored.
 fn forward_result<'py>(py: Python<'py>, y: Arr1<'py>, token: Option<u64>) -> PyResult<Py<PyAny>> {
     Ok(match token {
@@ -414,13 +419,23 @@ impl LoRA {
     /// With ``explore=True`` returns ``(y + noise, token)``: pass the token and a reward in [0, 1]
     /// for the returned output to :meth:`reward`.
     #[pyo3(signature = (x, explore = false))]
-    fn forward(&self, py: Python<'_>, x: &Bound<'_, PyAny>, explore: bool) -> PyResult<Py<PyAny>> {
+    fn forward(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = truthy)] explore: bool,
+    ) -> PyResult<Py<PyAny>> {
         self.forward_any(py, x, explore)
     }
 
     /// ``y = W x + s·B(A x)`` for one vector (:meth:`forward`).
     #[pyo3(signature = (x, explore = false))]
-    fn __call__(&self, py: Python<'_>, x: &Bound<'_, PyAny>, explore: bool) -> PyResult<Py<PyAny>> {
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = truthy)] explore: bool,
+    ) -> PyResult<Py<PyAny>> {
         self.forward_any(py, x, explore)
     }
 
@@ -1035,7 +1050,11 @@ fn default_sigma(py: Python<'_>, d: Size) -> PyResult<f64> {
 /// stack 3e-4 up to d = 256, then ``3e-4·√(d/256)`` (:func:`scaled_defaults`).
 #[pyfunction]
 #[pyo3(signature = (d, two_tier = false))]
-fn default_lr(py: Python<'_>, d: Size, two_tier: bool) -> PyResult<f64> {
+fn default_lr(
+    py: Python<'_>,
+    d: Size,
+    #[pyo3(from_py_with = truthy)] two_tier: bool,
+) -> PyResult<f64> {
     let s = checked_defaults(py, d)?;
     Ok(if two_tier { s.stacked_lr } else { s.micro_lr })
 }
@@ -1045,7 +1064,11 @@ fn default_lr(py: Python<'_>, d: Size, two_tier: bool) -> PyResult<f64> {
 /// a longer, d-proportional training leaves in ``ΔW`` would otherwise crowd out the signal).
 #[pyfunction]
 #[pyo3(signature = (d, two_tier = false))]
-fn default_max_norm(py: Python<'_>, d: Size, two_tier: bool) -> PyResult<f64> {
+fn default_max_norm(
+    py: Python<'_>,
+    d: Size,
+    #[pyo3(from_py_with = truthy)] two_tier: bool,
+) -> PyResult<f64> {
     let s = checked_defaults(py, d)?;
     Ok(if two_tier {
         s.stacked_max_norm
@@ -1213,13 +1236,23 @@ impl TwoTierLoRA {
 
     /// ``y = W x + ΔW_b x + ΔW_µ x``; with ``explore=True`` returns ``(y + noise, token)``.
     #[pyo3(signature = (x, explore = false))]
-    fn forward(&self, py: Python<'_>, x: &Bound<'_, PyAny>, explore: bool) -> PyResult<Py<PyAny>> {
+    fn forward(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = truthy)] explore: bool,
+    ) -> PyResult<Py<PyAny>> {
         self.forward_any(py, x, explore)
     }
 
     /// ``y = W x + ΔW_b x + ΔW_µ x`` (:meth:`forward`).
     #[pyo3(signature = (x, explore = false))]
-    fn __call__(&self, py: Python<'_>, x: &Bound<'_, PyAny>, explore: bool) -> PyResult<Py<PyAny>> {
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        #[pyo3(from_py_with = truthy)] explore: bool,
+    ) -> PyResult<Py<PyAny>> {
         self.forward_any(py, x, explore)
     }
 
