@@ -98,14 +98,6 @@ fn truthy(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
     obj.is_truthy()
 }
 
-/// `y` alone, or `(y, token)` when the forward explored.
-fn forward_result<'py>(py: Python<'py>, y: Arr1<'py>, token: Option<u64>) -> PyResult<Py<PyAny>> {
-    Ok(match token {
-        None => y.into_any().unbind(),
-        Some(t) => (y, t).into_pyobject(py)?.into_any().unbind(),
-    })
-}
-
 /// The frozen map `W`: None or "identity", "zero", or a dense `d_out × d_in` matrix.
 fn frozen_from(w: Option<&Bound<'_, PyAny>>, d_in: usize, d_out: usize) -> BindResult<Frozen> {
     let Some(w) = w else {
@@ -256,6 +248,130 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Token {
     }
 }
 
+/// The calls `LoRA` and `TwoTierLoRA` share, so their Python methods have one body each
+/// ([`forward_py`], [`forward_batch_py`], [`update_py`], [`reward_py`]).
+trait Adapter: Sync {
+    fn dims(&self) -> (usize, usize);
+    /// `y ← forward(x)`, `(explore)` adding noise and returning its token; lengths checked.
+    fn forward_into(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        explore: bool,
+    ) -> Result<Option<u64>, SonaError>;
+    fn forward_rows(&self, xs: &[f32], n: usize, ys: &mut [f32]) -> Result<(), SonaError>;
+    fn step(&self, x: &[f32], e: &[f32]) -> Result<(), SonaError>;
+    fn rewarded(&self, token: u64, reward: f32) -> Result<(), SonaError>;
+}
+
+impl Adapter for CoreLora {
+    fn dims(&self) -> (usize, usize) {
+        (self.config().d_in, self.config().d_out)
+    }
+    fn forward_into(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        explore: bool,
+    ) -> Result<Option<u64>, SonaError> {
+        self.forward_unchecked(x, y)?;
+        explore.then(|| self.explore_output(x, y)).transpose()
+    }
+    fn forward_rows(&self, xs: &[f32], n: usize, ys: &mut [f32]) -> Result<(), SonaError> {
+        self.forward_batch(xs, n, ys)
+    }
+    fn step(&self, x: &[f32], e: &[f32]) -> Result<(), SonaError> {
+        self.update(x, e).map(drop)
+    }
+    fn rewarded(&self, token: u64, reward: f32) -> Result<(), SonaError> {
+        self.reward(token, reward).map(drop)
+    }
+}
+
+impl Adapter for CoreTwoTier {
+    fn dims(&self) -> (usize, usize) {
+        (self.d_in(), self.d_out())
+    }
+    fn forward_into(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        explore: bool,
+    ) -> Result<Option<u64>, SonaError> {
+        if explore {
+            self.forward_explore(x, y).map(Some)
+        } else {
+            self.forward(x, y).map(|()| None)
+        }
+    }
+    fn forward_rows(&self, xs: &[f32], n: usize, ys: &mut [f32]) -> Result<(), SonaError> {
+        self.forward_batch(xs, n, ys)
+    }
+    fn step(&self, x: &[f32], e: &[f32]) -> Result<(), SonaError> {
+        self.update(x, e).map(drop)
+    }
+    fn rewarded(&self, token: u64, reward: f32) -> Result<(), SonaError> {
+        self.reward(token, reward).map(drop)
+    }
+}
+
+/// `forward(x, explore)`: `y`, or `(y, token)` when exploring.
+fn forward_py(
+    a: &impl Adapter,
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    explore: bool,
+) -> PyResult<Py<PyAny>> {
+    guard(py, || {
+        let xr = vector("x", x)?;
+        let xs = slice(&xr);
+        let (d_in, d_out) = a.dims();
+        validate::check_len("x", xs, d_in)?;
+        let (y, token) = new_vec(py, d_out, |y| Ok(a.forward_into(xs, y, explore)?))?;
+        Ok(match token {
+            None => y.into_any().unbind(),
+            Some(t) => (y, t).into_pyobject(py)?.into_any().unbind(),
+        })
+    })
+}
+
+/// `forward_batch(X)`, with the GIL released on a validated copy of `X` (module docs).
+fn forward_batch_py<'py>(
+    a: &impl Adapter,
+    py: Python<'py>,
+    xs: &Bound<'py, PyAny>,
+) -> PyResult<Arr2<'py>> {
+    guard(py, || {
+        let m = matrix("X", xs)?;
+        let ((n, cols), (d_in, d_out)) = ((m.shape()[0], m.shape()[1]), a.dims());
+        if cols != d_in {
+            return Err(SonaError::len_mismatch("X columns", d_in, cols).into());
+        }
+        let src = owned("X", slice(&m))?;
+        let mut ys = zeros2("forward_batch output", n, d_out)?;
+        py.detach(|| a.forward_rows(&src, n, &mut ys))?;
+        out2(py, ys, n, d_out)
+    })
+}
+
+/// `update(x, error)`.
+fn update_py(
+    a: &impl Adapter,
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    error: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    guard(py, || {
+        let (xr, er) = (vector("x", x)?, vector("error", error)?);
+        Ok(a.step(slice(&xr), slice(&er))?)
+    })
+}
+
+/// `reward(token, reward)`.
+fn reward_py(a: &impl Adapter, py: Python<'_>, token: Token, reward: Real) -> PyResult<()> {
+    guard(py, || Ok(a.rewarded(token.0, reward.f32())?))
+}
+
 enum Inner {
     Own(Arc<CoreLora>),
     Base(Arc<CoreTwoTier>),
@@ -298,29 +414,6 @@ impl LoRA {
         self.lora().set_weights(w).map_err(|e| match e {
             SonaError::Checkpoint(m) => SonaError::invalid(m),
             other => other,
-        })
-    }
-
-    fn forward_any(
-        &self,
-        py: Python<'_>,
-        x: &Bound<'_, PyAny>,
-        explore: bool,
-    ) -> PyResult<Py<PyAny>> {
-        guard(py, || {
-            let xr = vector("x", x)?;
-            let xs = slice(&xr);
-            let l = self.lora();
-            validate::check_len("x", xs, l.config().d_in)?;
-            let (y, token) = new_vec(py, l.config().d_out, |y| {
-                l.forward_unchecked(xs, y)?;
-                Ok(if explore {
-                    Some(l.explore_output(xs, y)?)
-                } else {
-                    None
-                })
-            })?;
-            Ok(forward_result(py, y, token)?)
         })
     }
 }
@@ -425,7 +518,7 @@ impl LoRA {
         x: &Bound<'_, PyAny>,
         #[pyo3(from_py_with = truthy)] explore: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.forward_any(py, x, explore)
+        forward_py(self.lora(), py, x, explore)
     }
 
     /// ``y = W x + s·B(A x)`` for one vector (:meth:`forward`).
@@ -436,24 +529,13 @@ impl LoRA {
         x: &Bound<'_, PyAny>,
         #[pyo3(from_py_with = truthy)] explore: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.forward_any(py, x, explore)
+        forward_py(self.lora(), py, x, explore)
     }
 
     /// Forward for each row of ``X`` (``n × d_in``), all on the same weights.
     #[allow(non_snake_case)] // the Python argument name
     fn forward_batch<'py>(&self, py: Python<'py>, X: &Bound<'py, PyAny>) -> PyResult<Arr2<'py>> {
-        guard(py, || {
-            let m = matrix("X", X)?;
-            let l = self.lora();
-            let (n, cols) = (m.shape()[0], m.shape()[1]);
-            if cols != l.config().d_in {
-                return Err(SonaError::len_mismatch("X columns", l.config().d_in, cols).into());
-            }
-            let src = owned("X", slice(&m))?;
-            let mut ys = zeros2("forward_batch output", n, l.config().d_out)?;
-            py.detach(|| l.forward_batch(&src, n, &mut ys))?;
-            out2(py, ys, n, l.config().d_out)
-        })
+        forward_batch_py(self.lora(), py, X)
     }
 
     /// Learn from ``reward ∈ [0, 1]`` given to the explored output of ``token`` (used once).
@@ -464,10 +546,7 @@ impl LoRA {
     /// (the token stays redeemable, the baseline and ``counters()["rewards"]`` do not move; only
     /// ``counters()["rejected"]`` counts the refusal).
     fn reward(&self, py: Python<'_>, token: Token, reward: Real) -> PyResult<()> {
-        guard(py, || {
-            self.lora().reward(token.0, reward.f32())?;
-            Ok(())
-        })
+        reward_py(self.lora(), py, token, reward)
     }
 
     /// One exact optimizer step for ``error = dL/dy`` at input ``x``.
@@ -480,11 +559,7 @@ impl LoRA {
         x: &Bound<'_, PyAny>,
         error: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        guard(py, || {
-            let (xr, er) = (vector("x", x)?, vector("error", error)?);
-            self.lora().update(slice(&xr), slice(&er))?;
-            Ok(())
-        })
+        update_py(self.lora(), py, x, error)
     }
 
     /// One step on the mean gradient of a batch (rows of ``X`` with their ``errors``): the
@@ -1242,7 +1317,7 @@ impl TwoTierLoRA {
         x: &Bound<'_, PyAny>,
         #[pyo3(from_py_with = truthy)] explore: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.forward_any(py, x, explore)
+        forward_py(&*self.inner, py, x, explore)
     }
 
     /// ``y = W x + ΔW_b x + ΔW_µ x`` (:meth:`forward`).
@@ -1253,23 +1328,13 @@ impl TwoTierLoRA {
         x: &Bound<'_, PyAny>,
         #[pyo3(from_py_with = truthy)] explore: bool,
     ) -> PyResult<Py<PyAny>> {
-        self.forward_any(py, x, explore)
+        forward_py(&*self.inner, py, x, explore)
     }
 
     /// Forward for each row of ``X``.
     #[allow(non_snake_case)] // the Python argument name
     fn forward_batch<'py>(&self, py: Python<'py>, X: &Bound<'py, PyAny>) -> PyResult<Arr2<'py>> {
-        guard(py, || {
-            let m = matrix("X", X)?;
-            let (n, cols) = (m.shape()[0], m.shape()[1]);
-            if cols != self.inner.d_in() {
-                return Err(SonaError::len_mismatch("X columns", self.inner.d_in(), cols).into());
-            }
-            let src = owned("X", slice(&m))?;
-            let mut ys = zeros2("forward_batch output", n, self.inner.d_out())?;
-            py.detach(|| self.inner.forward_batch(&src, n, &mut ys))?;
-            out2(py, ys, n, self.inner.d_out())
-        })
+        forward_batch_py(&*self.inner, py, X)
     }
 
     /// Reward for an explored output: one micro step, then a merge if one is due.
@@ -1277,10 +1342,7 @@ impl TwoTierLoRA {
     /// Atomic like :meth:`LoRA.reward`. A due merge that fails (e.g. into a frozen base) does not
     /// fail the applied step: it stays due and is counted in :meth:`merge_failures`.
     fn reward(&self, py: Python<'_>, token: Token, reward: Real) -> PyResult<()> {
-        guard(py, || {
-            self.inner.reward(token.0, reward.f32())?;
-            Ok(())
-        })
+        reward_py(&*self.inner, py, token, reward)
     }
 
     /// Gradient step on the micro tier, then a merge if one is due.
@@ -1290,11 +1352,7 @@ impl TwoTierLoRA {
         x: &Bound<'_, PyAny>,
         error: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        guard(py, || {
-            let (xr, er) = (vector("x", x)?, vector("error", error)?);
-            self.inner.update(slice(&xr), slice(&er))?;
-            Ok(())
-        })
+        update_py(&*self.inner, py, x, error)
     }
 
     /// Merge the micro tier into the base now (on error neither tier changes).
@@ -1317,30 +1375,6 @@ impl TwoTierLoRA {
     /// ``(count, last message)`` of automatic merges that failed (they stay due).
     fn merge_failures(&self) -> (u64, Option<String>) {
         self.inner.merge_failures()
-    }
-}
-
-impl TwoTierLoRA {
-    fn forward_any(
-        &self,
-        py: Python<'_>,
-        x: &Bound<'_, PyAny>,
-        explore: bool,
-    ) -> PyResult<Py<PyAny>> {
-        guard(py, || {
-            let xr = vector("x", x)?;
-            let xs = slice(&xr);
-            validate::check_len("x", xs, self.inner.d_in())?;
-            let (y, token) = new_vec(py, self.inner.d_out(), |y| {
-                Ok(if explore {
-                    Some(self.inner.forward_explore(xs, y)?)
-                } else {
-                    self.inner.forward(xs, y)?;
-                    None
-                })
-            })?;
-            Ok(forward_result(py, y, token)?)
-        })
     }
 }
 
