@@ -200,3 +200,31 @@ def test_an_array_written_by_another_thread_during_add_never_stores_a_bad_vector
         v = index.get(int(i))
         assert np.isfinite(v).all() and abs(float(v @ v) - 1.0) < 1e-3
     assert len(index) == (12 - failures) * rows
+
+
+def test_the_class_is_the_extensions_own_with_the_core_defaults() -> None:
+    """One API surface (issue 13): ``sona.index`` re-exports the Rust class, whose defaults are
+    the core parameters' and whose arguments accept lists, float64, sets and numpy integers."""
+    from sona import _sona, index
+
+    cls = index.VectorIndex
+    assert cls is _sona.VectorIndex and cls.__module__ == "sona.index"
+    assert cls.__doc__ and "non-negative integer ids" in cls.__doc__
+    assert cls.search.__doc__ and "best first" in cls.search.__doc__
+    hnsw, ivf = VectorIndex(4, "hnsw"), VectorIndex(4, "approx")
+    assert hnsw.ef_search == 32 and ivf.nprobe == 16 and ivf.kind == "ivf"
+    ivf.add(np.array([3, 5], dtype=np.int8), [[1.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    ivf.add(np.uint32(9), np.array([[0, 0, 1.0, 0]]))
+    assert np.int64(3) in ivf and True not in ivf and "3" not in ivf and 2**70 not in ivf
+    ids, _ = ivf.search(np.array([1, 0.5, 0, 0]), np.int64(5), filter=frozenset({5, 9}))
+    assert sorted(ids.tolist()) == [5, 9]
+    np.testing.assert_allclose(ivf.get(np.uint64(9)), [0, 0, 1, 0])
+    with pytest.raises(TypeError):
+        VectorIndex(4, "hnsw", 8)  # type: ignore[misc]  # the parameters are keyword-only
+    for bad in (-1, 2**64, "3", 3.0, None):
+        with pytest.raises(InvalidInputError):
+            ivf.get(bad)  # type: ignore[arg-type]
+    for bad_ids in ([[1]], {7}, [1.5], np.array(["a"]), [2**64]):
+        with pytest.raises(InvalidInputError):
+            ivf.remove(bad_ids)  # type: ignore[arg-type]
+    assert len(ivf) == 3

@@ -200,3 +200,43 @@ def test_an_embedding_written_by_another_thread_during_a_call_is_never_stored_ba
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
     b.extract_patterns()
     assert all(np.isfinite(p.centroid).all() for p in b.patterns())
+
+
+def test_the_class_is_the_extensions_own_with_the_core_defaults(rng: np.random.Generator) -> None:
+    """One API surface (issue 13): ``sona.reasoning`` re-exports the Rust class, whose defaults
+    are the core config's, whose results are this module's dataclasses, and whose arguments
+    accept lists, float64 and numpy scalars."""
+    from sona import _sona, reasoning
+
+    cls = reasoning.ReasoningBank
+    assert cls is _sona.ReasoningBank and cls.__module__ == "sona.reasoning"
+    assert cls.__doc__ and "merge_threshold" in cls.__doc__
+    assert cls.search.__doc__ and "best first" in cls.search.__doc__
+    cfg = ReasoningBank(D).config()
+    assert (cfg["buffer_capacity"], cfg["max_clusters"], cfg["max_exemplars"]) == (100_000, 1024, 4)
+    assert cfg["merge_slack"] == pytest.approx(0.1) and cfg["min_cohesion"] == pytest.approx(0.75)
+    assert cfg["graph"]["eta_plus"] == pytest.approx(0.2) and cfg["alpha"] == 0.05
+    assert ReasoningBank(D).n_tiers == 4
+    assert ReasoningBank(D, merge_slack=None, max_exemplars=2).config()["merge_slack"] is None
+    b = ReasoningBank(D, seed=np.uint64(3))
+    x = _blobs(rng, 40, 2)
+    for i, v in enumerate(x):
+        b.add_trajectory(v.tolist(), np.float64(0.5), np.int64(i % 2))
+    assert isinstance(b.extract_patterns(), reasoning.ExtractReport)
+    hits = b.search(x[0].astype(np.float64), np.int32(1))
+    assert isinstance(hits[0], reasoning.SearchHit) and isinstance(
+        hits[0].pattern, reasoning.Pattern
+    )
+    assert isinstance(b.stats(), reasoning.BankStats) and b.stats().patterns == len(b)
+    b.record_usage((p.id for p in b.patterns()), {b.patterns()[0].id})  # any iterables
+    with pytest.raises(TypeError):
+        ReasoningBank(D, 4, 0)  # type: ignore[misc]  # the options are keyword-only
+    with pytest.raises(ConfigError, match="not_an_option"):
+        ReasoningBank(D, not_an_option=1)  # type: ignore[call-arg]
+    before = b.stats()
+    for bad in ([1], [b.patterns()[0], "p"], 5):
+        with pytest.raises(InvalidInputError):
+            b.import_(bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError):
+        b.record_usage([b.patterns()[0].id, "1"], [])  # type: ignore[list-item]
+    assert b.stats() == before

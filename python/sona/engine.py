@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sona import _sona
+from sona._fsio import write_atomic
 from sona._validate import as_matrix, as_vector
 from sona.backends import Backend, as_backend
 from sona.embed import Embedder, HashingEmbedder, check_embedding
@@ -574,7 +575,7 @@ class SONAEngine:
             "embedder": _embedder_manifest(self.embedder),
             "tier_names": self.tier_names,
         }
-        _write_atomic(directory / _MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
+        write_atomic(directory / _MANIFEST_FILE, json.dumps(manifest, indent=1).encode())
 
     @classmethod
     def load(
@@ -660,25 +661,3 @@ def _trajectory_ids(ids: Any) -> npt.NDArray[np.uint64]:
     if arr.size and arr.dtype.kind == "i" and int(arr.min()) < 0:
         raise UnknownIdError(f"unknown trajectory id {int(arr.min())}")
     return np.ascontiguousarray(arr, dtype=np.uint64)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a unique temporary file in the same directory, fsync, rename, fsync the dir."""
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -46,18 +46,8 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Size {
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         let (py, obj) = (obj.py(), obj.to_owned());
-        let integer = !obj.is_instance_of::<PyBool>()
-            && (obj.is_instance_of::<PyInt>()
-                || obj.is_instance(&numpy_kinds(py)?.get_item(0)?)?);
-        if !integer {
-            return Err(to_pyerr(
-                py,
-                SonaError::Config(format!(
-                    "expected an integer, got {} {}",
-                    kind_name(&obj),
-                    shown(&obj)
-                )),
-            ));
+        if let Some(msg) = not_an_integer(&obj)? {
+            return Err(to_pyerr(py, SonaError::Config(msg)));
         }
         match obj.extract::<u64>() {
             Ok(v) => usize::try_from(v).map(Size).map_err(|_| {
@@ -110,13 +100,51 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Real {
     }
 }
 
-/// A real-valued setting (a constructor's step size, scale, ...): as [`Real`], but the wrong kind
-/// of value is a configuration mistake and raises `ConfigError`, like a bad [`Size`].
+/// An integer argument of any size: `int` or numpy integer (not `bool`); anything else raises
+/// `InvalidInputError`. The caller maps it to its range (and to its error: a result count beyond
+/// the stored items means "all", an id no object has issued is unknown). Values beyond `±2¹²⁷`
+/// saturate (no range is that wide).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Int(pub i128);
+
+impl Int {
+    /// As a result count `k ≥ 1`: below raises `InvalidInputError`; above `usize` saturates.
+    pub(crate) fn top_k(self) -> Result<usize, SonaError> {
+        if self.0 < 1 {
+            return Err(SonaError::invalid(format!(
+                "k must be >= 1, got {}",
+                self.0
+            )));
+        }
+        Ok(usize::try_from(self.0).unwrap_or(usize::MAX))
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Int {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (py, obj) = (obj.py(), obj.to_owned());
+        if let Some(msg) = not_an_integer(&obj)? {
+            return Err(to_pyerr(py, SonaError::invalid(msg)));
+        }
+        match obj.extract::<i128>() {
+            Ok(v) => Ok(Int(v)),
+            Err(e) if e.is_instance_of::<PyOverflowError>(py) => {
+                Ok(Int(if obj.gt(0)? { i128::MAX } else { i128::MIN }))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A real-valued configuration setting: as [`Real`], but the wrong kind of value raises
+/// `ConfigError`, as every other constructor argument of the class does.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Setting(pub f64);
 
 impl Setting {
-    /// As the `f32` the core stores (values beyond `f32` become ±inf, which the core refuses).
+    /// As the `f32` the core stores.
     pub(crate) fn f32(self) -> f32 {
         self.0 as f32
     }
@@ -127,11 +155,20 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Setting {
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         let py = obj.py();
-        obj.to_owned()
-            .extract::<Real>()
+        // The same check and message as `Real`'s, raised as the configuration error.
+        obj.extract::<Real>()
             .map(|r| Setting(r.0))
             .map_err(|e| to_pyerr(py, SonaError::Config(e.value(py).to_string())))
     }
+}
+
+/// `None` for an `int` or numpy integer (not `bool`), else the message saying what `obj` is
+/// ([`Size`] and [`Int`] raise it as their own error class).
+fn not_an_integer(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    let integer = !obj.is_instance_of::<PyBool>()
+        && (obj.is_instance_of::<PyInt>()
+            || obj.is_instance(&numpy_kinds(obj.py())?.get_item(0)?)?);
+    Ok((!integer).then(|| format!("expected an integer, got {} {}", kind_name(obj), shown(obj))))
 }
 
 /// A name or choice: a `str`; anything else raises `ConfigError`.

@@ -1,5 +1,8 @@
-//! Binding of the vector indexes of `sona-reasoning`: `sona._sona.VectorIndex`, wrapped by
-//! `sona.index.VectorIndex`.
+//! Binding of the vector indexes of `sona-index`: `VectorIndex`, registered in `sona._sona` and
+//! re-exported unchanged by `sona.index` (its `__module__`). This file is the Python API: the
+//! docstrings are the doc comments below, the defaults are the core parameters' `Default`s, vectors
+//! take any array-like ([`crate::convert::vector`]), ids any integer array-like ([`ids`]), sizes and
+//! counts checked integers ([`crate::args`]).
 //!
 //! Lock discipline (no deadlock between the GIL and the index lock): the write lock is only ever
 //! taken with the GIL released, and the lock is `parking_lot::RecursiveRwLock`, whose readers never
@@ -21,15 +24,19 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
+use numpy::{
+    PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
+};
 use parking_lot::RecursiveRwLock as RwLock;
 use pyo3::prelude::*;
+use pyo3::types::{PyFrozenSet, PyInt, PyList, PySet};
 use sona_core::SonaError;
 use sona_reasoning::index::{
     load, AnyIndex, HnswParams, IdFilter, IndexKind, IvfParams, VectorIndex as _,
 };
 
-use crate::convert::{mat2, out1, slice, vec1};
+use crate::args::{Int, Size};
+use crate::convert::{matrix, out1, slice, vector};
 use crate::errors::{guard, BindError, BindResult};
 
 /// `(ids, similarities)` of one search.
@@ -40,19 +47,68 @@ type BatchHits<'py> = (Bound<'py, PyArray2<u64>>, Bound<'py, PyArray2<f32>>);
 /// Id placed in `search_batch` rows that have fewer than `k` hits (their similarity is NaN).
 const MISSING: u64 = u64::MAX;
 
-/// A 1-D uint64 id array (the Python layer converts ints and lists).
-fn ids1(what: &str, obj: &Bound<'_, PyAny>) -> BindResult<Vec<u64>> {
-    let arr = obj.cast::<PyArray1<u64>>().map_err(|_| {
-        SonaError::invalid(format!(
-            "{what}: expected a 1-D uint64 numpy array (call through `sona.index.VectorIndex`)"
-        ))
-    })?;
-    Ok(arr
+/// Ids: an int, or a 1-D array-like of non-negative integers (any integer dtype; a uint64 array is
+/// read as is). Anything else — negative, fractional, beyond 64 bits, non-numeric, another rank —
+/// raises `InvalidInputError`.
+fn ids(what: &str, obj: &Bound<'_, PyAny>) -> BindResult<Vec<u64>> {
+    let invalid = |msg: String| BindError::from(SonaError::invalid(format!("{what}: {msg}")));
+    if let Ok(a) = obj.cast::<PyArray1<u64>>() {
+        return a.to_vec().map_err(|e| invalid(e.to_string()));
+    }
+    let py = obj.py();
+    let np = py.import("numpy")?;
+    let scalar = np.call_method1("isscalar", (obj,))?.is_truthy()?;
+    let arr = if scalar {
+        np.call_method1("asarray", (PyList::new(py, [obj])?,))
+    } else {
+        np.call_method1("asarray", (obj,))
+    }
+    .map_err(|e| invalid(format!("cannot convert to an id array ({e})")))?;
+    let arr = arr
+        .cast_into::<PyUntypedArray>()
+        .map_err(|_| invalid("cannot convert to an id array".into()))?;
+    if arr.ndim() != 1 {
+        return Err(invalid(format!(
+            "expected a 1-D array of ids, got shape {:?}",
+            arr.shape()
+        )));
+    }
+    if arr.len() == 0 {
+        return Ok(Vec::new());
+    }
+    let kind = arr.dtype().kind();
+    if !b"iu".contains(&kind) {
+        return Err(invalid(format!(
+            "ids must be integers, got dtype {}",
+            arr.dtype()
+        )));
+    }
+    // Integer dtypes widen losslessly to int64 (signed) or uint64 (unsigned).
+    let wide = if kind == b'u' { "uint64" } else { "int64" };
+    let arr = np.call_method1("ascontiguousarray", (arr, wide))?;
+    if let Ok(a) = arr.cast::<PyArray1<u64>>() {
+        return a.to_vec().map_err(|e| invalid(e.to_string()));
+    }
+    let signed = arr
+        .cast::<PyArray1<i64>>()
+        .map_err(|_| invalid("cannot convert to an id array".into()))?
         .to_vec()
-        .map_err(|e| SonaError::invalid(format!("{what}: {e}")))?)
+        .map_err(|e| invalid(e.to_string()))?;
+    signed
+        .into_iter()
+        .map(|i| {
+            u64::try_from(i).map_err(|_| invalid(format!("ids must be non-negative, got {i}")))
+        })
+        .collect()
 }
 
-/// The filter argument: `None`, a uint64 array of allowed ids, or a callable `id -> bool`.
+/// One id: an `int` in `[0, 2**64)`, else `InvalidInputError`.
+fn one_id(id: Int) -> Result<u64, SonaError> {
+    u64::try_from(id.0)
+        .map_err(|_| SonaError::invalid(format!("id must be in [0, 2**64 - 1], got {}", id.0)))
+}
+
+/// The filter argument: `None`, the allowed ids (array-like or set), or a callable `id -> bool`.
 enum Filter<'py> {
     None,
     Ids(HashSet<u64>),
@@ -65,18 +121,20 @@ impl<'py> Filter<'py> {
             None => Filter::None,
             Some(o) if o.is_none() => Filter::None,
             Some(o) if o.is_callable() => Filter::Callable(o.clone()),
-            Some(o) => Filter::Ids(ids1("filter", o)?.into_iter().collect()),
+            Some(o) if o.is_instance_of::<PySet>() || o.is_instance_of::<PyFrozenSet>() => {
+                Filter::Ids(
+                    ids(
+                        "filter",
+                        &PyList::new(o.py(), o.try_iter()?.collect::<PyResult<Vec<_>>>()?)?
+                            .into_any(),
+                    )?
+                    .into_iter()
+                    .collect(),
+                )
+            }
+            Some(o) => Filter::Ids(ids("filter", o)?.into_iter().collect()),
         })
     }
-}
-
-/// `k` must be ≥ 1; above the number of stored vectors every vector is returned (as in every ANN
-/// library), so the effective `k` is `min(k, len)`.
-fn check_k(k: usize, len: usize) -> Result<usize, SonaError> {
-    if k == 0 {
-        return Err(SonaError::invalid("k must be >= 1, got 0"));
-    }
-    Ok(k.min(len))
 }
 
 thread_local! {
@@ -159,9 +217,24 @@ fn with_filter<T: Send>(
     }
 }
 
-/// An exact (`kind="flat"`), inverted-list (`"ivf"`, also `"approx"`) or HNSW (`"hnsw"`) index of
-/// unit vectors keyed by uint64 ids.
-#[pyclass(frozen, name = "VectorIndex", module = "sona._sona")]
+/// An index of unit vectors keyed by non-negative integer ids.
+///
+/// Args:
+///     dim: vector dimension.
+///     kind: `"flat"` (exact scan), `"ivf"` or `"approx"` (inverted lists), or `"hnsw"`
+///         (graph).
+///     m: HNSW links per node on the upper layers (layer 0 keeps `2 m`).
+///     ef_construction: HNSW candidate list while inserting (graph quality vs insert time).
+///     ef_search: HNSW candidate list while searching (recall vs latency; raised to `k`).
+///     nprobe: IVF: most lists scanned per search. After the nearest list, a list is scanned only
+///         if it may hold a vector better than the current `k`-th hit (a statistical rule), so
+///         on clustered data far fewer are scanned; raise it for recall on weakly clustered data.
+///     seed: seed of the HNSW level draws and the IVF k-means (builds are reproducible).
+///
+/// Thread-safe: searches run concurrently, `add`/`remove` are exclusive, and long calls
+/// release the GIL (numpy inputs are copied first, so a thread writing them meanwhile cannot tear
+/// what is stored). A callable `filter` must not modify the index it filters (that raises).
+#[pyclass(frozen, name = "VectorIndex", module = "sona.index")]
 pub struct PyVectorIndex {
     inner: RwLock<AnyIndex>,
 }
@@ -169,30 +242,36 @@ pub struct PyVectorIndex {
 #[pymethods]
 impl PyVectorIndex {
     #[new]
-    #[pyo3(signature = (dim, kind = "flat", m = 16, ef_construction = 100, ef_search = 32, nprobe = 16, seed = 0x534f_4e41))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (dim, kind = "flat", *,
+                        m = Size(HnswParams::default().m),
+                        ef_construction = Size(HnswParams::default().ef_construction),
+                        ef_search = Size(HnswParams::default().ef_search),
+                        nprobe = Size(IvfParams::default().nprobe),
+                        seed = Size(HnswParams::default().seed as usize)))]
+    #[allow(clippy::too_many_arguments)] // the Python constructor's keywords
     fn new(
         py: Python<'_>,
-        dim: usize,
+        dim: Size,
         kind: &str,
-        m: usize,
-        ef_construction: usize,
-        ef_search: usize,
-        nprobe: usize,
-        seed: u64,
+        m: Size,
+        ef_construction: Size,
+        ef_search: Size,
+        nprobe: Size,
+        seed: Size,
     ) -> PyResult<Self> {
         guard(py, || {
+            let seed = seed.0 as u64;
             let kind = match kind {
                 "flat" => IndexKind::Flat,
                 "ivf" | "approx" => IndexKind::Ivf(IvfParams {
-                    nprobe,
+                    nprobe: nprobe.0,
                     seed,
                     ..IvfParams::default()
                 }),
                 "hnsw" => IndexKind::Hnsw(HnswParams {
-                    m,
-                    ef_construction,
-                    ef_search,
+                    m: m.0,
+                    ef_construction: ef_construction.0,
+                    ef_search: ef_search.0,
                     seed,
                 }),
                 other => {
@@ -203,23 +282,24 @@ impl PyVectorIndex {
                 }
             };
             Ok(PyVectorIndex {
-                inner: RwLock::new(AnyIndex::new(dim, kind)?),
+                inner: RwLock::new(AnyIndex::new(dim.0, kind)?),
             })
         })
     }
 
+    /// Vector dimension.
     #[getter]
     fn dim(&self) -> usize {
         self.inner.read().dim()
     }
 
-    /// `"flat"`, `"ivf"` or `"hnsw"`.
+    /// `"flat"`, `"ivf"` or `"hnsw"` (`"approx"` builds an `"ivf"` index).
     #[getter]
     fn kind(&self) -> &'static str {
         self.inner.read().kind_name()
     }
 
-    /// HNSW search candidate-list size (`None` unless `kind="hnsw"`).
+    /// HNSW search candidate-list size (`None` unless `kind="hnsw"`); settable any time.
     #[getter]
     fn ef_search(&self) -> Option<usize> {
         match &*self.inner.read() {
@@ -229,11 +309,11 @@ impl PyVectorIndex {
     }
 
     #[setter]
-    fn set_ef_search(&self, py: Python<'_>, ef: usize) -> PyResult<()> {
+    fn set_ef_search(&self, py: Python<'_>, value: Size) -> PyResult<()> {
         guard(py, || {
             check_not_filtering(&self.inner)?;
             Ok(py.detach(|| match &mut *self.inner.write() {
-                AnyIndex::Hnsw(h) => h.set_ef_search(ef),
+                AnyIndex::Hnsw(h) => h.set_ef_search(value.0),
                 _ => Err(SonaError::Config(
                     "ef_search applies to kind=\"hnsw\" only".into(),
                 )),
@@ -241,7 +321,7 @@ impl PyVectorIndex {
         })
     }
 
-    /// IVF: most lists scanned per search (`None` unless `kind="ivf"`).
+    /// IVF: most lists scanned per search (`None` unless `kind="ivf"`); settable.
     #[getter]
     fn nprobe(&self) -> Option<usize> {
         match &*self.inner.read() {
@@ -251,11 +331,11 @@ impl PyVectorIndex {
     }
 
     #[setter]
-    fn set_nprobe(&self, py: Python<'_>, nprobe: usize) -> PyResult<()> {
+    fn set_nprobe(&self, py: Python<'_>, value: Size) -> PyResult<()> {
         guard(py, || {
             check_not_filtering(&self.inner)?;
             Ok(py.detach(|| match &mut *self.inner.write() {
-                AnyIndex::Ivf(i) => i.set_nprobe(nprobe),
+                AnyIndex::Ivf(i) => i.set_nprobe(value.0),
                 _ => Err(SonaError::Config(
                     "nprobe applies to kind=\"ivf\" only".into(),
                 )),
@@ -267,11 +347,32 @@ impl PyVectorIndex {
         self.inner.read().len()
     }
 
-    fn __contains__(&self, id: u64) -> bool {
-        self.inner.read().contains(id)
+    /// Any object may be tested: only an integer in `[0, 2**64)` can be stored.
+    fn __contains__(&self, id: &Bound<'_, PyAny>) -> bool {
+        // `bool` is an `int` here, as in Python (`True in index` looks up id 1).
+        let integer = id.is_instance_of::<PyInt>() || id.extract::<Int>().is_ok();
+        integer
+            && id
+                .extract::<u64>()
+                .is_ok_and(|id| self.inner.read().contains(id))
     }
 
-    /// Inserts rows of `vectors` under `ids`, all or nothing.
+    fn __repr__(&self) -> String {
+        let idx = self.inner.read();
+        format!(
+            "VectorIndex(dim={}, kind={:?}, len={})",
+            idx.dim(),
+            idx.kind_name(),
+            idx.len()
+        )
+    }
+
+    /// Insert `vectors[i]` under `ids[i]` (all or nothing).
+    ///
+    /// Raises:
+    ///     DimensionError: `vectors` is not `(len(ids), dim)`.
+    ///     NonFiniteError: a vector contains NaN or Inf.
+    ///     InvalidInputError: an id is negative, repeated, already present, or a vector is zero.
     fn add(
         &self,
         py: Python<'_>,
@@ -279,8 +380,8 @@ impl PyVectorIndex {
         vectors: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         guard(py, || {
-            let ids = ids1("ids", ids)?;
-            let m = mat2("vectors", vectors)?;
+            let ids = self::ids("ids", ids)?;
+            let m = matrix("vectors", vectors)?;
             if m.shape()[0] != ids.len() {
                 return Err(SonaError::Dimension {
                     what: "vectors".into(),
@@ -297,56 +398,69 @@ impl PyVectorIndex {
         })
     }
 
-    /// Removes `ids`, all or nothing.
+    /// Delete `ids` (all or nothing); an absent or repeated id raises UnknownIdError.
     fn remove(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<()> {
         guard(py, || {
-            let ids = ids1("ids", ids)?;
+            let ids = self::ids("ids", ids)?;
             check_not_filtering(&self.inner)?;
             Ok(py.detach(|| self.inner.write().remove_batch(&ids))?)
         })
     }
 
-    /// The `k` nearest ids and their cosine similarities, best first.
-    #[pyo3(signature = (query, k, filter = None))]
+    /// The `k` most similar ids and their cosine similarities, best first.
+    ///
+    /// `filter` restricts the result to some ids: an array/iterable of allowed ids, or a callable
+    /// `id -> bool`. Fewer than `k` hits are returned when the index holds fewer vectors (as in
+    /// every ANN library) or fewer ids pass the filter. A callable filter must not modify this
+    /// index: that raises InvalidInputError (the search holds the index while the filter runs).
+    ///
+    /// Raises:
+    ///     InvalidInputError: `k < 1`, or the filter modified this index.
+    ///     DimensionError / NonFiniteError: bad `vector`.
+    #[pyo3(signature = (vector, k, filter = None))]
     fn search<'py>(
         &self,
         py: Python<'py>,
-        query: &Bound<'py, PyAny>,
-        k: usize,
+        vector: &Bound<'py, PyAny>,
+        k: Int,
         filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Hits<'py>> {
         guard(py, || {
-            let q = slice(&vec1("query", query)?).to_vec();
+            let q = slice(&self::vector("vector", vector)?).to_vec();
+            let k = k.top_k()?;
             let filter = Filter::from_py(filter)?;
             let hits = with_filter(py, &self.inner, &filter, |idx, f| {
-                idx.search(&q, check_k(k, idx.len())?, f)
+                idx.search(&q, k.min(idx.len()), f)
             })?;
             let (ids, sims): (Vec<u64>, Vec<f32>) = hits.into_iter().unzip();
             Ok((PyArray1::from_vec(py, ids), out1(py, sims)))
         })
     }
 
-    /// `search` for every row of `queries`: `(ids, similarities)` of shape `(rows, min(k, len))`. Rows
-    /// with fewer hits (only possible with a filter) are padded with id `2**64 - 1` and similarity NaN.
-    #[pyo3(signature = (queries, k, filter = None))]
+    /// `search` for every row: ids and similarities of shape `(rows, min(k, len))`.
+    ///
+    /// Rows with fewer hits (only with a filter) are padded with id `2**64 - 1` and similarity
+    /// NaN.
+    #[pyo3(signature = (vectors, k, filter = None))]
     fn search_batch<'py>(
         &self,
         py: Python<'py>,
-        queries: &Bound<'py, PyAny>,
-        k: usize,
+        vectors: &Bound<'py, PyAny>,
+        k: Int,
         filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<BatchHits<'py>> {
         guard(py, || {
-            let m = mat2("queries", queries)?;
+            let m = matrix("vectors", vectors)?;
+            let k = k.top_k()?;
             let rows = m.shape()[0];
             let data = slice(&m).to_vec();
             let filter = Filter::from_py(filter)?;
             let (k, ids, sims) = with_filter(py, &self.inner, &filter, |idx, f| {
-                let k = check_k(k, idx.len())?;
+                let k = k.min(idx.len());
                 let dim = idx.dim();
                 if data.len() != rows * dim {
                     return Err(SonaError::Dimension {
-                        what: "queries".into(),
+                        what: "vectors".into(),
                         expected: format!("{dim} columns"),
                         got: format!("{} columns", data.len() / rows.max(1)),
                     });
@@ -371,14 +485,15 @@ impl PyVectorIndex {
         })
     }
 
-    /// The live ids.
+    /// The stored ids.
     fn ids<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<u64>> {
         PyArray1::from_vec(py, self.inner.read().live_ids())
     }
 
-    /// The stored (unit-norm) vector of `id`.
-    fn get<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyArray1<f32>>> {
+    /// The stored unit vector of `id` (UnknownIdError if absent).
+    fn get<'py>(&self, py: Python<'py>, id: Int) -> PyResult<Bound<'py, PyArray1<f32>>> {
         guard(py, || {
+            let id = one_id(id)?;
             let idx = self.inner.read();
             let v = idx
                 .get(id)
@@ -387,17 +502,17 @@ impl PyVectorIndex {
         })
     }
 
-    /// Approximate heap bytes held (vectors, codes, graph or lists, id map).
+    /// Approximate heap bytes held by the index.
     fn memory_bytes(&self) -> usize {
         self.inner.read().memory_bytes()
     }
 
-    /// Writes a checkpoint (kind `"vector_index"`, checksummed, written atomically).
+    /// Write a checksummed checkpoint (written to a temporary file, then renamed).
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         guard(py, || Ok(py.detach(|| self.inner.read().save(&path))?))
     }
 
-    /// Reads a checkpoint written by `save`; a corrupted or mismatched file raises `CheckpointError`.
+    /// Read a file written by `save` (CheckpointError if corrupted or of another kind).
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
         guard(py, || {
@@ -406,16 +521,6 @@ impl PyVectorIndex {
                 inner: RwLock::new(idx),
             })
         })
-    }
-
-    fn __repr__(&self) -> String {
-        let idx = self.inner.read();
-        format!(
-            "VectorIndex(dim={}, kind={:?}, len={})",
-            idx.dim(),
-            idx.kind_name(),
-            idx.len()
-        )
     }
 }
 

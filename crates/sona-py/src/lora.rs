@@ -24,10 +24,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
-use pyo3::exceptions::PyOverflowError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyType};
-use pyo3::{Borrowed, PyClassInitializer};
+use pyo3::types::{PyDict, PyType};
+use pyo3::PyClassInitializer;
 use sona_core::{validate, SonaError};
 use sona_lora::defaults::REFERENCE_DIM;
 use sona_lora::{
@@ -35,7 +34,7 @@ use sona_lora::{
     OptimConfig, QuantKind, QuantizedLora, ScaledDefaults, TwoTierLoRA as CoreTwoTier,
 };
 
-use crate::args::{Real, Setting, Size, Text};
+use crate::args::{Int, Real, Setting, Size, Text};
 use crate::convert::{matrix, out2, slice, vector};
 use crate::errors::{guard, to_pyerr, BindResult};
 
@@ -203,48 +202,15 @@ fn weights_pair<'py>(py: Python<'py>, w: &LoraWeights) -> BindResult<(Arr2<'py>,
     ))
 }
 
-/// Largest exploration token handed out (tokens count up from 1).
-const TOKEN_MAX: u64 = i64::MAX as u64;
-
-/// An exploration token: an `int` or numpy integer (not `bool`: anything else raises
-/// `InvalidInputError`); a value no exploration can have raises `UnknownIdError`.
-struct Token(u64);
-
-impl<'a, 'py> FromPyObject<'a, 'py> for Token {
-    type Error = PyErr;
-
-    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        let (py, obj) = (obj.py(), obj.to_owned());
-        // Plain ints first: numpy is looked up only for other values.
-        let integer = !obj.is_instance_of::<PyBool>()
-            && (obj.is_instance_of::<PyInt>()
-                || obj.is_instance(&py.import("numpy")?.getattr("integer")?)?);
-        if !integer {
-            let kind = obj.get_type().name().map(|n| n.to_string());
-            return Err(to_pyerr(
-                py,
-                SonaError::invalid(format!(
-                    "token must be an int, got {} {}",
-                    kind.unwrap_or_else(|_| "?".into()),
-                    obj.repr().map(|r| r.to_string()).unwrap_or_default()
-                )),
-            ));
-        }
-        let unknown = |id: u64| {
-            to_pyerr(
-                py,
-                SonaError::UnknownId {
-                    kind: "exploration token",
-                    id,
-                },
-            )
-        };
-        match obj.extract::<i128>() {
-            Ok(v) if (1..=TOKEN_MAX as i128).contains(&v) => Ok(Token(v as u64)),
-            Ok(v) => Err(unknown(u64::try_from(v).unwrap_or(0))),
-            Err(e) if e.is_instance_of::<PyOverflowError>(py) => Err(unknown(0)),
-            Err(e) => Err(e),
-        }
+/// An exploration token (`args::Int`: not an int is `InvalidInputError`): one no exploration can
+/// have (outside `[1, 2⁶³)`, tokens count up from 1) is unknown.
+fn token_id(token: Int) -> Result<u64, SonaError> {
+    match u64::try_from(token.0) {
+        Ok(t) if (1..=i64::MAX as u64).contains(&t) => Ok(t),
+        other => Err(SonaError::UnknownId {
+            kind: "exploration token",
+            id: other.unwrap_or(0),
+        }),
     }
 }
 
@@ -368,8 +334,8 @@ fn update_py(
 }
 
 /// `reward(token, reward)`.
-fn reward_py(a: &impl Adapter, py: Python<'_>, token: Token, reward: Real) -> PyResult<()> {
-    guard(py, || Ok(a.rewarded(token.0, reward.f32())?))
+fn reward_py(a: &impl Adapter, py: Python<'_>, token: Int, reward: Real) -> PyResult<()> {
+    guard(py, || Ok(a.rewarded(token_id(token)?, reward.f32())?))
 }
 
 enum Inner {
@@ -545,7 +511,7 @@ impl LoRA {
     /// step it feeds is refused (non-finite, or a factor above the bound); nothing changes then
     /// (the token stays redeemable, the baseline and ``counters()["rewards"]`` do not move; only
     /// ``counters()["rejected"]`` counts the refusal).
-    fn reward(&self, py: Python<'_>, token: Token, reward: Real) -> PyResult<()> {
+    fn reward(&self, py: Python<'_>, token: Int, reward: Real) -> PyResult<()> {
         reward_py(self.lora(), py, token, reward)
     }
 
@@ -1341,7 +1307,7 @@ impl TwoTierLoRA {
     ///
     /// Atomic like :meth:`LoRA.reward`. A due merge that fails (e.g. into a frozen base) does not
     /// fail the applied step: it stays due and is counted in :meth:`merge_failures`.
-    fn reward(&self, py: Python<'_>, token: Token, reward: Real) -> PyResult<()> {
+    fn reward(&self, py: Python<'_>, token: Int, reward: Real) -> PyResult<()> {
         reward_py(&*self.inner, py, token, reward)
     }
 

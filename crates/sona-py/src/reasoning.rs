@@ -1,9 +1,16 @@
-//! Binding of the `sona-reasoning` ReasoningBank as `sona._sona.ReasoningBank`.
+//! Binding of the `sona-reasoning` ReasoningBank: `ReasoningBank`, registered in `sona._sona` and
+//! re-exported unchanged by `sona.reasoning` (its `__module__`). This file is the Python API: the
+//! docstrings are the doc comments below, the defaults are [`BankConfig::new`]'s and
+//! [`GraphConfig::default`]'s, embeddings take any array-like ([`crate::convert::vector`]), sizes,
+//! ints and reals are checked by [`crate::args`].
 //!
-//! Structured results (pattern records, verdicts, reports, stats) cross the boundary as JSON strings
-//! plus float32 matrices for centroids: the typed wrapper `sona.reasoning` turns them into dataclasses.
-//! That keeps this file free of hand-written dict conversions and the two sides in step through serde.
-//! Integers arrive as `i64` so that a negative id or tier is a `SonaError`, not a conversion error.
+//! Structured results (patterns, hits, verdicts, reports, stats) are the frozen dataclasses of
+//! `sona.reasoning` (`Pattern` must stay one: users build and `dataclasses.replace` them for
+//! `import_`). They cross the boundary as JSON strings plus float32 matrices for centroids and are
+//! built by that module's converters ([`results`]), so this file has no hand-written dict
+//! conversions and the two sides stay in step through serde.
+//! Integers arrive as [`Int`] and are narrowed to `i64` ([`int64`]) so that a negative id or tier
+//! is a `SonaError`, not a conversion error.
 //!
 //! Every numpy input is copied first and the copy is what the bank validates and stores, so another
 //! thread writing the array during the call (numpy releases the GIL while it writes) cannot slip
@@ -14,38 +21,65 @@ use std::sync::Arc;
 
 use numpy::{PyArray1, PyArray2};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
 use sona_core::types::RewardSource;
 use sona_core::SonaError;
 use sona_reasoning::index::{HnswParams, IndexKind, IvfParams};
 use sona_reasoning::persist::{self, PatternRecord};
 use sona_reasoning::{BankConfig, GraphConfig, PruneRule, ReasoningBank};
 
-use crate::convert::{mat2, out1, out2, slice, vec1};
+use crate::args::{Int, Real, Setting, Size};
+use crate::convert::{matrix, out1, out2, slice, vector};
 use crate::errors::{guard, BindResult};
 
-fn reward(r: f64) -> BindResult<f32> {
+/// `int` arguments beyond `i64` (the range of every count, tier and timestamp here) are refused.
+fn int64(what: &str, v: Int) -> BindResult<i64> {
+    i64::try_from(v.0)
+        .map_err(|_| SonaError::invalid(format!("{what} {} is out of range", v.0)).into())
+}
+
+fn reward(r: Real) -> BindResult<f32> {
+    let r = r.0;
     if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
         return Err(SonaError::invalid(format!("reward must be in [0, 1], got {r}")).into());
     }
     Ok(r as f32)
 }
 
-fn tier(t: i64) -> BindResult<u8> {
-    u8::try_from(t)
+fn tier(t: Int) -> BindResult<u8> {
+    u8::try_from(t.0)
         .ok()
         .filter(|&t| t != u8::MAX)
         .ok_or_else(|| {
-            SonaError::invalid(format!("tier must be a small non-negative int, got {t}")).into()
+            SonaError::invalid(format!(
+                "tier must be a small non-negative int, got {}",
+                t.0
+            ))
+            .into()
         })
 }
 
-fn id(kind: &'static str, i: i64) -> BindResult<u64> {
-    u64::try_from(i).map_err(|_| SonaError::UnknownId { kind, id: i as u64 }.into())
+/// An id no bank can have issued (negative, or beyond the `i64` range of its counter) is unknown.
+fn id(kind: &'static str, i: Int) -> BindResult<u64> {
+    i64::try_from(i.0)
+        .ok()
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| {
+            let id = u64::try_from(i.0).unwrap_or(u64::MAX);
+            SonaError::UnknownId { kind, id }.into()
+        })
 }
 
-fn count(what: &str, v: i64) -> BindResult<usize> {
+fn count(what: &str, v: Int) -> BindResult<usize> {
+    let v = int64(what, v)?;
     usize::try_from(v)
         .map_err(|_| SonaError::invalid(format!("{what} must be >= 0, got {v}")).into())
+}
+
+/// A result count: beyond the `i64` range it means "all of them" (as in every ANN library).
+fn top_k(k: Int) -> BindResult<usize> {
+    count("k", Int(k.0.min(i128::from(i64::MAX))))
 }
 
 fn source(s: &str) -> BindResult<RewardSource> {
@@ -57,37 +91,60 @@ fn source(s: &str) -> BindResult<RewardSource> {
     })
 }
 
-fn ts(v: Option<i64>) -> BindResult<Option<u64>> {
+fn ts(what: &str, v: Option<Int>) -> BindResult<Option<u64>> {
     v.map(|t| {
+        let t = int64(what, t)?;
         u64::try_from(t)
             .map_err(|_| SonaError::invalid(format!("timestamps must be >= 0 ms, got {t}")).into())
     })
     .transpose()
 }
 
-type Records<'py> = (String, Bound<'py, PyArray2<f32>>);
-/// `(ids, similarities)` of a search.
-type Hits<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f32>>);
+/// Calls the converter `name` of `sona.reasoning` (imported once), which builds its dataclasses.
+fn results<'py>(
+    py: Python<'py>,
+    name: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyResult<Bound<'py, PyAny>> {
+    static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    MODULE
+        .get_or_try_init(py, || py.import("sona.reasoning").map(Bound::unbind))?
+        .bind(py)
+        .getattr(name)?
+        .call1(args)
+}
 
+/// `(records JSON, centroids)` of patterns, as `sona.reasoning._patterns` reads them.
 fn records<'py>(
     py: Python<'py>,
     dim: usize,
     recs: Vec<PatternRecord>,
     cents: Vec<f32>,
-) -> BindResult<Records<'py>> {
+) -> BindResult<(String, Bound<'py, PyArray2<f32>>)> {
     let n = recs.len();
     Ok((persist::to_json(&recs)?, out2(py, cents, n, dim)?))
 }
 
-/// ReasoningBank: trajectories in, curated searchable patterns out. See `sona.reasoning`.
-#[pyclass(frozen, name = "ReasoningBank", module = "sona._sona")]
-pub(crate) struct PyReasoningBank {
-    inner: Arc<ReasoningBank>,
+/// The patterns as `sona.reasoning.Pattern`s.
+fn patterns<'py>(
+    py: Python<'py>,
+    dim: usize,
+    (recs, cents): (Vec<PatternRecord>, Vec<f32>),
+) -> BindResult<Bound<'py, PyAny>> {
+    Ok(results(py, "_patterns", records(py, dim, recs, cents)?)?)
+}
+
+/// `(ids, similarities)` of a search.
+type Hits<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f32>>);
+
+fn hits(py: Python<'_>, hits: Vec<(u64, f32)>) -> Hits<'_> {
+    let (ids, sims): (Vec<u64>, Vec<f32>) = hits.into_iter().unzip();
+    (PyArray1::from_vec(py, ids), out1(py, sims))
 }
 
 /// `"flat"` (exact), `"ivf"` / `"approx"` (inverted lists) or `"hnsw"` (`ef_search` is its
 /// recall/latency knob).
-fn index_kind(name: &str, ef_search: Option<i64>, seed: u64) -> Result<IndexKind, SonaError> {
+fn index_kind(name: &str, ef_search: Option<Size>, seed: u64) -> Result<IndexKind, SonaError> {
     match (name, ef_search) {
         ("flat" | "ivf" | "approx", Some(_)) => Err(SonaError::Config(
             "ef_search applies to index=\"hnsw\" only".into(),
@@ -102,11 +159,11 @@ fn index_kind(name: &str, ef_search: Option<i64>, seed: u64) -> Result<IndexKind
                 seed,
                 ..HnswParams::default()
             };
-            if let Some(ef) = ef {
-                p.ef_search = usize::try_from(ef)
-                    .ok()
-                    .filter(|&e| e > 0)
-                    .ok_or_else(|| SonaError::Config(format!("ef_search must be > 0, got {ef}")))?;
+            if let Some(Size(ef)) = ef {
+                if ef == 0 {
+                    return Err(SonaError::Config("ef_search must be > 0, got 0".into()));
+                }
+                p.ef_search = ef;
             }
             Ok(IndexKind::Hnsw(p))
         }
@@ -116,46 +173,117 @@ fn index_kind(name: &str, ef_search: Option<i64>, seed: u64) -> Result<IndexKind
     }
 }
 
+/// The defaults of every setting but `dim` and `n_tiers`.
+fn defaults() -> BankConfig {
+    BankConfig::new(1, 4)
+}
+
+/// Options of the constructor's `**kwargs` that exist (the others raise `ConfigError`).
+const MORE_OPTIONS: [&str; 3] = ["kmeans_max_iter", "max_exemplars", "minibatch_threshold"];
+
+/// Trajectories in, curated searchable patterns out. Thread-safe; long calls release the GIL.
+///
+/// Args:
+///     dim: embedding dimension.
+///     n_tiers: number of model tiers (arms per pattern).
+///     seed: seeds k-means and the replay reservoir (runs are reproducible).
+///     buffer_capacity: new completed trajectories kept for the next extraction; beyond it the
+///         oldest are dropped and counted (`stats().dropped`).
+///     reservoir_capacity: size of the uniform replay sample (Algorithm R).
+///     pending_capacity / pending_ttl_ms: trajectories awaiting a reward; the oldest are evicted
+///         beyond the capacity and expire after the TTL.
+///     merge_threshold: τ_merge, cosine at which a new cluster merges into an existing pattern.
+///     merge_slack: a cluster also merges into its nearest pattern P when their cosine is at least
+///         ρ_P − merge_slack, ρ_P being the mean cosine of P's own members to its centroid (the
+///         cluster lies within P). This keeps replayed outliers and sub-groups from forming new
+///         patterns; `None` keeps the plain τ_merge rule.
+///     max_clusters: most clusters one extraction produces (k-means starts from √(n/2)).
+///     min_cohesion: clusters whose members' mean cosine to their centroid (corrected for
+///         cluster size) is below this, or that are clearly a union of two groups, are split in two
+///         (bisecting k-means), so patterns follow the data's groups rather than k; `None`
+///         disables the refinement.
+///     default_tier: the arm verdicts test every other arm against; `alpha` their level.
+///     graph_*, eta_plus, eta_minus, w_init, w_min: memory-graph bounds and update rates.
+///     index: `"flat"` (exact scan, the default: fastest below a few thousand patterns),
+///         `"ivf"` or `"approx"` (inverted lists, for large pattern sets), or `"hnsw"`
+///         (graph; see `sona.index.VectorIndex` for when each wins).
+///     ef_search: the HNSW candidate-list size (`index="hnsw"` only): recall vs latency.
+///     kmeans_max_iter, minibatch_threshold, max_exemplars: further options of the Rust core;
+///         any other keyword raises ConfigError.
+///
+/// Sizes must be `int` and settings real numbers (anything else raises ConfigError).
+#[pyclass(frozen, name = "ReasoningBank", module = "sona.reasoning")]
+pub(crate) struct PyReasoningBank {
+    inner: Arc<ReasoningBank>,
+}
+
 #[pymethods]
 impl PyReasoningBank {
     #[new]
-    #[pyo3(signature = (dim, n_tiers=4, *, seed=0, buffer_capacity=100_000, reservoir_capacity=10_000,
-        pending_capacity=100_000, pending_ttl_ms=3_600_000, merge_threshold=0.9, merge_slack=Some(0.1), max_clusters=1024, min_cohesion=Some(0.75),
-        kmeans_max_iter=8, minibatch_threshold=50_000, max_exemplars=4, default_tier=0, alpha=0.05,
-        graph_max_nodes=100_000, graph_max_edges=1_000_000, eta_plus=0.2, eta_minus=0.1, w_init=0.1,
-        graph_decay=0.01, w_min=1e-3, index="flat", ef_search=None))]
+    #[pyo3(signature = (dim, n_tiers = Size(4), *,
+        seed = Size(defaults().seed as usize),
+        buffer_capacity = Size(defaults().buffer_capacity),
+        reservoir_capacity = Size(defaults().reservoir_capacity),
+        pending_capacity = Size(defaults().pending_capacity),
+        pending_ttl_ms = Size(defaults().pending_ttl_ms as usize),
+        merge_threshold = Setting(defaults().merge_threshold.into()),
+        merge_slack = defaults().merge_slack.map(|x| Setting(x.into())),
+        max_clusters = Size(defaults().max_clusters),
+        min_cohesion = defaults().min_cohesion.map(|x| Setting(x.into())),
+        default_tier = Size(defaults().default_tier),
+        alpha = Setting(defaults().alpha),
+        graph_max_nodes = Size(GraphConfig::default().max_nodes),
+        graph_max_edges = Size(GraphConfig::default().max_edges),
+        eta_plus = Setting(GraphConfig::default().eta_plus.into()),
+        eta_minus = Setting(GraphConfig::default().eta_minus.into()),
+        w_init = Setting(GraphConfig::default().w_init.into()),
+        graph_decay = Setting(GraphConfig::default().decay.into()),
+        w_min = Setting(GraphConfig::default().w_min.into()),
+        index = "flat",
+        ef_search = None,
+        kmeans_max_iter = Size(defaults().kmeans_max_iter),
+        minibatch_threshold = Size(defaults().minibatch_threshold),
+        max_exemplars = Size(defaults().max_exemplars),
+        **unknown))]
+    #[allow(clippy::too_many_arguments)] // the Python constructor's keywords
     fn new(
         py: Python<'_>,
-        dim: i64,
-        n_tiers: i64,
-        seed: u64,
-        buffer_capacity: i64,
-        reservoir_capacity: i64,
-        pending_capacity: i64,
-        pending_ttl_ms: i64,
-        merge_threshold: f64,
-        merge_slack: Option<f64>,
-        max_clusters: i64,
-        min_cohesion: Option<f64>,
-        kmeans_max_iter: i64,
-        minibatch_threshold: i64,
-        max_exemplars: i64,
-        default_tier: i64,
-        alpha: f64,
-        graph_max_nodes: i64,
-        graph_max_edges: i64,
-        eta_plus: f64,
-        eta_minus: f64,
-        w_init: f64,
-        graph_decay: f64,
-        w_min: f64,
+        dim: Size,
+        n_tiers: Size,
+        seed: Size,
+        buffer_capacity: Size,
+        reservoir_capacity: Size,
+        pending_capacity: Size,
+        pending_ttl_ms: Size,
+        merge_threshold: Setting,
+        merge_slack: Option<Setting>,
+        max_clusters: Size,
+        min_cohesion: Option<Setting>,
+        default_tier: Size,
+        alpha: Setting,
+        graph_max_nodes: Size,
+        graph_max_edges: Size,
+        eta_plus: Setting,
+        eta_minus: Setting,
+        w_init: Setting,
+        graph_decay: Setting,
+        w_min: Setting,
         index: &str,
-        ef_search: Option<i64>,
+        ef_search: Option<Size>,
+        kmeans_max_iter: Size,
+        minibatch_threshold: Size,
+        max_exemplars: Size,
+        unknown: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         guard(py, || {
-            let cfgerr =
-                |what: &str, v: i64| SonaError::Config(format!("{what} must be >= 0, got {v}"));
-            let u = |what: &str, v: i64| usize::try_from(v).map_err(|_| cfgerr(what, v));
+            if let Some(u) = unknown.filter(|u| !u.is_empty()) {
+                let mut names: Vec<String> = u.keys().iter().map(|k| k.to_string()).collect();
+                names.sort();
+                return Err(SonaError::Config(format!(
+                    "unknown option(s) {names:?}; known: {MORE_OPTIONS:?}"
+                ))
+                .into());
+            }
             // Ranges are checked by `BankConfig::validate`; NaN/Inf must not reach the f32 casts.
             for (what, x) in [
                 ("merge_threshold", merge_threshold),
@@ -170,36 +298,37 @@ impl PyReasoningBank {
             .chain(merge_slack.map(|x| ("merge_slack", x)))
             .chain(min_cohesion.map(|x| ("min_cohesion", x)))
             {
-                if !x.is_finite() {
+                if !x.0.is_finite() {
+                    let x = x.0;
                     return Err(SonaError::Config(format!("{what} must be finite, got {x}")).into());
                 }
             }
+            let seed = seed.0 as u64;
             let cfg = BankConfig {
-                dim: u("dim", dim)?,
-                n_tiers: u("n_tiers", n_tiers)?,
+                dim: dim.0,
+                n_tiers: n_tiers.0,
                 seed,
-                buffer_capacity: u("buffer_capacity", buffer_capacity)?,
-                reservoir_capacity: u("reservoir_capacity", reservoir_capacity)?,
-                pending_capacity: u("pending_capacity", pending_capacity)?,
-                pending_ttl_ms: u64::try_from(pending_ttl_ms)
-                    .map_err(|_| cfgerr("pending_ttl_ms", pending_ttl_ms))?,
-                merge_threshold: merge_threshold as f32,
-                merge_slack: merge_slack.map(|x| x as f32),
-                max_clusters: u("max_clusters", max_clusters)?,
-                min_cohesion: min_cohesion.map(|x| x as f32),
-                kmeans_max_iter: u("kmeans_max_iter", kmeans_max_iter)?,
-                minibatch_threshold: u("minibatch_threshold", minibatch_threshold)?,
-                max_exemplars: u("max_exemplars", max_exemplars)?,
-                default_tier: u("default_tier", default_tier)?,
-                alpha,
+                buffer_capacity: buffer_capacity.0,
+                reservoir_capacity: reservoir_capacity.0,
+                pending_capacity: pending_capacity.0,
+                pending_ttl_ms: pending_ttl_ms.0 as u64,
+                merge_threshold: merge_threshold.f32(),
+                merge_slack: merge_slack.map(Setting::f32),
+                max_clusters: max_clusters.0,
+                min_cohesion: min_cohesion.map(Setting::f32),
+                kmeans_max_iter: kmeans_max_iter.0,
+                minibatch_threshold: minibatch_threshold.0,
+                max_exemplars: max_exemplars.0,
+                default_tier: default_tier.0,
+                alpha: alpha.0,
                 graph: GraphConfig {
-                    max_nodes: u("graph_max_nodes", graph_max_nodes)?,
-                    max_edges: u("graph_max_edges", graph_max_edges)?,
-                    eta_plus: eta_plus as f32,
-                    eta_minus: eta_minus as f32,
-                    w_init: w_init as f32,
-                    decay: graph_decay as f32,
-                    w_min: w_min as f32,
+                    max_nodes: graph_max_nodes.0,
+                    max_edges: graph_max_edges.0,
+                    eta_plus: eta_plus.f32(),
+                    eta_minus: eta_minus.f32(),
+                    w_init: w_init.f32(),
+                    decay: graph_decay.f32(),
+                    w_min: w_min.f32(),
                 },
                 index: index_kind(index, ef_search, seed)?,
             };
@@ -209,58 +338,84 @@ impl PyReasoningBank {
         })
     }
 
-    /// `"flat"`, `"ivf"` or `"hnsw"`.
-    #[getter]
-    fn index_kind(&self) -> &'static str {
-        self.inner.config().index.name()
-    }
-
+    /// Embedding dimension.
     #[getter]
     fn dim(&self) -> usize {
         self.inner.dim()
     }
 
+    /// `"flat"`, `"ivf"` or `"hnsw"`: the pattern index this bank searches.
+    #[getter]
+    fn index_kind(&self) -> &'static str {
+        self.inner.config().index.name()
+    }
+
+    /// Number of tiers (arms per pattern).
     #[getter]
     fn n_tiers(&self) -> usize {
         self.inner.config().n_tiers
     }
 
-    /// The configuration as JSON.
-    fn config(&self, py: Python<'_>) -> PyResult<String> {
-        guard(py, || Ok(persist::to_json(self.inner.config())?))
+    /// The full configuration.
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let json = persist::to_json(self.inner.config())?;
+            Ok(py.import("json")?.call_method1("loads", (json,))?)
+        })
     }
 
+    /// Number of concrete (level-0) patterns.
     fn __len__(&self) -> usize {
         self.inner.len()
     }
 
-    #[pyo3(signature = (embedding, reward=None, tier=None, source="explicit", ts_ms=None))]
+    fn __repr__(&self) -> String {
+        format!(
+            "ReasoningBank(dim={}, n_tiers={}, patterns={})",
+            self.inner.dim(),
+            self.inner.config().n_tiers,
+            self.inner.len()
+        )
+    }
+
+    // --- trajectories ---------------------------------------------------------------------------
+
+    /// Record one trajectory; returns its global id (monotonic, never reused).
+    ///
+    /// `embedding` is the (adapted) query vector. With a `reward` in [0, 1] the trajectory is
+    /// complete and waits for the next extraction; without one it is pending until
+    /// `set_reward`. `tier` is the tier that served it (its arm gets the reward).
+    #[pyo3(signature = (embedding, reward = None, tier = None, *, source = "explicit", ts_ms = None))]
     fn add_trajectory(
         &self,
         py: Python<'_>,
         embedding: &Bound<'_, PyAny>,
-        reward: Option<f64>,
-        tier: Option<i64>,
+        reward: Option<Real>,
+        tier: Option<Int>,
         source: &str,
-        ts_ms: Option<i64>,
+        ts_ms: Option<Int>,
     ) -> PyResult<u64> {
         guard(py, || {
-            let e = slice(&vec1("embedding", embedding)?).to_vec();
+            let e = slice(&vector("embedding", embedding)?).to_vec();
             let r = reward.map(self::reward).transpose()?;
             let t = tier.map(self::tier).transpose()?;
             let s = self::source(source)?;
-            Ok(self.inner.add_trajectory(&e, r, t, s, ts(ts_ms)?)?)
+            Ok(self
+                .inner
+                .add_trajectory(&e, r, t, s, ts("ts_ms", ts_ms)?)?)
         })
     }
 
-    #[pyo3(signature = (trajectory_id, reward, source="explicit", tier=None))]
+    /// Complete a pending trajectory with its reward (UnknownIdError if unknown, expired or
+    /// already rewarded).
+    #[pyo3(signature = (trajectory_id, reward, *, source = "explicit", tier = None))]
     fn set_reward(
         &self,
         py: Python<'_>,
-        trajectory_id: i64,
-        reward: f64,
+        trajectory_id: Int,
+        reward: Real,
         source: &str,
-        tier: Option<i64>,
+        tier: Option<Int>,
     ) -> PyResult<()> {
         guard(py, || {
             let r = self::reward(reward)?;
@@ -271,230 +426,14 @@ impl PyReasoningBank {
         })
     }
 
-    #[pyo3(signature = (now_ms=None))]
-    fn expire_pending(&self, py: Python<'_>, now_ms: Option<i64>) -> PyResult<usize> {
-        guard(py, || Ok(self.inner.expire_pending(ts(now_ms)?)))
+    /// Drop pending trajectories older than the TTL; returns how many.
+    #[pyo3(signature = (now_ms = None))]
+    fn expire_pending(&self, py: Python<'_>, now_ms: Option<Int>) -> PyResult<usize> {
+        guard(py, || Ok(self.inner.expire_pending(ts("now_ms", now_ms)?)))
     }
 
-    /// Runs one extraction with the GIL released; returns the report as JSON.
-    fn extract_patterns(&self, py: Python<'_>) -> PyResult<String> {
-        let bank = self.inner.clone();
-        let res = py.detach(move || bank.extract_patterns());
-        guard(py, || Ok(persist::to_json(&res?)?))
-    }
-
-    fn search<'py>(
-        &self,
-        py: Python<'py>,
-        query: &Bound<'py, PyAny>,
-        k: i64,
-    ) -> PyResult<Hits<'py>> {
-        guard(py, || {
-            let q = slice(&vec1("query", query)?).to_vec();
-            let hits = self.inner.search(&q, count("k", k)?)?;
-            let ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
-            let sims: Vec<f32> = hits.iter().map(|h| h.1).collect();
-            Ok((PyArray1::from_vec(py, ids), out1(py, sims)))
-        })
-    }
-
-    /// Search plus graph expansion: `(hits JSON, pattern records JSON, centroids)`.
-    #[pyo3(signature = (query, k, expand=0))]
-    fn search_patterns<'py>(
-        &self,
-        py: Python<'py>,
-        query: &Bound<'py, PyAny>,
-        k: i64,
-        expand: i64,
-    ) -> PyResult<(String, String, Bound<'py, PyArray2<f32>>)> {
-        guard(py, || {
-            let q = slice(&vec1("query", query)?).to_vec();
-            let hits = self
-                .inner
-                .search_expanded(&q, count("k", k)?, count("expand", expand)?)?;
-            let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
-            let (recs, cents) = self.inner.records(&ids);
-            let (rj, c) = records(py, self.inner.dim(), recs, cents)?;
-            Ok((persist::to_json(&hits)?, rj, c))
-        })
-    }
-
-    fn search_level<'py>(
-        &self,
-        py: Python<'py>,
-        query: &Bound<'py, PyAny>,
-        k: i64,
-        level: i64,
-    ) -> PyResult<Hits<'py>> {
-        guard(py, || {
-            let q = slice(&vec1("query", query)?).to_vec();
-            let hits = self
-                .inner
-                .search_level(&q, count("k", k)?, count("level", level)?)?;
-            let ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
-            let sims: Vec<f32> = hits.iter().map(|h| h.1).collect();
-            Ok((PyArray1::from_vec(py, ids), out1(py, sims)))
-        })
-    }
-
-    /// `(records JSON, centroids)` of one hierarchy level (0 = the concrete patterns).
-    #[pyo3(signature = (level=0))]
-    fn patterns<'py>(&self, py: Python<'py>, level: i64) -> PyResult<Records<'py>> {
-        guard(py, || {
-            let (recs, cents) = self.inner.level_records(count("level", level)?)?;
-            records(py, self.inner.dim(), recs, cents)
-        })
-    }
-
-    fn pattern<'py>(&self, py: Python<'py>, pattern_id: i64) -> PyResult<Records<'py>> {
-        guard(py, || {
-            let i = id("pattern", pattern_id)?;
-            let (recs, cents) = self.inner.records(&[i]);
-            if recs.is_empty() {
-                return Err(SonaError::UnknownId {
-                    kind: "pattern",
-                    id: i,
-                }
-                .into());
-            }
-            records(py, self.inner.dim(), recs, cents)
-        })
-    }
-
-    fn level_children(&self, py: Python<'_>, level: i64) -> PyResult<Vec<Vec<u64>>> {
-        guard(py, || {
-            Ok(self.inner.level_children(count("level", level)?)?)
-        })
-    }
-
-    fn record_feedback(
-        &self,
-        py: Python<'_>,
-        pattern_id: i64,
-        tier: i64,
-        reward: f64,
-    ) -> PyResult<()> {
-        guard(py, || {
-            let (i, t, r) = (
-                id("pattern", pattern_id)?,
-                self::tier(tier)?,
-                self::reward(reward)?,
-            );
-            Ok(self.inner.record_feedback(i, t, r)?)
-        })
-    }
-
-    fn record_usage(&self, py: Python<'_>, retrieved: Vec<i64>, used: Vec<i64>) -> PyResult<()> {
-        guard(py, || {
-            let r: Vec<u64> = retrieved
-                .into_iter()
-                .map(|x| id("pattern", x))
-                .collect::<BindResult<_>>()?;
-            let u: Vec<u64> = used
-                .into_iter()
-                .map(|x| id("pattern", x))
-                .collect::<BindResult<_>>()?;
-            Ok(self.inner.record_usage(&r, &u)?)
-        })
-    }
-
-    fn decay_graph(&self, py: Python<'_>) -> PyResult<()> {
-        guard(py, || {
-            self.inner.decay_graph();
-            Ok(())
-        })
-    }
-
-    fn graph_edges(&self, py: Python<'_>) -> PyResult<Vec<(u64, u64, f32)>> {
-        guard(py, || Ok(self.inner.graph_edges()))
-    }
-
-    fn verdicts(&self, py: Python<'_>) -> PyResult<String> {
-        guard(py, || Ok(persist::to_json(&self.inner.verdicts())?))
-    }
-
-    #[pyo3(signature = (threshold=0.95))]
-    fn consolidate(&self, py: Python<'_>, threshold: f64) -> PyResult<usize> {
-        guard(py, || Ok(self.inner.consolidate(threshold as f32)?))
-    }
-
-    #[pyo3(signature = (min_support, min_reward, max_idle_ms, now_ms=None))]
-    fn prune(
-        &self,
-        py: Python<'_>,
-        min_support: i64,
-        min_reward: f64,
-        max_idle_ms: i64,
-        now_ms: Option<i64>,
-    ) -> PyResult<Vec<u64>> {
-        guard(py, || {
-            let rule = PruneRule {
-                min_support: u32::try_from(min_support.max(0)).unwrap_or(u32::MAX),
-                min_reward: self::reward(min_reward)?,
-                max_idle_ms: ts(Some(max_idle_ms))?.unwrap_or(0),
-            };
-            Ok(self.inner.prune(rule, ts(now_ms)?)?)
-        })
-    }
-
-    #[pyo3(signature = (branching=8, max_levels=1))]
-    fn build_hierarchy(
-        &self,
-        py: Python<'_>,
-        branching: i64,
-        max_levels: i64,
-    ) -> PyResult<Vec<usize>> {
-        guard(py, || {
-            let (b, l) = (
-                count("branching", branching)?,
-                count("max_levels", max_levels)?,
-            );
-            let bank = self.inner.clone();
-            Ok(py.detach(move || bank.build_hierarchy(b, l))?)
-        })
-    }
-
-    fn export<'py>(&self, py: Python<'py>) -> PyResult<Records<'py>> {
-        guard(py, || {
-            let (recs, cents) = self.inner.export();
-            records(py, self.inner.dim(), recs, cents)
-        })
-    }
-
-    fn import_(
-        &self,
-        py: Python<'_>,
-        records_json: &str,
-        centroids: &Bound<'_, PyAny>,
-    ) -> PyResult<usize> {
-        guard(py, || {
-            let recs: Vec<PatternRecord> = persist::records_from_json(records_json)?;
-            let c = slice(&mat2("centroids", centroids)?).to_vec();
-            Ok(self.inner.import(recs, &c)?)
-        })
-    }
-
-    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
-        let bank = self.inner.clone();
-        let res = py.detach(move || bank.save(path));
-        guard(py, || Ok(res?))
-    }
-
-    #[staticmethod]
-    fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let res = py.detach(move || ReasoningBank::load(path));
-        guard(py, || {
-            Ok(PyReasoningBank {
-                inner: Arc::new(res?),
-            })
-        })
-    }
-
-    fn stats(&self, py: Python<'_>) -> PyResult<String> {
-        guard(py, || Ok(persist::to_json(&self.inner.stats())?))
-    }
-
-    /// The replay reservoir: `(ids, vectors, rewards, tiers)`; tier −1 means none was recorded.
+    /// The replay sample `(ids, embeddings, rewards, tiers)`; tier −1 when none was
+    /// recorded.
     #[allow(clippy::type_complexity)]
     fn reservoir<'py>(
         &self,
@@ -521,6 +460,261 @@ impl PyReasoningBank {
                 out1(py, rewards),
                 PyArray1::from_vec(py, tiers),
             ))
+        })
+    }
+
+    // --- patterns -------------------------------------------------------------------------------
+
+    /// Cluster the trajectories completed since the last call into patterns (loop B).
+    ///
+    /// Releases the GIL and holds no lock while clustering: searches and new trajectories proceed
+    /// from other threads meanwhile.
+    fn extract_patterns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let bank = self.inner.clone();
+        let res = py.detach(move || bank.extract_patterns());
+        guard(py, || {
+            Ok(results(py, "_report", (persist::to_json(&res?)?,))?)
+        })
+    }
+
+    /// The `k` patterns most similar to `vector`, best first (all of them when `k` exceeds
+    /// `len(self)`, as in every ANN library; `k < 1` raises), plus up to `expand` more
+    /// reached through the memory graph (personalized PageRank, restart 0.15).
+    #[pyo3(signature = (vector, k, *, expand = Int(0)))]
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        vector: &Bound<'py, PyAny>,
+        k: Int,
+        expand: Int,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let q = slice(&self::vector("vector", vector)?).to_vec();
+            let (k, expand) = (top_k(k)?, count("expand", expand)?);
+            let hits = self.inner.search_expanded(&q, k, expand)?;
+            let ids: Vec<u64> = hits.iter().map(|h| h.id).collect();
+            let (recs, cents) = self.inner.records(&ids);
+            let (recs, cents) = records(py, self.inner.dim(), recs, cents)?;
+            Ok(results(
+                py,
+                "_hits",
+                (persist::to_json(&hits)?, recs, cents),
+            )?)
+        })
+    }
+
+    /// Fast path of `search`: `(ids, similarities)` arrays only.
+    fn search_ids<'py>(
+        &self,
+        py: Python<'py>,
+        vector: &Bound<'py, PyAny>,
+        k: Int,
+    ) -> PyResult<Hits<'py>> {
+        guard(py, || {
+            let q = slice(&self::vector("vector", vector)?).to_vec();
+            Ok(hits(py, self.inner.search(&q, top_k(k)?)?))
+        })
+    }
+
+    /// Search within one hierarchy level (after `build_hierarchy`).
+    fn search_level<'py>(
+        &self,
+        py: Python<'py>,
+        vector: &Bound<'py, PyAny>,
+        k: Int,
+        level: Int,
+    ) -> PyResult<Hits<'py>> {
+        guard(py, || {
+            let q = slice(&self::vector("vector", vector)?).to_vec();
+            let (k, level) = (top_k(k)?, count("level", level)?);
+            Ok(hits(py, self.inner.search_level(&q, k, level)?))
+        })
+    }
+
+    /// All patterns of `level` (0 = concrete), ordered by id.
+    #[pyo3(signature = (level = Int(0)))]
+    fn patterns<'py>(&self, py: Python<'py>, level: Int) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let level = self.inner.level_records(count("level", level)?)?;
+            patterns(py, self.inner.dim(), level)
+        })
+    }
+
+    /// One concrete pattern (UnknownIdError if absent).
+    fn pattern<'py>(&self, py: Python<'py>, pattern_id: Int) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let i = id("pattern", pattern_id)?;
+            let found = self.inner.records(&[i]);
+            if found.0.is_empty() {
+                return Err(SonaError::UnknownId {
+                    kind: "pattern",
+                    id: i,
+                }
+                .into());
+            }
+            Ok(patterns(py, self.inner.dim(), found)?.get_item(0)?)
+        })
+    }
+
+    /// For each pattern of `level` ≥ 1 (in `patterns` order), its member ids one
+    /// level down.
+    fn level_children(&self, py: Python<'_>, level: Int) -> PyResult<Vec<Vec<u64>>> {
+        guard(py, || {
+            Ok(self.inner.level_children(count("level", level)?)?)
+        })
+    }
+
+    /// Loop-A feedback: `tier` earned `reward` ∈ [0, 1] on a query matching the pattern.
+    fn record_feedback(
+        &self,
+        py: Python<'_>,
+        pattern_id: Int,
+        tier: Int,
+        reward: Real,
+    ) -> PyResult<()> {
+        guard(py, || {
+            let (i, t, r) = (
+                id("pattern", pattern_id)?,
+                self::tier(tier)?,
+                self::reward(reward)?,
+            );
+            Ok(self.inner.record_feedback(i, t, r)?)
+        })
+    }
+
+    /// Loop-A graph update: patterns retrieved for one query and those actually used.
+    fn record_usage(
+        &self,
+        py: Python<'_>,
+        retrieved: &Bound<'_, PyAny>,
+        used: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let ids = |it: &Bound<'_, PyAny>| -> BindResult<Vec<u64>> {
+            it.try_iter()?
+                .map(|x| id("pattern", x?.extract::<Int>()?))
+                .collect()
+        };
+        guard(py, || {
+            let (r, u) = (ids(retrieved)?, ids(used)?);
+            Ok(self.inner.record_usage(&r, &u)?)
+        })
+    }
+
+    /// Loop-B global decay of the memory-graph weights.
+    fn decay_graph(&self, py: Python<'_>) -> PyResult<()> {
+        guard(py, || {
+            self.inner.decay_graph();
+            Ok(())
+        })
+    }
+
+    /// Every memory-graph edge `(a, b, weight)` with `a < b`.
+    fn graph_edges(&self, py: Python<'_>) -> PyResult<Vec<(u64, u64, f32)>> {
+        guard(py, || Ok(self.inner.graph_edges()))
+    }
+
+    /// For each pattern where some tier beats the default tier (one-sided Welch t-test, Holm
+    /// correction across tiers, family-wise level `alpha`): the best such tier.
+    fn verdicts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let json = persist::to_json(&self.inner.verdicts())?;
+            Ok(results(py, "_verdicts", (json,))?)
+        })
+    }
+
+    // --- maintenance ----------------------------------------------------------------------------
+
+    /// Merge near-duplicate patterns transitively (union-find over cosine ≥ `threshold`);
+    /// returns how many patterns disappeared.
+    #[pyo3(signature = (threshold = Real(0.95)))]
+    fn consolidate(&self, py: Python<'_>, threshold: Real) -> PyResult<usize> {
+        guard(py, || Ok(self.inner.consolidate(threshold.f32())?))
+    }
+
+    /// Remove patterns with support < `min_support` AND avg reward < `min_reward` AND
+    /// idle for more than `max_idle_ms`; returns the removed ids.
+    #[pyo3(signature = (min_support, min_reward, max_idle_ms, *, now_ms = None))]
+    fn prune(
+        &self,
+        py: Python<'_>,
+        min_support: Int,
+        min_reward: Real,
+        max_idle_ms: Int,
+        now_ms: Option<Int>,
+    ) -> PyResult<Vec<u64>> {
+        guard(py, || {
+            let min_support = int64("min_support", min_support)?;
+            let rule = PruneRule {
+                min_support: u32::try_from(min_support.max(0)).unwrap_or(u32::MAX),
+                min_reward: self::reward(min_reward)?,
+                max_idle_ms: ts("max_idle_ms", Some(max_idle_ms))?.unwrap_or(0),
+            };
+            Ok(self.inner.prune(rule, ts("now_ms", now_ms)?)?)
+        })
+    }
+
+    /// Rebuild the abstraction levels from scratch (level ℓ+1 = k-means over level-ℓ centroids,
+    /// ⌈n/branching⌉ clusters); returns each level's size.
+    #[pyo3(signature = (branching = Int(8), max_levels = Int(1)))]
+    fn build_hierarchy(
+        &self,
+        py: Python<'_>,
+        branching: Int,
+        max_levels: Int,
+    ) -> PyResult<Vec<usize>> {
+        guard(py, || {
+            let (b, l) = (
+                count("branching", branching)?,
+                count("max_levels", max_levels)?,
+            );
+            let bank = self.inner.clone();
+            Ok(py.detach(move || bank.build_hierarchy(b, l))?)
+        })
+    }
+
+    // --- export / persistence -------------------------------------------------------------------
+
+    /// The concrete patterns, for `import_` into another bank.
+    fn export<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || patterns(py, self.inner.dim(), self.inner.export()))
+    }
+
+    /// Add exported patterns. A repeated or existing id, a wrong dimension or bad statistics
+    /// fail the whole import (InvalidInputError / DimensionError) and leave the bank unchanged.
+    fn import_(&self, py: Python<'_>, patterns: &Bound<'_, PyAny>) -> PyResult<usize> {
+        guard(py, || {
+            let (json, cents): (String, Bound<'_, PyAny>) =
+                results(py, "_records", (patterns, self.inner.dim()))?.extract()?;
+            let recs: Vec<PatternRecord> = persist::records_from_json(&json)?;
+            let c = slice(&matrix("centroids", &cents)?).to_vec();
+            Ok(self.inner.import(recs, &c)?)
+        })
+    }
+
+    /// Write the whole bank (patterns, hierarchy, graph, statistics, buffers, id counters) to
+    /// one versioned, CRC-checked file, atomically.
+    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+        let bank = self.inner.clone();
+        let res = py.detach(move || bank.save(path));
+        guard(py, || Ok(res?))
+    }
+
+    /// Read a bank written by `save` (CheckpointError if corrupted or of another kind).
+    #[staticmethod]
+    fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        let res = py.detach(move || ReasoningBank::load(path));
+        guard(py, || {
+            Ok(PyReasoningBank {
+                inner: Arc::new(res?),
+            })
+        })
+    }
+
+    /// Counters (buffered, dropped, pending, expired, ...) and memory use.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        guard(py, || {
+            let json = persist::to_json(&self.inner.stats())?;
+            Ok(results(py, "_stats", (json,))?)
         })
     }
 }

@@ -27,7 +27,6 @@ Methods (all with the same REINFORCE step, step size and exploration):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from sona._fsio import write_json
 from sona._plot import pyplot, save_figure
 from sona.errors import NumericalError
 from sona.lora import MicroLoRA, TwoTierLoRA, feedback_budget
@@ -351,14 +351,12 @@ def main(args: argparse.Namespace) -> int:
         rows = grid(s, dims, ks, methods, progress=None if args.quiet else print)
         print(grid_table(rows))
         if args.json:
-            with open(args.json, "w", encoding="utf-8") as f:
-                json.dump({"settings": asdict(s), "grid": rows}, f, indent=1)
+            write_json(args.json, {"settings": asdict(s), "grid": rows})
         return 0
     results = run(s, methods, progress=None if args.quiet else print)
     print(table(results))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+        write_json(args.json, results)
     if args.plot:
         plot(results, args.plot)
     return 0

@@ -34,7 +34,6 @@ accuracy: mean ``R[j][j]``), all as mean ± std over seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sona import _sona
+from sona._fsio import write_json
 from sona._plot import pyplot, save_figure
 from sona.metrics import continual_metrics
 
@@ -376,8 +376,7 @@ def main(args: argparse.Namespace) -> int:
     results = run(config_from_args(args), progress=not args.no_progress)
     print(format_tables(results))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+        write_json(args.json, results)
         print(f"wrote {args.json}")
     if args.plot:
         plot(results, args.plot)

@@ -9,7 +9,6 @@ Rust; from Python the copy of the returned array is included.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sona._fsio import write_json
 from sona.evals._timing import latency_us
 from sona.ewc import EwcPlusPlus, OnlineFisher, TaskBoundaryDetector
 
@@ -80,8 +80,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"machine: {platform.processor() or platform.machine()}; note: shared, noisy 2-core box")
     print(format_rows(rows))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+        write_json(args.json, rows)
     return 0
 
 

@@ -15,11 +15,11 @@ the extraction-time / latency / memory benchmark of ``benches/reasoning_bank.py`
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import numpy as np
 
+from sona._fsio import write_json
 from sona.reasoning import ReasoningBank
 
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -78,9 +78,8 @@ def _run_curation(args: argparse.Namespace) -> int:
     for name, counts in res.items():
         print(f"{name:<12} " + " ".join(f"{c:>9}" for c in counts))
     if args.json:
-        with open(args.json, "w") as f:
-            settings = {k: v for k, v in vars(args).items() if not callable(v)}
-            json.dump({"args": settings, "counts": res}, f, indent=2)
+        settings = {k: v for k, v in vars(args).items() if not callable(v)}
+        write_json(args.json, {"args": settings, "counts": res})
     return 0
 
 

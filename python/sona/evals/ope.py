@@ -23,7 +23,6 @@ approximation, an adaptive logging policy), so coverage is reported, not assumed
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sona._fsio import write_json
 from sona.evals.routing import (
     SONA_TUNED,
     TIER_COSTS,
@@ -237,8 +237,7 @@ def main(args: argparse.Namespace) -> int:
     out = run(cfg, progress=not args.no_progress)
     print(format_table(out))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
+        write_json(args.json, out)
         print(f"wrote {args.json}")
     return 0
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from sona._fsio import write_json
 from sona._plot import pyplot, save_figure
 
 F32 = npt.NDArray[np.float32]
@@ -793,8 +793,7 @@ def main(args: argparse.Namespace) -> int:
         out["tuning"] = tuned
     print(format_table(out))
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=1)
+        write_json(args.json, out)
         print(f"wrote {args.json}")
     if args.plot:
         for path in plot(out, args.plot):

@@ -13,7 +13,6 @@ Data: ``n / 100`` random unit centres; each point is ``normalize(c + 0.75 g)`` w
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sona._fsio import write_json
 from sona.index import VectorIndex
 
 K = 10
@@ -261,8 +261,7 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
     )
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"k": K, "rows": rows}, fh, indent=2)
+        write_json(args.json, {"k": K, "rows": rows})
     bad = sum(r.get("deleted_ids_returned", 0) for r in rows)
     return 1 if bad else 0
 
