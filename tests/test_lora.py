@@ -12,6 +12,8 @@ import pytest
 import sona
 from sona.lora import BaseLoRA, MicroLoRA, TwoTierLoRA, load_quantized, read_peft
 
+Q = "model.layers.0.self_attn.q_proj"
+
 
 def trained(d: int = 12, rank: int = 2, seed: int = 1, **kw: float) -> MicroLoRA:
     """A micro adapter with non-zero B (so every gradient is non-zero)."""
@@ -407,3 +409,107 @@ def test_update_batch_fits_a_linear_map(rng: np.random.Generator) -> None:
         base.update_batch(X, np.zeros((63, d)))
     with pytest.raises(sona.NonFiniteError):
         base.update_batch(X, np.full((64, d), np.nan))
+
+
+def test_classes_and_functions_are_the_extensions_own() -> None:
+    import inspect
+
+    from sona import _sona, lora
+
+    for name in lora.__all__:
+        if name != "MergeReport":
+            obj = getattr(lora, name)
+            assert obj is getattr(_sona, name) and obj.__module__ == "sona.lora", name
+            assert obj.__doc__ and len(obj.__doc__) > 40, name
+    assert issubclass(MicroLoRA, lora.LoRA) and issubclass(BaseLoRA, lora.LoRA)
+    with pytest.raises(TypeError):
+        lora.LoRA()  # only its tiers are constructed
+    params = list(inspect.signature(MicroLoRA).parameters)
+    assert params[:3] == ["d_in", "d_out", "rank"] and params[-2:] == ["W", "module"]
+    # The defaults are the core configs' (LoraConfig::micro / base, ScaledDefaults).
+    c = MicroLoRA(1024).config
+    assert (c["rank"], c["alpha"], c["clip"], c["capacity"]) == (2, 20.0, 10.0, 256)
+    assert (c["momentum"], c["decay"], c["baseline_rate"]) == pytest.approx((0.9, 1e-5, 0.05))
+    assert (c["lr"], c["sigma"], c["max_norm"]) == pytest.approx((3e-4, 0.05, 64.0))
+    assert c["module"] == "embedding" and c["base_map"] == "identity" and c["seed"] == 0
+    b = BaseLoRA(1024).config
+    assert (b["rank"], b["alpha"], b["max_norm"], b["decay"]) == (8, 16.0, float("inf"), 0.0)
+    assert (b["lr"], b["sigma"]) == pytest.approx((1e-3, 0.1))  # a base's noise does not scale
+    tt = TwoTierLoRA(1024)
+    assert tt.merge_every == 1000 and (tt.base.rank, tt.micro.rank) == (8, 2)
+    assert tt.base.config["seed"] == 0 and tt.micro.config["seed"] == 1
+
+
+def test_tiers_keep_their_class_through_files_and_stacks(tmp_path: Path) -> None:
+    base = BaseLoRA(8, rank=2, seed=3)
+    base.save(tmp_path / "b.ckpt")
+    back = BaseLoRA.load(tmp_path / "b.ckpt")
+    assert type(back) is BaseLoRA and back.lora_A.tobytes() == base.lora_A.tobytes()
+    assert type(MicroLoRA.load(tmp_path / "b.ckpt")) is MicroLoRA
+    assert repr(back) == "BaseLoRA(d_in=8, d_out=8, rank=2, alpha=16)"
+    tt = TwoTierLoRA(8)
+    assert tt.base is tt.base and type(tt.base) is BaseLoRA and type(tt.micro) is MicroLoRA
+    x = np.ones(8, np.float32)
+    y, token = tt.micro(x, explore=1)  # a truthy flag explores, as `if explore:` did
+    assert y.shape == (8,) and isinstance(token, int)
+    assert tt.micro.quant_kind is None and tt.micro.quant_error is None
+
+
+def test_wrong_kinds_of_arguments_raise_sona_errors(tmp_path: Path) -> None:
+    from sona.lora import default_lr, feedback_budget
+
+    m = trained(8, rank=2, seed=2)
+    before = m.lora_B.tobytes()
+    frozen = trained(8, rank=2, seed=3)
+    frozen.freeze()
+    for make in (
+        lambda: MicroLoRA(8, W="dense"),
+        lambda: MicroLoRA(8, module=3),
+        lambda: MicroLoRA(8, seed=-1),
+        lambda: BaseLoRA(8, lr=None),
+        lambda: TwoTierLoRA(8, merge_every=-1),
+        lambda: TwoTierLoRA(8, base_alpha="1"),
+        lambda: m.save_peft(tmp_path / "p", module=3),
+        lambda: m.save_peft(tmp_path / "p", module=Q, layer=3),
+        lambda: frozen.save_quantized(tmp_path / "q", kind=3),
+        lambda: frozen.save_quantized(tmp_path / "q", kind="q8"),
+        lambda: frozen.save_quantized(tmp_path / "q", group_size=5000),
+        lambda: feedback_budget(8, -2),
+    ):
+        with pytest.raises(sona.ConfigError):
+            make()
+    with pytest.raises(sona.DimensionError):
+        m.update_batch(np.ones((3, 8)), np.ones((2, 8)))
+    with pytest.raises(sona.InvalidInputError):
+        m.reward(1.0, 0.5)  # type: ignore[arg-type]
+    with pytest.raises(sona.UnknownIdError):
+        m.reward(0, 0.5)
+    for missing in (
+        lambda: MicroLoRA.load(tmp_path / "missing"),
+        lambda: BaseLoRA.from_peft(tmp_path / "missing"),
+        lambda: read_peft(tmp_path / "missing"),
+        lambda: load_quantized(tmp_path / "missing"),
+    ):
+        with pytest.raises(sona.CheckpointError):
+            missing()
+    assert m.lora_B.tobytes() == before
+    assert default_lr(1024, two_tier=1) == pytest.approx(6e-4)  # type: ignore[arg-type]
+    _y, token = m.forward(np.ones(8), explore=True)
+    m.reward(np.int64(token), np.float32(0.5))  # numpy scalars are ints and reals
+
+
+def test_file_readers_take_settings_but_not_what_the_file_fixes(tmp_path: Path) -> None:
+    m = trained(12, rank=3, seed=7)
+    m.save_peft(tmp_path / "ad", module=Q)
+    fresh = BaseLoRA.from_peft(tmp_path / "ad", lr=0.25, seed=4)
+    assert fresh.config["lr"] == 0.25 and fresh.config["seed"] == 4
+    assert fresh.module == Q and fresh.lora_B.tobytes() == m.lora_B.tobytes()
+    with pytest.raises(sona.ConfigError, match="read from the file"):
+        BaseLoRA.from_peft(tmp_path / "ad", rank=2)
+    m.freeze()
+    m.save_quantized(tmp_path / "q.ckpt", kind="fp16")
+    q = load_quantized(tmp_path / "q.ckpt", lr=0.5)
+    assert type(q) is BaseLoRA and q.frozen and q.config["lr"] == 0.5
+    assert q.quant_kind == "fp16" and q.quant_error is not None and q.quant_error < 1e-3
+    with pytest.raises(sona.ConfigError, match="read from the file"):
+        load_quantized(tmp_path / "q.ckpt", alpha=1.0)

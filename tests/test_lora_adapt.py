@@ -108,7 +108,8 @@ def test_scaled_defaults_come_from_rust_and_refuse_bad_sizes() -> None:
     from sona.errors import ConfigError
     from sona.lora import default_max_norm, feedback_budget, scaled_defaults
 
-    assert scaled_defaults(768) == _sona.lora_scaled_defaults(768)
+    assert scaled_defaults is _sona.scaled_defaults  # the binding's own function
+    assert scaled_defaults(768) == _sona.scaled_defaults(768)
     assert feedback_budget(256, 2) == 3072 and feedback_budget(1024, 4) == 24_576
     assert feedback_budget(1024) == scaled_defaults(1024)["feedbacks_per_direction"] == 6144
     assert feedback_budget(512, 0) == 0
@@ -121,7 +122,7 @@ def test_scaled_defaults_come_from_rust_and_refuse_bad_sizes() -> None:
             feedback_budget(256, bad_dir)  # type: ignore[arg-type]
     for bad in (0, -5, 1 << 40):
         with pytest.raises(ConfigError):
-            _sona.lora_scaled_defaults(bad)
+            _sona.scaled_defaults(bad)
 
 
 def test_grid_budget_follows_the_library_and_is_reported() -> None:

@@ -170,3 +170,26 @@ fn not_an_integer(obj: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
             || obj.is_instance(&numpy_kinds(obj.py())?.get_item(0)?)?);
     Ok((!integer).then(|| format!("expected an integer, got {} {}", kind_name(obj), shown(obj))))
 }
+
+/// A name or choice: a `str`; anything else raises `ConfigError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Text(pub String);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Text {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (py, obj) = (obj.py(), obj.to_owned());
+        match obj.cast::<pyo3::types::PyString>() {
+            Ok(s) => Ok(Text(s.to_str()?.to_owned())),
+            Err(_) => Err(to_pyerr(
+                py,
+                SonaError::Config(format!(
+                    "expected a str, got {} {}",
+                    kind_name(&obj),
+                    shown(&obj)
+                )),
+            )),
+        }
+    }
+}
