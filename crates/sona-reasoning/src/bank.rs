@@ -7,6 +7,7 @@
 //! blocking the request path. Locks are always taken in the order `store` → `state`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
@@ -109,6 +110,8 @@ pub struct ReasoningBank {
     pub(crate) state: RwLock<PatternState>,
     /// Serialises extractions (each consumes the buffer it snapshotted).
     extract_lock: Mutex<()>,
+    /// See [`centroid_epoch`](Self::centroid_epoch).
+    centroid_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for ReasoningBank {
@@ -202,7 +205,7 @@ impl ReasoningBank {
             completed: 0,
         };
         let state = PatternState {
-            nodes: HashMap::new(),
+            nodes: Default::default(),
             index,
             graph: MemoryGraph::new(cfg.graph),
             levels: Vec::new(),
@@ -218,7 +221,24 @@ impl ReasoningBank {
             store: Mutex::new(store),
             state: RwLock::new(state),
             extract_lock: Mutex::new(()),
+            centroid_epoch: AtomicU64::new(0),
         }
+    }
+
+    /// A counter that moves whenever a level-0 centroid may change or a pattern enters or leaves
+    /// the table (extraction, import, eviction, consolidation, pruning): it is bumped under the
+    /// write lock *before* the change. So if a caller reads it before reading some centroids
+    /// (e.g. [`visit_patterns`](Self::visit_patterns)) and reads the same value later, those
+    /// patterns are all still present with the centroids it read: the engine's `feedback` uses
+    /// this to reuse what `process` computed from them instead of reading them again. Arm
+    /// statistics and graph edges do not move it.
+    pub fn centroid_epoch(&self) -> u64 {
+        self.centroid_epoch.load(Ordering::Acquire)
+    }
+
+    /// Called with the write lock held, before changing centroids or the set of patterns.
+    pub(crate) fn centroids_changing(&self) {
+        self.centroid_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn config(&self) -> &BankConfig {
@@ -384,6 +404,7 @@ impl ReasoningBank {
             unit("cluster centroid", &c.centroid, self.cfg.dim)?;
         }
         let mut st = self.state.write();
+        self.centroids_changing();
         if let Some(plan) = plan {
             // Changes only the partition, never the ids or vectors; an error changes nothing.
             st.index.apply_retrain(plan)?;

@@ -11,7 +11,7 @@
 //! Retrieval expansion uses personalized PageRank with restart 0.15 computed by the local forward-push
 //! algorithm (Andersen, Chung & Lang 2006), which touches only the neighbourhood of the seeds.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 use sona_core::{validate, Result, SonaError};
@@ -58,7 +58,9 @@ impl GraphConfig {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryGraph {
     pub cfg: GraphConfig,
-    adj: HashMap<u64, HashMap<u64, f32>>,
+    /// Keyed by internal pattern ids (no hash-flooding risk), so a fast hasher: the graph is
+    /// updated under the bank's write lock on every feedback.
+    adj: FxHashMap<u64, FxHashMap<u64, f32>>,
     n_edges: usize,
 }
 
@@ -69,7 +71,7 @@ impl MemoryGraph {
     pub fn new(cfg: GraphConfig) -> Self {
         MemoryGraph {
             cfg,
-            adj: HashMap::new(),
+            adj: FxHashMap::default(),
             n_edges: 0,
         }
     }
@@ -237,7 +239,7 @@ impl MemoryGraph {
     pub fn heap_bytes(&self) -> usize {
         let buckets = |cap: usize| cap + cap / 7 + 1;
         let outer =
-            buckets(self.adj.capacity()) * (std::mem::size_of::<(u64, HashMap<u64, f32>)>() + 1);
+            buckets(self.adj.capacity()) * (std::mem::size_of::<(u64, FxHashMap<u64, f32>)>() + 1);
         outer
             + self
                 .adj
@@ -285,8 +287,8 @@ impl MemoryGraph {
             return Vec::new();
         }
         let degree = |u: u64| -> f64 { self.neighbors(u).map(|(_, w)| w as f64).sum() };
-        let mut p: HashMap<u64, f64> = HashMap::new();
-        let mut r: HashMap<u64, f64> = HashMap::new();
+        let mut p: FxHashMap<u64, f64> = FxHashMap::default();
+        let mut r: FxHashMap<u64, f64> = FxHashMap::default();
         for &(id, w) in seeds {
             *r.entry(id).or_default() += w.max(0.0) / total;
         }
