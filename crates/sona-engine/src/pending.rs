@@ -7,10 +7,11 @@
 //! when stale entries outnumber live ones. (A `dashmap` was measured against this; see
 //! docs/decisions.md.)
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 
 /// Sentinel id of an empty recall slot.
 pub const MISSING: u64 = u64::MAX;
@@ -60,7 +61,8 @@ const SHARDS: usize = 16;
 
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<u64, PendingEntry>,
+    /// Ids are the engine's own counter (a caller's unknown id is only looked up), so a fast hasher.
+    map: FxHashMap<u64, PendingEntry>,
     order: VecDeque<(u64, u64)>,
 }
 

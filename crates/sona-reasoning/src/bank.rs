@@ -139,13 +139,41 @@ pub(crate) fn check_arg(what: &str, x: f64, lo: f64, hi: f64) -> Result<()> {
 pub(crate) fn unit(what: &str, v: &[f32], dim: usize) -> Result<Vec<f32>> {
     validate::check_vec(what, v, dim)?;
     let mut u = v.to_vec();
-    let n = kernels::normalize(&mut u);
+    normalize_nonzero(what, &mut u)?;
+    Ok(u)
+}
+
+/// Normalises `u` in place; a zero (or unnormalisable) vector is `InvalidInput`.
+fn normalize_nonzero(what: &str, u: &mut [f32]) -> Result<()> {
+    let n = kernels::normalize(u);
     if !(n > 0.0 && n.is_finite()) {
         return Err(SonaError::invalid(format!(
             "{what} must be a non-zero finite vector"
         )));
     }
-    Ok(u)
+    Ok(())
+}
+
+thread_local! {
+    /// [`unit`]'s buffer for callers that only read the result (no allocation per call).
+    static UNIT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`unit`] into a per-thread buffer, handed to `f` (which must not call it again).
+pub(crate) fn with_unit<T>(
+    what: &str,
+    v: &[f32],
+    dim: usize,
+    f: impl FnOnce(&[f32]) -> Result<T>,
+) -> Result<T> {
+    validate::check_vec(what, v, dim)?;
+    UNIT.with(|cell| {
+        let mut u = cell.borrow_mut();
+        u.clear();
+        u.extend_from_slice(v);
+        normalize_nonzero(what, &mut u)?;
+        f(&u)
+    })
 }
 
 /// One change of an extraction's merge phase, kept so a failure can restore the state before it.
@@ -281,17 +309,18 @@ impl ReasoningBank {
         source: RewardSource,
         ts_ms: Option<u64>,
     ) -> Result<u64> {
-        let u = unit("embedding", embedding, self.cfg.dim)?;
-        if let Some(r) = reward {
-            validate::check_reward(r)?;
-        }
-        if let Some(t) = tier {
-            self.check_tier(t)?;
-        }
-        let ts = ts_ms.unwrap_or_else(now_ms);
-        self.store
-            .lock()
-            .add(&u, reward, tier.unwrap_or(NO_TIER), source, ts)
+        with_unit("embedding", embedding, self.cfg.dim, |u| {
+            if let Some(r) = reward {
+                validate::check_reward(r)?;
+            }
+            if let Some(t) = tier {
+                self.check_tier(t)?;
+            }
+            let ts = ts_ms.unwrap_or_else(now_ms);
+            self.store
+                .lock()
+                .add(u, reward, tier.unwrap_or(NO_TIER), source, ts)
+        })
     }
 
     /// Records a full design §2 trajectory: its adapted embedding (the query when `adapted` is empty),
@@ -340,7 +369,13 @@ impl ReasoningBank {
         let batch = self.take_new();
         let (clusters, mut report) = self.cluster(&batch);
         match self.apply(clusters, &mut report) {
-            Ok(()) => Ok(report),
+            Ok(()) => {
+                // The batch's memory becomes the ring's again: rows written by later completions
+                // land on pages already touched, rather than on fresh pages faulted in one by
+                // one on the request path (each feedback writes a row).
+                self.store.lock().ring.recycle(batch);
+                Ok(report)
+            }
             Err(e) => {
                 // `apply` left the patterns as they were: the batch goes back for the next try.
                 self.store.lock().ring.put_back(batch);
