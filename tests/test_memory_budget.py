@@ -116,10 +116,9 @@ def test_a_budget_the_engine_cannot_fit_is_a_config_error() -> None:
 def test_the_default_budget_keeps_the_configured_capacities() -> None:
     e = _sona.Engine(json.dumps({"dim": 256, "learning_mode": "instant_only"}))
     b = e.stats()["memory"]["bounds"]
-    assert (b["pending_capacity"], b["replay_capacity"], b["bank_buffer_capacity"]) == (
-        100_000,
-        10_000,
-        100_000,
-    )
+    assert (b["replay_capacity"], b["bank_buffer_capacity"]) == (10_000, 100_000)
+    # A pending decision also keeps the router projections feedback reuses (1.57 KB in all at
+    # d = 256), so the pending share binds just below the configured 100k.
+    assert 95_000 <= b["pending_capacity"] < 100_000
     assert b["budget_bytes"] == 512_000_000
     e.close()

@@ -1,6 +1,9 @@
 //! Profiling driver for the request path (no Python in the way):
 //! `cargo run --release -p sona-engine --example hot_path -- D MODE N`
-//! with MODE `process`, `feedback` or `batch`; 10k imported patterns around 64 centres.
+//! with MODE `process`, `feedback`, `steady` or `batch`; 10k imported patterns around 64 centres.
+//! `feedback` times N decisions, then their N rewards, on a fresh engine (its extraction ring
+//! grows into fresh memory all along); `steady` does the same in rounds of 500 with an untimed
+//! pattern extraction after each (what loop B does every `loop_b_every` = 500 feedbacks).
 
 use std::time::Instant;
 
@@ -26,6 +29,30 @@ fn main() {
             for c in xs.chunks(4096 * d) {
                 e.process_batch(c, c.len() / d).expect("batch");
             }
+        }
+        "steady" => {
+            let (mut tp, mut tf) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for round in xs.chunks(500 * d) {
+                let mut ids = Vec::with_capacity(500);
+                for x in round.chunks_exact(d) {
+                    let t = Instant::now();
+                    ids.push(e.process(x).expect("process").trajectory_id);
+                    tp.push(t.elapsed().as_nanos() as u64);
+                }
+                for id in ids {
+                    let t = Instant::now();
+                    e.feedback(id, 1.0, FeedbackSource::Explicit)
+                        .expect("feedback");
+                    tf.push(t.elapsed().as_nanos() as u64);
+                }
+                e.bank().extract_patterns().expect("extract");
+            }
+            println!("process: p50 {:.2} us", p50(&mut tp));
+            println!(
+                "feedback: p50 {:.2} us p10 {:.2}",
+                p50(&mut tf),
+                tf[tf.len() / 10] as f64 / 1e3
+            );
         }
         _ => {
             let mut ids = Vec::with_capacity(n);

@@ -178,6 +178,7 @@ impl Inner {
             tier: t.tier,
             propensity: t.propensity,
             ts_ms,
+            projected: None,
         }
     }
 

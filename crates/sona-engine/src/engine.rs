@@ -34,11 +34,11 @@ use crate::latency::OpLatency;
 use crate::loop_b::{Learner, LearningResult};
 use crate::metrics::Metrics;
 use crate::model::Model;
-use crate::pending::{Missing, Pending, PendingEntry, MISSING};
+use crate::pending::{Missing, Pending, PendingEntry, Projected, MISSING};
 use crate::policy;
 use crate::replay::{Replay, ReplayItem};
 use crate::router::backward::{backward, Scratch as BwScratch};
-use crate::router::{features, forward, Cache, Layout};
+use crate::router::{features, forward, forward_projected, Cache, Layout};
 
 /// Where a reward came from (design §1): the three outside sources plus `Error`, a failed backend call
 /// reported by the caller as reward 0.
@@ -162,6 +162,11 @@ pub(crate) struct Inner {
     pub latency: OpLatency,
     /// Per-tenant micro-LoRAs ([`crate::tenants`]).
     pub tenants: crate::tenants::Tenants,
+    /// Whether `feedback` reuses `process`'s projections when valid (off only in tests that
+    /// compare both paths).
+    pub reuse_projections: bool,
+    /// Feedbacks that reused `process`'s projections (the rest recomputed them).
+    pub projections_reused: AtomicU64,
 }
 
 /// The gradient `g` w.r.t. a unit vector `û = a/‖a‖`, taken back through the normalisation:
@@ -305,6 +310,8 @@ impl Inner {
             patterns_evicted: AtomicU64::new(0),
             latency: OpLatency::default(),
             tenants: Default::default(),
+            reuse_projections: true,
+            projections_reused: AtomicU64::new(0),
             cfg,
         })
     }
@@ -422,6 +429,8 @@ impl Inner {
             sc.adapted.resize(d, 0.0);
             model.adapt(x, &mut sc.adapted);
             Self::normalize(&sc.adapted, &mut sc.unit)?;
+            // Read before the recall: see `ReasoningBank::centroid_epoch`.
+            let epoch = self.bank.centroid_epoch();
             let (found, cents) = (&mut sc.found, &mut sc.cents);
             let (ids, data) = self.recall_slots(x, &sc.unit, found, cents, &mut sc.feats)?;
             let lookup = |id: u64| -> Option<&[f32]> {
@@ -454,6 +463,12 @@ impl Inner {
                 policy::draw(self.cfg.seed, id),
             );
             let now = now_ms();
+            // Tenant feedback recomputes through its own path; only loop A reuses these.
+            let projected = view.is_none().then(|| Projected {
+                rows: sc.cache.p[self.layout.rank_w..].into(),
+                router: Arc::downgrade(&model.router),
+                epoch,
+            });
             if view.is_none() {
                 self.durable
                     .log_trajectory(d, id, now, c.tier, c.propensity, &data, &ids)?;
@@ -466,6 +481,7 @@ impl Inner {
                     tier: c.tier as u8,
                     propensity: c.propensity,
                     ts_ms: now,
+                    projected,
                 },
                 now,
             );
@@ -495,6 +511,18 @@ impl Inner {
             .enumerate()
             .map(|(i, r)| (r.id, Arc::from(&cents[i * d..(i + 1) * d])))
             .collect()
+    }
+
+    /// The present ids among `ids` and their centroids (`d` each) as they are now.
+    fn visit_centroids(&self, ids: &[u64], found: &mut Vec<u64>, cents: &mut Vec<f32>) {
+        found.clear();
+        cents.clear();
+        self.bank.visit_patterns(ids, |id, _, c| {
+            if id != MISSING {
+                found.push(id);
+                cents.extend_from_slice(c);
+            }
+        });
     }
 
     /// Loss weight of a logged decision: 1, or `min(1/p, clip)` with importance weighting on.
@@ -527,22 +555,37 @@ impl Inner {
         let stats = &entry.data[d..];
         let wgt = self.weight(entry.propensity);
         with_scratch(|sc| -> Result<()> {
-            // The recalled patterns still present, with their centroids as they are now.
+            // The recalled patterns still present, with their centroids as they are now. While the
+            // bank's centroids and the router are those `process` used, its projections of the
+            // recall rows are exactly what the forward below would recompute from the centroids:
+            // then the (cold, k × d) centroids are not read at all.
+            let epoch = self.bank.centroid_epoch();
+            let reusable = self.reuse_projections
+                && entry.projected.as_ref().is_some_and(|p| p.epoch == epoch);
             let (found, cents) = (&mut sc.found, &mut sc.cents);
             found.clear();
             cents.clear();
-            self.bank.visit_patterns(&entry.ids, |id, _, c| {
-                if id != MISSING {
-                    found.push(id);
-                    cents.extend_from_slice(c);
-                }
-            });
+            if reusable {
+                // Same epoch: every recalled id is still present (see `centroid_epoch`).
+                found.extend(entry.ids.iter().copied().filter(|&id| id != MISSING));
+            } else {
+                self.visit_centroids(&entry.ids, found, cents);
+            }
+            let mut wr = self.writer.lock();
+            let model = self.model.load_full();
+            let projected = entry
+                .projected
+                .as_ref()
+                .filter(|_| reusable)
+                .and_then(|p| p.valid_for(&model.router, epoch));
+            if reusable && projected.is_none() {
+                // Loop B published a new router since `process`: recompute from the centroids.
+                self.visit_centroids(&entry.ids, found, cents);
+            }
             let lookup = |id: u64| -> Option<&[f32]> {
                 let j = found.iter().position(|&f| f == id)?;
                 Some(&cents[j * d..(j + 1) * d])
             };
-            let mut wr = self.writer.lock();
-            let model = self.model.load_full();
             sc.adapted.resize(d, 0.0);
             model.adapt(x, &mut sc.adapted);
             let mut unit = std::mem::take(&mut sc.unit);
@@ -555,15 +598,34 @@ impl Inner {
                     return Err(e);
                 }
             };
-            self.build_seq(&unit, &entry.ids, stats, &lookup, &mut sc.seq);
             let head = model.head_view();
-            forward(
-                &self.layout,
-                &model.router,
-                Some(head),
-                &sc.seq,
-                &mut sc.cache,
-            );
+            match projected {
+                Some(rows) => {
+                    self.projections_reused.fetch_add(1, Relaxed);
+                    // Step 0 alone: the unit query and a zero statistics block.
+                    sc.seq.clear();
+                    sc.seq.resize(self.layout.input, 0.0);
+                    sc.seq[..d].copy_from_slice(&unit);
+                    forward_projected(
+                        &self.layout,
+                        &model.router,
+                        Some(head),
+                        &sc.seq,
+                        rows,
+                        &mut sc.cache,
+                    );
+                }
+                None => {
+                    self.build_seq(&unit, &entry.ids, stats, &lookup, &mut sc.seq);
+                    forward(
+                        &self.layout,
+                        &model.router,
+                        Some(head),
+                        &sc.seq,
+                        &mut sc.cache,
+                    );
+                }
+            }
             let pred = sc.cache.out[t];
             let loss = wgt as f64
                 * crate::router::bce_from_logit(sc.cache.logits[t] as f64, reward as f64);
@@ -723,6 +785,7 @@ impl Inner {
             "over_budget": memory["over_budget"],
             "patterns_evicted": self.patterns_evicted.load(Relaxed),
             "memory": memory,
+            "feedback_projections_reused": self.projections_reused.load(Relaxed),
             "tenant_adapters": self.tenants.len(),
             "tenant_feedbacks": self.tenants.feedbacks.load(Relaxed),
             "tenants_evicted": self.tenants.evicted.load(Relaxed),
@@ -1005,3 +1068,6 @@ fn background_thread(inner: Arc<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,10 +7,11 @@
 //! when stale entries outnumber live ones. (A `dashmap` was measured against this; see
 //! docs/decisions.md.)
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
 
 /// Sentinel id of an empty recall slot.
 pub const MISSING: u64 = u64::MAX;
@@ -25,13 +26,43 @@ pub struct PendingEntry {
     pub tier: u8,
     pub propensity: f32,
     pub ts_ms: u64,
+    /// What `process` computed from the recalled centroids, for `feedback` to reuse (absent for
+    /// entries restored from a checkpoint or the log).
+    pub projected: Option<Projected>,
+}
+
+/// The router's input projections `W₂ x_t` of a decision's recall rows (`k × r_w`), with what
+/// they were computed from: the router weights (by identity: the `Weak` keeps the allocation, so
+/// the address cannot be reused while this lives) and the bank's
+/// [`centroid_epoch`](sona_reasoning::ReasoningBank::centroid_epoch) read before the recall. While
+/// both are unchanged the projections are exactly what `feedback` would recompute from the
+/// centroids, so it skips reading `k` cold `d`-wide centroids (see `Inner::feedback`).
+#[derive(Debug, Clone)]
+pub struct Projected {
+    pub rows: Box<[f32]>,
+    pub router: std::sync::Weak<Vec<f32>>,
+    pub epoch: u64,
+}
+
+impl Projected {
+    /// Heap bytes beyond the entry: the rows and the `Weak`'s share of a retired router's header.
+    pub fn heap_bytes(&self) -> usize {
+        self.rows.len() * 4 + 16
+    }
+
+    /// The rows, if computed by `router` at bank epoch `epoch`.
+    pub fn valid_for(&self, router: &std::sync::Arc<Vec<f32>>, epoch: u64) -> Option<&[f32]> {
+        (self.epoch == epoch && std::ptr::eq(self.router.as_ptr(), std::sync::Arc::as_ptr(router)))
+            .then_some(&self.rows[..])
+    }
 }
 
 const SHARDS: usize = 16;
 
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<u64, PendingEntry>,
+    /// Ids are the engine's own counter (a caller's unknown id is only looked up), so a fast hasher.
+    map: FxHashMap<u64, PendingEntry>,
     order: VecDeque<(u64, u64)>,
 }
 
@@ -175,7 +206,12 @@ impl Pending {
                 let s = m.lock();
                 s.map
                     .values()
-                    .map(|e| e.data.len() * 4 + e.ids.len() * 8 + 64)
+                    .map(|e| {
+                        e.data.len() * 4
+                            + e.ids.len() * 8
+                            + 64
+                            + e.projected.as_ref().map_or(0, Projected::heap_bytes)
+                    })
                     .sum::<usize>()
                     + s.order.capacity() * 16
             })
@@ -194,6 +230,7 @@ mod tests {
             tier: 0,
             propensity: 1.0,
             ts_ms: ts,
+            projected: None,
         }
     }
 

@@ -152,6 +152,7 @@ fn get_pending(ck: &Checkpoint, inner: &Inner, next_id: u64) -> Result<Vec<(u64,
                 tier: tier as u8,
                 propensity: prop,
                 ts_ms: ts,
+                projected: None,
             },
         ));
     }

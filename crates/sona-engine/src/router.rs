@@ -265,11 +265,42 @@ pub fn forward<T: Real>(
     seq: &[T],
     cache: &mut Cache<T>,
 ) {
+    debug_assert_eq!(seq.len() % l.input, 0);
+    forward_from(l, theta, micro, seq, &[], cache)
+}
+
+/// [`forward`] over `[x₀, x₁ … x_k]` given only the first row `x0` (`D` values) and the input
+/// projections `W₂ x_t` of the others (`k × r_w`, as a forward with the same `W₂` left in
+/// [`Cache::p`]`[r_w..]`): the same arithmetic, without reading `x₁ … x_k` again. Loop A's feedback
+/// uses it, since its backward needs no row but `x₀` (it skips the parameter gradients).
+pub fn forward_projected<T: Real>(
+    l: &Layout,
+    theta: &[T],
+    micro: Option<HeadMicro<'_, T>>,
+    x0: &[T],
+    projected: &[T],
+    cache: &mut Cache<T>,
+) {
+    debug_assert_eq!(x0.len(), l.input);
+    debug_assert_eq!(projected.len() % l.rank_w, 0);
+    forward_from(l, theta, micro, x0, projected, cache)
+}
+
+/// The forward pass over `seq`'s rows, then one step per `r_w`-wide row of `projected` (rows
+/// whose `W₂ x_t` is given).
+fn forward_from<T: Real>(
+    l: &Layout,
+    theta: &[T],
+    micro: Option<HeadMicro<'_, T>>,
+    seq: &[T],
+    projected: &[T],
+    cache: &mut Cache<T>,
+) {
     let o = l.offsets();
     let (hd, d, rw, ru) = (l.hidden, l.input, l.rank_w, l.rank_u);
     debug_assert_eq!(theta.len(), o.total);
-    debug_assert_eq!(seq.len() % d, 0);
-    let steps = seq.len() / d;
+    let given = seq.len() / d;
+    let steps = given + projected.len() / rw;
     cache.size(l, steps);
     cache.h[..hd].fill(T::ZERO);
     let zeta = theta[o.zeta].sigmoid();
@@ -279,12 +310,15 @@ pub fn forward<T: Real>(
     let (bz, bh) = (&theta[o.bz..o.bh], &theta[o.bh..o.zeta]);
     let mut pre = std::mem::take(&mut cache.pre);
     for t in 0..steps {
-        let x = &seq[t * d..(t + 1) * d];
         let (hs, rest) = cache.h.split_at_mut((t + 1) * hd);
         let hprev = &hs[t * hd..];
         let hnext = &mut rest[..hd];
         let p = &mut cache.p[t * rw..(t + 1) * rw];
-        T::matvec(w2, rw, d, x, p);
+        if t < given {
+            T::matvec(w2, rw, d, &seq[t * d..(t + 1) * d], p);
+        } else {
+            p.copy_from_slice(&projected[(t - given) * rw..(t - given + 1) * rw]);
+        }
         let q = &mut cache.q[t * ru..(t + 1) * ru];
         T::matvec(u2, ru, hd, hprev, q);
         let (a, b) = pre.split_at_mut(hd);

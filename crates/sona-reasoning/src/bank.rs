@@ -7,6 +7,7 @@
 //! blocking the request path. Locks are always taken in the order `store` → `state`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
@@ -109,6 +110,8 @@ pub struct ReasoningBank {
     pub(crate) state: RwLock<PatternState>,
     /// Serialises extractions (each consumes the buffer it snapshotted).
     extract_lock: Mutex<()>,
+    /// See [`centroid_epoch`](Self::centroid_epoch).
+    centroid_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for ReasoningBank {
@@ -136,13 +139,41 @@ pub(crate) fn check_arg(what: &str, x: f64, lo: f64, hi: f64) -> Result<()> {
 pub(crate) fn unit(what: &str, v: &[f32], dim: usize) -> Result<Vec<f32>> {
     validate::check_vec(what, v, dim)?;
     let mut u = v.to_vec();
-    let n = kernels::normalize(&mut u);
+    normalize_nonzero(what, &mut u)?;
+    Ok(u)
+}
+
+/// Normalises `u` in place; a zero (or unnormalisable) vector is `InvalidInput`.
+fn normalize_nonzero(what: &str, u: &mut [f32]) -> Result<()> {
+    let n = kernels::normalize(u);
     if !(n > 0.0 && n.is_finite()) {
         return Err(SonaError::invalid(format!(
             "{what} must be a non-zero finite vector"
         )));
     }
-    Ok(u)
+    Ok(())
+}
+
+thread_local! {
+    /// [`unit`]'s buffer for callers that only read the result (no allocation per call).
+    static UNIT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`unit`] into a per-thread buffer, handed to `f` (which must not call it again).
+pub(crate) fn with_unit<T>(
+    what: &str,
+    v: &[f32],
+    dim: usize,
+    f: impl FnOnce(&[f32]) -> Result<T>,
+) -> Result<T> {
+    validate::check_vec(what, v, dim)?;
+    UNIT.with(|cell| {
+        let mut u = cell.borrow_mut();
+        u.clear();
+        u.extend_from_slice(v);
+        normalize_nonzero(what, &mut u)?;
+        f(&u)
+    })
 }
 
 /// One change of an extraction's merge phase, kept so a failure can restore the state before it.
@@ -202,7 +233,7 @@ impl ReasoningBank {
             completed: 0,
         };
         let state = PatternState {
-            nodes: HashMap::new(),
+            nodes: Default::default(),
             index,
             graph: MemoryGraph::new(cfg.graph),
             levels: Vec::new(),
@@ -218,7 +249,24 @@ impl ReasoningBank {
             store: Mutex::new(store),
             state: RwLock::new(state),
             extract_lock: Mutex::new(()),
+            centroid_epoch: AtomicU64::new(0),
         }
+    }
+
+    /// A counter that moves whenever a level-0 centroid may change or a pattern enters or leaves
+    /// the table (extraction, import, eviction, consolidation, pruning): it is bumped under the
+    /// write lock *before* the change. So if a caller reads it before reading some centroids
+    /// (e.g. [`visit_patterns`](Self::visit_patterns)) and reads the same value later, those
+    /// patterns are all still present with the centroids it read: the engine's `feedback` uses
+    /// this to reuse what `process` computed from them instead of reading them again. Arm
+    /// statistics and graph edges do not move it.
+    pub fn centroid_epoch(&self) -> u64 {
+        self.centroid_epoch.load(Ordering::Acquire)
+    }
+
+    /// Called with the write lock held, before changing centroids or the set of patterns.
+    pub(crate) fn centroids_changing(&self) {
+        self.centroid_epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn config(&self) -> &BankConfig {
@@ -261,17 +309,18 @@ impl ReasoningBank {
         source: RewardSource,
         ts_ms: Option<u64>,
     ) -> Result<u64> {
-        let u = unit("embedding", embedding, self.cfg.dim)?;
-        if let Some(r) = reward {
-            validate::check_reward(r)?;
-        }
-        if let Some(t) = tier {
-            self.check_tier(t)?;
-        }
-        let ts = ts_ms.unwrap_or_else(now_ms);
-        self.store
-            .lock()
-            .add(&u, reward, tier.unwrap_or(NO_TIER), source, ts)
+        with_unit("embedding", embedding, self.cfg.dim, |u| {
+            if let Some(r) = reward {
+                validate::check_reward(r)?;
+            }
+            if let Some(t) = tier {
+                self.check_tier(t)?;
+            }
+            let ts = ts_ms.unwrap_or_else(now_ms);
+            self.store
+                .lock()
+                .add(u, reward, tier.unwrap_or(NO_TIER), source, ts)
+        })
     }
 
     /// Records a full design §2 trajectory: its adapted embedding (the query when `adapted` is empty),
@@ -320,7 +369,13 @@ impl ReasoningBank {
         let batch = self.take_new();
         let (clusters, mut report) = self.cluster(&batch);
         match self.apply(clusters, &mut report) {
-            Ok(()) => Ok(report),
+            Ok(()) => {
+                // The batch's memory becomes the ring's again: rows written by later completions
+                // land on pages already touched, rather than on fresh pages faulted in one by
+                // one on the request path (each feedback writes a row).
+                self.store.lock().ring.recycle(batch);
+                Ok(report)
+            }
             Err(e) => {
                 // `apply` left the patterns as they were: the batch goes back for the next try.
                 self.store.lock().ring.put_back(batch);
@@ -384,6 +439,7 @@ impl ReasoningBank {
             unit("cluster centroid", &c.centroid, self.cfg.dim)?;
         }
         let mut st = self.state.write();
+        self.centroids_changing();
         if let Some(plan) = plan {
             // Changes only the partition, never the ids or vectors; an error changes nothing.
             st.index.apply_retrain(plan)?;

@@ -71,6 +71,24 @@ impl RingBuffer {
         out
     }
 
+    /// Takes back the allocation of a batch returned by [`take`](Self::take) and consumed (its rows
+    /// are dropped), when it is larger than the ring's own; the rows that arrived since the
+    /// `take` are kept, in order.
+    pub fn recycle(&mut self, mut batch: TrajectorySlab) {
+        if batch.dim != self.slab.dim || batch.data.capacity() <= self.slab.data.capacity() {
+            return;
+        }
+        let newer = self.take();
+        let dropped = self.dropped;
+        batch.data.clear();
+        batch.meta.clear();
+        self.slab = batch;
+        for i in 0..newer.len() {
+            self.push(newer.meta[i], newer.row(i));
+        }
+        self.dropped = dropped;
+    }
+
     /// A copy of the contents, oldest first (for checkpoints).
     /// Puts back a batch taken by [`take`](Self::take) (an extraction that failed), before the
     /// trajectories that arrived since; beyond the capacity the oldest are dropped and counted, as
@@ -410,6 +428,41 @@ mod tests {
         assert!(r.is_empty());
         r.push(meta(9), &[9.0, 0.0]);
         assert_eq!(r.take().meta[0].id, 9);
+    }
+
+    /// A consumed batch's allocation goes back to the ring; rows that arrived (and wrapped)
+    /// since the take stay, in order, and a smaller batch is left alone.
+    #[test]
+    fn recycle_keeps_the_larger_allocation_and_the_newer_rows() {
+        let mut r = RingBuffer::new(2, 3);
+        for i in 0..3u64 {
+            r.push(meta(i), &[i as f32, 0.0]);
+        }
+        let batch = r.take();
+        let cap = batch.data.capacity();
+        for i in 10..14u64 {
+            r.push(meta(i), &[i as f32, 1.0]);
+        }
+        assert_eq!(r.dropped(), 1);
+        r.recycle(batch);
+        assert!(r.slab.data.capacity() >= cap);
+        assert_eq!(r.dropped(), 1);
+        let snap = r.snapshot();
+        assert_eq!(
+            snap.meta.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![11, 12, 13]
+        );
+        assert_eq!(snap.row(2), &[13.0, 1.0]);
+        // Pushing after the recycle wraps as usual.
+        r.push(meta(20), &[20.0, 2.0]);
+        assert_eq!(
+            r.snapshot().meta.iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![12, 13, 20]
+        );
+        let before = r.slab.data.capacity();
+        r.recycle(TrajectorySlab::new(2));
+        assert_eq!(r.slab.data.capacity(), before);
+        assert_eq!(r.len(), 3);
     }
 
     #[test]

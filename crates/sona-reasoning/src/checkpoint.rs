@@ -6,7 +6,7 @@
 //! The vector index is not stored: it is rebuilt from the centroids on load, which keeps the file
 //! independent of the index implementation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -316,7 +316,8 @@ impl ReasoningBank {
         get_stats(ck, "patterns", &mut recs)?;
         let cents = ck.get_f32_shaped("patterns.centroids", &[recs.len(), d])?;
         let rows = unit_rows("patterns.centroids", &cents, recs.len(), d).map_err(to_ckpt_err)?;
-        let mut nodes = HashMap::with_capacity(recs.len());
+        let mut nodes =
+            crate::node::IdMap::with_capacity_and_hasher(recs.len(), Default::default());
         for (rec, row) in recs.into_iter().zip(rows) {
             let id = rec.id;
             if id >= c.next_pattern_id || nodes.contains_key(&id) {

@@ -228,6 +228,7 @@ impl ReasoningBank {
         let d = self.cfg.dim;
         let rows = unit_rows("centroids", centroids, records.len(), d)?;
         let mut st = self.state.write();
+        self.centroids_changing();
         let mut seen = HashSet::new();
         let level_ids: HashSet<u64> = st
             .levels

@@ -11,7 +11,7 @@
 //! Retrieval expansion uses personalized PageRank with restart 0.15 computed by the local forward-push
 //! algorithm (Andersen, Chung & Lang 2006), which touches only the neighbourhood of the seeds.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use serde::{Deserialize, Serialize};
 use sona_core::{validate, Result, SonaError};
@@ -58,18 +58,32 @@ impl GraphConfig {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MemoryGraph {
     pub cfg: GraphConfig,
-    adj: HashMap<u64, HashMap<u64, f32>>,
+    /// Keyed by internal pattern ids (no hash-flooding risk), so a fast hasher: the graph is
+    /// updated under the bank's write lock on every feedback.
+    adj: FxHashMap<u64, FxHashMap<u64, f32>>,
     n_edges: usize,
 }
 
 /// Most ids from one `observe` call that take part in pair updates (keeps it O(32²)).
 const MAX_OBSERVED: usize = 32;
 
+/// Removes repeats from sorted `ids` in place; returns the distinct prefix.
+fn dedup_sorted(ids: &mut [u64]) -> &[u64] {
+    let mut k = 0;
+    for i in 0..ids.len() {
+        if k == 0 || ids[i] != ids[k - 1] {
+            ids[k] = ids[i];
+            k += 1;
+        }
+    }
+    &ids[..k]
+}
+
 impl MemoryGraph {
     pub fn new(cfg: GraphConfig) -> Self {
         MemoryGraph {
             cfg,
-            adj: HashMap::new(),
+            adj: FxHashMap::default(),
             n_edges: 0,
         }
     }
@@ -190,23 +204,57 @@ impl MemoryGraph {
 
     /// Loop-A update from one query: which patterns were retrieved and which of them were used.
     pub fn observe(&mut self, retrieved: &[u64], used: &[u64]) {
-        let mut ids: Vec<u64> = used.iter().chain(retrieved).copied().collect();
+        // Every feedback calls this under the bank's write lock: the ids go in a stack buffer
+        // (when they fit), and an existing edge is read and updated through one probe of `a`'s
+        // map plus the mirror write, not a lookup followed by two inserts.
+        let total = used.len() + retrieved.len();
+        let mut buf = [0u64; 2 * MAX_OBSERVED];
+        let mut heap = Vec::new();
+        let ids: &mut [u64] = if total <= buf.len() {
+            for (slot, &id) in buf.iter_mut().zip(used.iter().chain(retrieved)) {
+                *slot = id;
+            }
+            &mut buf[..total]
+        } else {
+            heap.extend(used.iter().chain(retrieved));
+            &mut heap
+        };
         ids.sort_unstable();
-        ids.dedup();
-        ids.truncate(MAX_OBSERVED);
+        let ids = dedup_sorted(ids);
+        let ids = &ids[..ids.len().min(MAX_OBSERVED)];
         let is_used = |x: u64| used.contains(&x);
+        let (eta_plus, eta_minus, w_min) = (self.cfg.eta_plus, self.cfg.eta_minus, self.cfg.w_min);
         for (i, &a) in ids.iter().enumerate() {
             for &b in &ids[i + 1..] {
-                let cur = self.weight(a, b);
-                match (is_used(a), is_used(b), cur) {
-                    (true, true, Some(w)) => {
-                        self.set(a, b, (w * (1.0 + self.cfg.eta_plus)).min(1.0))
+                let (ua, ub) = (is_used(a), is_used(b));
+                let next = match self.adj.get_mut(&a).and_then(|m| m.get_mut(&b)) {
+                    Some(slot) => {
+                        let w = match (ua, ub) {
+                            (true, true) => (*slot * (1.0 + eta_plus)).min(1.0),
+                            (true, false) | (false, true) => *slot * (1.0 - eta_minus),
+                            (false, false) => continue,
+                        };
+                        if w > w_min && w.is_finite() {
+                            *slot = w.min(1.0);
+                            Some(*slot)
+                        } else {
+                            None
+                        }
                     }
-                    (true, true, None) | (false, false, None) => self.set(a, b, self.cfg.w_init),
-                    (true, false, Some(w)) | (false, true, Some(w)) => {
-                        self.set(a, b, w * (1.0 - self.cfg.eta_minus))
+                    None => {
+                        if ua == ub {
+                            self.set(a, b, self.cfg.w_init);
+                        }
+                        continue;
                     }
-                    _ => {}
+                };
+                match next {
+                    Some(w) => {
+                        if let Some(slot) = self.adj.get_mut(&b).and_then(|m| m.get_mut(&a)) {
+                            *slot = w;
+                        }
+                    }
+                    None => self.remove_edge(a, b),
                 }
             }
         }
@@ -237,7 +285,7 @@ impl MemoryGraph {
     pub fn heap_bytes(&self) -> usize {
         let buckets = |cap: usize| cap + cap / 7 + 1;
         let outer =
-            buckets(self.adj.capacity()) * (std::mem::size_of::<(u64, HashMap<u64, f32>)>() + 1);
+            buckets(self.adj.capacity()) * (std::mem::size_of::<(u64, FxHashMap<u64, f32>)>() + 1);
         outer
             + self
                 .adj
@@ -285,8 +333,8 @@ impl MemoryGraph {
             return Vec::new();
         }
         let degree = |u: u64| -> f64 { self.neighbors(u).map(|(_, w)| w as f64).sum() };
-        let mut p: HashMap<u64, f64> = HashMap::new();
-        let mut r: HashMap<u64, f64> = HashMap::new();
+        let mut p: FxHashMap<u64, f64> = FxHashMap::default();
+        let mut r: FxHashMap<u64, f64> = FxHashMap::default();
         for &(id, w) in seeds {
             *r.entry(id).or_default() += w.max(0.0) / total;
         }
@@ -425,5 +473,57 @@ mod tests {
         assert_eq!(g.weight(1, 2), Some(0.9));
         assert!(g.weight(1, 1).is_none() && g.weight(4, 3).is_none());
         assert_eq!(g.edge_count(), g.edges().len());
+    }
+}
+
+#[cfg(test)]
+mod observe_equivalence {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// `observe` as first written: a lookup, then `set` per pair.
+    fn reference(g: &mut MemoryGraph, retrieved: &[u64], used: &[u64]) {
+        let mut ids: Vec<u64> = used.iter().chain(retrieved).copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(MAX_OBSERVED);
+        let is_used = |x: u64| used.contains(&x);
+        for (i, &a) in ids.iter().enumerate() {
+            for &b in &ids[i + 1..] {
+                let cur = g.weight(a, b);
+                match (is_used(a), is_used(b), cur) {
+                    (true, true, Some(w)) => g.set(a, b, (w * (1.0 + g.cfg.eta_plus)).min(1.0)),
+                    (true, true, None) | (false, false, None) => g.set(a, b, g.cfg.w_init),
+                    (true, false, Some(w)) | (false, true, Some(w)) => {
+                        g.set(a, b, w * (1.0 - g.cfg.eta_minus))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        g.enforce_bounds();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The in-place `observe` gives the same graph as the reference, step by step, including
+        /// edges that decay below the floor, bounds enforcement, repeats and > 64 ids.
+        #[test]
+        fn same_graph_as_the_reference(
+            calls in proptest::collection::vec(
+                (proptest::collection::vec(0u64..40, 0..45), proptest::collection::vec(0u64..40, 0..25)),
+                1..30,
+            ),
+            eta_minus in 0.0f32..1.0,
+        ) {
+            let cfg = GraphConfig { eta_minus, max_edges: 150, w_min: 0.02, ..GraphConfig::default() };
+            let (mut fast, mut slow) = (MemoryGraph::new(cfg), MemoryGraph::new(cfg));
+            for (retrieved, used) in &calls {
+                fast.observe(retrieved, used);
+                reference(&mut slow, retrieved, used);
+                prop_assert_eq!(fast.edges(), slow.edges());
+                prop_assert_eq!(fast.edge_count(), slow.edge_count());
+            }
+        }
     }
 }

@@ -80,6 +80,7 @@ impl ReasoningBank {
         if total <= max_bytes {
             return Ok(Vec::new());
         }
+        self.centroids_changing();
         let target = max_bytes / 10 * 9;
         let mut ranked: Vec<(f64, u64, u64, usize)> = st
             .nodes
@@ -112,6 +113,7 @@ impl ReasoningBank {
     pub fn consolidate(&self, threshold: f32) -> Result<usize> {
         check_arg("threshold", threshold as f64, -1.0, 1.0)?;
         let mut st = self.state.write();
+        self.centroids_changing();
         let mut ids: Vec<u64> = st.nodes.keys().copied().collect();
         ids.sort_unstable();
         let pos: HashMap<u64, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
@@ -197,6 +199,9 @@ impl ReasoningBank {
             .map(|n| n.pattern.id)
             .collect();
         doomed.sort_unstable();
+        if !doomed.is_empty() {
+            self.centroids_changing();
+        }
         for &id in &doomed {
             st.index.remove(id)?;
             st.nodes.remove(&id);

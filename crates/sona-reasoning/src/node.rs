@@ -1,7 +1,6 @@
 //! What the bank's write lock guards: pattern nodes (a pattern plus the statistics that keep merges
 //! exact), the hierarchy's levels, and the pattern state (nodes, index, graph, id counter).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sona_core::types::{ArmStats, Pattern};
@@ -139,9 +138,14 @@ pub struct Level {
     pub index: FlatIndex,
 }
 
+/// A map keyed by pattern id.
+pub(crate) type IdMap<V> = rustc_hash::FxHashMap<u64, V>;
+
 /// Patterns, their index and graph, and the hierarchy: everything under the bank's write lock.
 pub(crate) struct PatternState {
-    pub nodes: HashMap<u64, PatternNode>,
+    /// By id. Ids are issued by the bank (or validated on import), so a fast hasher: every
+    /// `process` and `feedback` looks its recalled patterns up here.
+    pub nodes: IdMap<PatternNode>,
     pub index: Box<dyn VectorIndex>,
     pub graph: MemoryGraph,
     pub levels: Vec<Level>,

@@ -27,7 +27,7 @@ pub struct Scratch<T> {
 }
 
 /// Accumulates (adds) into `grad` (`n_params`, or empty to skip the parameter gradients: loop A
-/// needs only `∂L/∂x_0`) the gradient for the output error `dlogits`; writes
+/// needs only `∂L/∂x_0`, and then `seq` may hold the first row alone) the gradient for the output error `dlogits`; writes
 /// `∂L/∂x_0` (embedding part, `d` values) into `dx0` when given and the head micro gradients into
 /// `mg` (overwritten) when given.
 #[allow(clippy::too_many_arguments)]
@@ -126,10 +126,9 @@ pub fn backward<T: Real>(
         let p = &cache.p[t * rw..(t + 1) * rw];
         let q = &cache.q[t * ru..(t + 1) * ru];
         T::matvec_t(w1, hd, rw, &s.dpre, &mut s.dp);
-        let x = &seq[t * d..(t + 1) * d];
         if want {
             T::outer_add(&mut grad[o.w1..o.w2], &s.dpre, p);
-            T::outer_add(&mut grad[o.w2..o.u1], &s.dp, x);
+            T::outer_add(&mut grad[o.w2..o.u1], &s.dp, &seq[t * d..(t + 1) * d]);
         }
         if t == 0 {
             if let Some(dx) = dx0.as_deref_mut() {

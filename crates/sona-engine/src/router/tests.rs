@@ -256,3 +256,68 @@ fn readout_step_is_a_gradient_step_on_the_chosen_row() {
     assert!(readout_step(&r, &x, 1, 1e38, 1e3).is_none());
     assert!(readout_step(&r, &x, 5, 0.5, 0.1).is_none());
 }
+
+/// `forward_projected` from the first row and the other rows' `W₂ x_t` (as a full forward left
+/// them) is the same computation, bit for bit, and the backward needs only the first row then.
+#[test]
+fn forward_projected_is_forward_bit_for_bit() {
+    let c = case(11);
+    let th: Vec<f32> = c.theta.iter().map(|&x| x as f32).collect();
+    let (a, bt, r): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+        c.a.iter().map(|&x| x as f32).collect(),
+        c.bt.iter().map(|&x| x as f32).collect(),
+        c.r.iter().map(|&x| x as f32).collect(),
+    );
+    let seq: Vec<f32> = c.seq.iter().map(|&x| x as f32).collect();
+    let m = HeadMicro {
+        a: &a,
+        bt: &bt,
+        rank: RANK,
+        scale: SCALE as f32,
+        readout: &r,
+    };
+    let (l, rw) = (c.l, c.l.rank_w);
+    let mut full = Cache::default();
+    forward(&l, &th, Some(m), &seq, &mut full);
+    let rows = full.p[rw..].to_vec();
+    let mut fast = Cache::default();
+    forward_projected(&l, &th, Some(m), &seq[..l.input], &rows, &mut fast);
+    assert_eq!(fast.steps, full.steps);
+    assert_eq!(fast.out, full.out);
+    assert_eq!(fast.logits, full.logits);
+    assert_eq!(fast.h, full.h);
+    let dl = vec![0.3f32, -0.2, 0.1];
+    let (mut dx_full, mut dx_fast) = (vec![0.0f32; l.dim], vec![0.0f32; l.dim]);
+    let mut s = Scratch::default();
+    let no_grad: &mut [f32] = &mut [];
+    backward(
+        &l,
+        &th,
+        Some(m),
+        &seq,
+        &full,
+        &dl,
+        no_grad,
+        Some(&mut dx_full),
+        None,
+        &mut s,
+    );
+    backward(
+        &l,
+        &th,
+        Some(m),
+        &seq[..l.input],
+        &fast,
+        &dl,
+        &mut [],
+        Some(&mut dx_fast),
+        None,
+        &mut s,
+    );
+    assert_eq!(dx_full, dx_fast);
+    // Different rows would give a different answer: the projections are really read.
+    let mut other = rows.clone();
+    other[0] += 1.0;
+    forward_projected(&l, &th, Some(m), &seq[..l.input], &other, &mut fast);
+    assert_ne!(fast.logits, full.logits);
+}

@@ -549,3 +549,55 @@ fn link_adds_only_absent_edges_between_known_patterns() {
     assert_eq!(w(a, b), Some(before[0].2));
     assert_eq!(w(a, c), Some(crate::GraphConfig::default().w_init));
 }
+
+/// `centroid_epoch` moves on every change of centroids or of the pattern set (extraction,
+/// import, eviction, consolidation, pruning), and not on arm statistics or graph updates.
+#[test]
+fn centroid_epoch_moves_exactly_when_centroids_may_change() {
+    let d = 16;
+    let (pts, label) = blobs(400, 4, d, 0.3, 5);
+    let bank = small_bank(d);
+    let e0 = bank.centroid_epoch();
+    feed(&bank, &pts, &label);
+    assert_eq!(
+        bank.centroid_epoch(),
+        e0,
+        "recording trajectories changes no centroid"
+    );
+    bank.extract_patterns().unwrap();
+    let e1 = bank.centroid_epoch();
+    assert!(e1 > e0, "extraction");
+    let ids: Vec<u64> = bank.patterns().iter().map(|p| p.id).collect();
+    assert!(ids.len() >= 2);
+    bank.record_outcome(&ids, 1, 0.9, &ids[..1]).unwrap();
+    bank.record_feedback(ids[0], 2, 0.3).unwrap();
+    bank.record_usage(&ids, &ids[..1]).unwrap();
+    bank.decay_graph();
+    let _ = bank.search(&pts[..d], 2).unwrap();
+    assert_eq!(
+        bank.centroid_epoch(),
+        e1,
+        "statistics, graph and search change no centroid"
+    );
+    // Eviction below the current size, and a no-op one.
+    assert!(bank.evict_patterns(usize::MAX, None).unwrap().is_empty());
+    assert_eq!(bank.centroid_epoch(), e1, "nothing evicted");
+    let gone = bank.evict_patterns(1, None).unwrap();
+    assert!(!gone.is_empty());
+    let e2 = bank.centroid_epoch();
+    assert!(e2 > e1, "eviction");
+    let (recs, cents) = (Vec::new(), Vec::new());
+    bank.import(recs, &cents).unwrap();
+    let e3 = bank.centroid_epoch();
+    assert!(e3 > e2, "import");
+    bank.consolidate(0.99).unwrap();
+    let e4 = bank.centroid_epoch();
+    assert!(e4 > e3, "consolidation");
+    let rule = crate::maintain::PruneRule {
+        min_support: 0,
+        min_reward: 0.0,
+        max_idle_ms: 0,
+    };
+    assert!(bank.prune(rule, None).unwrap().is_empty());
+    assert_eq!(bank.centroid_epoch(), e4, "nothing pruned");
+}
