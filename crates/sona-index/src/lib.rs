@@ -78,6 +78,23 @@ pub trait VectorIndex: Send + Sync {
         filter: Option<IdFilter<'_>>,
     ) -> Result<Vec<(u64, f32)>>;
 
+    /// [`search`](Self::search) for every row of the row-major `queries` (`dim` wide), with the
+    /// same results row by row. All rows are validated before any search, so a bad row (wrong
+    /// width, non-finite, zero) is an error naming it and nothing is searched.
+    fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        filter: Option<IdFilter<'_>>,
+    ) -> Result<Vec<Vec<(u64, f32)>>> {
+        // Validation only: `search` normalises its own copy (normalising twice could move an ulp).
+        unit_rows(queries, self.dim())?;
+        queries
+            .chunks_exact(self.dim())
+            .map(|q| self.search(q, k, filter))
+            .collect()
+    }
+
     /// Inserts `ids.len()` rows of the row-major `vectors` matrix, all or nothing: every row and id is
     /// validated (dimension, finiteness, non-zero, no id already present or repeated in the batch)
     /// before the first insert.
@@ -197,6 +214,33 @@ pub fn first_non_unit_row(rows: &[f32], dim: usize) -> Option<usize> {
         let n = kernels::norm_sq(row);
         !n.is_finite() || (n - 1.0).abs() > 1e-3
     })
+}
+
+/// Validated unit-norm copies of the rows of `queries` (`dim` wide), normalised exactly as
+/// [`unit_vector`] does one row, so a batched search scores the same numbers as a single one.
+pub(crate) fn unit_rows(queries: &[f32], dim: usize) -> Result<Vec<f32>> {
+    if queries.len() % dim != 0 {
+        return Err(SonaError::Dimension {
+            what: "queries".into(),
+            expected: format!("rows of {dim} values"),
+            got: format!("{} values", queries.len()),
+        });
+    }
+    validate::check_finite("queries", queries)?;
+    let mut units = Vec::new();
+    units
+        .try_reserve_exact(queries.len())
+        .map_err(|_| SonaError::invalid("the query batch is too large to copy"))?;
+    units.extend_from_slice(queries);
+    for (i, u) in units.chunks_exact_mut(dim).enumerate() {
+        let n = kernels::normalize(u);
+        if n == 0.0 || !n.is_finite() {
+            return Err(SonaError::invalid(format!(
+                "queries row {i} is the zero vector (or its norm overflows)"
+            )));
+        }
+    }
+    Ok(units)
 }
 
 /// A validated unit-norm copy of `v` (dimension, finiteness, non-zero).
