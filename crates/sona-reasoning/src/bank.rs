@@ -509,6 +509,48 @@ impl ReasoningBank {
         Ok(hits)
     }
 
+    /// [`search`](Self::search) for every row of the row-major `queries` (`dim` wide) under one
+    /// read lock, with the index's batched search: the same hits, row by row. A bad row is an error
+    /// naming it, and nothing is searched or touched.
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(u64, f32)>>> {
+        let d = self.cfg.dim;
+        if queries.len() % d != 0 {
+            return Err(SonaError::Dimension {
+                what: "queries".into(),
+                expected: format!("rows of {d} values"),
+                got: format!("{} values", queries.len()),
+            });
+        }
+        validate::check_finite("queries", queries)?;
+        let mut units = Vec::new();
+        units
+            .try_reserve_exact(queries.len())
+            .map_err(|_| SonaError::invalid("the query batch is too large to copy"))?;
+        units.extend_from_slice(queries);
+        // Normalised as `search` normalises one query (then the index normalises its own copy).
+        for (i, u) in units.chunks_exact_mut(d).enumerate() {
+            let n = kernels::normalize(u);
+            if !(n > 0.0 && n.is_finite()) {
+                return Err(SonaError::invalid(format!(
+                    "queries row {i} must be a non-zero finite vector"
+                )));
+            }
+        }
+        let st = self.state.read();
+        let k = self.check_k(k, st.nodes.len())?;
+        if k == 0 {
+            return Ok(vec![Vec::new(); units.len() / d]);
+        }
+        let hits = st.index.search_batch(&units, k, None)?;
+        let now = now_ms();
+        for (id, _) in hits.iter().flatten() {
+            if let Some(n) = st.nodes.get(id) {
+                n.touch(now);
+            }
+        }
+        Ok(hits)
+    }
+
     /// [`search`](Self::search) plus up to `expand` more patterns reached from the hits through the
     /// memory graph by personalized PageRank (restart 0.15, seeds weighted by similarity).
     pub fn search_expanded(&self, query: &[f32], k: usize, expand: usize) -> Result<Vec<Hit>> {
