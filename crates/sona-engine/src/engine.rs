@@ -172,6 +172,10 @@ pub(crate) fn through_normalize(unit: &[f32], g: &[f32], norm: f32, out: &mut Ve
     out.extend(g.iter().zip(unit).map(|(g, u)| (g - u * proj) / norm));
 }
 
+/// How many rows ahead a batched `process` prefetches the recalled patterns (a row's decision
+/// takes a few µs, about the time the loads need).
+const PREFETCH_ROWS: usize = 2;
+
 /// `f` over rows `0..n`, split in two halves on two threads from 64 rows up (their outputs
 /// concatenated in row order).
 fn in_halves<T: Send>(
@@ -590,11 +594,18 @@ impl Inner {
         let t0 = Instant::now();
         let d = self.cfg.dim;
         let rows = xs.chunks_exact(d).zip(units.chunks_exact(d)).zip(hits);
+        let mut ahead = Vec::with_capacity(self.cfg.k_recall);
         let out = with_scratch(|sc| {
             rows.enumerate()
-                .map(|(r, ((x, unit), hits))| {
+                .map(|(r, ((x, unit), row_hits))| {
+                    // The patterns a few rows ahead are cold in a large bank: start their loads.
+                    if let Some(next) = hits.get(r + PREFETCH_ROWS) {
+                        ahead.clear();
+                        ahead.extend(next.iter().map(|h| h.0));
+                        self.bank.prefetch_patterns(&ahead);
+                    }
                     let id = Some(first_id + r as u64);
-                    self.decide(x, unit, hits, id, model, None, sc)
+                    self.decide(x, unit, row_hits, id, model, None, sc)
                 })
                 .collect::<Result<Vec<_>>>()
         })?;

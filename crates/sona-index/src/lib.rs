@@ -15,7 +15,8 @@
 //!   (kind [`CHECKPOINT_KIND`]) and [`load`].
 //! - [`kmeans`]: seeded spherical k-means (k-means++ seeding, Lloyd or mini-batch), used by IVF and
 //!   by the ReasoningBank's pattern extraction.
-//! - `quant`, `prefetch` (private): the int8/sign-bit codes the scans read, and cache-line prefetch.
+//! - `quant` (private): the int8/sign-bit codes the scans read; [`prefetch_lines`]: the cache-line
+//!   prefetch hint the scans (and the ReasoningBank's batched recall) issue.
 //! - [`synthetic`]: clustered unit vectors and recall@k, shared by tests and benchmarks.
 
 mod any;
@@ -33,6 +34,7 @@ pub use any::{load, AnyIndex, IndexKind};
 pub use flat::FlatIndex;
 pub use hnsw::{HnswIndex, HnswParams};
 pub use ivf::{IvfIndex, IvfParams, RetrainJob, RetrainPlan};
+pub use prefetch::prefetch_lines;
 
 use std::collections::HashSet;
 use std::path::Path;

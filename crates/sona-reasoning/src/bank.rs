@@ -662,6 +662,20 @@ impl ReasoningBank {
         Ok(())
     }
 
+    /// Starts loading the centroids and arm statistics of the present patterns among `ids` into
+    /// the cache (a hint: nothing changes). A batched recall calls it for the next rows' hits
+    /// before it reads the current row's with [`visit_patterns`](Self::visit_patterns), so the
+    /// cold loads of a large pattern set overlap with work instead of stalling it.
+    pub fn prefetch_patterns(&self, ids: &[u64]) {
+        let st = self.state.read();
+        for id in ids {
+            if let Some(node) = st.nodes.get(id) {
+                sona_index::prefetch_lines(&node.pattern.centroid);
+                sona_index::prefetch_lines(&node.pattern.arms);
+            }
+        }
+    }
+
     /// Visits the present patterns among `ids`, in the order given, with their arm statistics and
     /// centroid, under one read lock and without copying them (the request path's recall: a
     /// [`pattern`](Self::pattern) snapshot would clone the centroid, arms and exemplars). Unknown

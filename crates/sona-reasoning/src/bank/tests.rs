@@ -135,6 +135,45 @@ fn bank_over_ivf_trains_its_index_outside_the_write_lock_and_finds_every_group()
 }
 
 #[test]
+fn batched_search_is_the_single_search_and_rejects_bad_rows_whole() {
+    let d = 32;
+    let (pts, label) = blobs(3000, 300, d, 0.2, 17);
+    let mut cfg = BankConfig::new(d, 4);
+    cfg.index = IndexKind::Ivf(sona_index::IvfParams {
+        min_train: 64,
+        ..Default::default()
+    });
+    cfg.max_clusters = 400;
+    let bank = ReasoningBank::new(cfg).unwrap();
+    assert_eq!(
+        bank.search_batch(&pts[..2 * d], 3).unwrap(),
+        vec![vec![]; 2]
+    );
+    feed(&bank, &pts, &label);
+    bank.extract_patterns().unwrap();
+    // Unnormalised queries: the batch normalises each row as `search` does.
+    let queries: Vec<f32> = pts[..400 * d].iter().map(|v| 3.0 * v).collect();
+    let batch = bank.search_batch(&queries, 4).unwrap();
+    assert_eq!(batch.len(), 400);
+    for (q, got) in queries.chunks_exact(d).zip(&batch) {
+        assert_eq!(got, &bank.search(q, 4).unwrap());
+    }
+    // Prefetching is a hint: unknown ids are ignored.
+    bank.prefetch_patterns(&[u64::MAX, batch[0][0].0]);
+    let mut bad = queries[..10 * d].to_vec();
+    assert!(bank.search_batch(&bad[..d + 3], 2).is_err());
+    assert!(bank.search_batch(&bad, 0).is_err());
+    bad[4 * d..5 * d].fill(0.0);
+    let e = bank.search_batch(&bad, 2).unwrap_err();
+    assert!(e.to_string().contains("row 4"), "{e}");
+    bad[2 * d] = f32::INFINITY;
+    assert!(matches!(
+        bank.search_batch(&bad, 2),
+        Err(SonaError::NonFinite { .. })
+    ));
+}
+
+#[test]
 fn merge_is_the_exact_spherical_mean() {
     let d = 8;
     let (pts, _) = blobs(40, 1, d, 0.5, 2);
