@@ -172,6 +172,10 @@ pub(crate) fn through_normalize(unit: &[f32], g: &[f32], norm: f32, out: &mut Ve
     out.extend(g.iter().zip(unit).map(|(g, u)| (g - u * proj) / norm));
 }
 
+/// The first phase of a batched `process` for some rows: their unit adapted queries (row-major)
+/// and each row's recalled `(pattern id, cosine)`, best first.
+pub(crate) type Recalled = (Vec<f32>, Vec<Vec<(u64, f32)>>);
+
 /// How many rows ahead a batched `process` prefetches the recalled patterns (a row's decision
 /// takes a few µs, about the time the loads need).
 const PREFETCH_ROWS: usize = 2;
@@ -558,7 +562,7 @@ impl Inner {
         &self,
         xs: &[f32],
         model: &Model,
-    ) -> Result<(Vec<f32>, Vec<Vec<(u64, f32)>>)> {
+    ) -> Result<Recalled> {
         let d = self.cfg.dim;
         let mut units = Vec::new();
         units
@@ -587,7 +591,7 @@ impl Inner {
     pub(crate) fn decide_rows(
         &self,
         xs: &[f32],
-        (units, hits): &(Vec<f32>, Vec<Vec<(u64, f32)>>),
+        (units, hits): &Recalled,
         first_id: u64,
         model: &Model,
     ) -> Result<Vec<Decision>> {

@@ -221,7 +221,7 @@ pub fn first_non_unit_row(rows: &[f32], dim: usize) -> Option<usize> {
 /// Validated unit-norm copies of the rows of `queries` (`dim` wide), normalised exactly as
 /// [`unit_vector`] does one row, so a batched search scores the same numbers as a single one.
 pub(crate) fn unit_rows(queries: &[f32], dim: usize) -> Result<Vec<f32>> {
-    if queries.len() % dim != 0 {
+    if !queries.len().is_multiple_of(dim) {
         return Err(SonaError::Dimension {
             what: "queries".into(),
             expected: format!("rows of {dim} values"),

@@ -113,7 +113,7 @@ unsafe fn dot_i8_rows_avx2(q: &[i8], codes: &[i8], out: &mut [i32]) {
 pub(crate) fn dot_i8_block(qs: &[i8], codes: &[i8], n: usize, out: &mut [i32]) {
     assert!(n > 0, "dot_i8_block: width 0");
     assert!(
-        qs.len() % n == 0 && codes.len() % n == 0,
+        qs.len().is_multiple_of(n) && codes.len().is_multiple_of(n),
         "dot_i8_block: shape"
     );
     let (g, m) = (qs.len() / n, codes.len() / n);

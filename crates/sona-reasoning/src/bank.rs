@@ -514,7 +514,7 @@ impl ReasoningBank {
     /// naming it, and nothing is searched or touched.
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(u64, f32)>>> {
         let d = self.cfg.dim;
-        if queries.len() % d != 0 {
+        if !queries.len().is_multiple_of(d) {
             return Err(SonaError::Dimension {
                 what: "queries".into(),
                 expected: format!("rows of {d} values"),
