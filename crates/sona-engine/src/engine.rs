@@ -558,11 +558,7 @@ impl Inner {
     /// every row adapted by `model` and normalised (the unit rows, `dim` wide) and its recalled
     /// patterns, by one batched bank search. Fails on a row whose adapted query is zero, before
     /// anything is recorded.
-    pub(crate) fn recall_rows(
-        &self,
-        xs: &[f32],
-        model: &Model,
-    ) -> Result<Recalled> {
+    pub(crate) fn recall_rows(&self, xs: &[f32], model: &Model) -> Result<Recalled> {
         let d = self.cfg.dim;
         let mut units = Vec::new();
         units

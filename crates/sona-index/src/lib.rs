@@ -17,6 +17,7 @@
 //!   by the ReasoningBank's pattern extraction.
 //! - `quant` (private): the int8/sign-bit codes the scans read; [`prefetch_lines`]: the cache-line
 //!   prefetch hint the scans (and the ReasoningBank's batched recall) issue.
+//! - [`unit_rows`]: the validated unit copy of a query batch that every batched search starts from.
 //! - [`synthetic`]: clustered unit vectors and recall@k, shared by tests and benchmarks.
 
 mod any;
@@ -220,7 +221,7 @@ pub fn first_non_unit_row(rows: &[f32], dim: usize) -> Option<usize> {
 
 /// Validated unit-norm copies of the rows of `queries` (`dim` wide), normalised exactly as
 /// [`unit_vector`] does one row, so a batched search scores the same numbers as a single one.
-pub(crate) fn unit_rows(queries: &[f32], dim: usize) -> Result<Vec<f32>> {
+pub fn unit_rows(queries: &[f32], dim: usize) -> Result<Vec<f32>> {
     if !queries.len().is_multiple_of(dim) {
         return Err(SonaError::Dimension {
             what: "queries".into(),

@@ -514,28 +514,8 @@ impl ReasoningBank {
     /// naming it, and nothing is searched or touched.
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(u64, f32)>>> {
         let d = self.cfg.dim;
-        if !queries.len().is_multiple_of(d) {
-            return Err(SonaError::Dimension {
-                what: "queries".into(),
-                expected: format!("rows of {d} values"),
-                got: format!("{} values", queries.len()),
-            });
-        }
-        validate::check_finite("queries", queries)?;
-        let mut units = Vec::new();
-        units
-            .try_reserve_exact(queries.len())
-            .map_err(|_| SonaError::invalid("the query batch is too large to copy"))?;
-        units.extend_from_slice(queries);
         // Normalised as `search` normalises one query (then the index normalises its own copy).
-        for (i, u) in units.chunks_exact_mut(d).enumerate() {
-            let n = kernels::normalize(u);
-            if !(n > 0.0 && n.is_finite()) {
-                return Err(SonaError::invalid(format!(
-                    "queries row {i} must be a non-zero finite vector"
-                )));
-            }
-        }
+        let units = sona_index::unit_rows(queries, d)?;
         let st = self.state.read();
         let k = self.check_k(k, st.nodes.len())?;
         if k == 0 {

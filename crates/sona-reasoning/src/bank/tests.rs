@@ -98,19 +98,24 @@ fn replay_does_not_grow_when_groups_outnumber_k() {
     assert!(c_plain > 2 * c_bisect.max(1), "{grown:?}");
 }
 
-#[test]
-fn bank_over_ivf_trains_its_index_outside_the_write_lock_and_finds_every_group() {
-    // 300 groups: the IVF index (trained from 64 patterns on) re-partitions during extraction
-    // through retrain_job/apply_retrain; every group's pattern must stay findable.
-    let d = 32;
-    let (pts, label) = blobs(3000, 300, d, 0.2, 13);
+/// A bank over an IVF index trained from 64 patterns on, with room for 400 clusters.
+fn ivf_bank(d: usize) -> ReasoningBank {
     let mut cfg = BankConfig::new(d, 4);
     cfg.index = IndexKind::Ivf(sona_index::IvfParams {
         min_train: 64,
         ..Default::default()
     });
     cfg.max_clusters = 400;
-    let bank = ReasoningBank::new(cfg).unwrap();
+    ReasoningBank::new(cfg).unwrap()
+}
+
+#[test]
+fn bank_over_ivf_trains_its_index_outside_the_write_lock_and_finds_every_group() {
+    // 300 groups: the IVF index (trained from 64 patterns on) re-partitions during extraction
+    // through retrain_job/apply_retrain; every group's pattern must stay findable.
+    let d = 32;
+    let (pts, label) = blobs(3000, 300, d, 0.2, 13);
+    let bank = ivf_bank(d);
     let half = 1500;
     feed(&bank, &pts[..half * d], &label[..half]);
     bank.extract_patterns().unwrap();
@@ -138,13 +143,7 @@ fn bank_over_ivf_trains_its_index_outside_the_write_lock_and_finds_every_group()
 fn batched_search_is_the_single_search_and_rejects_bad_rows_whole() {
     let d = 32;
     let (pts, label) = blobs(3000, 300, d, 0.2, 17);
-    let mut cfg = BankConfig::new(d, 4);
-    cfg.index = IndexKind::Ivf(sona_index::IvfParams {
-        min_train: 64,
-        ..Default::default()
-    });
-    cfg.max_clusters = 400;
-    let bank = ReasoningBank::new(cfg).unwrap();
+    let bank = ivf_bank(d);
     assert_eq!(
         bank.search_batch(&pts[..2 * d], 3).unwrap(),
         vec![vec![]; 2]
