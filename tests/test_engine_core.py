@@ -331,3 +331,40 @@ def test_value_objects_read_from_two_threads(rng: np.random.Generator) -> None:
     for t in ts:
         t.join()
     assert len(set(seen)) == 1 and len(seen) == 1000
+
+
+@pytest.mark.parametrize("index", ["ivf", "flat", "hnsw"])
+def test_process_batch_decides_as_process_row_after_row(index: str) -> None:
+    # Two identical engines over the same 2000 imported patterns; one decides a batch, the other
+    # row by row: same ids, tiers, propensities, utilities and recalled patterns.
+    g = np.random.default_rng(5)
+    centres = g.standard_normal((16, 32))
+    pats = (centres[g.integers(16, size=2000)] + 0.05 * g.standard_normal((2000, 32))).astype(
+        np.float32
+    )
+    xs = (centres[g.integers(16, size=300)] + 0.05 * g.standard_normal((300, 32))).astype(
+        np.float32
+    )
+    a, b = make(bank_index=index, epsilon=0.3, seed=4), make(bank_index=index, epsilon=0.3, seed=4)
+    for e in (a, b):
+        e.import_patterns(pats)
+    batch = a.process_batch(xs)
+    single = [b.process(x) for x in xs]
+    assert [d.trajectory_id for d in batch] == [d.trajectory_id for d in single]
+    for x, y in zip(batch, single, strict=True):
+        assert (x.tier, x.propensity, x.explored, x.patterns) == (
+            y.tier,
+            y.propensity,
+            y.explored,
+            y.patterns,
+        )
+        np.testing.assert_array_equal(x.utilities, y.utilities)
+        np.testing.assert_array_equal(x.predicted, y.predicted)
+    assert any(d.explored for d in batch) and len(batch[0].patterns) == 4
+    # A zero row fails the whole batch before anything is recorded.
+    before = a.stats()["processed"]
+    bad = xs[:100].copy()
+    bad[70] = 0.0
+    with pytest.raises(InvalidInputError):
+        a.process_batch(bad)
+    assert a.stats()["processed"] == before

@@ -26,9 +26,17 @@ fn main() {
     let t0 = Instant::now();
     match mode {
         "batch" => {
+            let cpu0 = cpu_seconds();
             for c in xs.chunks(4096 * d) {
                 e.process_batch(c, c.len() / d).expect("batch");
             }
+            let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+            println!(
+                "batch: {:.0} q/s wall, {:.0} q per CPU-second ({:.2} us CPU per query)",
+                n as f64 / wall,
+                n as f64 / cpu,
+                cpu / n as f64 * 1e6
+            );
         }
         "steady" => {
             let (mut tp, mut tf) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -92,4 +100,19 @@ fn main() {
 fn p50(ts: &mut [u64]) -> f64 {
     ts.sort_unstable();
     ts[ts.len() / 2] as f64 / 1e3
+}
+
+/// CPU time of this process so far (user + system, all threads), from `/proc/self/stat` (Linux;
+/// clock ticks of 10 ms, so only for runs of seconds). 0 where that file does not exist.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
 }

@@ -177,6 +177,39 @@ pub(crate) fn through_normalize(unit: &[f32], g: &[f32], norm: f32, out: &mut Ve
     out.extend(g.iter().zip(unit).map(|(g, u)| (g - u * proj) / norm));
 }
 
+/// The first phase of a batched `process` for some rows: their unit adapted queries (row-major)
+/// and each row's recalled `(pattern id, cosine)`, best first.
+/// A batch's unit rows, each row's recalled hits, and the bank's `centroid_epoch` read before the
+/// search.
+pub(crate) type Recalled = (Vec<f32>, Vec<Vec<(u64, f32)>>, u64);
+
+/// How many rows ahead a batched `process` prefetches the recalled patterns (a row's decision
+/// takes a few µs, about the time the loads need).
+const PREFETCH_ROWS: usize = 2;
+
+/// `f` over rows `0..n`, split in two halves on two threads from 64 rows up (their outputs
+/// concatenated in row order).
+fn in_halves<T: Send>(
+    n: usize,
+    f: impl Fn(std::ops::Range<usize>) -> Result<Vec<T>> + Sync,
+) -> Result<Vec<T>> {
+    if n < 64 {
+        return f(0..n);
+    }
+    let mid = n / 2;
+    let (a, b) = std::thread::scope(|s| {
+        let h = s.spawn(|| f(mid..n));
+        (f(0..mid), h.join())
+    });
+    let mut a = a?;
+    a.extend(b.map_err(|_| worker_panicked())??);
+    Ok(a)
+}
+
+fn worker_panicked() -> SonaError {
+    SonaError::Internal("process_batch worker panicked".into())
+}
+
 /// The SONA engine. Every method takes `&self`; share it across threads.
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
@@ -349,13 +382,26 @@ impl Inner {
         cents: &mut Vec<f32>,
         feats: &mut Vec<f32>,
     ) -> Result<(Vec<u64>, Vec<f32>)> {
-        let (d, s, kr) = (self.cfg.dim, self.s_width, self.cfg.k_recall);
-        let k = kr.min(self.bank.len());
+        let k = self.cfg.k_recall.min(self.bank.len());
         let hits = if k > 0 {
             self.bank.search(unit, k)?
         } else {
             Vec::new()
         };
+        Ok(self.slots_of(x, &hits, found, cents, feats))
+    }
+
+    /// The slots of [`Inner::recall_slots`] from the bank's `hits` for the query (`(id, cosine)`,
+    /// best first): what is left of the recall once the search is done (one by one or batched).
+    pub(crate) fn slots_of(
+        &self,
+        x: &[f32],
+        hits: &[(u64, f32)],
+        found: &mut Vec<u64>,
+        cents: &mut Vec<f32>,
+        feats: &mut Vec<f32>,
+    ) -> (Vec<u64>, Vec<f32>) {
+        let (d, s, kr) = (self.cfg.dim, self.s_width, self.cfg.k_recall);
         let hit_ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
         found.clear();
         cents.clear();
@@ -381,7 +427,7 @@ impl Inner {
         for slot in 0..kr - present {
             features::missing(&mut data[d + slot * s..d + (slot + 1) * s]);
         }
-        Ok((ids, data))
+        (ids, data)
     }
 
     /// Writes the router's input sequence: the unit query, then one row per recall slot
@@ -431,13 +477,42 @@ impl Inner {
             Self::normalize(&sc.adapted, &mut sc.unit)?;
             // Read before the recall: see `ReasoningBank::centroid_epoch`.
             let epoch = self.bank.centroid_epoch();
+            let k = self.cfg.k_recall.min(self.bank.len());
+            let hits = if k > 0 {
+                self.bank.search(&sc.unit, k)?
+            } else {
+                Vec::new()
+            };
+            let unit = std::mem::take(&mut sc.unit);
+            let out = self.decide(x, &unit, &hits, None, epoch, model, view, sc);
+            sc.unit = unit;
+            out
+        })
+    }
+
+    /// The rest of `process` once the query is adapted (`unit`, normalised) and searched (`hits`):
+    /// slots, route, record. `id`: the trajectory id reserved for it, or `None` to take the next;
+    /// `epoch`: the bank's `centroid_epoch` read before the search.
+    pub(crate) fn decide(
+        &self,
+        x: &[f32],
+        unit: &[f32],
+        hits: &[(u64, f32)],
+        id: Option<u64>,
+        epoch: u64,
+        model: &Model,
+        view: Option<&Model>,
+        sc: &mut Scratch,
+    ) -> Result<Decision> {
+        let d = self.cfg.dim;
+        {
             let (found, cents) = (&mut sc.found, &mut sc.cents);
-            let (ids, data) = self.recall_slots(x, &sc.unit, found, cents, &mut sc.feats)?;
+            let (ids, data) = self.slots_of(x, hits, found, cents, &mut sc.feats);
             let lookup = |id: u64| -> Option<&[f32]> {
                 let j = found.iter().position(|&f| f == id)?;
                 Some(&cents[j * d..(j + 1) * d])
             };
-            self.build_seq(&sc.unit, &ids, &data[d..], &lookup, &mut sc.seq);
+            self.build_seq(unit, &ids, &data[d..], &lookup, &mut sc.seq);
             forward(
                 &self.layout,
                 &model.router,
@@ -454,7 +529,7 @@ impl Inner {
                 self.cfg.cost_weight,
                 &mut utilities,
             );
-            let id = self.next_id.fetch_add(1, Relaxed);
+            let id = id.unwrap_or_else(|| self.next_id.fetch_add(1, Relaxed));
             let c = policy::choose(
                 &utilities,
                 self.cfg.exploration,
@@ -496,7 +571,67 @@ impl Inner {
                 explored: c.explored,
                 generation: model.generation,
             })
-        })
+        }
+    }
+
+    /// The first half of a batched `process` for the rows of `xs` (validated by the caller):
+    /// every row adapted by `model` and normalised (the unit rows, `dim` wide) and its recalled
+    /// patterns, by one batched bank search. Fails on a row whose adapted query is zero, before
+    /// anything is recorded.
+    pub(crate) fn recall_rows(&self, xs: &[f32], model: &Model) -> Result<Recalled> {
+        let d = self.cfg.dim;
+        let mut units = Vec::new();
+        units
+            .try_reserve_exact(xs.len())
+            .map_err(|_| SonaError::invalid("the batch is too large"))?;
+        with_scratch(|sc| -> Result<()> {
+            sc.adapted.resize(d, 0.0);
+            for x in xs.chunks_exact(d) {
+                model.adapt(x, &mut sc.adapted);
+                Self::normalize(&sc.adapted, &mut sc.unit)?;
+                units.extend_from_slice(&sc.unit);
+            }
+            Ok(())
+        })?;
+        let epoch = self.bank.centroid_epoch();
+        let k = self.cfg.k_recall.min(self.bank.len());
+        let hits = if k > 0 {
+            self.bank.search_batch(&units, k)?
+        } else {
+            vec![Vec::new(); xs.len() / d]
+        };
+        Ok((units, hits, epoch))
+    }
+
+    /// The second half: [`Inner::decide`] for every row, with trajectory ids `first_id`,
+    /// `first_id + 1`, …; each row is timed as an equal share of the whole.
+    pub(crate) fn decide_rows(
+        &self,
+        xs: &[f32],
+        (units, hits, epoch): &Recalled,
+        first_id: u64,
+        model: &Model,
+    ) -> Result<Vec<Decision>> {
+        let t0 = Instant::now();
+        let d = self.cfg.dim;
+        let rows = xs.chunks_exact(d).zip(units.chunks_exact(d)).zip(hits);
+        let mut ahead = Vec::with_capacity(self.cfg.k_recall);
+        let out = with_scratch(|sc| {
+            rows.enumerate()
+                .map(|(r, ((x, unit), row_hits))| {
+                    // The patterns a few rows ahead are cold in a large bank: start their loads.
+                    if let Some(next) = hits.get(r + PREFETCH_ROWS) {
+                        ahead.clear();
+                        ahead.extend(next.iter().map(|h| h.0));
+                        self.bank.prefetch_patterns(&ahead);
+                    }
+                    let id = Some(first_id + r as u64);
+                    self.decide(x, unit, row_hits, id, *epoch, model, None, sc)
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        self.latency.record_each(0, t0, out.len());
+        Ok(out)
     }
 
     /// Centroids of the present ids of a recorded decision, as looked up now.
@@ -849,8 +984,9 @@ impl Engine {
         self.inner.tenants.micro(tenant)
     }
 
-    /// `process` over the rows of `xs` (`n × dim`); all rows are validated first. Large batches use
-    /// two threads.
+    /// `process` over the rows of `xs` (`n × dim`): the same decisions as `process` row after row
+    /// (trajectory ids consecutive in row order). All rows are validated first; large batches use
+    /// two threads, each with one batched bank search for its half.
     pub fn process_batch(&self, xs: &[f32], n: usize) -> Result<Vec<Decision>> {
         self.inner.check_open()?;
         let d = self.inner.cfg.dim;
@@ -860,23 +996,34 @@ impl Engine {
             )));
         }
         validate::check_matrix("xs", xs, n, d)?;
-        let run = |rows: std::ops::Range<usize>| -> Result<Vec<Decision>> {
-            rows.map(|r| self.process(&xs[r * d..(r + 1) * d]))
-                .collect()
+        let inner = &*self.inner;
+        let _gate = inner.durable.gate.read();
+        let model = inner.model.load_full();
+        // Adapt and search every row before recording any (a bad row then records nothing).
+        let recalled = in_halves(n, |rows| {
+            let part = inner.recall_rows(&xs[rows.start * d..rows.end * d], &model)?;
+            Ok(vec![(rows, part)])
+        })?;
+        // One block of ids for the batch, in row order: the decisions (exploration draws are
+        // seeded by the id) are those of `process` called row after row, whatever the threads do.
+        let first = inner.next_id.fetch_add(n as u64, Relaxed);
+        let decide = |(rows, part): &(std::ops::Range<usize>, _)| {
+            let xs = &xs[rows.start * d..rows.end * d];
+            inner.decide_rows(xs, part, first + rows.start as u64, &model)
         };
-        if n < 64 {
-            return run(0..n);
+        match &recalled[..] {
+            [one] => decide(one),
+            [a, b] => {
+                let (a, b) = std::thread::scope(|s| {
+                    let h = s.spawn(|| decide(b));
+                    (decide(a), h.join())
+                });
+                let mut a = a?;
+                a.extend(b.map_err(|_| worker_panicked())??);
+                Ok(a)
+            }
+            _ => Ok(Vec::new()),
         }
-        let mid = n / 2;
-        let (a, b) = std::thread::scope(|s| {
-            let h = s.spawn(|| run(mid..n));
-            let a = run(0..mid);
-            (a, h.join())
-        });
-        let mut a = a?;
-        let b = b.map_err(|_| SonaError::Internal("process_batch worker panicked".into()))??;
-        a.extend(b);
-        Ok(a)
     }
 
     /// Loop A: the reward of trajectory `id` (in `[0, 1]`). Unknown, expired or repeated ids are

@@ -38,6 +38,16 @@ impl OpLatency {
         Ok(out)
     }
 
+    /// Records `n` calls of operation `i` that shared the time since `t0` equally (a batch).
+    pub(crate) fn record_each(&self, i: usize, t0: Instant, n: usize) {
+        if n > 0 {
+            let each = (t0.elapsed().as_nanos() / n as u128).min(u128::from(u64::MAX)) as u64;
+            for _ in 0..n {
+                self.hist[i].record_ns(each);
+            }
+        }
+    }
+
     /// `{op: {count, p50_us, p99_us}}` (quantiles `null` before the first call).
     pub fn to_json(&self) -> serde_json::Value {
         let us = |h: &LatencyHistogram, q: f64| h.quantile(q).map(|ns| ns / 1e3);

@@ -116,6 +116,51 @@ fn process_batch_matches_single_calls_in_shape() {
 }
 
 #[test]
+fn process_batch_decides_exactly_as_process_row_after_row() {
+    use sona_reasoning::index::synthetic::clustered_unit_vectors;
+    // Every bank index (IVF: trained lists, the batched search), ε-greedy exploration seeded by
+    // the trajectory id, weights moved by feedback first: two identical engines, one batched.
+    for index in ["ivf", "flat", "hnsw"] {
+        let d = 32;
+        let mut c = cfg(d);
+        c.bank_index = index.into();
+        c.epsilon = 0.3;
+        let (a, b) = (Engine::new(c.clone()).unwrap(), Engine::new(c).unwrap());
+        let all = clustered_unit_vectors(2000 + 700, d, 24, 0.5, 7);
+        let (pats, xs) = all.split_at(2000 * d);
+        for e in [&a, &b] {
+            e.import_patterns(pats, 2000).unwrap();
+            for row in xs[..20 * d].chunks(d) {
+                let t = e.process(row).unwrap().trajectory_id;
+                e.feedback(t, 0.8, FeedbackSource::Explicit).unwrap();
+            }
+        }
+        let rows = &xs[20 * d..];
+        let n = rows.len() / d;
+        let batched = a.process_batch(rows, n).unwrap();
+        let single: Vec<_> = rows.chunks(d).map(|r| b.process(r).unwrap()).collect();
+        assert_eq!(batched, single, "{index}");
+        assert!(batched.iter().any(|x| x.explored) && batched.iter().any(|x| !x.explored));
+        assert!(batched.iter().all(|x| x.patterns.len() == 4));
+        // A batch of one, and the recorded trajectories take feedback.
+        let one = a.process_batch(&rows[..d], 1).unwrap();
+        assert_eq!(one, vec![b.process(&rows[..d]).unwrap()]);
+        for x in batched.iter().take(50) {
+            a.feedback(x.trajectory_id, 0.2, FeedbackSource::Judge)
+                .unwrap();
+        }
+        // A row whose adapted query is zero fails the whole batch before anything is recorded.
+        let before = a.stats();
+        let mut bad = rows[..100 * d].to_vec();
+        bad[70 * d..71 * d].fill(0.0);
+        assert!(a.process_batch(&bad, 100).is_err());
+        let now: serde_json::Value = serde_json::from_str(&a.stats()).unwrap();
+        let was: serde_json::Value = serde_json::from_str(&before).unwrap();
+        assert_eq!(now["processed"], was["processed"], "{index}");
+    }
+}
+
+#[test]
 fn background_thread_runs_and_stops() {
     let mut c = cfg(8);
     c.learning_mode = LearningMode::InstantAndBackground;

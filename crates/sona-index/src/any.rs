@@ -164,6 +164,14 @@ impl VectorIndex for AnyIndex {
     ) -> Result<Vec<(u64, f32)>> {
         self.inner().search(query, k, filter)
     }
+    fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        filter: Option<IdFilter<'_>>,
+    ) -> Result<Vec<Vec<(u64, f32)>>> {
+        self.inner().search_batch(queries, k, filter)
+    }
     fn add_batch(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
         self.inner_mut().add_batch(ids, vectors)
     }

@@ -15,7 +15,9 @@
 //!   (kind [`CHECKPOINT_KIND`]) and [`load`].
 //! - [`kmeans`]: seeded spherical k-means (k-means++ seeding, Lloyd or mini-batch), used by IVF and
 //!   by the ReasoningBank's pattern extraction.
-//! - `quant`, `prefetch` (private): the int8/sign-bit codes the scans read, and cache-line prefetch.
+//! - `quant` (private): the int8/sign-bit codes the scans read; [`prefetch_lines`]: the cache-line
+//!   prefetch hint the scans (and the ReasoningBank's batched recall) issue.
+//! - [`unit_rows`]: the validated unit copy of a query batch that every batched search starts from.
 //! - [`synthetic`]: clustered unit vectors and recall@k, shared by tests and benchmarks.
 
 mod any;
@@ -33,6 +35,7 @@ pub use any::{load, AnyIndex, IndexKind};
 pub use flat::FlatIndex;
 pub use hnsw::{HnswIndex, HnswParams};
 pub use ivf::{IvfIndex, IvfParams, RetrainJob, RetrainPlan};
+pub use prefetch::prefetch_lines;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -77,6 +80,23 @@ pub trait VectorIndex: Send + Sync {
         k: usize,
         filter: Option<IdFilter<'_>>,
     ) -> Result<Vec<(u64, f32)>>;
+
+    /// [`search`](Self::search) for every row of the row-major `queries` (`dim` wide), with the
+    /// same results row by row. All rows are validated before any search, so a bad row (wrong
+    /// width, non-finite, zero) is an error naming it and nothing is searched.
+    fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        filter: Option<IdFilter<'_>>,
+    ) -> Result<Vec<Vec<(u64, f32)>>> {
+        // Validation only: `search` normalises its own copy (normalising twice could move an ulp).
+        unit_rows(queries, self.dim())?;
+        queries
+            .chunks_exact(self.dim())
+            .map(|q| self.search(q, k, filter))
+            .collect()
+    }
 
     /// Inserts `ids.len()` rows of the row-major `vectors` matrix, all or nothing: every row and id is
     /// validated (dimension, finiteness, non-zero, no id already present or repeated in the batch)
@@ -197,6 +217,33 @@ pub fn first_non_unit_row(rows: &[f32], dim: usize) -> Option<usize> {
         let n = kernels::norm_sq(row);
         !n.is_finite() || (n - 1.0).abs() > 1e-3
     })
+}
+
+/// Validated unit-norm copies of the rows of `queries` (`dim` wide), normalised exactly as
+/// [`unit_vector`] does one row, so a batched search scores the same numbers as a single one.
+pub fn unit_rows(queries: &[f32], dim: usize) -> Result<Vec<f32>> {
+    if !queries.len().is_multiple_of(dim) {
+        return Err(SonaError::Dimension {
+            what: "queries".into(),
+            expected: format!("rows of {dim} values"),
+            got: format!("{} values", queries.len()),
+        });
+    }
+    validate::check_finite("queries", queries)?;
+    let mut units = Vec::new();
+    units
+        .try_reserve_exact(queries.len())
+        .map_err(|_| SonaError::invalid("the query batch is too large to copy"))?;
+    units.extend_from_slice(queries);
+    for (i, u) in units.chunks_exact_mut(dim).enumerate() {
+        let n = kernels::normalize(u);
+        if n == 0.0 || !n.is_finite() {
+            return Err(SonaError::invalid(format!(
+                "queries row {i} is the zero vector (or its norm overflows)"
+            )));
+        }
+    }
+    Ok(units)
 }
 
 /// A validated unit-norm copy of `v` (dimension, finiteness, non-zero).

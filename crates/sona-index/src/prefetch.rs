@@ -3,7 +3,7 @@
 /// Asks the CPU to start loading every 64-byte cache line of `v` (a vector, a code or a sign code
 /// we are about to score). Only a hint: it never faults and changes no result.
 #[inline(always)]
-pub(crate) fn prefetch_lines<T>(v: &[T]) {
+pub fn prefetch_lines<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

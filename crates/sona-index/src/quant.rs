@@ -106,6 +106,165 @@ unsafe fn dot_i8_rows_avx2(q: &[i8], codes: &[i8], out: &mut [i32]) {
     }
 }
 
+/// `out[j·m + r] = Σ_i qs[j·n + i] · codes[r·n + i]` for the `m = codes.len() / n` rows of `codes`
+/// and the `qs.len() / n` queries of `qs` (both row-major, `n` wide; `out` query-major): one
+/// inverted list against the group of queries that probe it, so each code row is loaded once for
+/// several queries. Exact in `i32`, so every kernel returns the same numbers as [`dot_i8_scalar`].
+pub(crate) fn dot_i8_block(qs: &[i8], codes: &[i8], n: usize, out: &mut [i32]) {
+    assert!(n > 0, "dot_i8_block: width 0");
+    assert!(
+        qs.len().is_multiple_of(n) && codes.len().is_multiple_of(n),
+        "dot_i8_block: shape"
+    );
+    let (g, m) = (qs.len() / n, codes.len() / n);
+    assert_eq!(out.len(), g * m, "dot_i8_block: output shape");
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512vnni")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            // SAFETY: the features are available (checked just above) and the shapes were checked.
+            return unsafe { dot_i8_block_vnni(qs, codes, n, out) };
+        }
+    }
+    for (q, o) in qs.chunks_exact(n).zip(out.chunks_exact_mut(m.max(1))) {
+        dot_i8_rows(q, codes, o);
+    }
+}
+
+/// Reference body of [`dot_i8_block`] (tests compare the fast path against it).
+#[cfg(test)]
+fn dot_i8_block_scalar(qs: &[i8], codes: &[i8], n: usize, out: &mut [i32]) {
+    let m = codes.len() / n;
+    for (j, q) in qs.chunks_exact(n).enumerate() {
+        for (r, row) in codes.chunks_exact(n).enumerate() {
+            out[j * m + r] = dot_i8_scalar(q, row);
+        }
+    }
+}
+
+/// [`dot_i8_block`] in tiles of up to 4 rows × 4 queries. `vpdpbusd` multiplies unsigned by
+/// signed bytes, 64 per instruction with the four products of each lane summed into `i32` (no
+/// saturation), so the rows are shifted into `u8` (`x + 128`, an `xor` per loaded row, shared by
+/// the tile's queries) and `128 · Σ q` is subtracted at the end.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn dot_i8_block_vnni(qs: &[i8], codes: &[i8], n: usize, out: &mut [i32]) {
+    let (g, m) = (qs.len() / n, codes.len() / n);
+    let bias: Vec<i32> = qs
+        .chunks_exact(n)
+        .map(|q| 128 * q.iter().map(|&v| v as i32).sum::<i32>())
+        .collect();
+    let mut j = 0;
+    while j < g {
+        let mut r = 0;
+        while r < m {
+            // SAFETY: rows `r..r + R` of `codes` and queries `j..j + Q` of `qs` exist (`R ≤ m − r`,
+            // `Q ≤ g − j`), and the tile writes `out[(j + b)·m + r + a]` for `a < R`, `b < Q` only.
+            unsafe {
+                match (m - r >= 4, g - j >= 4) {
+                    (true, true) => vnni_tile::<4, 4>(qs, codes, n, j, r, m, out),
+                    (true, false) => vnni_tile::<4, 1>(qs, codes, n, j, r, m, out),
+                    (false, true) => vnni_tile::<1, 4>(qs, codes, n, j, r, m, out),
+                    (false, false) => vnni_tile::<1, 1>(qs, codes, n, j, r, m, out),
+                }
+            }
+            r += if m - r >= 4 { 4 } else { 1 };
+        }
+        j += if g - j >= 4 { 4 } else { 1 };
+    }
+    for (o, b) in out.chunks_exact_mut(m.max(1)).zip(&bias) {
+        o.iter_mut().for_each(|v| *v -= b);
+    }
+}
+
+/// One tile of [`dot_i8_block_vnni`]: rows `r..r + R` against queries `j..j + Q`, without the bias.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn vnni_tile<const R: usize, const Q: usize>(
+    qs: &[i8],
+    codes: &[i8],
+    n: usize,
+    j: usize,
+    r: usize,
+    m: usize,
+    out: &mut [i32],
+) {
+    use std::arch::x86_64::*;
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let body = n - n % 64;
+    let tail: __mmask64 = (1u64 << (n % 64)).wrapping_sub(1);
+    let pq = qs.as_ptr().wrapping_add(j * n);
+    let pc = codes.as_ptr().wrapping_add(r * n);
+    let mut acc = [[_mm512_setzero_si512(); Q]; R];
+    let mut i = 0;
+    // SAFETY (all loads): `i + 64 ≤ body ≤ n` for the full loads; the tail loads are masked to the
+    // `n % 64` bytes left; query `b < Q` and row `a < R` lie inside `qs` / `codes` (caller).
+    unsafe {
+        while i < body {
+            let mut qv = [_mm512_setzero_si512(); Q];
+            for (b, v) in qv.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(pq.add(b * n + i) as *const _);
+            }
+            for (a, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_xor_si512(_mm512_loadu_si512(pc.add(a * n + i) as *const _), flip);
+                for (b, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_dpbusd_epi32(*v, x, qv[b]);
+                }
+            }
+            i += 64;
+        }
+        if body < n {
+            // Masked-off bytes load as 0: the query's are 0, so the row's (`0 ^ 128`) add nothing.
+            let mut qv = [_mm512_setzero_si512(); Q];
+            for (b, v) in qv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_epi8(tail, pq.add(b * n + body));
+            }
+            for (a, row) in acc.iter_mut().enumerate() {
+                let x = _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, pc.add(a * n + body)), flip);
+                for (b, v) in row.iter_mut().enumerate() {
+                    *v = _mm512_dpbusd_epi32(*v, x, qv[b]);
+                }
+            }
+        }
+    }
+    for b in 0..Q {
+        let o = (j + b) * m + r;
+        if R == 4 {
+            let s = hsum4_512(acc[0][b], acc[1][b], acc[2][b], acc[3][b]);
+            // SAFETY: `o + 4 ≤ (j + b)·m + m ≤ out.len()` since `r + 4 ≤ m`.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().add(o) as *mut __m128i, s) };
+        } else {
+            for a in 0..R {
+                out[o + a] = _mm512_reduce_add_epi32(acc[a][b]);
+            }
+        }
+    }
+}
+
+/// The four lane sums of `a, b, c, d` in one vector, in that order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+fn hsum4_512(
+    a: std::arch::x86_64::__m512i,
+    b: std::arch::x86_64::__m512i,
+    c: std::arch::x86_64::__m512i,
+    d: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::*;
+    let half =
+        |v: __m512i| _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
+    let ab = _mm256_hadd_epi32(half(a), half(b));
+    let cd = _mm256_hadd_epi32(half(c), half(d));
+    let abcd = _mm256_hadd_epi32(ab, cd);
+    _mm_add_epi32(
+        _mm256_castsi256_si128(abcd),
+        _mm256_extracti128_si256::<1>(abcd),
+    )
+}
+
 /// Reference body (also the fallback without AVX2).
 pub(crate) fn dot_i8_scalar(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
@@ -239,6 +398,33 @@ mod tests {
         let a = vec![127i8; 1000];
         let b = vec![-127i8; 1000];
         assert_eq!(dot_i8(&a, &b), -127 * 127 * 1000);
+    }
+
+    #[test]
+    fn block_dot_matches_reference_for_every_shape() {
+        let mut rng = SeededRng::new(11);
+        let mut codes = |len: usize| -> Vec<i8> {
+            (0..len)
+                .map(|_| (rng.below(255) as i32 - 127) as i8)
+                .collect()
+        };
+        for n in [1usize, 5, 63, 64, 65, 100, 256, 300] {
+            for g in 0..7 {
+                for m in 0..10 {
+                    let (q, c) = (codes(g * n), codes(m * n));
+                    let mut fast = vec![-1i32; g * m];
+                    let mut slow = vec![-2i32; g * m];
+                    dot_i8_block(&q, &c, n, &mut fast);
+                    dot_i8_block_scalar(&q, &c, n, &mut slow);
+                    assert_eq!(fast, slow, "n={n} g={g} m={m}");
+                }
+            }
+        }
+        // Extremes: ±127 everywhere (the u8 shift must not overflow anything).
+        let (q, c) = (vec![-127i8; 4 * 256], vec![127i8; 5 * 256]);
+        let mut out = vec![0i32; 20];
+        dot_i8_block(&q, &c, 256, &mut out);
+        assert!(out.iter().all(|&v| v == -127 * 127 * 256));
     }
 
     #[test]

@@ -467,8 +467,8 @@ impl PyVectorIndex {
                 }
                 let mut ids = vec![MISSING; rows * k];
                 let mut sims = vec![f32::NAN; rows * k];
-                for (r, q) in data.chunks_exact(dim).enumerate() {
-                    for (j, (id, s)) in idx.search(q, k, f)?.into_iter().enumerate() {
+                for (r, hits) in idx.search_batch(&data, k, f)?.into_iter().enumerate() {
+                    for (j, (id, s)) in hits.into_iter().enumerate() {
                         ids[r * k + j] = id;
                         sims[r * k + j] = s;
                     }

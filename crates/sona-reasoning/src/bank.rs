@@ -565,6 +565,28 @@ impl ReasoningBank {
         Ok(hits)
     }
 
+    /// [`search`](Self::search) for every row of the row-major `queries` (`dim` wide) under one
+    /// read lock, with the index's batched search: the same hits, row by row. A bad row is an error
+    /// naming it, and nothing is searched or touched.
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<(u64, f32)>>> {
+        let d = self.cfg.dim;
+        // Normalised as `search` normalises one query (then the index normalises its own copy).
+        let units = sona_index::unit_rows(queries, d)?;
+        let st = self.state.read();
+        let k = self.check_k(k, st.nodes.len())?;
+        if k == 0 {
+            return Ok(vec![Vec::new(); units.len() / d]);
+        }
+        let hits = st.index.search_batch(&units, k, None)?;
+        let now = now_ms();
+        for (id, _) in hits.iter().flatten() {
+            if let Some(n) = st.nodes.get(id) {
+                n.touch(now);
+            }
+        }
+        Ok(hits)
+    }
+
     /// [`search`](Self::search) plus up to `expand` more patterns reached from the hits through the
     /// memory graph by personalized PageRank (restart 0.15, seeds weighted by similarity).
     pub fn search_expanded(&self, query: &[f32], k: usize, expand: usize) -> Result<Vec<Hit>> {
@@ -674,6 +696,20 @@ impl ReasoningBank {
         })?;
         node.observe_reward(tier as usize, reward, now_ms());
         Ok(())
+    }
+
+    /// Starts loading the centroids and arm statistics of the present patterns among `ids` into
+    /// the cache (a hint: nothing changes). A batched recall calls it for the next rows' hits
+    /// before it reads the current row's with [`visit_patterns`](Self::visit_patterns), so the
+    /// cold loads of a large pattern set overlap with work instead of stalling it.
+    pub fn prefetch_patterns(&self, ids: &[u64]) {
+        let st = self.state.read();
+        for id in ids {
+            if let Some(node) = st.nodes.get(id) {
+                sona_index::prefetch_lines(&node.pattern.centroid);
+                sona_index::prefetch_lines(&node.pattern.arms);
+            }
+        }
     }
 
     /// Visits the present patterns among `ids`, in the order given, with their arm statistics and

@@ -26,8 +26,10 @@ mod retrain;
 
 pub use self::retrain::{RetrainJob, RetrainPlan};
 use super::prefetch::prefetch_lines;
-use super::quant::{dot_i8_rows, quantize};
-use super::{check_batch, first_non_unit_row, new_entry, unit_vector, IdFilter, VectorIndex};
+use super::quant::{dot_i8_block, dot_i8_rows, quantize};
+use super::{
+    check_batch, first_non_unit_row, new_entry, unit_rows, unit_vector, IdFilter, VectorIndex,
+};
 use crate::kmeans::nearest;
 
 /// Candidates re-scored exactly beyond `k`: the 8-bit order is already close to exact (error
@@ -37,6 +39,11 @@ const RERANK_MARGIN: usize = 2;
 const PROBE_SIGMAS: f32 = 1.0;
 /// k-means trains on at most this many points per list (FAISS's rule of thumb is 39–256).
 const TRAIN_POINTS_PER_LIST: usize = 64;
+/// A batched search works on at most this many queries at a time: enough to share every list
+/// among several queries per round, few enough that the round's candidate buffers stay in cache.
+const BATCH_CHUNK: usize = 1024;
+/// ... and on at most this many query × centroid scores (16 MB of `i32`) per chunk.
+const CHUNK_SCORES: usize = 1 << 22;
 
 /// Construction and search parameters.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -470,6 +477,20 @@ impl IvfIndex {
         let list = &self.lists[l as usize];
         dots.resize(list.len(), 0);
         dot_i8_rows(qc, &list.codes, dots);
+        self.take_best(l, qs, dots, top, filter);
+    }
+
+    /// Pushes the members of list `l` whose 8-bit scores `dots · qs · scale` beat the bar into `top`
+    /// (the part of a scan after the dot products, shared with the batched search).
+    fn take_best(
+        &self,
+        l: u32,
+        qs: f32,
+        dots: &[i32],
+        top: &mut TopBuf,
+        filter: Option<IdFilter<'_>>,
+    ) {
+        let list = &self.lists[l as usize];
         let mut bar = top.bar();
         for (p, (&dot, &scale)) in dots.iter().zip(&list.scales).enumerate() {
             let sim = dot as f32 * qs * scale;
@@ -482,6 +503,130 @@ impl IvfIndex {
                 bar = top.bar();
             }
         }
+    }
+
+    /// The batched search of the unit rows `units` (the raw rows are `raw`), appended to `out`. Each
+    /// query visits the same lists in the same order, skips the same ones and pushes the same
+    /// candidates as [`VectorIndex::search`], so the results are identical; what changes is the
+    /// loop order. Round `i` takes every query's `i`-th probed list, groups the queries by list
+    /// and scores each list's codes once against its whole group ([`dot_i8_block`]). Grouping
+    /// within a round, not across rounds, keeps each query's list order (the skipping rule
+    /// depends on the candidates found in the lists before).
+    fn search_chunk(
+        &self,
+        raw: &[f32],
+        units: &[f32],
+        k: usize,
+        filter: Option<IdFilter<'_>>,
+        out: &mut Vec<Vec<(u64, f32)>>,
+    ) -> Result<()> {
+        let (d, nl) = (self.dim, self.lists.len());
+        let n = units.len() / d;
+        let nprobe = self.params.nprobe.min(nl);
+        let mut codes = vec![0i8; n * d];
+        let scales: Vec<f32> = units
+            .chunks_exact(d)
+            .zip(codes.chunks_exact_mut(d))
+            .map(|(u, c)| quantize(u, c))
+            .collect();
+        // Every query's probed lists, best first, as `probe_order` ranks them.
+        let mut probes: Vec<(f32, u32)> = Vec::with_capacity(n * nprobe);
+        if self.centroids.is_empty() {
+            probes.resize(n, (1.0, 0));
+        } else {
+            let mut cdots = vec![0i32; n * nl];
+            dot_i8_block(&codes, &self.centroid_codes, d, &mut cdots);
+            let mut scored = Vec::with_capacity(nl);
+            for (row, &qs) in cdots.chunks_exact(nl).zip(&scales) {
+                scored.clear();
+                scored.extend(
+                    row.iter()
+                        .zip(&self.centroid_scales)
+                        .enumerate()
+                        .map(|(j, (&dot, &s))| (dot as f32 * qs * s, j as u32)),
+                );
+                if nprobe < nl {
+                    scored.select_nth_unstable_by(nprobe, best_first);
+                }
+                scored[..nprobe].sort_unstable_by(best_first);
+                probes.extend_from_slice(&scored[..nprobe]);
+            }
+        }
+        let mut tops: Vec<TopBuf> = (0..n).map(|_| TopBuf::new(k + RERANK_MARGIN)).collect();
+        let mut start = vec![0usize; nl + 1];
+        let mut pick = vec![u32::MAX; n];
+        let mut members = vec![0usize; n];
+        let (mut group_codes, mut dots) = (Vec::new(), Vec::new());
+        for round in 0..nprobe {
+            start.fill(0);
+            for (q, p) in pick.iter_mut().enumerate() {
+                let (s, l) = probes[q * nprobe + round];
+                let top = &tops[q];
+                // The single search's skipping rule, on the candidates this query has so far.
+                let skip =
+                    round > 0 && top.items.len() >= top.cap && !self.may_hold(l, s, top.bar());
+                *p = if skip { u32::MAX } else { l };
+                if !skip {
+                    start[l as usize + 1] += 1;
+                }
+            }
+            for l in 0..nl {
+                start[l + 1] += start[l];
+            }
+            let mut fill = start.clone();
+            for (q, &l) in pick.iter().enumerate() {
+                if l != u32::MAX {
+                    members[fill[l as usize]] = q;
+                    fill[l as usize] += 1;
+                }
+            }
+            for l in 0..nl {
+                let (group, list) = (&members[start[l]..start[l + 1]], &self.lists[l]);
+                if group.is_empty() || list.ids.is_empty() {
+                    continue;
+                }
+                group_codes.clear();
+                for &q in group {
+                    group_codes.extend_from_slice(&codes[q * d..(q + 1) * d]);
+                }
+                let m = list.len();
+                dots.resize(group.len() * m, 0);
+                dot_i8_block(&group_codes, &list.codes, d, &mut dots);
+                for (&q, qdots) in group.iter().zip(dots.chunks_exact(m)) {
+                    self.take_best(l as u32, scales[q], qdots, &mut tops[q], filter);
+                }
+            }
+        }
+        for (q, top) in tops.iter().enumerate() {
+            if top.items.len() < k && nprobe < nl {
+                // Too few matches in the probed lists: the single search's widening, as it is.
+                out.push(self.search(&raw[q * d..(q + 1) * d], k, filter)?);
+            } else {
+                out.push(self.rerank(&units[q * d..(q + 1) * d], top, k));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `k` best candidates of `top` re-scored exactly against the unit query `q`: the order and
+    /// the similarities returned are exact.
+    fn rerank(&self, q: &[f32], top: &TopBuf, k: usize) -> Vec<(u64, f32)> {
+        // The rows are scattered over a list that is mostly out of cache: start every load first.
+        for c in &top.items {
+            prefetch_lines(self.row(c.list, c.pos));
+        }
+        let mut found: Vec<(f32, u64)> = top
+            .items
+            .iter()
+            .map(|c| {
+                (
+                    kernels::dot(q, self.row(c.list, c.pos)),
+                    self.lists[c.list as usize].ids[c.pos as usize],
+                )
+            })
+            .collect();
+        found.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        found.into_iter().take(k).map(|(s, id)| (id, s)).collect()
     }
 
     /// Reads an index written by [`VectorIndex::write_into`] under `prefix`.
@@ -641,23 +786,29 @@ impl VectorIndex for IvfIndex {
                 }
             }
         }
-        // Re-score the candidates exactly: the order and the similarities returned are exact. The
-        // rows are scattered over a list that is mostly out of cache: start every load first.
-        for c in &top.items {
-            prefetch_lines(self.row(c.list, c.pos));
+        Ok(self.rerank(&q, &top, k))
+    }
+
+    fn search_batch(
+        &self,
+        queries: &[f32],
+        k: usize,
+        filter: Option<IdFilter<'_>>,
+    ) -> Result<Vec<Vec<(u64, f32)>>> {
+        let units = unit_rows(queries, self.dim)?;
+        let n = units.len() / self.dim;
+        let k = k.min(self.len());
+        if k == 0 {
+            return Ok(vec![Vec::new(); n]);
         }
-        let mut found: Vec<(f32, u64)> = top
-            .items
-            .iter()
-            .map(|c| {
-                (
-                    kernels::dot(&q, self.row(c.list, c.pos)),
-                    self.lists[c.list as usize].ids[c.pos as usize],
-                )
-            })
-            .collect();
-        found.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        Ok(found.into_iter().take(k).map(|(s, id)| (id, s)).collect())
+        let mut out = Vec::with_capacity(n);
+        // Bounded scratch: `rows × nlist` centroid scores per chunk.
+        let rows = (CHUNK_SCORES / self.lists.len()).clamp(1, BATCH_CHUNK);
+        for (c, chunk) in units.chunks(rows * self.dim).enumerate() {
+            let raw = &queries[c * rows * self.dim..][..chunk.len()];
+            self.search_chunk(raw, chunk, k, filter, &mut out)?;
+        }
+        Ok(out)
     }
 
     fn retrain_job(&self, upcoming: usize) -> Option<RetrainJob> {

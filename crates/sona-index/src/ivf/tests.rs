@@ -362,3 +362,98 @@ fn retrain_job_outside_the_index_replays_changes_made_meanwhile() {
         before
     );
 }
+
+/// `search_batch` returns, row by row, exactly what `search` returns (ids and bit-equal scores).
+fn assert_batch_is_search(
+    h: &dyn VectorIndex,
+    queries: &[f32],
+    k: usize,
+    filter: Option<IdFilter<'_>>,
+) {
+    let batch = h.search_batch(queries, k, filter).unwrap();
+    assert_eq!(batch.len(), queries.len() / h.dim());
+    for (i, (q, got)) in queries.chunks_exact(h.dim()).zip(&batch).enumerate() {
+        let want = h.search(q, k, filter).unwrap();
+        let bits = |v: &[(u64, f32)]| {
+            v.iter()
+                .map(|&(id, s)| (id, s.to_bits()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bits(got), bits(&want), "row {i}, k {k}");
+    }
+}
+
+#[test]
+fn batched_search_is_the_single_search_on_clustered_and_random_data() {
+    for (dim, noise, n, seed) in [
+        (64, 0.75, 3000, 1),
+        (100, 2.5, 2500, 2),
+        (256, 0.3, 2100, 3),
+    ] {
+        let data = clustered_unit_vectors(n + 1300, dim, 40, noise, seed);
+        let ids: Vec<u64> = (0..n as u64).map(|i| 5 * i + 1).collect();
+        let mut h = IvfIndex::new(dim, params()).unwrap();
+        h.add_batch(&ids, &data[..n * dim]).unwrap();
+        assert!(h.nlist() > 16, "trained: {} lists", h.nlist());
+        // More rows than one chunk of the batched search, so chunks are stitched together.
+        let queries = &data[n * dim..];
+        for k in [1, 10] {
+            assert_batch_is_search(&h, queries, k, None);
+        }
+        assert_batch_is_search(&h, &queries[..dim], 4, None);
+        assert_batch_is_search(&h, &queries[..0], 4, None);
+        // A selective filter: the probed lists hold too few matches and the search widens.
+        let rare = |id: u64| id % 97 == 1;
+        assert_batch_is_search(&h, &queries[..50 * dim], 5, Some(&rare));
+        // Deleted ids, and one list emptied entirely.
+        let doomed: Vec<u64> = h.lists[3].ids.clone();
+        h.remove_batch(&doomed).unwrap();
+        for &id in ids.iter().step_by(7) {
+            if h.contains(id) {
+                h.remove(id).unwrap();
+            }
+        }
+        assert!(h.lists.iter().any(|l| l.ids.is_empty()));
+        assert_batch_is_search(&h, &queries[..300 * dim], 10, None);
+        // k above the live count: everything, in the same order.
+        let mut small = IvfIndex::new(dim, params()).unwrap();
+        small.add_batch(&ids[..40], &data[..40 * dim]).unwrap();
+        assert_batch_is_search(&small, &queries[..20 * dim], 100, None);
+        assert_batch_is_search(
+            &IvfIndex::new(dim, params()).unwrap(),
+            &queries[..dim],
+            3,
+            None,
+        );
+    }
+}
+
+#[test]
+fn batched_search_of_every_index_kind_matches_and_rejects_bad_rows_whole() {
+    let dim = 16;
+    let data = clustered_unit_vectors(600, dim, 12, 0.75, 6);
+    let ids: Vec<u64> = (0..500).collect();
+    for kind in [
+        crate::IndexKind::Flat,
+        crate::IndexKind::Hnsw(Default::default()),
+        crate::IndexKind::Ivf(params()),
+    ] {
+        let mut h = AnyIndex::new(dim, kind).unwrap();
+        h.add_batch(&ids, &data[..500 * dim]).unwrap();
+        assert_batch_is_search(&h, &data[500 * dim..], 7, None);
+        let mut bad = data[500 * dim..510 * dim].to_vec();
+        assert!(matches!(
+            h.search_batch(&bad[..dim + 1], 3, None),
+            Err(SonaError::Dimension { .. })
+        ));
+        bad[5 * dim + 2] = f32::NAN;
+        assert!(matches!(
+            h.search_batch(&bad, 3, None),
+            Err(SonaError::NonFinite { .. })
+        ));
+        bad[5 * dim..6 * dim].fill(0.0);
+        let e = h.search_batch(&bad, 3, None).unwrap_err();
+        assert!(e.to_string().contains("row 5"), "{e}");
+        assert_eq!(h.len(), 500);
+    }
+}

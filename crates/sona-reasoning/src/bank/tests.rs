@@ -98,19 +98,24 @@ fn replay_does_not_grow_when_groups_outnumber_k() {
     assert!(c_plain > 2 * c_bisect.max(1), "{grown:?}");
 }
 
-#[test]
-fn bank_over_ivf_trains_its_index_outside_the_write_lock_and_finds_every_group() {
-    // 300 groups: the IVF index (trained from 64 patterns on) re-partitions during extraction
-    // through retrain_job/apply_retrain; every group's pattern must stay findable.
-    let d = 32;
-    let (pts, label) = blobs(3000, 300, d, 0.2, 13);
+/// A bank over an IVF index trained from 64 patterns on, with room for 400 clusters.
+fn ivf_bank(d: usize) -> ReasoningBank {
     let mut cfg = BankConfig::new(d, 4);
     cfg.index = IndexKind::Ivf(sona_index::IvfParams {
         min_train: 64,
         ..Default::default()
     });
     cfg.max_clusters = 400;
-    let bank = ReasoningBank::new(cfg).unwrap();
+    ReasoningBank::new(cfg).unwrap()
+}
+
+#[test]
+fn bank_over_ivf_trains_its_index_outside_the_write_lock_and_finds_every_group() {
+    // 300 groups: the IVF index (trained from 64 patterns on) re-partitions during extraction
+    // through retrain_job/apply_retrain; every group's pattern must stay findable.
+    let d = 32;
+    let (pts, label) = blobs(3000, 300, d, 0.2, 13);
+    let bank = ivf_bank(d);
     let half = 1500;
     feed(&bank, &pts[..half * d], &label[..half]);
     bank.extract_patterns().unwrap();
@@ -132,6 +137,39 @@ fn bank_over_ivf_trains_its_index_outside_the_write_lock_and_finds_every_group()
         found >= 290,
         "{found} of 300 points have their pattern at cos > 0.9"
     );
+}
+
+#[test]
+fn batched_search_is_the_single_search_and_rejects_bad_rows_whole() {
+    let d = 32;
+    let (pts, label) = blobs(3000, 300, d, 0.2, 17);
+    let bank = ivf_bank(d);
+    assert_eq!(
+        bank.search_batch(&pts[..2 * d], 3).unwrap(),
+        vec![vec![]; 2]
+    );
+    feed(&bank, &pts, &label);
+    bank.extract_patterns().unwrap();
+    // Unnormalised queries: the batch normalises each row as `search` does.
+    let queries: Vec<f32> = pts[..400 * d].iter().map(|v| 3.0 * v).collect();
+    let batch = bank.search_batch(&queries, 4).unwrap();
+    assert_eq!(batch.len(), 400);
+    for (q, got) in queries.chunks_exact(d).zip(&batch) {
+        assert_eq!(got, &bank.search(q, 4).unwrap());
+    }
+    // Prefetching is a hint: unknown ids are ignored.
+    bank.prefetch_patterns(&[u64::MAX, batch[0][0].0]);
+    let mut bad = queries[..10 * d].to_vec();
+    assert!(bank.search_batch(&bad[..d + 3], 2).is_err());
+    assert!(bank.search_batch(&bad, 0).is_err());
+    bad[4 * d..5 * d].fill(0.0);
+    let e = bank.search_batch(&bad, 2).unwrap_err();
+    assert!(e.to_string().contains("row 4"), "{e}");
+    bad[2 * d] = f32::INFINITY;
+    assert!(matches!(
+        bank.search_batch(&bad, 2),
+        Err(SonaError::NonFinite { .. })
+    ));
 }
 
 #[test]
