@@ -3,7 +3,7 @@
 //! applied exactly once.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use sona_core::SeededRng;
 use sona_engine::checkpoint::verify;
@@ -51,15 +51,21 @@ fn checkpoints_under_concurrent_feedback(durability: &str) {
     let log = tmp.path().join("log.db");
     let e = Engine::new(cfg(&log, durability)).unwrap();
     let done = AtomicBool::new(false);
+    // Workers pause halfway until two checkpoints exist, so at least two cuts land mid-traffic
+    // however fast the decisions are.
+    let saved = AtomicUsize::new(0);
     let mut dirs: Vec<PathBuf> = Vec::new();
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..4u64)
             .map(|k| {
-                let e = &e;
+                let (e, saved) = (&e, &saved);
                 s.spawn(move || {
                     let mut rng = SeededRng::new(k + 1);
                     let mut x = vec![0.0f32; DIM];
                     for i in 0..250 {
+                        while i == 125 && saved.load(Relaxed) < 2 {
+                            std::thread::yield_now();
+                        }
                         rng.fill_normal(&mut x, 1.0);
                         let d = e.process(&x).unwrap();
                         // Every fifth decision stays pending across the checkpoints.
@@ -77,6 +83,7 @@ fn checkpoints_under_concurrent_feedback(durability: &str) {
                 let dir = tmp.path().join(format!("ck{}", out.len()));
                 e.save(&dir).unwrap();
                 out.push(dir);
+                saved.fetch_add(1, Relaxed);
             }
             out
         });
