@@ -2,9 +2,9 @@
 //!
 //! This is the only crate that knows PyO3. Each submodule mirrors one core crate and registers its
 //! functions and classes flat in `sona._sona`; the typed Python layer in `python/sona/` re-exports
-//! them under `sona.lora`, `sona.ewc`, `sona.reasoning`, ... (`sona.ewc`'s classes unwrapped: their
-//! signatures, defaults and docstrings are written once, in [`ewc`]; [`args`] checks their sizes
-//! and reals).
+//! them under `sona.lora`, `sona.ewc`, `sona.reasoning`, `sona.index`, ... Those four modules' classes
+//! are the extension's own: their signatures, defaults and docstrings are written once, here
+//! ([`lora`], [`ewc`], [`reasoning`], [`index`]); [`args`] checks their sizes, integers and reals.
 //!
 //! Conventions every binding follows:
 //! - every entry point runs inside [`errors::guard`], which turns a `SonaError` into its Python
