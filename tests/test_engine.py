@@ -86,13 +86,23 @@ def test_config_is_immutable_and_replace_validates() -> None:
         {"learning_mode": "sometimes"},
         {"no_such_setting": 1},
         {"dim": "large"},
-        {"tier_costs": [1.0, 2.0]},
+        {"tier_costs": [1.0, 2.0], "n_tiers": 4},
+        {"tier_names": ["a", "b"], "tier_costs": [1.0, 2.0, 3.0]},
         {"seed": object()},
     ],
 )
 def test_config_out_of_range_is_a_config_error(bad: dict[str, Any]) -> None:
     with pytest.raises(sona.ConfigError):
         SONAConfig(**bad)
+
+
+def test_config_counts_the_tiers_it_lists() -> None:
+    cfg = SONAConfig(tier_names=["small", "large"])
+    assert (cfg.n_tiers, cfg.tier_costs) == (2, [1.0, 3.0])
+    assert SONAConfig(tier_costs=[1.0, 4.0, 9.0]).n_tiers == 3
+    # A config that states its count keeps it, and a list of another length is refused.
+    with pytest.raises(sona.ConfigError, match="tier_names"):
+        SONAConfig(n_tiers=3, tier_names=["a", "b"])
 
 
 def test_config_from_bad_json() -> None:
@@ -356,14 +366,16 @@ def test_background_learn_metrics_and_deep_learn() -> None:
         assert isinstance(metrics, dict) and metrics
         assert isinstance(engine.stats(), dict)
         deep = engine.deep_learn()
-        assert deep["probe_size"] > 0 and deep["replayed"] > 0, deep
-        assert isinstance(deep["accepted"], bool) and deep["phi"] >= 0.0
-        if not deep["accepted"]:
-            assert deep["probe_after"] < deep["probe_before"]
-        assert engine.improvement_metrics()["phi"] == deep["phi"]
+        assert isinstance(deep, sona.DeepLearningResult), type(deep)
+        assert deep.probe_size > 0 and deep.replayed > 0, deep
+        assert isinstance(deep.accepted, bool) and deep.phi >= 0.0
+        if not deep.accepted:
+            assert deep.probe_after < deep.probe_before
+        assert engine.improvement_metrics()["phi"] == deep.phi
+        assert deep.to_dict()["replayed"] == deep.replayed and "DeepLearningResult(" in repr(deep)
         # Creative edges: never more added than proposed, counts are reported.
-        assert 0 <= deep["edges_added"] <= deep["creative_proposed"] <= 64, deep
-        assert 0 <= deep["edges_removed"] <= deep["edges_before"], deep
+        assert 0 <= deep.edges_added <= deep.creative_proposed <= 64, deep
+        assert 0 <= deep.edges_removed <= deep.edges_before, deep
 
 
 def test_save_and_load_round_trip(tmp_path: Path) -> None:

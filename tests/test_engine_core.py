@@ -318,11 +318,15 @@ def test_value_objects_read_from_two_threads(rng: np.random.Generator) -> None:
     d = e.process(rows(rng, 1, 32)[0])
     e.feedback(d.trajectory_id, 1.0)
     r = e.background_learn()
-    seen: list[tuple[int, int, float, int]] = []
+    deep = e.deep_learn()
+    seen: list[tuple[int, int, float, int, bool, int]] = []
 
     def read() -> None:
         for _ in range(500):
-            seen.append((d.trajectory_id, d.tier, r.loss_after, len(r.to_dict())))
+            seen.append(
+                (d.trajectory_id, d.tier, r.loss_after, len(r.to_dict()), deep.accepted,
+                 len(deep.to_dict()))
+            )  # fmt: skip
             assert d.utilities.shape == (4,) and isinstance(d.patterns, list)
 
     ts = [threading.Thread(target=read) for _ in range(2)]

@@ -13,7 +13,14 @@ product is :class:`sona.SONAEngine` (:mod:`sona.engine`).
 from __future__ import annotations
 
 from sona._sona import __version__
-from sona.engine import LearningMode, Response, SONAConfig, SONAEngine
+from sona.engine import (
+    DeepLearningResult,
+    LearningMode,
+    LearningResult,
+    Response,
+    SONAConfig,
+    SONAEngine,
+)
 from sona.errors import (
     BackendError,
     CheckpointError,
@@ -33,10 +40,12 @@ __all__ = [
     "BackendError",
     "CheckpointError",
     "ConfigError",
+    "DeepLearningResult",
     "DimensionError",
     "InternalError",
     "InvalidInputError",
     "LearningMode",
+    "LearningResult",
     "MissingDependencyError",
     "NonFiniteError",
     "NotAvailableError",

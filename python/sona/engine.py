@@ -51,6 +51,7 @@ from sona.errors import (
 
 __all__ = [
     "Decision",
+    "DeepLearningResult",
     "LearningMode",
     "LearningResult",
     "Response",
@@ -64,6 +65,9 @@ __all__ = [
 Decision = _sona.Decision
 #: What ``background_learn`` returns (elapsed time, replayed samples, losses, merges, ...).
 LearningResult = _sona.LearningResult
+#: What ``deep_learn`` returns (replayed/synthesized, accepted or rolled back with the probe's
+#: scores, patterns merged/pruned, edges added/removed, Φ, elapsed time).
+DeepLearningResult = _sona.DeepLearningResult
 
 F32 = npt.NDArray[np.float32]
 
@@ -82,7 +86,8 @@ class LearningMode(enum.StrEnum):
     INSTANT_ONLY = "instant_only"
     #: Loops A and B (B on the engine's background thread, by trajectory count or time).
     INSTANT_AND_BACKGROUND = "instant_and_background"
-    #: A, B and C. Loop C ("dreams", :meth:`SONAEngine.deep_learn`) is not in this version yet.
+    #: A, B and C: the background thread also runs loop C (the dream cycle of
+    #: :meth:`SONAEngine.deep_learn`) after every ``deep_every_b`` loop-B cycles.
     ALL_THREE_TIERS = "all_three_tiers"
 
 
@@ -385,7 +390,9 @@ class SONAEngine:
             raise ConfigError(f"embedder: its dim is {dim}, the engine's dim is {config.dim}")
         return embedder
 
-    def _init(self, engine: Any, embedder: Embedder, backends: list[Backend] | None) -> None:
+    def _init(
+        self, engine: _sona.Engine, embedder: Embedder, backends: list[Backend] | None
+    ) -> None:
         self._engine = engine
         self.config = SONAConfig.from_json(engine.config_json)
         self.tier_names: list[str] = _tier_names(self.config)
@@ -521,15 +528,15 @@ class SONAEngine:
 
     # -- loops B and C --
 
-    def background_learn(self) -> Any:
+    def background_learn(self) -> LearningResult:
         """Run one loop-B cycle now (replay, Adam with EWC++, merge, pattern extraction...).
 
-        Returns a ``LearningResult``. The background thread runs the same cycle on its triggers;
-        ``process`` never waits for either.
+        Returns a :class:`LearningResult`. The background thread runs the same cycle on its
+        triggers; ``process`` never waits for either.
         """
         return self._engine.background_learn()
 
-    def deep_learn(self) -> dict[str, Any]:
+    def deep_learn(self) -> DeepLearningResult:
         """Run one loop-C ("dream") cycle now (serialised with loop B, off the request path).
 
         Replays stored decisions by priority (|prediction error|) with the loop-B optimizer and the
@@ -540,12 +547,13 @@ class SONAEngine:
         where held-out retrieval does not regress ("creative" edges), and computes Φ. Returns the
         cycle's report (``accepted``, ``probe_before``/``probe_after``, ``replayed``,
         ``synthesized``, ``patterns_merged``/``patterns_pruned``, ``edges_before``/``edges_after``,
-        ``creative_proposed``/``edges_added``/``edges_removed``, ``phi``, ``elapsed_ms`` ...).
+        ``creative_proposed``/``edges_added``/``edges_removed``, ``phi``, ``elapsed_ms`` ...) as a
+        :class:`DeepLearningResult` (``to_dict()`` gives every field).
         Under ``LearningMode.ALL_THREE_TIERS`` the background thread also runs it after every
         ``deep_every_b`` loop-B cycles.
         """
         self._check_open()
-        return dict(self._engine.deep_learn())
+        return self._engine.deep_learn()
 
     def improvement_metrics(self) -> dict[str, Any]:
         """Reward and regret per window of feedback, and how they changed (design §8)."""

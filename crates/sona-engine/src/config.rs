@@ -264,6 +264,24 @@ fn real_range(what: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
     sona_core::validate::check_range(what, v, lo, hi)
 }
 
+/// A config that lists its tiers (`tier_names` or `tier_costs`) but omits `n_tiers` has as many
+/// tiers as it lists, so `{"tier_names": ["small", "large"]}` needs no count beside it; lists of
+/// different lengths are still refused by `validate`, naming them.
+fn infer_n_tiers(value: &mut serde_json::Value) {
+    let Some(obj) = value.as_object_mut() else {
+        return;
+    };
+    if obj.contains_key("n_tiers") {
+        return;
+    }
+    let listed = ["tier_names", "tier_costs"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(|v| v.as_array()).map(Vec::len));
+    if let Some(n) = listed.filter(|&n| n > 0) {
+        obj.insert("n_tiers".into(), n.into());
+    }
+}
+
 /// Width `S` of the per-step statistics block (see `router::features`).
 pub fn stat_width(n_tiers: usize) -> usize {
     3 * n_tiers + 3
@@ -284,8 +302,10 @@ impl EngineConfig {
         if s.len() > 1 << 20 {
             return Err(SonaError::Config("config JSON is larger than 1 MiB".into()));
         }
-        let mut c: EngineConfig =
-            serde_json::from_str(s).map_err(|e| SonaError::Config(format!("config JSON: {e}")))?;
+        let bad = |e: serde_json::Error| SonaError::Config(format!("config JSON: {e}"));
+        let mut value: serde_json::Value = serde_json::from_str(s).map_err(bad)?;
+        infer_n_tiers(&mut value);
+        let mut c: EngineConfig = serde_json::from_value(value).map_err(bad)?;
         c.fill_defaults();
         c.validate()?;
         Ok(c)
@@ -494,6 +514,10 @@ mod tests {
         let partial = EngineConfig::from_json(r#"{"dim": 768, "n_tiers": 2}"#).unwrap();
         assert_eq!(partial.tier_costs, vec![1.0, 3.0]);
         assert_eq!(partial.tier_names, vec!["tier0", "tier1"]);
+        let listed = EngineConfig::from_json(r#"{"tier_names": ["small", "large"]}"#).unwrap();
+        assert_eq!((listed.n_tiers, listed.tier_costs.len()), (2, 2));
+        let costed = EngineConfig::from_json(r#"{"tier_costs": [1, 5, 9]}"#).unwrap();
+        assert_eq!(costed.n_tiers, 3);
     }
 
     #[test]
@@ -504,7 +528,11 @@ mod tests {
             (r#"{"dim": 0}"#, "dim"),
             (r#"{"epsilon": 1.5}"#, "epsilon"),
             (r#"{"tier_costs": [1, -1, 2, 3]}"#, "tier_costs[1]"),
-            (r#"{"tier_costs": [1, 2]}"#, "tier_costs"),
+            (r#"{"tier_costs": [1, 2], "n_tiers": 4}"#, "tier_costs"),
+            (
+                r#"{"tier_names": ["a", "b"], "tier_costs": [1, 2, 3]}"#,
+                "tier_costs",
+            ),
             (r#"{"bank_index": "lsh"}"#, "bank_index"),
             (r#"{"nope": 1}"#, "nope"),
             (r#"{"exploration": "ucb"}"#, "ucb"),

@@ -1,4 +1,5 @@
-//! Binding of the SONA engine (`sona-engine`): `Engine`, `Decision`, `LearningResult` and the config
+//! Binding of the SONA engine (`sona-engine`): `Engine`, `Decision`, `LearningResult`,
+//! `DeepLearningResult` and the config
 //! helpers `engine_config_defaults` / `engine_config_validate`. The typed layer is `sona.engine`.
 //!
 //! Every method releases the GIL before touching the engine (whose locks are all Rust-side and
@@ -11,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sona_core::SonaError;
 use sona_engine::engine::{Decision as RDecision, Engine as REngine, FeedbackSource};
-use sona_engine::{EngineConfig, LearningResult as RResult};
+use sona_engine::{DeepLearningResult as RDeep, EngineConfig, LearningResult as RResult};
 
 use crate::convert::{mat2, out1, out2, slice, vec1};
 use crate::errors::{guard, BindResult};
@@ -177,6 +178,124 @@ impl PyLearningResult {
             r.patterns_added,
             r.patterns_total,
             if r.boundary_detected { "True" } else { "False" }
+        )
+    }
+}
+
+/// What one loop-C ("dream") cycle did: replay and pseudo-rehearsal counts, whether the probe
+/// accepted the result (`accepted`; `false` means rolled back, the served weights unchanged) with
+/// its scores, the memory maintenance (patterns merged/pruned, hierarchy, edges) and Φ.
+#[pyclass(frozen, name = "DeepLearningResult", module = "sona._sona")]
+pub(crate) struct PyDeepLearningResult {
+    inner: RDeep,
+}
+
+#[pymethods]
+impl PyDeepLearningResult {
+    #[getter]
+    fn cycle(&self) -> u64 {
+        self.inner.cycle
+    }
+    #[getter]
+    fn elapsed_ms(&self) -> f64 {
+        self.inner.elapsed_ms
+    }
+    #[getter]
+    fn replayed(&self) -> usize {
+        self.inner.replayed
+    }
+    #[getter]
+    fn synthesized(&self) -> usize {
+        self.inner.synthesized
+    }
+    #[getter]
+    fn steps(&self) -> usize {
+        self.inner.steps
+    }
+    #[getter]
+    fn accepted(&self) -> bool {
+        self.inner.accepted
+    }
+    #[getter]
+    fn probe_before(&self) -> f64 {
+        self.inner.probe_before
+    }
+    #[getter]
+    fn probe_after(&self) -> f64 {
+        self.inner.probe_after
+    }
+    #[getter]
+    fn probe_size(&self) -> usize {
+        self.inner.probe_size
+    }
+    #[getter]
+    fn out_of_budget(&self) -> bool {
+        self.inner.out_of_budget
+    }
+    #[getter]
+    fn patterns_merged(&self) -> usize {
+        self.inner.patterns_merged
+    }
+    #[getter]
+    fn patterns_pruned(&self) -> usize {
+        self.inner.patterns_pruned
+    }
+    #[getter]
+    fn edges_before(&self) -> usize {
+        self.inner.edges_before
+    }
+    #[getter]
+    fn edges_after(&self) -> usize {
+        self.inner.edges_after
+    }
+    #[getter]
+    fn creative_proposed(&self) -> usize {
+        self.inner.creative_proposed
+    }
+    #[getter]
+    fn edges_added(&self) -> usize {
+        self.inner.edges_added
+    }
+    #[getter]
+    fn edges_removed(&self) -> usize {
+        self.inner.edges_removed
+    }
+    #[getter]
+    fn phi(&self) -> f64 {
+        self.inner.phi
+    }
+    #[getter]
+    fn generation(&self) -> u64 {
+        self.inner.generation
+    }
+    /// Patterns per level of the hierarchy built after the cycle (level 1 upward).
+    #[getter]
+    fn hierarchy_levels(&self) -> Vec<usize> {
+        self.inner.hierarchy_levels.clone()
+    }
+    /// Every field as a dict.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        guard(py, || json_to_py(py, &self.inner.to_json()))
+    }
+    fn __repr__(&self) -> String {
+        let r = &self.inner;
+        let py_bool = |b: bool| if b { "True" } else { "False" };
+        format!(
+            "DeepLearningResult(cycle={}, elapsed_ms={:.2}, replayed={}, synthesized={}, accepted={}, \
+             probe_before={:.4}, probe_after={:.4}, patterns_merged={}, patterns_pruned={}, \
+             edges_added={}, edges_removed={}, phi={:.4})",
+            r.cycle,
+            r.elapsed_ms,
+            r.replayed,
+            r.synthesized,
+            py_bool(r.accepted),
+            r.probe_before,
+            r.probe_after,
+            r.patterns_merged,
+            r.patterns_pruned,
+            r.edges_added,
+            r.edges_removed,
+            r.phi
         )
     }
 }
@@ -370,10 +489,10 @@ impl PyEngine {
     }
 
     /// One deep ("dream") cycle; its report as a dict (see `sona_engine::loop_c`).
-    fn deep_learn<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn deep_learn(&self, py: Python<'_>) -> PyResult<PyDeepLearningResult> {
         guard(py, || {
-            let r = py.detach(|| self.inner.deep_learn())?;
-            json_to_py(py, &r.to_json())
+            let inner = py.detach(|| self.inner.deep_learn())?;
+            Ok(PyDeepLearningResult { inner })
         })
     }
 
@@ -444,5 +563,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<PyDecision>()?;
     m.add_class::<PyLearningResult>()?;
+    m.add_class::<PyDeepLearningResult>()?;
     Ok(())
 }
