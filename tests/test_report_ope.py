@@ -21,12 +21,15 @@ def test_report_of_a_saved_engine(tmp_path: Path, capsys: pytest.CaptureFixture[
             d = engine.process(x)
             engine.feedback(d.trajectory_id, 1.0 if d.tier == i % 2 else 0.0)
         engine.background_learn()
-        engine.deep_learn()
+        phi = engine.deep_learn().phi
         engine.save(tmp_path / "engine")
+    # Φ of the last deep cycle is saved with the engine (the report reads it after loading).
+    with SONAEngine.load(tmp_path / "engine") as loaded:
+        assert loaded.improvement_metrics()["phi"] == phi
     prefix = tmp_path / "rep"
     assert main(["report", str(tmp_path / "engine"), "--out", str(prefix)]) == 0
     out = capsys.readouterr().out
-    assert "weekly_gain" in out and "phi" in out and out.count("\n") > 6
+    assert "weekly_gain" in out and f"{phi:.4f}" in out and out.count("\n") > 6
     for name in ("learning", "regret", "cost-quality"):
         assert (tmp_path / f"rep-{name}.png").stat().st_size > 1000
     # A directory that is not a saved engine is a clear error, not a traceback.

@@ -204,6 +204,7 @@ impl Inner {
         )?;
         ck.set_meta("metrics", &*inner.metrics.lock())?;
         ck.set_meta("latency", &inner.latency.saved())?;
+        ck.set_meta("phi", &*inner.last_phi.lock())?;
         ck.set_meta("writer_rng", &wr.rng)?;
         ck.set_meta("replay_rng", &replay.rng)?;
         ck.put_f32("router", &[model.router.len()], &model.router);
@@ -264,6 +265,15 @@ impl Inner {
             Ok(_) => OpLatency::from_saved(&ck.meta("latency")?).map_err(ck_err)?,
             Err(_) => OpLatency::default(),
         };
+        // Φ of the last deep cycle; absent in checkpoints written before it was saved. An
+        // algebraic connectivity of a normalised Laplacian lies in [0, 2].
+        let phi = match ck.meta::<serde_json::Value>("phi") {
+            Ok(_) => ck.meta::<Option<f64>>("phi")?,
+            Err(_) => None,
+        };
+        if phi.is_some_and(|p| !(0.0..=2.0).contains(&p)) {
+            return Err(bad("phi is outside [0, 2]"));
+        }
         if metrics.tiers != cfg.n_tiers
             || metrics.window != cfg.metrics_window
             || metrics.current.tier_counts.len() != cfg.n_tiers
@@ -417,6 +427,7 @@ impl Inner {
         inner.loop_b_runs.store(c.loop_b_runs, Relaxed);
         *inner.metrics.get_mut() = metrics;
         inner.latency = latency;
+        *inner.last_phi.get_mut() = phi;
         *inner.recent.get_mut() = VecDeque::new();
         inner.model.store(Arc::new(model));
         Ok((inner, log_seq))

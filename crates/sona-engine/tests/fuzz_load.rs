@@ -158,7 +158,7 @@ proptest! {
     }
 
     #[test]
-    fn logical_corruption_is_refused_or_valid(kind in 0usize..20, v in any::<u64>(), f in any::<f32>()) {
+    fn logical_corruption_is_refused_or_valid(kind in 0usize..21, v in any::<u64>(), f in any::<f32>()) {
         let dir = copy_to("logic");
         let path = dir.join("engine.ckpt");
         let mut ck = Checkpoint::load(&path, sona_engine::persist::KIND, sona_engine::persist::VERSION).unwrap();
@@ -242,6 +242,12 @@ proptest! {
                 }
                 ck.put_u64("replay.arrivals", &a);
             }
+            // Φ of the last deep cycle: any number, a string, or absent (older files).
+            20 => match v % 3 {
+                0 => ck.set_meta("phi", &serde_json::json!(f)).unwrap(),
+                1 => ck.set_meta("phi", &serde_json::json!("high")).unwrap(),
+                _ => ck.set_meta("phi", &serde_json::json!((v % 5) as f64 / 2.0)).unwrap(),
+            },
             _ => {
                 let (shape, d) = ck.get_f32("replay.data").unwrap();
                 let rows = (v as usize % 5).min(shape[0]);
