@@ -6,7 +6,8 @@
 //! logits under softmax cross-entropy (logit gradient `softmax − onehot`). Protection against
 //! forgetting, each optional:
 //! - EWC++: per-sample gradients of the current task feed the online Fisher, `end_task` folds the
-//!   task into the quadratic, whose gradient is added to every step;
+//!   task into the quadratic, whose gradient is added to every step; with a [`FisherPass`],
+//!   `end_task_on` instead takes the Fisher in one pass over the task's data at θ*;
 //! - replay: a reservoir (Algorithm R) of past examples over one fixed capacity, sampled through
 //!   [`PrioritizedReplay`] into every minibatch;
 //! - dreams: [`sona_dreams::run_cycle`] over the stored examples plus pseudo-rehearsal inputs
@@ -18,7 +19,7 @@ use std::cell::RefCell;
 use sona_core::{validate, Result, SeededRng, SonaError};
 use sona_dreams::rehearsal::{synthesize, Cluster};
 use sona_dreams::{run_cycle, DreamModel, DreamReport, PrioritizedReplay};
-use sona_ewc::{EwcConfig, EwcPlusPlus};
+use sona_ewc::{EwcConfig, EwcPlusPlus, TaskFisher};
 
 pub use sona_dreams::DreamConfig;
 
@@ -30,6 +31,18 @@ use crate::router::{forward, Cache, Layout};
 pub const MAX_EXAMPLES: usize = 1 << 22;
 /// Every `PROBE_EVERY`-th stored example is held out as the dream cycle's probe.
 const PROBE_EVERY: usize = 5;
+
+/// Which Fisher a finished task contributes to EWC++.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FisherPass {
+    /// The online estimate collected during training (EWC++).
+    #[default]
+    Online,
+    /// One pass at θ* over the task's data, gradients at the observed labels.
+    Empirical,
+    /// One pass at θ*, the exact expectation over the model's own labels: `Σ_c p_c g_c²`.
+    Expected,
+}
 
 /// Sizes and hyper-parameters of a [`RouterClassifier`].
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +66,10 @@ pub struct ClassifierConfig {
     /// Weigh the replay minibatch like the tasks it stands for (the number of `end_task` calls so
     /// far, as joint training would), instead of like one task.
     pub replay_balanced: bool,
+    /// The Fisher `end_task_on` folds in (`end_task` without data always uses the online one).
+    pub fisher_pass: FisherPass,
+    /// With a pass: weight of the online estimate in the task's Fisher (`0`: the pass alone).
+    pub fisher_mix: f32,
     pub seed: u64,
 }
 
@@ -71,6 +88,8 @@ impl Default for ClassifierConfig {
             replay_capacity: 0,
             replay_batch: 32,
             replay_balanced: false,
+            fisher_pass: FisherPass::Online,
+            fisher_mix: 0.0,
             seed: 0,
         }
     }
@@ -86,6 +105,7 @@ impl ClassifierConfig {
         validate::check_size("fisher_batch", self.fisher_batch, 0, 4096)?;
         validate::check_size("replay_capacity", self.replay_capacity, 0, 1 << 20)?;
         validate::check_size("replay_batch", self.replay_batch, 0, 4096)?;
+        validate::check_range("fisher_mix", f64::from(self.fisher_mix), 0.0, 1.0)?;
         Ok(())
     }
 }
@@ -159,6 +179,38 @@ impl Net {
         w.dl = p;
         self.add_grad(x, w, weight, grad);
         (-(f64::from(py).max(1e-12)).ln(), 1.0 - py)
+    }
+
+    /// The end-of-task Fisher of `pass` over `(xs, ys)` (`n × input`, validated) at the current θ.
+    fn task_fisher(
+        &self,
+        pass: FisherPass,
+        xs: &[f32],
+        ys: &[i64],
+        w: &mut Work,
+    ) -> Result<TaskFisher> {
+        let mut acc = TaskFisher::new(self.theta.len())?;
+        let mut g = validate::try_zeros("per-sample gradient", self.theta.len())?;
+        let mut p = Vec::new();
+        for (x, &y) in xs.chunks_exact(self.layout.input).zip(ys) {
+            self.probs(x, w, &mut p);
+            let labels: Vec<(usize, f32)> = match pass {
+                FisherPass::Expected => p.iter().copied().enumerate().collect(),
+                _ => vec![(y as usize, 1.0)],
+            };
+            for (c, weight) in labels {
+                // A class the model rules out contributes nothing to the expectation.
+                if weight < 1e-8 {
+                    continue;
+                }
+                w.dl.clone_from(&p);
+                w.dl[c] -= 1.0;
+                g.fill(0.0);
+                self.add_grad(x, w, 1.0, &mut g);
+                acc.add(&g, weight)?;
+            }
+        }
+        Ok(acc)
     }
 
     /// EWC++ penalty gradient, then one Adam step; refused (nothing changes) when non-finite.
@@ -256,6 +308,15 @@ impl RouterClassifier {
 
     pub fn n_params(&self) -> usize {
         self.net.theta.len()
+    }
+
+    /// Sets the optimizer's learning rate for the following steps (e.g. a smaller one on later
+    /// tasks); outside `[1e-9, 1]` or non-finite is rejected with `Config`, nothing changed.
+    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+        validate::check_range("lr", f64::from(lr), 1e-9, 1.0)?;
+        self.cfg.lr = lr;
+        self.net.lr = lr;
+        Ok(())
     }
 
     pub fn parameters(&self) -> &[f32] {
@@ -437,6 +498,35 @@ impl RouterClassifier {
             };
             store.replay.push(Some(slot))?;
         }
+        Ok(())
+    }
+
+    /// Ends the current task with its training data: with a [`FisherPass`] (and EWC++ on) the task's
+    /// Fisher is taken in one pass over `(xs, ys)` at the current parameters θ* (blended with the
+    /// online estimate by `fisher_mix`); otherwise as [`end_task`](Self::end_task). Bad input
+    /// changes nothing.
+    pub fn end_task_on(&mut self, xs: &[f32], ys: &[i64]) -> Result<()> {
+        self.check(xs, Some(ys))?;
+        if self.cfg.fisher_pass == FisherPass::Online || self.net.ewc.is_none() {
+            return self.end_task();
+        }
+        let pass = self
+            .net
+            .task_fisher(self.cfg.fisher_pass, xs, ys, &mut self.work)?;
+        let mix = if self
+            .net
+            .ewc
+            .as_ref()
+            .is_some_and(|e| e.online().samples() > 0)
+        {
+            self.cfg.fisher_mix
+        } else {
+            0.0
+        };
+        if let Some(e) = self.net.ewc.as_mut() {
+            e.consolidate_from(&self.net.theta, &pass, mix)?;
+        }
+        self.tasks_ended = self.tasks_ended.saturating_add(1);
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sona_core::SonaError;
-use sona_engine::classifier::{ClassifierConfig, DreamConfig, RouterClassifier};
+use sona_engine::classifier::{ClassifierConfig, DreamConfig, FisherPass, RouterClassifier};
 
 use crate::convert::{mat2, slice};
 use crate::errors::{guard, BindResult};
@@ -42,7 +42,8 @@ impl PyRouterClassifier {
     #[new]
     #[pyo3(signature = (input_dim, n_classes, hidden = 128, rank_w = 32, rank_u = 4, lr = 2e-3,
         ewc_lambda = 0.0, ewc_gamma = 0.995, fisher_batch = 8, replay_capacity = 0,
-        replay_batch = 32, seed = 0, replay_balanced = false))]
+        replay_batch = 32, seed = 0, replay_balanced = false, fisher_pass = "online",
+        fisher_mix = 0.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -59,8 +60,21 @@ impl PyRouterClassifier {
         replay_batch: usize,
         seed: u64,
         replay_balanced: bool,
+        fisher_pass: &str,
+        fisher_mix: f64,
     ) -> PyResult<Self> {
         guard(py, || {
+            let fisher_pass = match fisher_pass {
+                "online" => FisherPass::Online,
+                "empirical" => FisherPass::Empirical,
+                "expected" => FisherPass::Expected,
+                other => {
+                    return Err(SonaError::Config(format!(
+                        "fisher_pass must be 'online', 'empirical' or 'expected', got {other:?}"
+                    ))
+                    .into())
+                }
+            };
             let cfg = ClassifierConfig {
                 input: input_dim,
                 classes: n_classes,
@@ -74,6 +88,8 @@ impl PyRouterClassifier {
                 replay_capacity,
                 replay_batch,
                 replay_balanced,
+                fisher_pass,
+                fisher_mix: fisher_mix as f32,
                 seed,
             };
             Ok(PyRouterClassifier {
@@ -142,8 +158,28 @@ impl PyRouterClassifier {
         })
     }
 
-    fn end_task(&self, py: Python<'_>) -> PyResult<()> {
-        guard(py, || Ok(py.detach(|| self.inner.lock().end_task())?))
+    fn set_lr(&self, py: Python<'_>, lr: f64) -> PyResult<()> {
+        guard(
+            py,
+            || Ok(py.detach(|| self.inner.lock().set_lr(lr as f32))?),
+        )
+    }
+
+    #[pyo3(signature = (xs = None, ys = None))]
+    fn end_task(
+        &self,
+        py: Python<'_>,
+        xs: Option<&Bound<'_, PyAny>>,
+        ys: Option<Vec<i64>>,
+    ) -> PyResult<()> {
+        guard(py, || match (xs, ys) {
+            (None, None) => Ok(py.detach(|| self.inner.lock().end_task())?),
+            (Some(xs), Some(ys)) => {
+                let x = self.xs(xs)?;
+                Ok(py.detach(|| self.inner.lock().end_task_on(&x, &ys))?)
+            }
+            _ => Err(SonaError::invalid("end_task takes both xs and ys or neither").into()),
+        })
     }
 
     #[pyo3(signature = (steps = 50, batch = 32, synthetic = 256, synthetic_batch = 16,

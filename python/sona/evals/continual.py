@@ -80,6 +80,12 @@ class ContinualConfig:
     gamma: float = 0.995
     #: Per-sample gradients per minibatch fed to the online Fisher.
     fisher_batch: int = 8
+    #: The Fisher a finished task contributes: "online" (the EWC++ estimate along the trajectory),
+    #: "empirical" or "expected" (one pass over the task's training set at θ*, observed labels or
+    #: the exact expectation over the model's own), per benchmark; a missing entry is "online".
+    fisher_pass: dict[str, str] = field(default_factory=dict)
+    #: With a pass: weight of the online estimate in the task's Fisher (0: the pass alone).
+    fisher_mix: float = 0.0
     replay_size: int = 200
     #: Store size for ``ewc+replay`` (``0``: ``replay_size``); 5,000 holds every past training
     #: example of either benchmark (chosen on validation against 1,000 and 2,500).
@@ -90,6 +96,9 @@ class ContinualConfig:
     #: Dream cycle after every epoch of a later task: optimizer steps, synthetic inputs.
     dream_steps: int = 30
     dream_synthetic: int = 256
+    #: EWC methods after the first task: learning rate and epochs per task (0: ``lr`` / ``epochs``).
+    ewc_lr_later: float = 0.0
+    ewc_epochs_later: int = 0
     #: Where R is measured: "test" (reported) or "val" (tuning).
     split: str = "test"
 
@@ -167,9 +176,11 @@ def run_method(
     cfg: ContinualConfig,
     seed: int,
     lam: float,
+    fisher_pass: str = "online",
 ) -> tuple[npt.NDArray[np.float64], list[float]]:
-    """Trains ``method`` over the task sequence; returns ``R`` (on ``cfg.split``) and the task-1
-    accuracy after every epoch."""
+    """Trains ``method`` over the task sequence (EWC++ with ``lam`` and the task Fisher
+    ``fisher_pass``); returns ``R`` (on ``cfg.split``) and the task-1 accuracy after every
+    epoch."""
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r} (choose from {ALL_METHODS})")
     if cfg.split not in SPLITS:
@@ -190,6 +201,8 @@ def run_method(
         replay_batch=cfg.batch if "replay" in method else 0,
         seed=seed * 7919 + 17,
         replay_balanced=cfg.replay_balanced and method == "ewc+replay",
+        fisher_pass=fisher_pass,
+        fisher_mix=cfg.fisher_mix,
     )
     n = len(tasks)
     r = np.zeros((n, n))
@@ -201,12 +214,20 @@ def run_method(
             ys = np.concatenate([t.y_train for t in tasks[: i + 1]])
         else:
             xs, ys = task.x_train, task.y_train
-        for _epoch in range(cfg.epochs):
+        epochs = cfg.epochs
+        if i > 0 and "ewc" in method:
+            epochs = cfg.ewc_epochs_later or epochs
+            if cfg.ewc_lr_later > 0:
+                model.set_lr(cfg.ewc_lr_later)
+        for _epoch in range(epochs):
             model.fit(xs, ys, epochs=1, batch=cfg.batch)
             if method == "dream" and model.stored > 0:
                 model.dream(steps=cfg.dream_steps, synthetic=cfg.dream_synthetic)
             curve.append(model.accuracy(x0, y0))
-        model.end_task()
+        if "ewc" in method:
+            model.end_task(xs, ys)
+        else:
+            model.end_task()
         if store:
             model.remember(task.x_train, task.y_train)
         for j, t in enumerate(tasks):
@@ -248,7 +269,8 @@ def run(
         lam = cfg.lambdas.get(b, 1e3)
         if m == "ewc+replay":
             lam = cfg.lambdas_with_replay.get(b, lam)
-        raw.setdefault((b, m), []).append(run_method(m, tasks, n_classes, cfg, s, lam))
+        fisher = cfg.fisher_pass.get(b, "online")
+        raw.setdefault((b, m), []).append(run_method(m, tasks, n_classes, cfg, s, lam, fisher))
         if on_run is not None:
             on_run(f"{b}/{m}/seed{s}")
     for (b, m), runs in raw.items():
