@@ -42,6 +42,8 @@ pub enum FisherPass {
     Empirical,
     /// One pass at θ*, the exact expectation over the model's own labels: `Σ_c p_c g_c²`.
     Expected,
+    /// EXPERIMENT: squared logit Jacobian `Σ_c (∂z_c/∂θ)²` (Gauss–Newton with identity output).
+    Logits,
 }
 
 /// Sizes and hyper-parameters of a [`RouterClassifier`].
@@ -70,6 +72,12 @@ pub struct ClassifierConfig {
     pub fisher_pass: FisherPass,
     /// With a pass: weight of the online estimate in the task's Fisher (`0`: the pass alone).
     pub fisher_mix: f32,
+    /// EXPERIMENT: plain SGD (clipped like Adam) instead of Adam.
+    pub sgd: bool,
+    /// EXPERIMENT: forget Adam's moments at every task end.
+    pub reset_adam: bool,
+    /// EXPERIMENT: 0 all parameters, 1 head only (wo, bo), 2 everything but the head.
+    pub ewc_scope: u8,
     pub seed: u64,
 }
 
@@ -90,6 +98,9 @@ impl Default for ClassifierConfig {
             replay_balanced: false,
             fisher_pass: FisherPass::Online,
             fisher_mix: 0.0,
+            sgd: false,
+            reset_adam: false,
+            ewc_scope: 0,
             seed: 0,
         }
     }
@@ -118,6 +129,7 @@ struct Net {
     adam: Adam,
     ewc: Option<EwcPlusPlus>,
     lr: f32,
+    sgd: bool,
 }
 
 /// Forward/backward buffers (reused).
@@ -185,10 +197,12 @@ impl Net {
     fn task_fisher(
         &self,
         pass: FisherPass,
+        scope: u8,
         xs: &[f32],
         ys: &[i64],
         w: &mut Work,
     ) -> Result<TaskFisher> {
+        let head = self.layout.offsets().wo;
         let mut acc = TaskFisher::new(self.theta.len())?;
         let mut g = validate::try_zeros("per-sample gradient", self.theta.len())?;
         let mut p = Vec::new();
@@ -196,6 +210,7 @@ impl Net {
             self.probs(x, w, &mut p);
             let labels: Vec<(usize, f32)> = match pass {
                 FisherPass::Expected => p.iter().copied().enumerate().collect(),
+                FisherPass::Logits => (0..p.len()).map(|c| (c, 1.0)).collect(),
                 _ => vec![(y as usize, 1.0)],
             };
             for (c, weight) in labels {
@@ -203,10 +218,22 @@ impl Net {
                 if weight < 1e-8 {
                     continue;
                 }
-                w.dl.clone_from(&p);
-                w.dl[c] -= 1.0;
+                if pass == FisherPass::Logits {
+                    w.dl.clear();
+                    w.dl.resize(p.len(), 0.0);
+                    w.dl[c] = 1.0;
+                } else {
+                    w.dl.clone_from(&p);
+                    w.dl[c] -= 1.0;
+                }
                 g.fill(0.0);
                 self.add_grad(x, w, 1.0, &mut g);
+                match scope {
+                    1 => g[..head].fill(0.0),
+                    2 => g[head..].fill(0.0),
+                    _ => {}
+                }
+
                 acc.add(&g, weight)?;
             }
         }
@@ -222,7 +249,20 @@ impl Net {
         }
         let mut next = self.theta.clone();
         let mut adam = self.adam.clone();
-        if !adam.step(&mut next, grad, self.lr) || !next.iter().all(|v| v.is_finite()) {
+        if self.sgd {
+            let norm = grad
+                .iter()
+                .map(|g| f64::from(*g).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let c = if norm > 5.0 { 5.0 / norm } else { 1.0 } as f32;
+            for (t, g) in next.iter_mut().zip(grad.iter()) {
+                *t -= self.lr * c * g;
+            }
+            if !next.iter().all(|v| v.is_finite()) {
+                return false;
+            }
+        } else if !adam.step(&mut next, grad, self.lr) || !next.iter().all(|v| v.is_finite()) {
             return false;
         }
         self.theta = next;
@@ -293,6 +333,7 @@ impl RouterClassifier {
                 theta,
                 ewc,
                 lr: cfg.lr,
+                sgd: cfg.sgd,
             },
             rng: SeededRng::new(cfg.seed ^ 0xC1A5_51F1),
             store,
@@ -510,9 +551,16 @@ impl RouterClassifier {
         if self.cfg.fisher_pass == FisherPass::Online || self.net.ewc.is_none() {
             return self.end_task();
         }
-        let pass = self
-            .net
-            .task_fisher(self.cfg.fisher_pass, xs, ys, &mut self.work)?;
+        if self.cfg.reset_adam {
+            self.net.adam = Adam::new(self.net.theta.len());
+        }
+        let pass = self.net.task_fisher(
+            self.cfg.fisher_pass,
+            self.cfg.ewc_scope,
+            xs,
+            ys,
+            &mut self.work,
+        )?;
         let mix = if self
             .net
             .ewc
@@ -523,7 +571,34 @@ impl RouterClassifier {
         } else {
             0.0
         };
-        if let Some(e) = self.net.ewc.as_mut() {
+        let scope = self.cfg.ewc_scope;
+        if scope >= 3 {
+            let o = self.net.layout.offsets();
+            let mut f = pass.mean()?;
+            let mean_all = f.iter().map(|&v| f64::from(v)).sum::<f64>() / f.len() as f64;
+            if scope == 3 {
+                let b = [
+                    o.w1, o.w2, o.u1, o.u2, o.bz, o.bh, o.zeta, o.nu, o.wo, o.bo, o.total,
+                ];
+                for k in 0..b.len() - 1 {
+                    let seg = &mut f[b[k]..b[k + 1]];
+                    if seg.is_empty() {
+                        continue;
+                    }
+                    let m = seg.iter().map(|&v| f64::from(v)).sum::<f64>() / seg.len() as f64;
+                    if m > 0.0 {
+                        let c = (mean_all / m) as f32;
+                        seg.iter_mut().for_each(|v| *v *= c);
+                    }
+                }
+            } else {
+                let cap = (f64::from(scope - 3) * mean_all) as f32;
+                f.iter_mut().for_each(|v| *v = v.min(cap));
+            }
+            if let Some(e) = self.net.ewc.as_mut() {
+                e.complete_task(&self.net.theta, Some(&f), 1.0)?;
+            }
+        } else if let Some(e) = self.net.ewc.as_mut() {
             e.consolidate_from(&self.net.theta, &pass, mix)?;
         }
         self.tasks_ended = self.tasks_ended.saturating_add(1);
@@ -532,6 +607,9 @@ impl RouterClassifier {
 
     /// Ends the current task: folds it into EWC++ (when on).
     pub fn end_task(&mut self) -> Result<()> {
+        if self.cfg.reset_adam {
+            self.net.adam = Adam::new(self.net.theta.len());
+        }
         self.tasks_ended = self.tasks_ended.saturating_add(1);
         // No sample since the last task ended (e.g. `end_task` twice): nothing new to protect.
         if let Some(e) = self.net.ewc.as_mut().filter(|e| e.online().samples() > 0) {

@@ -43,7 +43,7 @@ impl PyRouterClassifier {
     #[pyo3(signature = (input_dim, n_classes, hidden = 128, rank_w = 32, rank_u = 4, lr = 2e-3,
         ewc_lambda = 0.0, ewc_gamma = 0.995, fisher_batch = 8, replay_capacity = 0,
         replay_batch = 32, seed = 0, replay_balanced = false, fisher_pass = "online",
-        fisher_mix = 0.0))]
+        fisher_mix = 0.0, sgd = false, reset_adam = false, ewc_scope = 0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -62,12 +62,16 @@ impl PyRouterClassifier {
         replay_balanced: bool,
         fisher_pass: &str,
         fisher_mix: f64,
+        sgd: bool,
+        reset_adam: bool,
+        ewc_scope: u8,
     ) -> PyResult<Self> {
         guard(py, || {
             let fisher_pass = match fisher_pass {
                 "online" => FisherPass::Online,
                 "empirical" => FisherPass::Empirical,
                 "expected" => FisherPass::Expected,
+                "logits" => FisherPass::Logits,
                 other => {
                     return Err(SonaError::Config(format!(
                         "fisher_pass must be 'online', 'empirical' or 'expected', got {other:?}"
@@ -90,6 +94,9 @@ impl PyRouterClassifier {
                 replay_balanced,
                 fisher_pass,
                 fisher_mix: fisher_mix as f32,
+                sgd,
+                reset_adam,
+                ewc_scope,
                 seed,
             };
             Ok(PyRouterClassifier {

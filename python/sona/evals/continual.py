@@ -87,6 +87,8 @@ class ContinualConfig:
     #: With a pass: weight of the online estimate in the task's Fisher (0: the pass alone).
     fisher_mix: float = 0.0
     replay_size: int = 200
+    #: Stored examples replayed per minibatch (0: ``batch``).
+    replay_batch: int = 0
     #: Store size for ``ewc+replay`` (``0``: ``replay_size``); 5,000 holds every past training
     #: example of either benchmark (chosen on validation against 1,000 and 2,500).
     replay_size_with_ewc: int = 5000
@@ -99,6 +101,9 @@ class ContinualConfig:
     #: EWC methods after the first task: learning rate and epochs per task (0: ``lr`` / ``epochs``).
     ewc_lr_later: float = 0.0
     ewc_epochs_later: int = 0
+    sgd: bool = False
+    reset_adam: bool = False
+    ewc_scope: int = 0
     #: Where R is measured: "test" (reported) or "val" (tuning).
     split: str = "test"
 
@@ -198,11 +203,14 @@ def run_method(
         ewc_gamma=cfg.gamma,
         fisher_batch=cfg.fisher_batch,
         replay_capacity=(size or cfg.replay_size) if store else 0,
-        replay_batch=cfg.batch if "replay" in method else 0,
+        replay_batch=(cfg.replay_batch or cfg.batch) if "replay" in method else 0,
         seed=seed * 7919 + 17,
         replay_balanced=cfg.replay_balanced and method == "ewc+replay",
         fisher_pass=fisher_pass,
         fisher_mix=cfg.fisher_mix,
+        sgd=cfg.sgd and "ewc" in method,
+        reset_adam=cfg.reset_adam and "ewc" in method,
+        ewc_scope=cfg.ewc_scope,
     )
     n = len(tasks)
     r = np.zeros((n, n))
