@@ -6,8 +6,7 @@
 //! logits under softmax cross-entropy (logit gradient `softmax − onehot`). Protection against
 //! forgetting, each optional:
 //! - EWC++: per-sample gradients of the current task feed the online Fisher, `end_task` folds the
-//!   task into the quadratic, whose gradient is added to every step; with a [`FisherPass`],
-//!   `end_task_on` instead takes the Fisher in one pass over the task's data at θ*;
+//!   task into the quadratic, whose gradient is added to every step;
 //! - replay: a reservoir (Algorithm R) of past examples over one fixed capacity, sampled through
 //!   [`PrioritizedReplay`] into every minibatch;
 //! - dreams: [`sona_dreams::run_cycle`] over the stored examples plus pseudo-rehearsal inputs
@@ -19,7 +18,7 @@ use std::cell::RefCell;
 use sona_core::{validate, Result, SeededRng, SonaError};
 use sona_dreams::rehearsal::{synthesize, Cluster};
 use sona_dreams::{run_cycle, DreamModel, DreamReport, PrioritizedReplay};
-use sona_ewc::{EwcConfig, EwcPlusPlus, TaskFisher};
+use sona_ewc::{EwcConfig, EwcPlusPlus};
 
 pub use sona_dreams::DreamConfig;
 
@@ -31,20 +30,6 @@ use crate::router::{forward, Cache, Layout};
 pub const MAX_EXAMPLES: usize = 1 << 22;
 /// Every `PROBE_EVERY`-th stored example is held out as the dream cycle's probe.
 const PROBE_EVERY: usize = 5;
-
-/// Which Fisher a finished task contributes to EWC++.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FisherPass {
-    /// The online estimate collected during training (EWC++).
-    #[default]
-    Online,
-    /// One pass at θ* over the task's data, gradients at the observed labels.
-    Empirical,
-    /// One pass at θ*, the exact expectation over the model's own labels: `Σ_c p_c g_c²`.
-    Expected,
-    /// EXPERIMENT: squared logit Jacobian `Σ_c (∂z_c/∂θ)²` (Gauss–Newton with identity output).
-    Logits,
-}
 
 /// Sizes and hyper-parameters of a [`RouterClassifier`].
 #[derive(Debug, Clone, PartialEq)]
@@ -68,16 +53,6 @@ pub struct ClassifierConfig {
     /// Weigh the replay minibatch like the tasks it stands for (the number of `end_task` calls so
     /// far, as joint training would), instead of like one task.
     pub replay_balanced: bool,
-    /// The Fisher `end_task_on` folds in (`end_task` without data always uses the online one).
-    pub fisher_pass: FisherPass,
-    /// With a pass: weight of the online estimate in the task's Fisher (`0`: the pass alone).
-    pub fisher_mix: f32,
-    /// EXPERIMENT: plain SGD (clipped like Adam) instead of Adam.
-    pub sgd: bool,
-    /// EXPERIMENT: forget Adam's moments at every task end.
-    pub reset_adam: bool,
-    /// EXPERIMENT: 0 all parameters, 1 head only (wo, bo), 2 everything but the head.
-    pub ewc_scope: u8,
     pub seed: u64,
 }
 
@@ -96,11 +71,6 @@ impl Default for ClassifierConfig {
             replay_capacity: 0,
             replay_batch: 32,
             replay_balanced: false,
-            fisher_pass: FisherPass::Online,
-            fisher_mix: 0.0,
-            sgd: false,
-            reset_adam: false,
-            ewc_scope: 0,
             seed: 0,
         }
     }
@@ -116,7 +86,6 @@ impl ClassifierConfig {
         validate::check_size("fisher_batch", self.fisher_batch, 0, 4096)?;
         validate::check_size("replay_capacity", self.replay_capacity, 0, 1 << 20)?;
         validate::check_size("replay_batch", self.replay_batch, 0, 4096)?;
-        validate::check_range("fisher_mix", f64::from(self.fisher_mix), 0.0, 1.0)?;
         Ok(())
     }
 }
@@ -129,7 +98,6 @@ struct Net {
     adam: Adam,
     ewc: Option<EwcPlusPlus>,
     lr: f32,
-    sgd: bool,
 }
 
 /// Forward/backward buffers (reused).
@@ -193,53 +161,6 @@ impl Net {
         (-(f64::from(py).max(1e-12)).ln(), 1.0 - py)
     }
 
-    /// The end-of-task Fisher of `pass` over `(xs, ys)` (`n × input`, validated) at the current θ.
-    fn task_fisher(
-        &self,
-        pass: FisherPass,
-        scope: u8,
-        xs: &[f32],
-        ys: &[i64],
-        w: &mut Work,
-    ) -> Result<TaskFisher> {
-        let head = self.layout.offsets().wo;
-        let mut acc = TaskFisher::new(self.theta.len())?;
-        let mut g = validate::try_zeros("per-sample gradient", self.theta.len())?;
-        let mut p = Vec::new();
-        for (x, &y) in xs.chunks_exact(self.layout.input).zip(ys) {
-            self.probs(x, w, &mut p);
-            let labels: Vec<(usize, f32)> = match pass {
-                FisherPass::Expected => p.iter().copied().enumerate().collect(),
-                FisherPass::Logits => (0..p.len()).map(|c| (c, 1.0)).collect(),
-                _ => vec![(y as usize, 1.0)],
-            };
-            for (c, weight) in labels {
-                // A class the model rules out contributes nothing to the expectation.
-                if weight < 1e-8 {
-                    continue;
-                }
-                if pass == FisherPass::Logits {
-                    w.dl.clear();
-                    w.dl.resize(p.len(), 0.0);
-                    w.dl[c] = 1.0;
-                } else {
-                    w.dl.clone_from(&p);
-                    w.dl[c] -= 1.0;
-                }
-                g.fill(0.0);
-                self.add_grad(x, w, 1.0, &mut g);
-                match scope {
-                    1 => g[..head].fill(0.0),
-                    2 => g[head..].fill(0.0),
-                    _ => {}
-                }
-
-                acc.add(&g, weight)?;
-            }
-        }
-        Ok(acc)
-    }
-
     /// EWC++ penalty gradient, then one Adam step; refused (nothing changes) when non-finite.
     fn step(&mut self, grad: &mut [f32]) -> bool {
         if let Some(e) = &self.ewc {
@@ -249,20 +170,7 @@ impl Net {
         }
         let mut next = self.theta.clone();
         let mut adam = self.adam.clone();
-        if self.sgd {
-            let norm = grad
-                .iter()
-                .map(|g| f64::from(*g).powi(2))
-                .sum::<f64>()
-                .sqrt();
-            let c = if norm > 5.0 { 5.0 / norm } else { 1.0 } as f32;
-            for (t, g) in next.iter_mut().zip(grad.iter()) {
-                *t -= self.lr * c * g;
-            }
-            if !next.iter().all(|v| v.is_finite()) {
-                return false;
-            }
-        } else if !adam.step(&mut next, grad, self.lr) || !next.iter().all(|v| v.is_finite()) {
+        if !adam.step(&mut next, grad, self.lr) || !next.iter().all(|v| v.is_finite()) {
             return false;
         }
         self.theta = next;
@@ -333,7 +241,6 @@ impl RouterClassifier {
                 theta,
                 ewc,
                 lr: cfg.lr,
-                sgd: cfg.sgd,
             },
             rng: SeededRng::new(cfg.seed ^ 0xC1A5_51F1),
             store,
@@ -349,15 +256,6 @@ impl RouterClassifier {
 
     pub fn n_params(&self) -> usize {
         self.net.theta.len()
-    }
-
-    /// Sets the optimizer's learning rate for the following steps (e.g. a smaller one on later
-    /// tasks); outside `[1e-9, 1]` or non-finite is rejected with `Config`, nothing changed.
-    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
-        validate::check_range("lr", f64::from(lr), 1e-9, 1.0)?;
-        self.cfg.lr = lr;
-        self.net.lr = lr;
-        Ok(())
     }
 
     pub fn parameters(&self) -> &[f32] {
@@ -542,74 +440,8 @@ impl RouterClassifier {
         Ok(())
     }
 
-    /// Ends the current task with its training data: with a [`FisherPass`] (and EWC++ on) the task's
-    /// Fisher is taken in one pass over `(xs, ys)` at the current parameters θ* (blended with the
-    /// online estimate by `fisher_mix`); otherwise as [`end_task`](Self::end_task). Bad input
-    /// changes nothing.
-    pub fn end_task_on(&mut self, xs: &[f32], ys: &[i64]) -> Result<()> {
-        self.check(xs, Some(ys))?;
-        if self.cfg.fisher_pass == FisherPass::Online || self.net.ewc.is_none() {
-            return self.end_task();
-        }
-        if self.cfg.reset_adam {
-            self.net.adam = Adam::new(self.net.theta.len());
-        }
-        let pass = self.net.task_fisher(
-            self.cfg.fisher_pass,
-            self.cfg.ewc_scope,
-            xs,
-            ys,
-            &mut self.work,
-        )?;
-        let mix = if self
-            .net
-            .ewc
-            .as_ref()
-            .is_some_and(|e| e.online().samples() > 0)
-        {
-            self.cfg.fisher_mix
-        } else {
-            0.0
-        };
-        let scope = self.cfg.ewc_scope;
-        if scope >= 3 {
-            let o = self.net.layout.offsets();
-            let mut f = pass.mean()?;
-            let mean_all = f.iter().map(|&v| f64::from(v)).sum::<f64>() / f.len() as f64;
-            if scope == 3 {
-                let b = [
-                    o.w1, o.w2, o.u1, o.u2, o.bz, o.bh, o.zeta, o.nu, o.wo, o.bo, o.total,
-                ];
-                for k in 0..b.len() - 1 {
-                    let seg = &mut f[b[k]..b[k + 1]];
-                    if seg.is_empty() {
-                        continue;
-                    }
-                    let m = seg.iter().map(|&v| f64::from(v)).sum::<f64>() / seg.len() as f64;
-                    if m > 0.0 {
-                        let c = (mean_all / m) as f32;
-                        seg.iter_mut().for_each(|v| *v *= c);
-                    }
-                }
-            } else {
-                let cap = (f64::from(scope - 3) * mean_all) as f32;
-                f.iter_mut().for_each(|v| *v = v.min(cap));
-            }
-            if let Some(e) = self.net.ewc.as_mut() {
-                e.complete_task(&self.net.theta, Some(&f), 1.0)?;
-            }
-        } else if let Some(e) = self.net.ewc.as_mut() {
-            e.consolidate_from(&self.net.theta, &pass, mix)?;
-        }
-        self.tasks_ended = self.tasks_ended.saturating_add(1);
-        Ok(())
-    }
-
     /// Ends the current task: folds it into EWC++ (when on).
     pub fn end_task(&mut self) -> Result<()> {
-        if self.cfg.reset_adam {
-            self.net.adam = Adam::new(self.net.theta.len());
-        }
         self.tasks_ended = self.tasks_ended.saturating_add(1);
         // No sample since the last task ended (e.g. `end_task` twice): nothing new to protect.
         if let Some(e) = self.net.ewc.as_mut().filter(|e| e.online().samples() > 0) {

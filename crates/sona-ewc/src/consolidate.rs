@@ -24,7 +24,6 @@ use sona_core::{Checkpoint, Result, SonaError};
 use crate::diag;
 use crate::fisher::{check_gamma, OnlineFisher};
 use crate::gpm::GradientProjection;
-use crate::snapshot::{self, TaskFisher};
 
 const KIND: &str = "ewc";
 const VERSION: u32 = 1;
@@ -220,39 +219,6 @@ impl EwcPlusPlus {
         self.tasks = self.tasks.saturating_add(1);
         self.online.reset();
         Ok(())
-    }
-
-    /// Ends a task with the Fisher of an end-of-task pass at θ* ([`TaskFisher`]) instead of the
-    /// online estimate alone: the task contributes `mix · online + (1 − mix) · pass` (`mix` in
-    /// `[0, 1]`; `0` is the pass alone, which needs no online samples), then as
-    /// [`complete_task`](Self::complete_task) with weight 1. Everything is validated before anything
-    /// changes.
-    pub fn consolidate_from(
-        &mut self,
-        theta_star: &[f32],
-        pass: &TaskFisher,
-        mix: f32,
-    ) -> Result<()> {
-        let p = self.fbar.len();
-        if pass.param_count() != p {
-            return Err(SonaError::len_mismatch(
-                "task fisher param_count",
-                p,
-                pass.param_count(),
-            ));
-        }
-        if !(0.0..=1.0).contains(&mix) {
-            return Err(SonaError::invalid(format!(
-                "mix must be in [0, 1], got {mix}"
-            )));
-        }
-        check_vec("theta_star", theta_star, p)?;
-        let mut f = pass.mean()?;
-        if mix > 0.0 {
-            let online = self.online.estimate()?;
-            snapshot::blend(mix, &online, &mut f);
-        }
-        self.complete_task(theta_star, Some(&f), 1.0)
     }
 
     fn check_theta(&self, theta: &[f32]) -> Result<()> {

@@ -3,7 +3,6 @@
 //! - [`fisher`]: [`OnlineFisher`], the per-sample-gradient EMA of the diagonal Fisher (the "++").
 //! - [`consolidate`]: [`EwcPlusPlus`], every finished task folded into one O(P) quadratic;
 //!   `penalty(θ)` and `apply(θ, grad)` with λ applied once; save/load.
-//! - [`snapshot`]: [`TaskFisher`], the end-of-task Fisher pass at θ* (`EwcPlusPlus::consolidate_from`).
 //! - [`boundary`]: [`TaskBoundaryDetector`], a calibrated two-window test on input vectors that also
 //!   keeps the parameters from before the change.
 //! - [`lambda`]: [`AdaptiveLambda`], λ driven by measured probe-set forgetting.
@@ -16,11 +15,9 @@ pub mod diag;
 pub mod fisher;
 pub mod gpm;
 pub mod lambda;
-pub mod snapshot;
 
 pub use boundary::{BoundaryConfig, TaskBoundaryDetector};
 pub use consolidate::{EwcConfig, EwcPlusPlus};
 pub use fisher::OnlineFisher;
 pub use gpm::GradientProjection;
 pub use lambda::{AdaptiveLambda, LambdaConfig, LambdaStep};
-pub use snapshot::TaskFisher;

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use sona_core::SonaError;
-use sona_engine::classifier::{ClassifierConfig, DreamConfig, FisherPass, RouterClassifier};
+use sona_engine::classifier::{ClassifierConfig, DreamConfig, RouterClassifier};
 
 use crate::convert::{mat2, slice};
 use crate::errors::{guard, BindResult};
@@ -42,8 +42,7 @@ impl PyRouterClassifier {
     #[new]
     #[pyo3(signature = (input_dim, n_classes, hidden = 128, rank_w = 32, rank_u = 4, lr = 2e-3,
         ewc_lambda = 0.0, ewc_gamma = 0.995, fisher_batch = 8, replay_capacity = 0,
-        replay_batch = 32, seed = 0, replay_balanced = false, fisher_pass = "online",
-        fisher_mix = 0.0, sgd = false, reset_adam = false, ewc_scope = 0))]
+        replay_batch = 32, seed = 0, replay_balanced = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -60,25 +59,8 @@ impl PyRouterClassifier {
         replay_batch: usize,
         seed: u64,
         replay_balanced: bool,
-        fisher_pass: &str,
-        fisher_mix: f64,
-        sgd: bool,
-        reset_adam: bool,
-        ewc_scope: u8,
     ) -> PyResult<Self> {
         guard(py, || {
-            let fisher_pass = match fisher_pass {
-                "online" => FisherPass::Online,
-                "empirical" => FisherPass::Empirical,
-                "expected" => FisherPass::Expected,
-                "logits" => FisherPass::Logits,
-                other => {
-                    return Err(SonaError::Config(format!(
-                        "fisher_pass must be 'online', 'empirical' or 'expected', got {other:?}"
-                    ))
-                    .into())
-                }
-            };
             let cfg = ClassifierConfig {
                 input: input_dim,
                 classes: n_classes,
@@ -92,11 +74,6 @@ impl PyRouterClassifier {
                 replay_capacity,
                 replay_batch,
                 replay_balanced,
-                fisher_pass,
-                fisher_mix: fisher_mix as f32,
-                sgd,
-                reset_adam,
-                ewc_scope,
                 seed,
             };
             Ok(PyRouterClassifier {
@@ -165,28 +142,8 @@ impl PyRouterClassifier {
         })
     }
 
-    fn set_lr(&self, py: Python<'_>, lr: f64) -> PyResult<()> {
-        guard(
-            py,
-            || Ok(py.detach(|| self.inner.lock().set_lr(lr as f32))?),
-        )
-    }
-
-    #[pyo3(signature = (xs = None, ys = None))]
-    fn end_task(
-        &self,
-        py: Python<'_>,
-        xs: Option<&Bound<'_, PyAny>>,
-        ys: Option<Vec<i64>>,
-    ) -> PyResult<()> {
-        guard(py, || match (xs, ys) {
-            (None, None) => Ok(py.detach(|| self.inner.lock().end_task())?),
-            (Some(xs), Some(ys)) => {
-                let x = self.xs(xs)?;
-                Ok(py.detach(|| self.inner.lock().end_task_on(&x, &ys))?)
-            }
-            _ => Err(SonaError::invalid("end_task takes both xs and ys or neither").into()),
-        })
+    fn end_task(&self, py: Python<'_>) -> PyResult<()> {
+        guard(py, || Ok(py.detach(|| self.inner.lock().end_task())?))
     }
 
     #[pyo3(signature = (steps = 50, batch = 32, synthetic = 256, synthetic_batch = 16,

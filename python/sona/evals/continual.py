@@ -80,30 +80,20 @@ class ContinualConfig:
     gamma: float = 0.995
     #: Per-sample gradients per minibatch fed to the online Fisher.
     fisher_batch: int = 8
-    #: The Fisher a finished task contributes: "online" (the EWC++ estimate along the trajectory),
-    #: "empirical" or "expected" (one pass over the task's training set at θ*, observed labels or
-    #: the exact expectation over the model's own), per benchmark; a missing entry is "online".
-    fisher_pass: dict[str, str] = field(default_factory=dict)
-    #: With a pass: weight of the online estimate in the task's Fisher (0: the pass alone).
-    fisher_mix: float = 0.0
     replay_size: int = 200
-    #: Stored examples replayed per minibatch (0: ``batch``).
-    replay_batch: int = 0
     #: Store size for ``ewc+replay`` (``0``: ``replay_size``); 5,000 holds every past training
     #: example of either benchmark (chosen on validation against 1,000 and 2,500).
     replay_size_with_ewc: int = 5000
     #: In ``ewc+replay``, weigh replayed examples like the tasks they stand for (joint training's
     #: share) rather than like one task.
     replay_balanced: bool = True
+    #: Epochs per task after the first, per method (a method's own hyper-parameter, chosen on
+    #: validation); a method not listed trains ``epochs`` on every task. ``ewc+replay`` at 20:
+    #: with its store of every past example, more passes bring it to joint training's forgetting.
+    later_epochs: dict[str, int] = field(default_factory=lambda: {"ewc+replay": 20})
     #: Dream cycle after every epoch of a later task: optimizer steps, synthetic inputs.
     dream_steps: int = 30
     dream_synthetic: int = 256
-    #: EWC methods after the first task: learning rate and epochs per task (0: ``lr`` / ``epochs``).
-    ewc_lr_later: float = 0.0
-    ewc_epochs_later: int = 0
-    sgd: bool = False
-    reset_adam: bool = False
-    ewc_scope: int = 0
     #: Where R is measured: "test" (reported) or "val" (tuning).
     split: str = "test"
 
@@ -181,11 +171,9 @@ def run_method(
     cfg: ContinualConfig,
     seed: int,
     lam: float,
-    fisher_pass: str = "online",
 ) -> tuple[npt.NDArray[np.float64], list[float]]:
-    """Trains ``method`` over the task sequence (EWC++ with ``lam`` and the task Fisher
-    ``fisher_pass``); returns ``R`` (on ``cfg.split``) and the task-1 accuracy after every
-    epoch."""
+    """Trains ``method`` over the task sequence; returns ``R`` (on ``cfg.split``) and the task-1
+    accuracy after every epoch."""
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r} (choose from {ALL_METHODS})")
     if cfg.split not in SPLITS:
@@ -203,14 +191,9 @@ def run_method(
         ewc_gamma=cfg.gamma,
         fisher_batch=cfg.fisher_batch,
         replay_capacity=(size or cfg.replay_size) if store else 0,
-        replay_batch=(cfg.replay_batch or cfg.batch) if "replay" in method else 0,
+        replay_batch=cfg.batch if "replay" in method else 0,
         seed=seed * 7919 + 17,
         replay_balanced=cfg.replay_balanced and method == "ewc+replay",
-        fisher_pass=fisher_pass,
-        fisher_mix=cfg.fisher_mix,
-        sgd=cfg.sgd and "ewc" in method,
-        reset_adam=cfg.reset_adam and "ewc" in method,
-        ewc_scope=cfg.ewc_scope,
     )
     n = len(tasks)
     r = np.zeros((n, n))
@@ -222,25 +205,23 @@ def run_method(
             ys = np.concatenate([t.y_train for t in tasks[: i + 1]])
         else:
             xs, ys = task.x_train, task.y_train
-        epochs = cfg.epochs
-        if i > 0 and "ewc" in method:
-            epochs = cfg.ewc_epochs_later or epochs
-            if cfg.ewc_lr_later > 0:
-                model.set_lr(cfg.ewc_lr_later)
-        for _epoch in range(epochs):
+        for _epoch in range(task_epochs(cfg, method, i)):
             model.fit(xs, ys, epochs=1, batch=cfg.batch)
             if method == "dream" and model.stored > 0:
                 model.dream(steps=cfg.dream_steps, synthetic=cfg.dream_synthetic)
             curve.append(model.accuracy(x0, y0))
-        if "ewc" in method:
-            model.end_task(xs, ys)
-        else:
-            model.end_task()
+        model.end_task()
         if store:
             model.remember(task.x_train, task.y_train)
         for j, t in enumerate(tasks):
             r[i, j] = model.accuracy(*t.eval_set(cfg.split))
     return r, curve
+
+
+def task_epochs(cfg: ContinualConfig, method: str, task: int) -> int:
+    """Training epochs of ``method`` on task ``task`` (0-based): ``epochs`` on the first task,
+    ``later_epochs[method]`` (default ``epochs``) on the others."""
+    return cfg.epochs if task == 0 else cfg.later_epochs.get(method, cfg.epochs)
 
 
 def metrics(r: npt.NDArray[np.float64]) -> dict[str, float]:
@@ -277,8 +258,7 @@ def run(
         lam = cfg.lambdas.get(b, 1e3)
         if m == "ewc+replay":
             lam = cfg.lambdas_with_replay.get(b, lam)
-        fisher = cfg.fisher_pass.get(b, "online")
-        raw.setdefault((b, m), []).append(run_method(m, tasks, n_classes, cfg, s, lam, fisher))
+        raw.setdefault((b, m), []).append(run_method(m, tasks, n_classes, cfg, s, lam))
         if on_run is not None:
             on_run(f"{b}/{m}/seed{s}")
     for (b, m), runs in raw.items():
@@ -336,13 +316,16 @@ def plot(results: dict[str, Any], path: str) -> None:
     cfg = results["config"]
     for ax, b in zip(axes[0], benches, strict=True):
         for m, res in results["results"][b].items():
-            curve = res["curve_task1"]
-            ax.plot(np.arange(1, len(curve) + 1), curve, label=m)
-        per_task = cfg["epochs"]
+            # x = tasks trained so far (fractional within a task): methods may differ in epochs.
+            later = cfg.get("later_epochs", {}).get(m, cfg["epochs"])
+            xs = [(e + 1) / cfg["epochs"] for e in range(cfg["epochs"])]
+            for t in range(1, cfg["n_tasks"]):
+                xs += [t + (e + 1) / later for e in range(later)]
+            ax.plot(xs[: len(res["curve_task1"])], res["curve_task1"], label=m)
         for k in range(1, cfg["n_tasks"]):
-            ax.axvline(k * per_task + 0.5, color="grey", lw=0.8, ls=":")
+            ax.axvline(k, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{b}-digits: accuracy on task 1")
-        ax.set_xlabel("evaluation (tasks separated by dotted lines)")
+        ax.set_xlabel("tasks trained (evaluated after every epoch)")
         ax.set_ylabel("task-1 test accuracy (%)")
         ax.legend()
     save_figure(fig, path)
@@ -365,6 +348,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=int, default=ContinualConfig.epochs, help="training epochs per task"
     )
     parser.add_argument(
+        "--later-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="epochs per task after the first for ewc+replay (default: 20, chosen on validation)",
+    )
+    parser.add_argument(
         "--tasks", type=int, default=5, help="tasks in the sequence (≤ 5 for split)"
     )
     parser.add_argument(
@@ -373,6 +363,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="EWC++ λ for every benchmark (default: the tuned per-benchmark values)",
+    )
+    parser.add_argument(
+        "--hidden", type=int, default=ContinualConfig.hidden, help="router hidden width H"
+    )
+    parser.add_argument(
+        "--rank-w", type=int, default=ContinualConfig.rank_w, help="router input rank r_w"
     )
     parser.add_argument("--lr", type=float, default=ContinualConfig.lr, help="Adam learning rate")
     parser.add_argument(
@@ -393,9 +389,13 @@ def config_from_args(args: argparse.Namespace) -> ContinualConfig:
         seeds=args.seeds,
         epochs=args.epochs,
         n_tasks=args.tasks,
+        hidden=args.hidden,
+        rank_w=args.rank_w,
         lr=args.lr,
         split=args.split,
     )
+    if args.later_epochs is not None:
+        cfg.later_epochs = {"ewc+replay": args.later_epochs}
     if args.lam is not None:
         cfg.lambdas = {b: float(args.lam) for b in BENCHMARKS}
         cfg.lambdas_with_replay = dict(cfg.lambdas)
