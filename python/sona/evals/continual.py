@@ -19,7 +19,7 @@ logits under softmax cross-entropy, trained with the engine's Adam (loop B's opt
   the task into the quadratic, whose gradient joins every step;
 - ``replay``: a reservoir of past training examples, sampled through ``sona-dreams``'
   ``PrioritizedReplay`` into every minibatch;
-- ``ewc+replay``: both;
+- ``ewc+replay``: both, with its own epochs per later task (``later_epochs``, 20);
 - ``dream``: no replay in the minibatches; after every epoch of a later task one dream cycle
   (``sona_dreams::run_cycle``: prioritized replay of the stored examples + distillation of
   pseudo-rehearsal inputs around the stored classes' centroids toward the frozen pre-cycle model,
