@@ -103,6 +103,14 @@ def test_unknown_names_are_rejected() -> None:
     cfg.split = "train"
     with pytest.raises(ValueError, match="unknown split"):
         continual.run_method("none", tasks, n_classes, cfg, 1, 1.0)
+    cfg.split = "val"
+    cfg.later_epochs = {"ewc+replay": 0}
+    with pytest.raises(ValueError, match="epochs must be"):
+        continual.run_method("ewc+replay", tasks, n_classes, cfg, 1, 1.0)
+    cfg.later_epochs = {}
+    cfg.epochs = -1
+    with pytest.raises(ValueError, match="epochs must be"):
+        continual.run_method("none", tasks, n_classes, cfg, 1, 1.0)
 
 
 def _blobs(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -178,6 +178,8 @@ def run_method(
         raise ValueError(f"unknown method {method!r} (choose from {ALL_METHODS})")
     if cfg.split not in SPLITS:
         raise ValueError(f"unknown split {cfg.split!r} (choose from {SPLITS})")
+    if cfg.epochs < 1 or any(e < 1 for e in cfg.later_epochs.values()):
+        raise ValueError(f"epochs must be >= 1 (epochs={cfg.epochs}, later={cfg.later_epochs})")
     dim = tasks[0].x_train.shape[1]
     store = "replay" in method or method == "dream"
     size = cfg.replay_size_with_ewc if method == "ewc+replay" else 0
