@@ -103,6 +103,14 @@ def test_unknown_names_are_rejected() -> None:
     cfg.split = "train"
     with pytest.raises(ValueError, match="unknown split"):
         continual.run_method("none", tasks, n_classes, cfg, 1, 1.0)
+    cfg.split = "val"
+    cfg.later_epochs = {"ewc+replay": 0}
+    with pytest.raises(ValueError, match="epochs must be"):
+        continual.run_method("ewc+replay", tasks, n_classes, cfg, 1, 1.0)
+    cfg.later_epochs = {}
+    cfg.epochs = -1
+    with pytest.raises(ValueError, match="epochs must be"):
+        continual.run_method("none", tasks, n_classes, cfg, 1, 1.0)
 
 
 def _blobs(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -187,3 +195,54 @@ def test_ending_a_task_twice_is_harmless() -> None:
     before = m.accuracy(x, y)
     m.end_task()
     assert m.accuracy(x, y) == before
+
+
+def test_later_epochs_apply_per_method_from_the_second_task() -> None:
+    cfg = continual.ContinualConfig(
+        epochs=1, n_tasks=3, split="val", hidden=16, rank_w=8, later_epochs={"replay": 3}
+    )
+    assert [continual.task_epochs(cfg, "replay", t) for t in range(3)] == [1, 3, 3]
+    assert [continual.task_epochs(cfg, "none", t) for t in range(3)] == [1, 1, 1]
+    # The default gives ewc+replay its validated 20 epochs on later tasks, nothing else.
+    default = continual.ContinualConfig()
+    assert continual.task_epochs(default, "ewc+replay", 1) == 20
+    assert continual.task_epochs(default, "ewc", 1) == default.epochs
+    tasks, n_classes = continual.make_tasks("split", 0, cfg.n_tasks)
+    # One evaluation per epoch: 1 + 3 + 3 for the method with later epochs, 3 without.
+    _, curve = continual.run_method("replay", tasks, n_classes, cfg, 0, 0.0)
+    assert len(curve) == 7
+    _, curve = continual.run_method("none", tasks, n_classes, cfg, 0, 0.0)
+    assert len(curve) == 3
+
+
+def test_cli_width_and_later_epochs_reach_the_config() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    continual.add_arguments(parser)
+    args = parser.parse_args(["--hidden", "64", "--rank-w", "16", "--later-epochs", "7"])
+    cfg = continual.config_from_args(args)
+    assert (cfg.hidden, cfg.rank_w) == (64, 16)
+    assert cfg.later_epochs == {"ewc+replay": 7}
+    default = continual.config_from_args(parser.parse_args([]))
+    assert default.later_epochs == {"ewc+replay": 20}
+    assert (default.hidden, default.rank_w) == (128, 32)
+
+
+def test_plot_places_curves_of_methods_with_different_epochs(tmp_path: Path) -> None:
+    cfg = continual.ContinualConfig(
+        benchmarks=("split",),
+        methods=("none", "replay"),
+        seeds=1,
+        n_tasks=2,
+        epochs=1,
+        hidden=16,
+        rank_w=8,
+        later_epochs={"replay": 3},
+    )
+    res = continual.run(cfg, progress=False)
+    curves = {m: r["curve_task1"] for m, r in res["results"]["split"].items()}
+    assert len(curves["none"]) == 2 and len(curves["replay"]) == 4
+    out = tmp_path / "p.png"
+    continual.plot(res, str(out))
+    assert out.stat().st_size > 1000

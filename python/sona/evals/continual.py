@@ -19,7 +19,7 @@ logits under softmax cross-entropy, trained with the engine's Adam (loop B's opt
   the task into the quadratic, whose gradient joins every step;
 - ``replay``: a reservoir of past training examples, sampled through ``sona-dreams``'
   ``PrioritizedReplay`` into every minibatch;
-- ``ewc+replay``: both;
+- ``ewc+replay``: both, with its own epochs per later task (``later_epochs``, 20);
 - ``dream``: no replay in the minibatches; after every epoch of a later task one dream cycle
   (``sona_dreams::run_cycle``: prioritized replay of the stored examples + distillation of
   pseudo-rehearsal inputs around the stored classes' centroids toward the frozen pre-cycle model,
@@ -87,6 +87,10 @@ class ContinualConfig:
     #: In ``ewc+replay``, weigh replayed examples like the tasks they stand for (joint training's
     #: share) rather than like one task.
     replay_balanced: bool = True
+    #: Epochs per task after the first, per method (a method's own hyper-parameter, chosen on
+    #: validation); a method not listed trains ``epochs`` on every task. ``ewc+replay`` at 20:
+    #: with its store of every past example, more passes bring it to joint training's forgetting.
+    later_epochs: dict[str, int] = field(default_factory=lambda: {"ewc+replay": 20})
     #: Dream cycle after every epoch of a later task: optimizer steps, synthetic inputs.
     dream_steps: int = 30
     dream_synthetic: int = 256
@@ -174,6 +178,8 @@ def run_method(
         raise ValueError(f"unknown method {method!r} (choose from {ALL_METHODS})")
     if cfg.split not in SPLITS:
         raise ValueError(f"unknown split {cfg.split!r} (choose from {SPLITS})")
+    if cfg.epochs < 1 or any(e < 1 for e in cfg.later_epochs.values()):
+        raise ValueError(f"epochs must be >= 1 (epochs={cfg.epochs}, later={cfg.later_epochs})")
     dim = tasks[0].x_train.shape[1]
     store = "replay" in method or method == "dream"
     size = cfg.replay_size_with_ewc if method == "ewc+replay" else 0
@@ -201,7 +207,7 @@ def run_method(
             ys = np.concatenate([t.y_train for t in tasks[: i + 1]])
         else:
             xs, ys = task.x_train, task.y_train
-        for _epoch in range(cfg.epochs):
+        for _epoch in range(task_epochs(cfg, method, i)):
             model.fit(xs, ys, epochs=1, batch=cfg.batch)
             if method == "dream" and model.stored > 0:
                 model.dream(steps=cfg.dream_steps, synthetic=cfg.dream_synthetic)
@@ -212,6 +218,12 @@ def run_method(
         for j, t in enumerate(tasks):
             r[i, j] = model.accuracy(*t.eval_set(cfg.split))
     return r, curve
+
+
+def task_epochs(cfg: ContinualConfig, method: str, task: int) -> int:
+    """Training epochs of ``method`` on task ``task`` (0-based): ``epochs`` on the first task,
+    ``later_epochs[method]`` (default ``epochs``) on the others."""
+    return cfg.epochs if task == 0 else cfg.later_epochs.get(method, cfg.epochs)
 
 
 def metrics(r: npt.NDArray[np.float64]) -> dict[str, float]:
@@ -306,13 +318,16 @@ def plot(results: dict[str, Any], path: str) -> None:
     cfg = results["config"]
     for ax, b in zip(axes[0], benches, strict=True):
         for m, res in results["results"][b].items():
-            curve = res["curve_task1"]
-            ax.plot(np.arange(1, len(curve) + 1), curve, label=m)
-        per_task = cfg["epochs"]
+            # x = tasks trained so far (fractional within a task): methods may differ in epochs.
+            later = cfg.get("later_epochs", {}).get(m, cfg["epochs"])
+            xs = [(e + 1) / cfg["epochs"] for e in range(cfg["epochs"])]
+            for t in range(1, cfg["n_tasks"]):
+                xs += [t + (e + 1) / later for e in range(later)]
+            ax.plot(xs[: len(res["curve_task1"])], res["curve_task1"], label=m)
         for k in range(1, cfg["n_tasks"]):
-            ax.axvline(k * per_task + 0.5, color="grey", lw=0.8, ls=":")
+            ax.axvline(k, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{b}-digits: accuracy on task 1")
-        ax.set_xlabel("evaluation (tasks separated by dotted lines)")
+        ax.set_xlabel("tasks trained (evaluated after every epoch)")
         ax.set_ylabel("task-1 test accuracy (%)")
         ax.legend()
     save_figure(fig, path)
@@ -335,6 +350,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=int, default=ContinualConfig.epochs, help="training epochs per task"
     )
     parser.add_argument(
+        "--later-epochs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="epochs per task after the first for ewc+replay (default: 20, chosen on validation)",
+    )
+    parser.add_argument(
         "--tasks", type=int, default=5, help="tasks in the sequence (≤ 5 for split)"
     )
     parser.add_argument(
@@ -343,6 +365,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="EWC++ λ for every benchmark (default: the tuned per-benchmark values)",
+    )
+    parser.add_argument(
+        "--hidden", type=int, default=ContinualConfig.hidden, help="router hidden width H"
+    )
+    parser.add_argument(
+        "--rank-w", type=int, default=ContinualConfig.rank_w, help="router input rank r_w"
     )
     parser.add_argument("--lr", type=float, default=ContinualConfig.lr, help="Adam learning rate")
     parser.add_argument(
@@ -363,9 +391,13 @@ def config_from_args(args: argparse.Namespace) -> ContinualConfig:
         seeds=args.seeds,
         epochs=args.epochs,
         n_tasks=args.tasks,
+        hidden=args.hidden,
+        rank_w=args.rank_w,
         lr=args.lr,
         split=args.split,
     )
+    if args.later_epochs is not None:
+        cfg.later_epochs = {"ewc+replay": args.later_epochs}
     if args.lam is not None:
         cfg.lambdas = {b: float(args.lam) for b in BENCHMARKS}
         cfg.lambdas_with_replay = dict(cfg.lambdas)
