@@ -328,8 +328,12 @@ fn forward_from<T: Real>(
         let c = &mut cache.c[t * hd..(t + 1) * hd];
         for i in 0..hd {
             let s = a[i] + b[i];
-            z[i] = (s + bz[i]).sigmoid();
-            c[i] = (s + bh[i]).tanh();
+            z[i] = s + bz[i];
+            c[i] = s + bh[i];
+        }
+        T::sigmoid_all(z);
+        T::tanh_all(c);
+        for i in 0..hd {
             hnext[i] = (zeta * (T::ONE - z[i]) + nu) * c[i] + z[i] * hprev[i];
         }
     }

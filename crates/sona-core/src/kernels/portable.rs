@@ -112,3 +112,18 @@ pub fn all_finite(x: &[f32]) -> bool {
     }
     chunks.remainder().iter().all(|v| v.is_finite())
 }
+
+/// libm per element (the vector bodies are in `x86`).
+#[inline]
+pub fn sigmoid(x: &mut [f32]) {
+    for v in x {
+        *v = 1.0 / (1.0 + (-*v).exp());
+    }
+}
+
+#[inline]
+pub fn tanh(x: &mut [f32]) {
+    for v in x {
+        *v = v.tanh();
+    }
+}
