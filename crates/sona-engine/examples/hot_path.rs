@@ -86,8 +86,9 @@ fn main() {
                         .expect("feedback");
                     ts.push(t.elapsed().as_nanos() as u64);
                 }
+                let mean = ts.iter().sum::<u64>() as f64 / ts.len() as f64 / 1e3;
                 println!(
-                    "feedback: p50 {:.2} us p10 {:.2}",
+                    "feedback: p50 {:.2} us p10 {:.2} mean {mean:.2}",
                     p50(&mut ts),
                     ts[ts.len() / 10] as f64 / 1e3
                 );
