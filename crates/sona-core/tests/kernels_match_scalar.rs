@@ -250,3 +250,25 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Narrow rows take one call for the whole product; the bits are those of one `axpy` per row.
+    #[test]
+    fn narrow_matvec_t_rounds_as_one_axpy_per_row(
+        (rows, cols, m, x) in (1usize..20, 1usize..16).prop_flat_map(|(r, c)| {
+            (Just(r), Just(c), vec_of(r * c), vec_of(r))
+        })
+    ) {
+        let mut y = vec![f32::NAN; cols];
+        kernels::matvec_t(&m, rows, cols, &x, &mut y);
+        let mut want = vec![0.0f32; cols];
+        for (r, &xr) in x.iter().enumerate() {
+            if xr != 0.0 {
+                kernels::axpy(xr, &m[r * cols..(r + 1) * cols], &mut want);
+            }
+        }
+        prop_assert_eq!(y, want);
+    }
+}

@@ -237,6 +237,11 @@ pub fn matvec_t(m: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
     if cols == 0 {
         return;
     }
+    if cols < NARROW {
+        // Rows too short for a call each (the router's 16 × 8 and 16 × 4 factors: 240 calls of
+        // 4–8 values per loop-A backward); same rounding as the calls.
+        return dispatch!(matvec_t_narrow(m, cols, x, y));
+    }
     for (&xi, row) in x.iter().zip(m.chunks_exact(cols)) {
         if xi != 0.0 {
             axpy(xi, row, y);

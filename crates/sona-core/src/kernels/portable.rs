@@ -127,3 +127,15 @@ pub fn tanh(x: &mut [f32]) {
         *v = v.tanh();
     }
 }
+
+/// `y += Mᵀ x` for narrow rows, rounding as one [`axpy`] per row.
+#[inline]
+pub fn matvec_t_narrow(m: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    for (&xi, row) in x.iter().zip(m.chunks_exact(cols)) {
+        if xi != 0.0 {
+            for (yj, rj) in y.iter_mut().zip(row) {
+                *yj += xi * rj;
+            }
+        }
+    }
+}

@@ -334,3 +334,24 @@ pub unsafe fn tanh(x: &mut [f32]) {
     // SAFETY: same target features.
     unsafe { map8::<true>(x) }
 }
+
+/// `y += Mᵀ x` for rows of `cols < 16` values (`m` is `x.len() × cols`), rounding exactly as one
+/// [`axpy`] per row: fused multiply-add over the first multiple of 8 columns, multiply then add
+/// on the rest.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA; `m` holds `x.len()` rows of `cols = y.len()` values.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn matvec_t_narrow(m: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    let fused = cols / 8 * 8;
+    for (&xi, row) in x.iter().zip(m.chunks_exact(cols)) {
+        if xi != 0.0 {
+            for j in 0..fused {
+                y[j] = xi.mul_add(row[j], y[j]);
+            }
+            for j in fused..cols {
+                y[j] += xi * row[j];
+            }
+        }
+    }
+}
