@@ -343,15 +343,31 @@ pub unsafe fn tanh(x: &mut [f32]) {
 /// The CPU must support AVX2 and FMA; `m` holds `x.len()` rows of `cols = y.len()` values.
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn matvec_t_narrow(m: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    debug_assert!(cols < 16 && y.len() == cols);
+    // The first 8 columns (when there are 8) stay in one register across the rows.
     let fused = cols / 8 * 8;
+    let (yv, yt) = y.split_at_mut(fused);
+    // SAFETY: `yv` holds `fused` = 0 or 8 values and is read only in the second case.
+    let mut acc = if fused == 8 {
+        unsafe { _mm256_loadu_ps(yv.as_ptr()) }
+    } else {
+        _mm256_setzero_ps()
+    };
     for (&xi, row) in x.iter().zip(m.chunks_exact(cols)) {
         if xi != 0.0 {
-            for j in 0..fused {
-                y[j] = xi.mul_add(row[j], y[j]);
+            let (rv, rt) = row.split_at(fused);
+            if fused == 8 {
+                // SAFETY: `rv` holds 8 values.
+                let r = unsafe { _mm256_loadu_ps(rv.as_ptr()) };
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(xi), r, acc);
             }
-            for j in fused..cols {
-                y[j] += xi * row[j];
+            for (yj, rj) in yt.iter_mut().zip(rt) {
+                *yj += xi * rj;
             }
         }
+    }
+    if fused == 8 {
+        // SAFETY: `yv` holds 8 values.
+        unsafe { _mm256_storeu_ps(yv.as_mut_ptr(), acc) };
     }
 }
