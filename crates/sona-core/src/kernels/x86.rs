@@ -271,7 +271,7 @@ unsafe fn tanh8(x: __m256) -> __m256 {
     let ax = _mm256_andnot_ps(sign, x);
     let z = _mm256_mul_ps(x, x);
     let mut p = _mm256_set1_ps(-5.704_988_7e-3);
-    for c in [2.063_908_9e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_82] {
+    for c in [2.063_909e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_8] {
         p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(c));
     }
     // Both branches on |x|, the sign put back at the end (so tanh(−0) = −0).
