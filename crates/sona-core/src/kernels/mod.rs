@@ -185,7 +185,7 @@ pub fn all_finite(x: &[f32]) -> bool {
 
 /// `x_i ← σ(x_i) = 1 / (1 + e^{−x_i})` in place. The AVX2 body is a polynomial `expf` (within
 /// 4 ulp of the correctly rounded value, checked in `tests/kernels_match_scalar.rs`; below
-/// `x = −87` it returns ≈ 6e-39 instead of a smaller or zero value); elsewhere libm. NaN stays NaN.
+/// `x = −87` it returns σ(−87) ≈ 1.6e-38 instead of a smaller or zero value); elsewhere libm. NaN stays NaN.
 #[inline]
 pub fn sigmoid(x: &mut [f32]) {
     dispatch!(sigmoid(x))
