@@ -719,6 +719,9 @@ impl Inner {
                 id,
             }
         })?;
+        // The recalled patterns' statistics and graph rows are cold in a large bank: start their
+        // loads now, the router step below hides them.
+        self.bank.prefetch_outcome(&entry.ids);
         let (d, t) = (self.cfg.dim, entry.tier as usize);
         let x = &entry.data[..d];
         let stats = &entry.data[d..];

@@ -639,3 +639,28 @@ fn centroid_epoch_moves_exactly_when_centroids_may_change() {
     assert!(bank.prune(rule, None).unwrap().is_empty());
     assert_eq!(bank.centroid_epoch(), e4, "nothing pruned");
 }
+
+/// `prefetch_outcome` is a hint: known, unknown, repeated and no ids change nothing (statistics,
+/// graph, epoch), and `record_outcome` after it does what it does without it.
+#[test]
+fn prefetch_outcome_changes_nothing() {
+    let d = 16;
+    let (pts, label) = blobs(400, 4, d, 0.3, 5);
+    let bank = small_bank(d);
+    feed(&bank, &pts, &label);
+    bank.extract_patterns().unwrap();
+    let ids: Vec<u64> = bank.patterns().iter().map(|p| p.id).collect();
+    assert!(ids.len() >= 2);
+    bank.record_outcome(&ids, 1, 0.9, &ids[..1]).unwrap();
+    let snapshot = |b: &ReasoningBank| {
+        let p: Vec<_> = b.patterns().into_iter().map(|p| (p.id, p.arms)).collect();
+        (p, b.graph_edges(), b.centroid_epoch())
+    };
+    let before = snapshot(&bank);
+    for probe in [&ids[..], &[], &[u64::MAX, 0, ids[0], ids[0]]] {
+        bank.prefetch_outcome(probe);
+    }
+    assert_eq!(snapshot(&bank), before);
+    bank.prefetch_outcome(&ids);
+    assert_eq!(bank.record_outcome(&ids, 0, 0.2, &[]).unwrap(), ids.len());
+}
