@@ -109,8 +109,9 @@ impl MemoryGraph {
     }
 
     /// Reads the edges among `ids` (a cache warm-up for an `observe` of them that follows; the
-    /// result is discarded).
+    /// result is discarded). Like `observe`, only the first `MAX_OBSERVED` (32) ids take part.
     pub fn touch_rows(&self, ids: &[u64]) {
+        let ids = &ids[..ids.len().min(MAX_OBSERVED)];
         let mut sum = 0.0f32;
         for &a in ids {
             if let Some(m) = self.adj.get(&a) {

@@ -658,7 +658,8 @@ fn prefetch_outcome_changes_nothing() {
         (p, b.graph_edges(), b.centroid_epoch())
     };
     let before = snapshot(&bank);
-    for probe in [&ids[..], &[], &[u64::MAX, 0, ids[0], ids[0]]] {
+    let many: Vec<u64> = (0..100_000).collect();
+    for probe in [&ids[..], &[], &[u64::MAX, 0, ids[0], ids[0]], &many[..]] {
         bank.prefetch_outcome(probe);
     }
     assert_eq!(snapshot(&bank), before);
