@@ -1,9 +1,12 @@
 """Engine latency, throughput and memory from Python (issue 10 targets).
 
-Usage: ``python benches/engine.py [--quick]``
+Usage: ``python benches/engine.py [--quick] [--dims 256,768,4096] [--latency-only]``
 
 - ``process`` and ``feedback`` p50/p99 (one call each, timed with ``perf_counter_ns``) at
-  d ∈ {256, 768, 4096} with 10k patterns in the bank (IVF index, k = 4 recalled);
+  d ∈ {256, 768, 4096} with 10k patterns in the bank (IVF index, k = 4 recalled). The calls go in
+  chunks of 1,000: 1,000 ``process`` calls, then the 1,000 ``feedback`` calls of those decisions,
+  at every d — the default memory budget holds fewer than 10k pending decisions at d = 4096, so
+  processing all queries before rewarding any would expire the first ones;
 - batched ``process_batch`` throughput at d = 256 (rows of 4096, two worker threads in Rust);
 - RSS growth after 10k trajectories (processed and rewarded) + 1k extracted patterns at d = 256;
 - ``process`` p99 while a loop-B cycle runs on another thread, against idle.
@@ -50,7 +53,9 @@ def pct(ns: list[int]) -> tuple[float, float]:
     return float(np.percentile(a, 50)), float(np.percentile(a, 99))
 
 
-def latency(d: int, n_patterns: int, n_calls: int, seed: int = 0) -> dict[str, float]:
+def latency(
+    d: int, n_patterns: int, n_calls: int, seed: int = 0, chunk: int = 1000
+) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((64, d))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -60,16 +65,17 @@ def latency(d: int, n_patterns: int, n_calls: int, seed: int = 0) -> dict[str, f
     for x in xs[:200]:  # warm-up (thread-local buffers, caches)
         e.feedback(e.process(x).trajectory_id, 0.5)
     p_ns, f_ns = [], []
-    ids = []
-    for x in xs:
-        t0 = time.perf_counter_ns()
-        dec = e.process(x)
-        p_ns.append(time.perf_counter_ns() - t0)
-        ids.append(dec.trajectory_id)
-    for i in ids:
-        t0 = time.perf_counter_ns()
-        e.feedback(i, 1.0)
-        f_ns.append(time.perf_counter_ns() - t0)
+    for s in range(0, n_calls, chunk):
+        ids = []
+        for x in xs[s : s + chunk]:
+            t0 = time.perf_counter_ns()
+            dec = e.process(x)
+            p_ns.append(time.perf_counter_ns() - t0)
+            ids.append(dec.trajectory_id)
+        for i in ids:
+            t0 = time.perf_counter_ns()
+            e.feedback(i, 1.0)
+            f_ns.append(time.perf_counter_ns() - t0)
     (p50, p99), (f50, f99) = pct(p_ns), pct(f_ns)
     # The engine's own histograms (inside the binding, warm-up included): the gap to the numbers
     # above is the Python call and argument conversion.
@@ -143,11 +149,15 @@ def p99_under_loop_b(d: int = 768, n_patterns: int = 10_000, seed: int = 3) -> d
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--dims", default="256,768,4096", help="comma-separated d of the latency runs")
+    ap.add_argument("--latency-only", action="store_true", help="skip throughput, RSS and loop B")
     args = ap.parse_args()
     n_calls = 2000 if args.quick else 10_000
     print("build:", _sona.build_info()["simd"])
-    for d in (256, 768, 4096):
+    for d in (int(v) for v in args.dims.split(",")):
         print(json.dumps(latency(d, 10_000, n_calls)))
+    if args.latency_only:
+        return
     print(json.dumps(throughput(256, 50_000 if args.quick else 200_000, 10_000)))
     print(json.dumps(rss_growth()))
     print(json.dumps(p99_under_loop_b()))

@@ -152,3 +152,123 @@ fn batch_dot_and_top_k_find_the_nearest_row() {
     assert!((top[0].1 - 1.0).abs() < 1e-5);
     assert!(top.windows(2).all(|w| w[0].1 >= w[1].1));
 }
+
+/// Distance in units in the last place between two finite `f32` of the same sign (or zero).
+fn ulps(a: f32, b: f32) -> u32 {
+    let key = |v: f32| {
+        let i = v.to_bits() as i32;
+        if i < 0 {
+            i32::MIN - i
+        } else {
+            i
+        }
+    };
+    key(a).abs_diff(key(b))
+}
+
+/// Every input the activations see in the router and the edges of each code path: a dense sweep
+/// of [-20, 20], the 0.625 switch of `tanh`, the clamp of `exp` and the special values.
+fn activation_inputs() -> Vec<f32> {
+    let mut xs: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 1e-4).collect();
+    for &c in &[0.625f32, 87.0, 88.0, 1e-3, 1e-20, 1e-40] {
+        for k in -50..=50 {
+            let v = f32::from_bits((c.to_bits() as i32 + k) as u32);
+            xs.extend([v, -v]);
+        }
+    }
+    xs.extend([0.0, -0.0, 9.0, 30.0, 100.0, 1e30, f32::MAX, f32::INFINITY]);
+    xs.extend([-9.0, -30.0, -100.0, -1e30, -f32::MAX, f32::NEG_INFINITY]);
+    xs
+}
+
+#[test]
+fn tanh_is_within_four_ulp_of_the_rounded_value() {
+    let xs = activation_inputs();
+    let mut got = xs.clone();
+    kernels::tanh(&mut got);
+    let mut port = xs.clone();
+    kernels::portable::tanh(&mut port);
+    for (i, &x) in xs.iter().enumerate() {
+        let want = (x as f64).tanh() as f32;
+        assert!(
+            ulps(got[i], want) <= 4,
+            "tanh({x:e}) = {} vs {want}",
+            got[i]
+        );
+        assert!(ulps(port[i], want) <= 2, "portable tanh({x:e})");
+        assert!(
+            got[i].abs() <= 1.0 && got[i].signum() == x.signum(),
+            "tanh({x:e}) = {:e}",
+            got[i]
+        );
+    }
+    let mut nan = [f32::NAN, 0.5, f32::NAN];
+    kernels::tanh(&mut nan);
+    assert!(nan[0].is_nan() && nan[2].is_nan() && nan[1] == 0.5f32.tanh());
+}
+
+#[test]
+fn sigmoid_is_within_four_ulp_above_the_exp_clamp() {
+    let xs = activation_inputs();
+    let mut got = xs.clone();
+    kernels::sigmoid(&mut got);
+    for (i, &x) in xs.iter().enumerate() {
+        let want = (1.0 / (1.0 + (-(x as f64)).exp())) as f32;
+        if x >= -87.0 {
+            assert!(
+                ulps(got[i], want) <= 4,
+                "sigmoid({x:e}) = {} vs {want}",
+                got[i]
+            );
+        } else {
+            // Below the clamp: σ(−87) ≈ 1.6e-38 instead of smaller (an absolute error under 2e-38).
+            assert!(
+                (0.0..2e-38).contains(&got[i]),
+                "sigmoid({x:e}) = {}",
+                got[i]
+            );
+        }
+    }
+    let mut nan = [f32::NAN; 3];
+    kernels::sigmoid(&mut nan);
+    assert!(nan.iter().all(|v| v.is_nan()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn activations_match_on_every_length(a in prop::sample::select(LENGTHS).prop_flat_map(vec_of)) {
+        let (mut t, mut s) = (a.clone(), a.clone());
+        kernels::tanh(&mut t);
+        kernels::sigmoid(&mut s);
+        let (mut rt, mut rs) = (a.clone(), a.clone());
+        scalar::tanh(&mut rt);
+        scalar::sigmoid(&mut rs);
+        for i in 0..a.len() {
+            prop_assert!(ulps(t[i], rt[i]) <= 4 && ulps(s[i], rs[i]) <= 4, "at {}", a[i]);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Narrow rows take one call for the whole product; the bits are those of one `axpy` per row.
+    #[test]
+    fn narrow_matvec_t_rounds_as_one_axpy_per_row(
+        (rows, cols, m, x) in (1usize..20, 1usize..16).prop_flat_map(|(r, c)| {
+            (Just(r), Just(c), vec_of(r * c), vec_of(r))
+        })
+    ) {
+        let mut y = vec![f32::NAN; cols];
+        kernels::matvec_t(&m, rows, cols, &x, &mut y);
+        let mut want = vec![0.0f32; cols];
+        for (r, &xr) in x.iter().enumerate() {
+            if xr != 0.0 {
+                kernels::axpy(xr, &m[r * cols..(r + 1) * cols], &mut want);
+            }
+        }
+        prop_assert_eq!(y, want);
+    }
+}

@@ -4,6 +4,8 @@
 //! `feedback` times N decisions, then their N rewards, on a fresh engine (its extraction ring
 //! grows into fresh memory all along); `steady` does the same in rounds of 500 with an untimed
 //! pattern extraction after each (what loop B does every `loop_b_every` = 500 feedbacks).
+//! To profile the feedbacks alone: `mkfifo ctl ack; SONA_PERF_CTL=ctl perf record --control
+//! fifo:ctl,ack -D -1 … hot_path 768 feedback 20000` (sampling starts at the first timed feedback).
 
 use std::time::Instant;
 
@@ -76,6 +78,7 @@ fn main() {
                 ts[ts.len() / 10] as f64 / 1e3
             );
             if mode == "feedback" {
+                perf_enable();
                 ts.clear();
                 for id in ids {
                     let t = Instant::now();
@@ -83,8 +86,9 @@ fn main() {
                         .expect("feedback");
                     ts.push(t.elapsed().as_nanos() as u64);
                 }
+                let mean = ts.iter().sum::<u64>() as f64 / ts.len() as f64 / 1e3;
                 println!(
-                    "feedback: p50 {:.2} us p10 {:.2}",
+                    "feedback: p50 {:.2} us p10 {:.2} mean {mean:.2}",
                     p50(&mut ts),
                     ts[ts.len() / 10] as f64 / 1e3
                 );
@@ -95,6 +99,17 @@ fn main() {
         "{mode}: {:.0} q/s overall",
         n as f64 / t0.elapsed().as_secs_f64()
     );
+}
+
+/// Tells a waiting `perf record --control fifo:CTL,ACK -D -1` to start sampling (the path of
+/// CTL in `SONA_PERF_CTL`), so a profile holds the timed feedbacks alone.
+fn perf_enable() {
+    if let Ok(path) = std::env::var("SONA_PERF_CTL") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+            let _ = f.write_all(b"enable\n");
+        }
+    }
 }
 
 fn p50(ts: &mut [u64]) -> f64 {

@@ -101,6 +101,39 @@ pub(crate) struct Writer {
     pub rng: SeededRng,
     pub rejected: u64,
     pub loss_ema: f64,
+    /// Weight buffers of the snapshot the last loop-A step replaced, when nothing else held it:
+    /// the next step writes its micro adapters and read-out into them instead of allocating
+    /// (and later freeing) ~30 KB at d = 768.
+    pub spare: Spare,
+}
+
+/// See [`Writer::spare`].
+#[derive(Default)]
+pub(crate) struct Spare {
+    pub micro: Option<LoraWeights>,
+    pub head: Option<LoraWeights>,
+    pub readout: Option<Vec<f32>>,
+}
+
+impl Spare {
+    /// Keeps the buffers of `old` that no other snapshot or reader shares.
+    fn recycle(&mut self, old: Arc<Model>) {
+        let Ok(old) = Arc::try_unwrap(old) else {
+            return;
+        };
+        self.micro = Arc::try_unwrap(old.micro).ok();
+        self.head = Arc::try_unwrap(old.head).ok();
+        self.readout = Arc::try_unwrap(old.readout).ok();
+    }
+
+    /// A buffer shaped like `w` for an optimiser step to overwrite (its contents are stale: the
+    /// step writes every entry, see `Optimizer::step`), or a copy of `w` when none is spare.
+    fn lora_like(spare: &mut Option<LoraWeights>, w: &LoraWeights) -> LoraWeights {
+        match spare.take() {
+            Some(s) if s.a.len() == w.a.len() && s.bt.len() == w.bt.len() => s,
+            _ => w.clone(),
+        }
+    }
 }
 
 /// Scratch buffers of one thread.
@@ -308,6 +341,7 @@ impl Inner {
             rng: rng.fork(1),
             rejected: 0,
             loss_ema: f64::NAN,
+            spare: Spare::default(),
         };
         let learner = Learner::new(&cfg, &layout)?;
         let budget = crate::budget::Budget::plan(&cfg, s_width, model.bytes() + learner.bytes())?;
@@ -685,6 +719,9 @@ impl Inner {
                 id,
             }
         })?;
+        // The recalled patterns' statistics and graph rows are cold in a large bank: start their
+        // loads now, the router step below hides them.
+        self.bank.prefetch_outcome(&entry.ids);
         let (d, t) = (self.cfg.dim, entry.tier as usize);
         let x = &entry.data[..d];
         let stats = &entry.data[d..];
@@ -786,8 +823,8 @@ impl Inner {
                 &mut sc.bw,
             );
             through_normalize(&unit, &sc.dx0, norm, &mut sc.e);
-            let mut micro = (*model.micro).clone();
-            let mut head_w = (*model.head).clone();
+            let mut micro = Spare::lora_like(&mut wr.spare.micro, &model.micro);
+            let mut head_w = Spare::lora_like(&mut wr.spare.head, &model.head);
             let hl = sc.cache.h_final(self.layout.hidden).to_vec();
             let ok_m = wr
                 .micro_opt
@@ -798,12 +835,13 @@ impl Inner {
                 .step(&model.head, &mut head_w, &hl, &sc.dl)
                 .is_ok();
             wr.rejected += (!ok_m) as u64 + (!ok_h) as u64;
-            let readout = crate::router::readout_step(
+            let readout = crate::router::readout_step_into(
                 &model.readout,
                 &unit,
                 t,
                 sc.dl[t],
                 self.cfg.readout_lr as f32,
+                wr.spare.readout.take().unwrap_or_default(),
             );
             if ok_m || ok_h || readout.is_some() {
                 let next = Model {
@@ -823,6 +861,7 @@ impl Inner {
                     readout: readout.map_or_else(|| model.readout.clone(), Arc::new),
                 };
                 self.model.store(Arc::new(next));
+                wr.spare.recycle(model);
             }
             drop(wr);
             // Memory: arm statistics and graph edges (one write lock), and the completed

@@ -60,6 +60,18 @@ pub trait Real:
     fn sigmoid(self) -> Self {
         Self::ONE / (Self::ONE + (-self).exp())
     }
+    /// [`Real::sigmoid`] of every element, in place.
+    fn sigmoid_all(xs: &mut [Self]) {
+        for x in xs {
+            *x = x.sigmoid();
+        }
+    }
+    /// [`Real::tanh`] of every element, in place.
+    fn tanh_all(xs: &mut [Self]) {
+        for x in xs {
+            *x = x.tanh();
+        }
+    }
 }
 
 impl Real for f32 {
@@ -100,6 +112,16 @@ impl Real for f32 {
     #[inline]
     fn matvec_t(m: &[Self], rows: usize, cols: usize, x: &[Self], y: &mut [Self]) {
         sona_core::kernels::matvec_t(m, rows, cols, x, y)
+    }
+    /// Vector polynomial bodies (within 4 ulp of libm's) where AVX2 is available: the router's
+    /// gates are 2 × H activations per step, a third of its forward in libm calls.
+    #[inline]
+    fn sigmoid_all(xs: &mut [Self]) {
+        sona_core::kernels::sigmoid(xs)
+    }
+    #[inline]
+    fn tanh_all(xs: &mut [Self]) {
+        sona_core::kernels::tanh(xs)
     }
 }
 

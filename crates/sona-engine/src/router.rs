@@ -243,6 +243,18 @@ pub fn readout_step(
     dlogit: f32,
     lr: f32,
 ) -> Option<Vec<f32>> {
+    readout_step_into(readout, x, tier, dlogit, lr, Vec::new())
+}
+
+/// [`readout_step`] writing the new read-out into `buf` (any contents; its allocation is reused).
+pub fn readout_step_into(
+    readout: &[f32],
+    x: &[f32],
+    tier: usize,
+    dlogit: f32,
+    lr: f32,
+    buf: Vec<f32>,
+) -> Option<Vec<f32>> {
     let d = x.len();
     let row = tier * (d + 1)..(tier + 1) * (d + 1);
     let zz = d as f32 * sona_core::kernels::norm_sq(x) + 1.0;
@@ -250,7 +262,9 @@ pub fn readout_step(
     if step == 0.0 || !step.is_finite() || readout.len() < row.end {
         return None;
     }
-    let mut next = readout.to_vec();
+    let mut next = buf;
+    next.clear();
+    next.extend_from_slice(readout);
     let r = &mut next[row];
     sona_core::kernels::axpy(-step * readout_scale::<f32>(d), x, &mut r[..d]);
     r[d] -= step;
@@ -328,8 +342,12 @@ fn forward_from<T: Real>(
         let c = &mut cache.c[t * hd..(t + 1) * hd];
         for i in 0..hd {
             let s = a[i] + b[i];
-            z[i] = (s + bz[i]).sigmoid();
-            c[i] = (s + bh[i]).tanh();
+            z[i] = s + bz[i];
+            c[i] = s + bh[i];
+        }
+        T::sigmoid_all(z);
+        T::tanh_all(c);
+        for i in 0..hd {
             hnext[i] = (zeta * (T::ONE - z[i]) + nu) * c[i] + z[i] * hprev[i];
         }
     }

@@ -712,6 +712,19 @@ impl ReasoningBank {
         }
     }
 
+    /// Starts loading what [`record_outcome`](Self::record_outcome) will touch for `ids` (their
+    /// arm statistics and memory-graph rows) into the cache; a hint, nothing changes. Loop A calls
+    /// it before its router step so those cold loads overlap with the arithmetic.
+    pub fn prefetch_outcome(&self, ids: &[u64]) {
+        let st = self.state.read();
+        for id in ids {
+            if let Some(node) = st.nodes.get(id) {
+                sona_index::prefetch_lines(&node.pattern.arms);
+            }
+        }
+        st.graph.touch_rows(ids);
+    }
+
     /// Visits the present patterns among `ids`, in the order given, with their arm statistics and
     /// centroid, under one read lock and without copying them (the request path's recall: a
     /// [`pattern`](Self::pattern) snapshot would clone the centroid, arms and exemplars). Unknown

@@ -183,6 +183,21 @@ pub fn all_finite(x: &[f32]) -> bool {
     dispatch!(all_finite(x))
 }
 
+/// `x_i ← σ(x_i) = 1 / (1 + e^{−x_i})` in place. The AVX2 body is a polynomial `expf` (within
+/// 4 ulp of the correctly rounded value, checked in `tests/kernels_match_scalar.rs`; below
+/// `x = −87` it returns σ(−87) ≈ 1.6e-38 instead of a smaller or zero value); elsewhere libm. NaN stays NaN.
+#[inline]
+pub fn sigmoid(x: &mut [f32]) {
+    dispatch!(sigmoid(x))
+}
+
+/// `x_i ← tanh x_i` in place: as [`sigmoid`], a vector polynomial body within 4 ulp on AVX2,
+/// libm elsewhere. NaN stays NaN, ±Inf gives ±1.
+#[inline]
+pub fn tanh(x: &mut [f32]) {
+    dispatch!(tanh(x))
+}
+
 /// `x ← alpha · x`.
 #[inline]
 pub fn scale(alpha: f32, x: &mut [f32]) {
@@ -221,6 +236,11 @@ pub fn matvec_t(m: &[f32], rows: usize, cols: usize, x: &[f32], y: &mut [f32]) {
     y.fill(0.0);
     if cols == 0 {
         return;
+    }
+    if cols < NARROW {
+        // Rows too short for a call each (the router's 16 × 8 and 16 × 4 factors: 240 calls of
+        // 4–8 values per loop-A backward); same rounding as the calls.
+        return dispatch!(matvec_t_narrow(m, cols, x, y));
     }
     for (&xi, row) in x.iter().zip(m.chunks_exact(cols)) {
         if xi != 0.0 {

@@ -112,3 +112,30 @@ pub fn all_finite(x: &[f32]) -> bool {
     }
     chunks.remainder().iter().all(|v| v.is_finite())
 }
+
+/// libm per element (the vector bodies are in `x86`).
+#[inline]
+pub fn sigmoid(x: &mut [f32]) {
+    for v in x {
+        *v = 1.0 / (1.0 + (-*v).exp());
+    }
+}
+
+#[inline]
+pub fn tanh(x: &mut [f32]) {
+    for v in x {
+        *v = v.tanh();
+    }
+}
+
+/// `y += Mᵀ x` for narrow rows, rounding as one [`axpy`] per row.
+#[inline]
+pub fn matvec_t_narrow(m: &[f32], cols: usize, x: &[f32], y: &mut [f32]) {
+    for (&xi, row) in x.iter().zip(m.chunks_exact(cols)) {
+        if xi != 0.0 {
+            for (yj, rj) in y.iter_mut().zip(row) {
+                *yj += xi * rj;
+            }
+        }
+    }
+}

@@ -65,3 +65,15 @@ pub fn copy(src: &[f32], dst: &mut [f32]) {
         *d = *s;
     }
 }
+
+pub fn sigmoid(x: &mut [f32]) {
+    for v in x {
+        *v = (1.0 / (1.0 + (-(*v as f64)).exp())) as f32;
+    }
+}
+
+pub fn tanh(x: &mut [f32]) {
+    for v in x {
+        *v = (*v as f64).tanh() as f32;
+    }
+}

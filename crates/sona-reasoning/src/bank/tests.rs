@@ -555,14 +555,20 @@ fn a_bank_with_a_huge_imported_id_is_refused_and_saves_stay_loadable() {
     reload(&bank);
 }
 
-#[test]
-fn link_adds_only_absent_edges_between_known_patterns() {
+/// A bank fed `n` points around `clusters` blobs (d = 16) and extracted once, with its pattern ids.
+fn extracted(n: usize, clusters: usize) -> (ReasoningBank, Vec<u64>) {
     let d = 16;
-    let (pts, label) = blobs(300, 3, d, 0.3, 5);
+    let (pts, label) = blobs(n, clusters, d, 0.3, 5);
     let bank = small_bank(d);
     feed(&bank, &pts, &label);
     bank.extract_patterns().unwrap();
     let ids: Vec<u64> = bank.patterns().iter().map(|p| p.id).collect();
+    (bank, ids)
+}
+
+#[test]
+fn link_adds_only_absent_edges_between_known_patterns() {
+    let (bank, ids) = extracted(300, 3);
     assert!(ids.len() >= 3, "{ids:?}");
     let (a, b, c) = (ids[0], ids[1], ids[2]);
     bank.record_usage(&[a, b], &[a, b]).unwrap();
@@ -638,4 +644,25 @@ fn centroid_epoch_moves_exactly_when_centroids_may_change() {
     };
     assert!(bank.prune(rule, None).unwrap().is_empty());
     assert_eq!(bank.centroid_epoch(), e4, "nothing pruned");
+}
+
+/// `prefetch_outcome` is a hint: known, unknown, repeated and no ids change nothing (statistics,
+/// graph, epoch), and `record_outcome` after it does what it does without it.
+#[test]
+fn prefetch_outcome_changes_nothing() {
+    let (bank, ids) = extracted(400, 4);
+    assert!(ids.len() >= 2);
+    bank.record_outcome(&ids, 1, 0.9, &ids[..1]).unwrap();
+    let snapshot = |b: &ReasoningBank| {
+        let p: Vec<_> = b.patterns().into_iter().map(|p| (p.id, p.arms)).collect();
+        (p, b.graph_edges(), b.centroid_epoch())
+    };
+    let before = snapshot(&bank);
+    let many: Vec<u64> = (0..100_000).collect();
+    for probe in [&ids[..], &[], &[u64::MAX, 0, ids[0], ids[0]], &many[..]] {
+        bank.prefetch_outcome(probe);
+    }
+    assert_eq!(snapshot(&bank), before);
+    bank.prefetch_outcome(&ids);
+    assert_eq!(bank.record_outcome(&ids, 0, 0.2, &[]).unwrap(), ids.len());
 }
