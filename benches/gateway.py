@@ -194,8 +194,11 @@ async def serve_stub(host: str, port: int, delay: float) -> None:
 class LoadClient(asyncio.Protocol):
     """One keep-alive connection sending ``request`` ``n`` times, one after the other.
 
-    Records each exchange's latency (request written → whole response read), checks that the
-    status is 200 and that the body parses as a chat completion (counted in ``errors`` if not).
+    Records the latency (request written → whole response read) of each answer that is a
+    completion (status 200, body parses as one); anything else is counted in ``errors`` and its
+    time left out of the quantiles, so a server that fails fast does not look fast. A connection
+    the server closes counts every request it still owed as an error; :meth:`expire` (at the
+    run's deadline) counts them as timed out, with their time so far as a (censored) latency.
     """
 
     def __init__(
@@ -207,6 +210,7 @@ class LoadClient(asyncio.Protocol):
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.t0 = 0.0
+        self.timed_out = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -216,72 +220,109 @@ class LoadClient(asyncio.Protocol):
             self._send()
 
     def _send(self) -> None:
-        assert self.transport is not None
+        if self.transport is None or self.transport.is_closing():
+            return
         self.t0 = time.perf_counter()
         self.transport.write(self.request)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _finish(self) -> None:
+        self.left = 0
+        if self.transport is not None:
+            self.transport.close()
         if not self.done.done():
-            self.done.set_exception(ConnectionError(f"connection lost ({exc})"))
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.left > 0:
+            self.errors.extend([f"connection lost ({exc})"] * self.left)
+            self._finish()
+
+    def expire(self) -> None:
+        """The run's deadline passed: the request in flight and those not sent time out."""
+        if self.left > 0:
+            self.timed_out = self.left
+            # The one in flight waited this long at least (sent ones only: t0 is set).
+            if self.t0 > 0:
+                self.lat.append(time.perf_counter() - self.t0)
+            self.errors.extend(["timed out"] * self.left)
+            self._finish()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self.buf[:end]).lower()
-        try:
-            n = _content_length(head)
-        except ValueError:
-            self.errors.append(f"bad response head: {head[:200]!r}")
-            n = len(self.buf)  # cannot frame the rest: give up on this connection
-            self.left = 1
-        if len(self.buf) < end + 4 + n:
-            return
-        self.lat.append(time.perf_counter() - self.t0)
-        body = bytes(self.buf[end + 4 : end + 4 + n])
-        del self.buf[: end + 4 + n]
-        status = head[9:12]
-        if status != b"200":
-            self.errors.append(f"HTTP {status.decode()}: {body[:200]!r}")
-        else:
+        while self.left > 0:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buf[:end]).lower()
             try:
-                parsed = loads(body)
-                if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
-                    self.errors.append(f"not a completion: {body[:200]!r}")
+                n = _content_length(head)
             except ValueError:
-                self.errors.append(f"body is not JSON: {body[:200]!r}")
-        self.left -= 1
-        if self.left > 0:
-            self._send()
-        else:
-            assert self.transport is not None
-            self.transport.close()
-            if not self.done.done():
-                self.done.set_result(None)
+                self.errors.extend([f"bad response head: {head[:200]!r}"] * self.left)
+                self._finish()  # cannot frame the rest: give up on this connection
+                return
+            if len(self.buf) < end + 4 + n:
+                return
+            elapsed = time.perf_counter() - self.t0
+            body = bytes(self.buf[end + 4 : end + 4 + n])
+            del self.buf[: end + 4 + n]
+            status = head[9:12]
+            if status != b"200":
+                self.errors.append(f"HTTP {status.decode()}: {body[:200]!r}")
+            else:
+                try:
+                    parsed = loads(body)
+                    if isinstance(parsed, dict) and isinstance(parsed.get("choices"), list):
+                        self.lat.append(elapsed)
+                    else:
+                        self.errors.append(f"not a completion: {body[:200]!r}")
+                except ValueError:
+                    self.errors.append(f"body is not JSON: {body[:200]!r}")
+            self.left -= 1
+            if self.left > 0:
+                self._send()
+            else:
+                self._finish()
 
 
 async def _load(
-    port: int, request: bytes, concurrency: int, per_conn: int, stagger_s: float = 0.0
-) -> tuple[list[float], list[str], float]:
+    port: int,
+    request: bytes,
+    concurrency: int,
+    per_conn: int,
+    stagger_s: float = 0.0,
+    timeout_s: float | None = None,
+) -> tuple[list[float], list[str], float, int]:
+    """(latencies of good answers, errors, wall seconds, requests timed out)."""
     loop = asyncio.get_running_loop()
 
-    async def phase(n: int, lat: list[float], errors: list[str], spread: float = 0.0) -> None:
+    async def phase(n: int, lat: list[float], errors: list[str], spread: float = 0.0) -> int:
         clients = [
             LoadClient(request, n, lat, errors, spread * i / concurrency)
             for i in range(concurrency)
         ]
         for c in clients:
-            await loop.create_connection(lambda c=c: c, "127.0.0.1", port)
-        async with asyncio.timeout(60 + n * 10):  # a broken server fails the run, never hangs it
-            await asyncio.gather(*(c.done for c in clients))
+            try:
+                await loop.create_connection(lambda c=c: c, "127.0.0.1", port)
+            except OSError as exc:
+                errors.extend([f"cannot connect ({exc})"] * n)
+                c.left = 0
+                c.done.set_result(None)
+        # A slow or broken server fails requests, never hangs the run: at the deadline what is
+        # still owed counts as timed out.
+        budget = timeout_s if timeout_s is not None else 60 + n * 10
+        _, pending = await asyncio.wait([c.done for c in clients], timeout=budget)
+        if pending:
+            for c in clients:
+                c.expire()
+        return sum(c.timed_out for c in clients)
 
     await phase(1, [], [])  # warm-up: the gateway opens its upstream connections
     lat: list[float] = []
     errors: list[str] = []
     t0 = time.perf_counter()
-    await phase(per_conn, lat, errors, stagger_s)
-    return lat, errors, time.perf_counter() - t0
+    timed_out = await phase(per_conn, lat, errors, stagger_s)
+    return lat, errors, time.perf_counter() - t0, timed_out
 
 
 def _loop_name() -> str:
@@ -311,16 +352,34 @@ def http_request(port: int, path: str, body: dict[str, Any], key: str) -> bytes:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time all threads of a process have run (Linux ``/proc/<pid>/task/*/schedstat``, in
-    nanoseconds, unlike the 10 ms ticks of ``/proc/<pid>/stat``; NaN elsewhere)."""
+    """CPU time all threads of a process and of its live child processes have run (Linux
+    ``/proc/<pid>/task/*/schedstat``, in nanoseconds, unlike the 10 ms ticks of
+    ``/proc/<pid>/stat``; NaN elsewhere). Children count because a server may serve from a
+    worker process it started (LiteLLM's CLI can)."""
     total = 0
     try:
         for task in os.listdir(f"/proc/{pid}/task"):
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
                 total += int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children = [int(c) for c in f.read().split()]
+            total += sum(int(cpu_seconds(c) * 1e9) for c in children)
     except (OSError, ValueError):
         return float("nan")
     return total / 1e9
+
+
+def litellm_version(litellm_bin: str) -> str:
+    """The LiteLLM version installed beside ``litellm_bin`` (its virtualenv's python)."""
+    python = Path(litellm_bin).with_name("python")
+    try:
+        out = subprocess.run(
+            [str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
 
 
 def run_load(
@@ -332,8 +391,14 @@ def run_load(
     key: str = KEY,
     server_pid: int | None = None,
     stagger_s: float = 0.0,
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
     """``concurrency`` keep-alive clients sending ``per_conn`` requests each, one at a time.
+
+    ``errors`` counts every request not answered with a completion (error status, bad body,
+    connection lost, or still unanswered after ``timeout_s``: ``timed_out``); the quantiles are
+    over the good answers plus the timed-out requests at their time so far (so with timeouts
+    they are lower bounds), and ``rps`` counts good answers only.
 
     With ``stagger_s`` the clients' first requests are spread evenly over that many seconds
     (each client then keeps its phase), so requests arrive at a steady rate; without it all
@@ -341,24 +406,32 @@ def run_load(
     """
     body = {"model": model, "messages": [{"role": "user", "content": "What is 2 plus 2?"}]}
     cpu0 = cpu_seconds(server_pid) if server_pid else float("nan")
-    lat, errors, wall = _run(
-        _load(port, http_request(port, path, body, key), concurrency, per_conn, stagger_s)
+    request = http_request(port, path, body, key)
+    lat, errors, wall, timed_out = _run(
+        _load(port, request, concurrency, per_conn, stagger_s, timeout_s)
     )
     # CPU the server spent per request (warm-up included): does not depend on other processes'
     # load the way latencies do, so it compares versions on a shared machine.
     cpu_ms = (
-        (cpu_seconds(server_pid) - cpu0) * 1000 / (len(lat) + concurrency) if server_pid else None
+        (cpu_seconds(server_pid) - cpu0) * 1000 / (concurrency * (per_conn + 1))
+        if server_pid
+        else None
     )
     if errors:
-        print(f"{len(errors)} bad responses on port {port}, first: {errors[0]}", file=sys.stderr)
-    a = np.asarray(lat) * 1000
+        kinds: dict[str, int] = {}
+        for e in errors:
+            kinds[e[:80]] = kinds.get(e[:80], 0) + 1
+        print(f"{len(errors)} failed requests on port {port}: {kinds}", file=sys.stderr)
+    a = np.asarray(lat if lat else [float("nan")]) * 1000
     return {
-        "n": len(lat),
+        "n": len(lat),  # good answers, plus the timed-out requests' censored times
+        "ok": concurrency * per_conn - len(errors),
         "errors": len(errors),
+        "timed_out": timed_out,
         "p50_ms": float(np.percentile(a, 50)),
         "p99_ms": float(np.percentile(a, 99)),
         "mean_ms": float(a.mean()),
-        "rps": len(lat) / wall,
+        "rps": (concurrency * per_conn - len(errors)) / wall,
         **({"server_cpu_ms_per_request": cpu_ms} if cpu_ms is not None else {}),
     }
 
@@ -445,34 +518,10 @@ api_keys = ["{KEY}"]
                 )
             )
             wait_port(base_port, procs[-1])
-        # Paths alternate within each round, so load from other processes falls on all of them.
-        paths = [("direct", up_port, "echo-small", procs[0].pid)]
-        paths.append(("gateway", gw_port, "sona", procs[1].pid))
-        if base_port is not None:
-            paths.append(("baseline_gateway", base_port, "sona", procs[2].pid))
-        rounds: list[dict[str, Any]] = []
-        for i in range(args.rounds):
-            row = {"load_avg": os.getloadavg()[0]}
-            # Direct first, then the gateways in turn (odd rounds reverse them): no version
-            # always runs right after the direct path.
-            order = [paths[0], *(paths[1:] if i % 2 == 0 else paths[:0:-1])]
-            for name, port, model, pid in order:
-                row[name] = run_load(
-                    port, "/v1/chat/completions", model, args.concurrency, args.per_conn,
-                    server_pid=pid, stagger_s=args.delay if args.stagger else 0.0,
-                )  # fmt: skip
-            rounds.append(row)
-        results["rounds"] = rounds
-        for name, _, _, _ in paths:
-            results[name] = _median_row([r[name] for r in rounds])
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{gw_port}/metrics") as r:
-            metrics = r.read().decode()
-        results["gateway_internal"] = histogram_quantiles(
-            metrics, "sona_gateway_overhead_seconds", (0.5, 0.99)
-        )
+        ll_pid = None
         if args.litellm_bin:
+            # LiteLLM's proxy on the same upstream, started before the rounds so it runs in each
+            # of them, alternating with the others (not once at the end, under other load).
             ll_port = free_port()
             ll_cfg = tmp / "litellm.yaml"
             ll_cfg.write_text(
@@ -488,25 +537,54 @@ litellm_settings:
   telemetry: false
 """
             )
-            procs.append(
-                subprocess.Popen(
-                    [args.litellm_bin, "--config", str(ll_cfg), "--port", str(ll_port),
-                     "--host", "127.0.0.1", "--num_workers", "1"],
-                    env={**env, "LITELLM_LOG": "ERROR"},
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )  # fmt: skip
+            results["litellm_version"] = litellm_version(args.litellm_bin)
+            results["litellm_workers"] = 1
+            with open(tmp / "litellm.log", "wb") as ll_log:  # the child keeps its own handle
+                procs.append(
+                    subprocess.Popen(
+                        [args.litellm_bin, "--config", str(ll_cfg), "--port", str(ll_port),
+                         "--host", "127.0.0.1", "--num_workers", "1"],
+                        # Its bundled model-price map, not a download at start-up.
+                        env={**env, "LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+                        stdout=ll_log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )  # fmt: skip
+            results["litellm_log"] = str(tmp / "litellm.log")
             wait_port(ll_port, procs[-1], timeout=300)
-            results["litellm"] = run_load(
-                ll_port,
-                "/v1/chat/completions",
-                "sona",
-                args.concurrency,
-                args.per_conn,
-                f"sk-{KEY}",
-                stagger_s=args.delay if args.stagger else 0.0,
-            )
+            ll_pid = procs[-1].pid
+        # Paths alternate within each round, so load from other processes falls on all of them.
+        paths = [("direct", up_port, "echo-small", procs[0].pid, KEY)]
+        paths.append(("gateway", gw_port, "sona", procs[1].pid, KEY))
+        if base_port is not None:
+            paths.append(("baseline_gateway", base_port, "sona", procs[2].pid, KEY))
+        if ll_pid is not None:
+            paths.append(("litellm", ll_port, "sona", ll_pid, f"sk-{KEY}"))
+        rounds: list[dict[str, Any]] = []
+        for i in range(args.rounds):
+            row: dict[str, Any] = {"load_avg": os.getloadavg()[0]}
+            # Direct first, then the others in turn (odd rounds reverse them): no version
+            # always runs right after the direct path.
+            order = [paths[0], *(paths[1:] if i % 2 == 0 else paths[:0:-1])]
+            for name, port, model, pid, key in order:
+                row[name] = run_load(
+                    port, "/v1/chat/completions", model, args.concurrency, args.per_conn, key,
+                    server_pid=pid, stagger_s=args.delay if args.stagger else 0.0,
+                    timeout_s=args.timeout,
+                )  # fmt: skip
+            row["load_avg_end"] = os.getloadavg()[0]
+            rounds.append(row)
+            print(f"round {i + 1}/{args.rounds} done", file=sys.stderr)
+        results["rounds"] = rounds
+        for name, *_ in paths:
+            results[name] = _median_row([r[name] for r in rounds])
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{gw_port}/metrics") as r:
+            metrics = r.read().decode()
+        results["gateway_internal"] = histogram_quantiles(
+            metrics, "sona_gateway_overhead_seconds", (0.5, 0.99)
+        )
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -521,7 +599,7 @@ litellm_settings:
                 r = row[name]
                 r["overhead_p50_ms"] = r["p50_ms"] - d["p50_ms"]
                 r["overhead_p99_ms"] = r["p99_ms"] - d["p99_ms"]
-    for name in ("gateway", "baseline_gateway"):
+    for name in ("gateway", "baseline_gateway", "litellm"):
         if name in results:
             # The median over rounds of each round's overhead (paired, same minute).
             for q in ("p50", "p99"):
@@ -529,9 +607,16 @@ litellm_settings:
                     np.median([r[name][f"overhead_{q}_ms"] for r in results["rounds"]])
                 )
     if "litellm" in results:
+        # Overheads can be ~0 (or slightly negative: noise) for SONA: the ratio's denominator is
+        # floored at 0.1 ms and the ratio is then a lower bound (``litellm_ratio_floored``).
         g, ll = results["gateway"], results["litellm"]
-        results["litellm_over_sona_p50"] = ll["overhead_p50_ms"] / max(g["overhead_p50_ms"], 1e-3)
-        results["litellm_over_sona_p99"] = ll["overhead_p99_ms"] / max(g["overhead_p99_ms"], 1e-3)
+        floored = False
+        for q in ("p50", "p99"):
+            den = g[f"median_round_overhead_{q}_ms"]
+            floored |= den < 0.1
+            results[f"litellm_over_sona_{q}"] = ll[f"median_round_overhead_{q}_ms"] / max(den, 0.1)
+        results["litellm_ratio_floored"] = floored
+        results["litellm_over_sona_rps"] = g["rps"] / max(ll["rps"], 1e-9)
     return results
 
 
@@ -629,6 +714,13 @@ def main() -> int:
         help="PYTHONPATH of another gateway version to measure in the same run",
     )
     p.add_argument("--rounds", type=int, default=1, help="alternating direct/gateway rounds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds a path's run may take before what is unanswered counts as timed out "
+        "(default 60 + 10 per request per connection)",
+    )
     p.add_argument(
         "--stagger",
         action="store_true",
