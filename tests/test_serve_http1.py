@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from sona.serve.http1 import MAX_BODY_BYTES, ConnectError, HttpError, Pool
+from sona.serve.http1 import MAX_BODY_BYTES, ConnectError, Deadline, HttpError, Pool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -159,3 +159,72 @@ def test_bad_origins() -> None:
     for origin in ("ftp://x", "http://", "nonsense"):
         with pytest.raises(ValueError):
             Pool(origin)
+
+
+def test_deadline_times_out_like_asyncio_timeout() -> None:
+    """``Deadline``: its own expiry is a ``TimeoutError`` (and the task is not left cancelled);
+    a cancellation from elsewhere stays a ``CancelledError``; a block that ends in time leaves
+    no timer behind; outside a task it refuses to start."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            with Deadline(0.05) as d:
+                await asyncio.sleep(5)
+        assert d.expired and 0.04 <= loop.time() - t0 < 2
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+        await asyncio.sleep(0)  # still usable: no cancel request left pending
+
+        with Deadline(5) as d:
+            await asyncio.sleep(0.01)
+        assert not d.expired
+        timers = len(getattr(loop, "_scheduled", []))
+        await asyncio.sleep(0.02)  # the cancelled handle never fires
+        assert not d.expired and len(getattr(loop, "_scheduled", [])) <= timers
+
+        async def waits() -> None:
+            with Deadline(5):
+                await asyncio.sleep(5)
+
+        inner = asyncio.ensure_future(waits())
+        await asyncio.sleep(0.01)
+        inner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await inner
+
+        # Cancelled from outside *and* expired: the outer cancel wins (not a timeout).
+        async def both() -> None:
+            with Deadline(0.01):
+                try:
+                    await asyncio.sleep(5)
+                finally:
+                    await asyncio.sleep(0.05)
+
+        inner = asyncio.ensure_future(both())
+        await asyncio.sleep(0)
+        inner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await inner
+
+    asyncio.run(main())
+    with pytest.raises(RuntimeError):
+        Deadline(1).__enter__()
+
+
+def test_a_timed_out_exchange_with_deadline_frees_its_slot() -> None:
+    async def main() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(5)
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        pool = Pool(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", max_connections=1)
+        for _ in range(3):
+            with pytest.raises(TimeoutError):
+                with Deadline(0.1):
+                    await pool.post(b"/", b"", b"{}")
+        await pool.aclose()
+        server.close()
+
+    asyncio.run(main())
