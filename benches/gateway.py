@@ -358,15 +358,47 @@ def cpu_seconds(pid: int) -> float:
     worker process it started (LiteLLM's CLI can)."""
     total = 0
     try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                children = [int(c) for c in f.read().split()]
-            total += sum(int(cpu_seconds(c) * 1e9) for c in children)
+        for p in _descendants(pid):
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
     except (OSError, ValueError):
         return float("nan")
     return total / 1e9
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and its live child processes, recursively."""
+    out = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                for c in f.read().split():
+                    out += _descendants(int(c))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def process_counters(pid: int) -> dict[str, float]:
+    """User and system CPU seconds (``/proc/<pid>/stat``, clock ticks) and read/write syscalls
+    (``/proc/<pid>/io``) of a process and its children: where a server's CPU goes (the kernel's
+    share is mostly loopback TCP) and how many syscalls a request costs, both independent of
+    other processes' load. Empty where ``/proc`` has none of it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"user_s": 0.0, "sys_s": 0.0, "syscalls": 0.0}
+    try:
+        for p in _descendants(pid):
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out["user_s"] += int(fields[11]) / tick
+            out["sys_s"] += int(fields[12]) / tick
+            with open(f"/proc/{p}/io") as f:
+                io = dict(line.split(": ") for line in f.read().splitlines())
+            out["syscalls"] += int(io["syscr"]) + int(io["syscw"])
+    except (OSError, ValueError, KeyError, IndexError):
+        return {}
+    return out
 
 
 def litellm_version(litellm_bin: str) -> str:
@@ -406,6 +438,7 @@ def run_load(
     """
     body = {"model": model, "messages": [{"role": "user", "content": "What is 2 plus 2?"}]}
     cpu0 = cpu_seconds(server_pid) if server_pid else float("nan")
+    counters0 = process_counters(server_pid) if server_pid else {}
     request = http_request(port, path, body, key)
     lat, errors, wall, timed_out = _run(
         _load(port, request, concurrency, per_conn, stagger_s, timeout_s)
@@ -417,6 +450,21 @@ def run_load(
         if server_pid
         else None
     )
+    per_request: dict[str, float] = {}
+    if server_pid and counters0:
+        counters1 = process_counters(server_pid)
+        sent = concurrency * (per_conn + 1)
+        if counters1:
+            per_request = {
+                "server_user_ms_per_request": (counters1["user_s"] - counters0["user_s"])
+                * 1000
+                / sent,
+                "server_sys_ms_per_request": (counters1["sys_s"] - counters0["sys_s"])
+                * 1000
+                / sent,
+                "server_syscalls_per_request": (counters1["syscalls"] - counters0["syscalls"])
+                / sent,
+            }
     if errors:
         kinds: dict[str, int] = {}
         for e in errors:
@@ -433,6 +481,7 @@ def run_load(
         "mean_ms": float(a.mean()),
         "rps": (concurrency * per_conn - len(errors)) / wall,
         **({"server_cpu_ms_per_request": cpu_ms} if cpu_ms is not None else {}),
+        **per_request,
     }
 
 
