@@ -727,12 +727,13 @@ def cmd_e2e(args: argparse.Namespace) -> dict[str, Any]:
                 acc = np.mean([correct(ask(fixed, q)[0], a) for q, a in qs[: args.window]])
                 out[f"fixed_{fixed}"] = {"accuracy": float(acc)}
             rows = []
-            hits, strong = [], []
+            hits, strong, needs = [], [], []
             for i, (q, a) in enumerate(qs):
                 text, info = ask("sona", q)
                 ok = correct(text, a)
                 hits.append(ok)
                 strong.append(info["tier"] == "strong")
+                needs.append("times" in q)  # the weak tier gets products wrong
                 http.post(
                     f"{url}/v1/feedback",
                     json={"trajectory_id": info["trajectory_id"], "reward": 1.0 if ok else 0.0},
@@ -743,10 +744,57 @@ def cmd_e2e(args: argparse.Namespace) -> dict[str, Any]:
                             "window": (i + 1) // args.window,
                             "accuracy": float(np.mean(hits[-args.window :])),
                             "strong_share": float(np.mean(strong[-args.window :])),
+                            # What an oracle would send to the strong tier (the products).
+                            "needs_strong": float(np.mean(needs[-args.window :])),
                         }
                     )
             out["windows"] = rows
+    if args.engine_readout_lr:
+        # The same stream on the engine alone (no HTTP), once per read-out learning rate: the
+        # per-tier read-out (readout_lr > 0, the default since 30 Nov) is what changed the
+        # first windows, so this shows its effect in one run.
+        out["engine_only"] = {
+            str(lr): engine_only(qs, args.seed, args.window, readout_lr=lr)
+            for lr in args.engine_readout_lr
+        }
     return out
+
+
+def engine_only(
+    qs: list[tuple[str, int]], seed: int, window: int, **overrides: Any
+) -> list[dict[str, float]]:
+    """What ``e2e`` does, on ``SONAEngine`` directly with the gateway's settings (d = 256 hashing
+    embedder, tiers weak/strong at costs 0.1/1, cost_weight 0.3) and ``overrides``: accuracy and
+    strong share per window, the stub's answers simulated (weak wrong on products)."""
+    from sona.engine import SONAConfig, SONAEngine
+    from sona.serve.app import query_text
+    from sona.serve.routing import make_embedder
+
+    emb = make_embedder("hashing", 256, seed)
+    cfg = SONAConfig(
+        dim=256, n_tiers=2, tier_names=["weak", "strong"], tier_costs=[0.1, 1.0],
+        cost_weight=0.3, seed=seed, **overrides,
+    )  # fmt: skip
+    engine = SONAEngine(cfg)
+    hits, strong = [], []
+    try:
+        for q, _ in qs:
+            d = engine.process(emb.embed(query_text([{"role": "user", "content": q}], 0, 8192)))
+            on_strong = int(d.tier) == 1
+            ok = on_strong or "plus" in q
+            hits.append(ok)
+            strong.append(on_strong)
+            engine.feedback(d.trajectory_id, 1.0 if ok else 0.0, source="explicit")
+    finally:
+        engine.close()
+    return [
+        {
+            "window": i // window + 1,
+            "accuracy": float(np.mean(hits[i : i + window])),
+            "strong_share": float(np.mean(strong[i : i + window])),
+        }
+        for i in range(0, len(qs), window)
+    ]
 
 
 def main() -> int:
@@ -783,6 +831,13 @@ def main() -> int:
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--window", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--engine-readout-lr",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also run the stream on the engine alone with each of these readout_lr values",
+    )
     args = parser.parse_args()
     if args.cmd == "upstream":
         _run(serve_stub("127.0.0.1", args.port, args.delay))
