@@ -183,6 +183,32 @@ class StubUpstreamProtocol(asyncio.Protocol):
                 self.transport.close()
 
 
+async def canned_asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A raw ASGI app answering every request at once with the canned completion: run under
+    uvicorn with the gateway's options, its CPU per request is what the HTTP server side (uvicorn,
+    uvloop, the kernel's loopback TCP) costs the gateway before any of its own work."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(_COMPLETION)),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": _COMPLETION})
+
+
+def serve_canned(port: int) -> None:
+    """:func:`canned_asgi` on uvicorn, configured as ``sona serve`` runs (one worker)."""
+    import uvicorn
+
+    from sona.serve.server import tune_gc, uvicorn_options
+
+    tune_gc()
+    uvicorn.run(canned_asgi, host="127.0.0.1", port=port, log_level="warning", **uvicorn_options())
+
+
 async def serve_stub(host: str, port: int, delay: float) -> None:
     """Run :class:`StubUpstreamProtocol` until cancelled."""
     loop = asyncio.get_running_loop()
@@ -609,6 +635,16 @@ litellm_settings:
             paths.append(("baseline_gateway", base_port, "sona", procs[2].pid, KEY))
         if ll_pid is not None:
             paths.append(("litellm", ll_port, "sona", ll_pid, f"sk-{KEY}"))
+        if args.decompose:
+            paths.append(("gateway_passthrough", gw_port, "echo-small", procs[1].pid, KEY))
+            canned_port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, __file__, "canned", "--port", str(canned_port)], env=env
+                )
+            )
+            wait_port(canned_port, procs[-1])
+            paths.append(("uvicorn_canned", canned_port, "sona", procs[-1].pid, KEY))
         rounds: list[dict[str, Any]] = []
         for i in range(args.rounds):
             row: dict[str, Any] = {"load_avg": os.getloadavg()[0]}
@@ -824,6 +860,15 @@ def main() -> int:
         help="spread the clients' first requests over one upstream delay (steady arrivals "
         "instead of synchronized waves of --concurrency requests)",
     )
+    p.add_argument(
+        "--decompose",
+        action="store_true",
+        help="also measure the gateway's passthrough path (model echo-small: no embedding or "
+        "routing) and a canned-answer ASGI app on uvicorn (no upstream), for CPU per request "
+        "by layer",
+    )
+    p = sub.add_parser("canned", help="the canned-answer ASGI app on uvicorn (`--decompose`)")
+    p.add_argument("--port", type=int, required=True)
     p = sub.add_parser("upstream", help="only the stub upstream (what `overhead` starts)")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--delay", type=float, default=0.2)
@@ -841,6 +886,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.cmd == "upstream":
         _run(serve_stub("127.0.0.1", args.port, args.delay))
+        return 0
+    if args.cmd == "canned":
+        serve_canned(args.port)
         return 0
     result = cmd_overhead(args) if args.cmd == "overhead" else cmd_e2e(args)
     print(json.dumps(result, indent=2))

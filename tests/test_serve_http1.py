@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from sona.serve.http1 import MAX_BODY_BYTES, ConnectError, Deadline, HttpError, Pool
+from sona.serve.http1 import _SLOTS, MAX_BODY_BYTES, ConnectError, Deadline, HttpError, Pool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -180,9 +180,23 @@ def test_deadline_times_out_like_asyncio_timeout() -> None:
         with Deadline(5) as d:
             await asyncio.sleep(0.01)
         assert not d.expired
-        timers = len(getattr(loop, "_scheduled", []))
-        await asyncio.sleep(0.02)  # the cancelled handle never fires
-        assert not d.expired and len(getattr(loop, "_scheduled", [])) <= timers
+        slots = _SLOTS[loop]
+        assert all(d not in group for group in slots.pending.values())  # nothing left to fire
+
+        # Deadlines entered together share one slot (one timer), and each still fires.
+        async def sleeper() -> bool:
+            try:
+                with Deadline(0.06):
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                return True
+            return False
+
+        before = len(slots.pending)
+        tasks = [asyncio.ensure_future(sleeper()) for _ in range(100)]
+        await asyncio.sleep(0)
+        assert len(slots.pending) - before <= 2
+        assert await asyncio.gather(*tasks) == [True] * 100
 
         async def waits() -> None:
             with Deadline(5):
