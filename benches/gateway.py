@@ -12,16 +12,22 @@
     protocol (canned JSON or SSE, one write per answer), the generator one uvloop protocol per
     connection (checks every status and that every body parses as a completion).
     ``--stagger`` spreads the clients' first requests over one upstream delay (steady arrivals);
-    by default they all start at once and move in synchronized waves.
+    by default they all start at once and move in synchronized waves. LiteLLM, when given, runs in
+    every round like the others (one worker, its bundled price map, its log kept); a request
+    answered with an error, lost with its connection, or unanswered after ``--timeout`` counts in
+    ``errors`` (``timed_out``) and never as a latency. ``--decompose`` adds the gateway's
+    passthrough path and a canned-answer ASGI app on uvicorn: CPU per request by layer. Each
+    server's CPU (user/system) and read/write syscalls per request come from ``/proc``.
 
 ``python benches/gateway.py upstream --port P [--delay S]``
     Only the stub upstream (what ``overhead`` starts).
 
-``python benches/gateway.py e2e``
+``python benches/gateway.py e2e [--seed S] [--engine-readout-lr 5 0]``
     Two local tiers of different cost and quality (stub models ``math-weak`` at 0.1 and
     ``math-strong`` at 1.0 per 1k tokens) answer a stream of labelled arithmetic questions; each
     answer is checked and the result sent as feedback. Reports accuracy, the strong tier's share
-    and cost per window, beside the two fixed tiers.
+    and the share an oracle would send there (the products) per window, beside the two fixed
+    tiers; with ``--engine-readout-lr`` also the same stream on the engine alone per read-out rate.
 """
 
 from __future__ import annotations
@@ -679,12 +685,12 @@ litellm_settings:
                 p.kill()
     for row in [*results["rounds"], results]:
         d = row["direct"]
-        for name in ("gateway", "baseline_gateway", "litellm"):
+        for name in ("gateway", "baseline_gateway", "litellm", "gateway_passthrough"):
             if name in row:
                 r = row[name]
                 r["overhead_p50_ms"] = r["p50_ms"] - d["p50_ms"]
                 r["overhead_p99_ms"] = r["p99_ms"] - d["p99_ms"]
-    for name in ("gateway", "baseline_gateway", "litellm"):
+    for name in ("gateway", "baseline_gateway", "litellm", "gateway_passthrough"):
         if name in results:
             # The median over rounds of each round's overhead (paired, same minute).
             for q in ("p50", "p99"):
