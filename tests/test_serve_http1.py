@@ -198,29 +198,25 @@ def test_deadline_times_out_like_asyncio_timeout() -> None:
         assert len(slots.pending) - before <= 2
         assert await asyncio.gather(*tasks) == [True] * 100
 
-        async def waits() -> None:
-            with Deadline(5):
-                await asyncio.sleep(5)
+        async def cancelled(deadline_s: float, cleanup_s: float) -> None:
+            """Sleep under a deadline, cancelled from outside; ``cleanup_s`` of awaiting in the
+            ``finally`` lets the deadline expire too (the outer cancel must still win)."""
 
-        inner = asyncio.ensure_future(waits())
-        await asyncio.sleep(0.01)
-        inner.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await inner
+            async def waits() -> None:
+                with Deadline(deadline_s):
+                    try:
+                        await asyncio.sleep(5)
+                    finally:
+                        await asyncio.sleep(cleanup_s)
 
-        # Cancelled from outside *and* expired: the outer cancel wins (not a timeout).
-        async def both() -> None:
-            with Deadline(0.01):
-                try:
-                    await asyncio.sleep(5)
-                finally:
-                    await asyncio.sleep(0.05)
+            inner = asyncio.ensure_future(waits())
+            await asyncio.sleep(0.01)
+            inner.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await inner
 
-        inner = asyncio.ensure_future(both())
-        await asyncio.sleep(0)
-        inner.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await inner
+        await cancelled(5, 0)
+        await cancelled(0.02, 0.1)
 
     asyncio.run(main())
     with pytest.raises(RuntimeError):
