@@ -238,3 +238,29 @@ def test_a_timed_out_exchange_with_deadline_frees_its_slot() -> None:
         server.close()
 
     asyncio.run(main())
+
+
+def test_large_bodies_pass_the_receive_buffer_bound() -> None:
+    """A body far beyond the stream's buffer limit arrives whole (reading pauses and resumes),
+    by Content-Length and chunked, and the connection is reused afterwards."""
+    big = bytes(range(256)) * 8192  # 2 MiB
+    chunked = b"".join(
+        b"%x\r\n" % 65536 + big[i : i + 65536] + b"\r\n" for i in range(0, len(big), 65536)
+    )
+    handler, conns = reply(
+        b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big) + big,
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n",
+        OK,
+    )
+
+    async def client(pool: Pool) -> None:
+        r = await pool.post(b"/", b"", b"{}")
+        assert await r.read() == big
+        r = await pool.post(b"/", b"", b"{}")
+        await asyncio.sleep(0.2)  # let the whole answer arrive before it is read
+        assert b"".join([c async for c in r.aiter()]) == big
+        r = await pool.post(b"/", b"", b"{}")
+        assert await r.read() == b"{}"
+
+    run(handler, client)
+    assert len(conns) == 1
