@@ -264,3 +264,19 @@ def test_large_bodies_pass_the_receive_buffer_bound() -> None:
 
     run(handler, client)
     assert len(conns) == 1
+
+
+def test_an_idle_connection_that_received_stray_bytes_is_not_reused() -> None:
+    """Bytes an upstream sends after its answer, unasked, put the connection out of step: the
+    next request goes over a new one and reads its own answer."""
+    handler, conns = reply(OK + b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray", OK)
+
+    async def client(pool: Pool) -> None:
+        r = await pool.post(b"/", b"", b"{}")
+        assert await r.read() == b"{}"
+        await asyncio.sleep(0.05)
+        r = await pool.post(b"/", b"", b"{}")
+        assert await r.read() == b"{}"
+
+    run(handler, client)
+    assert len(conns) == 2

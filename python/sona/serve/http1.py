@@ -273,7 +273,11 @@ class Pool:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()
-            if now - conn.idle_since < self.keepalive_s and not conn.reader.at_eof():
+            # Bytes that arrived on an idle connection were not asked for (a second answer, junk):
+            # the connection is out of step and would hand them to the next request, maybe
+            # another tenant's. StreamReader has no public count of buffered bytes.
+            stray = getattr(conn.reader, "_buffer", None)
+            if now - conn.idle_since < self.keepalive_s and not conn.reader.at_eof() and not stray:
                 return conn
             self._drop(conn)
         return None
