@@ -50,3 +50,45 @@ def test_invalid_json_raises_value_error(raw: bytes) -> None:
     for loads in (jsonio.loads, jsonio._std_loads):
         with pytest.raises(ValueError):
             loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"id":"x","choices":[{"message":{"content":"h\\u00e9 \xe4\xb8\xad"}}]}',
+        b'  {"id": "x", "choices": []}\r\n',
+        b'{"id":"x","n":NaN,"big":123456789012345678901234567890}',
+    ],
+)
+def test_with_field_splices_without_re_encoding(raw: bytes) -> None:
+    parsed = jsonio.loads(raw)
+    out = jsonio.with_field(raw, parsed, "sona", {"trajectory_id": 7, "tier": "small"})
+    # The upstream's bytes pass through unchanged (not re-encoded), the field is appended.
+    assert out.startswith(raw.strip()[:-1])
+    again = json.loads(out)
+    assert again["sona"] == {"trajectory_id": 7, "tier": "small"}
+    assert {k: v for k, v in again.items() if k != "sona"}.keys() == parsed.keys()
+    assert again["id"] == "x"
+    assert "sona" not in parsed  # the caller's dict is not changed
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{}",  # empty: a comma would be invalid
+        b'{"id":"x","sona":{"old":1}}',  # the field exists: replaced, not duplicated
+        b'{"id":"x","son\\u0061":1}',  # ... even when spelled with an escape
+        b'\xef\xbb\xbf{"id":"x"}',  # a byte-order mark
+        '{"id":"x"}'.encode("utf-16-le"),  # another encoding (the stdlib parses it)
+        '{"id":"x"}'.encode("utf-32"),
+    ],
+)
+def test_with_field_falls_back_to_encoding_when_splicing_is_unsafe(raw: bytes) -> None:
+    parsed = json.loads(raw)
+    out = jsonio.with_field(raw, parsed, "sona", {"t": 1})
+    again = json.loads(out)
+    assert again["sona"] == {"t": 1}
+    assert out.count(b'"sona"') == 1
+    assert {k: v for k, v in again.items() if k != "sona"} == {
+        k: v for k, v in parsed.items() if k != "sona"
+    }

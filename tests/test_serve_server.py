@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +225,69 @@ def test_bench_load_generator_times_and_checks_each_answer(stagger_s: float) -> 
         good = bench.run_load(port, "/v1/chat/completions", "echo-x", 5, 3, stagger_s=stagger_s)
         assert good["n"] == 15 and good["errors"] == 0
         assert good["p50_ms"] > 0 and good["rps"] > 0
-        # The stub answers HTTP 500 for the model "fail": every answer is counted as an error.
+        # The stub answers HTTP 500 for the model "fail": every answer is counted as an error,
+        # and none of them as a latency (a server failing fast must not look fast).
         bad = bench.run_load(port, "/v1/chat/completions", "fail", 3, 2)
-        assert bad["n"] == 6 and bad["errors"] == 6
+        assert bad["errors"] == 6 and bad["ok"] == 0 and bad["n"] == 0
+        assert bad["rps"] == 0 and bad["timed_out"] == 0
+
+
+@contextmanager
+def raw_server(answer_first: bool, hang: bool) -> Iterator[int]:
+    """A socket server on 127.0.0.1: answers each connection's first request with a completion
+    when ``answer_first``, then (with ``hang``) reads and never answers, else closes."""
+    bench = _bench()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def serve(conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)
+            if answer_first:
+                conn.sendall(bench._JSON_RESPONSE)
+                conn.recv(65536)
+            if hang:
+                stop.wait(30)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield int(srv.getsockname()[1])
+    finally:
+        stop.set()
+        srv.close()
+
+
+@pytest.mark.parametrize("hang", [False, True])
+def test_bench_load_generator_counts_lost_and_unanswered_requests(hang: bool) -> None:
+    """A server that drops its connections or stops answering fails requests, never the run:
+    each request it still owed is an error (``timed_out`` when the deadline passed)."""
+    bench = _bench()
+    # Each connection's first request is answered (the warm-up's and the run's), the next two
+    # of the run's 4 connections never are.
+    with raw_server(answer_first=True, hang=hang) as port:
+        t0 = time.monotonic()
+        r = bench.run_load(port, "/v1/chat/completions", "m", 4, 3, timeout_s=1.0)
+        assert time.monotonic() - t0 < 20
+    assert r["ok"] == 4 and r["errors"] == 8
+    assert r["timed_out"] == (8 if hang else 0)
+    # Timed-out requests enter the quantiles at their time so far (≥ the deadline here): one
+    # in flight per connection.
+    assert r["n"] == 4 + (4 if hang else 0)
+    if hang:
+        assert r["p99_ms"] >= 900

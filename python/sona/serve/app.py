@@ -33,7 +33,7 @@ from sona.serve.config import CLIENT_SOURCES, GatewayConfig, ProfileConfig
 from sona.serve.feedback import Ledger, RouterKey, Trajectory, conversation_key
 from sona.serve.http1 import Pool
 from sona.serve.http1 import Response as UpstreamResponse
-from sona.serve.jsonio import dumps, loads
+from sona.serve.jsonio import loads, with_field
 from sona.serve.metrics import GatewayMetrics
 from sona.serve.routing import Embedder, Router, make_embedder, make_router
 from sona.serve.tenants import Tenants
@@ -362,26 +362,21 @@ def create_app(
             if prev is not None:
                 gw.learn_quietly(prev, 0.0, "implicit")
         tier_name = profile.tiers[route.tier]
+        # Open before the upstream call: a retry sent while this one waits must find it.
         traj = gw.ledger.open(tenant, key, route.trajectory_id, tier_name, conv, now)
-        sona_info: dict[str, Any] = {
-            "trajectory_id": traj.gateway_id,
-            "profile": profile.name,
-            "tier": tier_name,
-            "propensity": route.propensity,
-            "predicted": dict(zip(profile.tiers, route.predicted, strict=False)),
-        }
         headers = {HEADER: str(traj.gateway_id), "x-sona-tier": tier_name}
         candidates = [tier_name]
         if profile.fallback:
             candidates += list(profile.tiers[route.tier + 1 :])
         last_error: UpstreamError | None = None
+        stream = body.get("stream")
         for tier in candidates:
             up = gw.upstreams[tier]
             try:
-                if body.get("stream"):
+                if stream:
                     resp = await up.open_stream(body)
                 else:
-                    data, usage, upstream_s = await up.complete(body)
+                    data, raw, usage, upstream_s = await up.complete_raw(body)
             except UpstreamError as exc:
                 last_error = exc
                 gw.metrics.requests.inc((profile.name, tier, "error"))
@@ -393,11 +388,20 @@ def create_app(
                 continue
             status = "ok" if tier == tier_name else "fallback"
             if tier != tier_name:
-                sona_info["fallback_tier"] = tier
                 headers["x-sona-tier"] = tier
-            if body.get("stream"):
+            if stream:
                 return stream_response(resp, up, profile, status, headers, body, t_start, traj)
-            data["sona"] = sona_info
+            # Built after the upstream call, not before: under a burst of arrivals every
+            # request's upstream send waits for the work done before it on the others.
+            sona_info: dict[str, Any] = {
+                "trajectory_id": traj.gateway_id,
+                "profile": profile.name,
+                "tier": tier_name,
+                "propensity": route.propensity,
+                "predicted": dict(zip(profile.tiers, route.predicted, strict=False)),
+            }
+            if tier != tier_name:
+                sona_info["fallback_tier"] = tier
             finish(up, profile, status, usage, upstream_s, t_start)
             judge = config.feedback.judge_tier
             if judge and status == "ok" and gw._rng.random() < config.feedback.judge_sample:
@@ -406,7 +410,7 @@ def create_app(
                 except (KeyError, IndexError, TypeError):
                     answer = ""
                 gw.spawn(gw.judge(traj, text, answer))
-            return JsonBody(dumps(data), headers)
+            return JsonBody(with_field(raw, data, "sona", sona_info), headers)
         assert last_error is not None
         resp_err = error_response(
             last_error.status, last_error.message, last_error.kind, last_error.code
@@ -474,13 +478,13 @@ def create_app(
                 resp = await up.open_stream(body)
                 headers = {"x-sona-tier": up.tier.name}
                 return stream_response(resp, up, profile, "ok", headers, body, t_start)
-            data, usage, upstream_s = await up.complete(body)
+            data, raw, usage, upstream_s = await up.complete_raw(body)
         except UpstreamError as exc:
             gw.metrics.requests.inc((profile.name, up.tier.name, "error"))
             return error_response(exc.status, exc.message, exc.kind, exc.code)
         finish(up, profile, "ok", usage, upstream_s, t_start)
-        data["sona"] = {"trajectory_id": None, "tier": up.tier.name, "routed": False}
-        return JsonBody(dumps(data), {"x-sona-tier": up.tier.name})
+        info = {"trajectory_id": None, "tier": up.tier.name, "routed": False}
+        return JsonBody(with_field(raw, data, "sona", info), {"x-sona-tier": up.tier.name})
 
     async def feedback(request: Request) -> Response:
         try:

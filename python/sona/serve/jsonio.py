@@ -44,3 +44,19 @@ if _orjson is not None:
 else:  # pragma: no cover
     loads = _std_loads
     dumps = _std_dumps
+
+
+def with_field(raw: bytes, parsed: dict[str, Any], name: str, value: Any) -> bytes:
+    """The JSON object ``raw`` (whose parse is ``parsed``) with one more top-level field.
+
+    The field is spliced in before the closing brace, so the rest of the body is passed on
+    byte for byte instead of re-encoded (an upstream completion can be kilobytes). Falls back to
+    encoding ``parsed`` when the bytes are not a plain UTF-8 object that splicing keeps valid:
+    empty, with the field already present, a byte-order mark, or another encoding.
+    """
+    body = raw.strip(b" \t\r\n")
+    if parsed and name not in parsed and body[:1] == b"{" and body[-1:] == b"}":
+        return body[:-1] + b',"' + name.encode() + b'":' + dumps(value) + b"}"
+    out = dict(parsed)
+    out[name] = value
+    return dumps(out)

@@ -9,7 +9,6 @@ upstream that echoes it cannot leak it to the client or the log.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sona.serve.config import TierConfig
-from sona.serve.http1 import HttpError, Pool, Response
+from sona.serve.http1 import Deadline, HttpError, Pool, Response
 from sona.serve.jsonio import dumps, loads
 
 #: Upstream statuses that describe the request itself: passed to the client, no fallback.
@@ -137,10 +136,17 @@ class Upstream:
 
     async def complete(self, request: dict[str, Any]) -> tuple[dict[str, Any], Usage, float]:
         """A non-streaming completion: (response JSON, usage, seconds spent upstream)."""
+        data, _, usage, elapsed = await self.complete_raw(request)
+        return data, usage, elapsed
+
+    async def complete_raw(
+        self, request: dict[str, Any]
+    ) -> tuple[dict[str, Any], bytes, Usage, float]:
+        """:meth:`complete` with the response body's bytes as well (parsed into the first)."""
         t0 = time.perf_counter()
         try:
             # timeout_s bounds the whole exchange, not only each read.
-            async with asyncio.timeout(self.tier.timeout_s):
+            with Deadline(self.tier.timeout_s):
                 resp = await self._post(request, False)
                 raw = await resp.read()
         except (HttpError, TimeoutError) as exc:
@@ -159,7 +165,7 @@ class Upstream:
                 "upstream_bad_response",
                 f"upstream tier {self.tier.name!r} answered with a body that is not a completion",
             ) from None
-        return data, self._usage(data.get("usage"), request), elapsed
+        return data, raw, self._usage(data.get("usage"), request), elapsed
 
     def _usage(self, raw: Any, request: dict[str, Any]) -> Usage:
         if isinstance(raw, dict):
@@ -171,13 +177,13 @@ class Upstream:
     async def open_stream(self, request: dict[str, Any]) -> Response:
         """Start a streaming completion; raises :class:`UpstreamError` before any byte is sent."""
         try:
-            async with asyncio.timeout(self.tier.timeout_s):  # until the response head
+            with Deadline(self.tier.timeout_s):  # until the response head
                 resp = await self._post(request, True)
         except (HttpError, TimeoutError) as exc:
             raise self._transport_error(exc) from None
         if resp.status_code >= 400:
             try:
-                async with asyncio.timeout(self.tier.timeout_s):
+                with Deadline(self.tier.timeout_s):
                     raw = await resp.read()
             except (HttpError, TimeoutError):
                 raw = b""
