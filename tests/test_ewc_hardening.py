@@ -243,3 +243,14 @@ def test_the_largest_allowed_size_is_made_instantly_in_a_child() -> None:
     assert (int(pe), int(pf), int(tasks), int(samples)) == (2**31, 2**31, 0, 0)
     assert float(seconds) < 5.0
 
+
+def test_paths_of_the_wrong_kind_raise_invalid_input(tmp_path: Path) -> None:
+    """Not a bare TypeError from the path conversion; bytes and path-likes are paths."""
+    ewc = EwcPlusPlus(4)
+    for bad in (None, 3, ["x"]):
+        with pytest.raises(sona.InvalidInputError, match="expected a path"):
+            ewc.save(bad)  # type: ignore[arg-type]
+        with pytest.raises(sona.InvalidInputError, match="expected a path"):
+            EwcPlusPlus.load(bad)  # type: ignore[arg-type]
+    ewc.save(str(tmp_path / "e.ck").encode())  # type: ignore[arg-type]
+    assert EwcPlusPlus.load(tmp_path / "e.ck").param_count == 4
