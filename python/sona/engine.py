@@ -351,7 +351,7 @@ def _directory(path: object) -> Path:
     file system accepts), is an InvalidInputError rather than a TypeError/ValueError from
     ``pathlib``."""
     try:
-        text = os.fsdecode(path)  # type: ignore[call-overload]
+        text = os.fsdecode(path)  # type: ignore[arg-type]
     except TypeError as exc:
         raise InvalidInputError(
             f"expected a path (str, bytes or os.PathLike), got {type(path).__name__}"

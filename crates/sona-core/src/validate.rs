@@ -167,7 +167,10 @@ mod tests {
         // The largest allowed buffer is lazily zeroed: instant, and untouched pages cost nothing.
         let t = std::time::Instant::now();
         if let Ok(mut v) = try_zeros("x", MAX_ELEMENTS) {
-            assert_eq!((v[0], v[MAX_ELEMENTS - 1], v.len()), (0.0, 0.0, MAX_ELEMENTS));
+            assert_eq!(
+                (v[0], v[MAX_ELEMENTS - 1], v.len()),
+                (0.0, 0.0, MAX_ELEMENTS)
+            );
             v[7] = 1.0;
             assert_eq!(v[7], 1.0);
         }

@@ -206,10 +206,19 @@ mod tests {
             idx.add_batch(&[1, 2], &[huge, tiny].concat()).unwrap();
             idx.add(3, &[-1e38, 0.0, 0.0, 0.0]).unwrap();
             let h = idx.get(1).unwrap();
-            assert!((h[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6, "{h:?}");
+            assert!(
+                (h[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6,
+                "{h:?}"
+            );
             assert_eq!(idx.get(2).unwrap(), &[0.0, 1.0, 0.0, 0.0]);
-            assert_eq!(idx.search(&[1e38, 0.0, 1e38, 0.0], 1, None).unwrap()[0].0, 1);
-            assert_eq!(idx.search(&[0.0, 1e-40, 0.0, 0.0], 1, None).unwrap()[0].0, 2);
+            assert_eq!(
+                idx.search(&[1e38, 0.0, 1e38, 0.0], 1, None).unwrap()[0].0,
+                1
+            );
+            assert_eq!(
+                idx.search(&[0.0, 1e-40, 0.0, 0.0], 1, None).unwrap()[0].0,
+                2
+            );
             let rows = idx.search_batch(&[huge, tiny].concat(), 1, None).unwrap();
             assert_eq!((rows[0][0].0, rows[1][0].0), (1, 2));
             // Zero is still refused, with the index unchanged.

@@ -23,7 +23,6 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 
-
 use numpy::{
     PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
 };

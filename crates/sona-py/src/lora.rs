@@ -20,7 +20,6 @@
 //! concurrently may mix old and new values, as with any numpy consumer; it is never read twice and
 //! never non-finite. The copy costs less than the call's own pass over the data.
 
-
 use std::sync::{Arc, OnceLock};
 
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};

@@ -62,7 +62,14 @@ impl PyRouter {
     ) -> PyResult<Self> {
         let (input_dim, n_tiers) = (input_dim.0, n_tiers.0);
         guard(py, || {
-            let r = Router::new(input_dim, n_tiers, hidden.0, rank_w.0, rank_u.0, seed.0 as u64)?;
+            let r = Router::new(
+                input_dim,
+                n_tiers,
+                hidden.0,
+                rank_w.0,
+                rank_u.0,
+                seed.0 as u64,
+            )?;
             Ok(PyRouter {
                 inner: Mutex::new(r),
                 input_dim,
