@@ -248,7 +248,10 @@ impl PyVectorIndex {
                         ef_construction = Size(HnswParams::default().ef_construction),
                         ef_search = Size(HnswParams::default().ef_search),
                         nprobe = Size(IvfParams::default().nprobe),
-                        seed = Size(HnswParams::default().seed as usize)))]
+                        seed = Size(HnswParams::default().seed as usize)),
+           // The `Text` default would show as `...`; the numeric ones live only in Rust.
+           text_signature = "(dim, kind='flat', *, m=..., ef_construction=..., ef_search=..., \
+                             nprobe=..., seed=...)")]
     #[allow(clippy::too_many_arguments)] // the Python constructor's keywords
     fn new(
         py: Python<'_>,

@@ -244,7 +244,14 @@ impl PyReasoningBank {
         kmeans_max_iter = Size(defaults().kmeans_max_iter),
         minibatch_threshold = Size(defaults().minibatch_threshold),
         max_exemplars = Size(defaults().max_exemplars),
-        **unknown))]
+        **unknown),
+        // As generated, but the `Text` default of `index` shown (it would read `...`).
+        text_signature = "(dim, n_tiers=..., *, seed=..., buffer_capacity=..., \
+            reservoir_capacity=..., pending_capacity=..., pending_ttl_ms=..., merge_threshold=..., \
+            merge_slack=..., max_clusters=..., min_cohesion=..., default_tier=..., alpha=..., \
+            graph_max_nodes=..., graph_max_edges=..., eta_plus=..., eta_minus=..., w_init=..., \
+            graph_decay=..., w_min=..., index='flat', ef_search=None, kmeans_max_iter=..., \
+            minibatch_threshold=..., max_exemplars=..., **unknown)")]
     #[allow(clippy::too_many_arguments)] // the Python constructor's keywords
     fn new(
         py: Python<'_>,
@@ -385,7 +392,8 @@ impl PyReasoningBank {
     /// `embedding` is the (adapted) query vector. With a `reward` in [0, 1] the trajectory is
     /// complete and waits for the next extraction; without one it is pending until
     /// `set_reward`. `tier` is the tier that served it (its arm gets the reward).
-    #[pyo3(signature = (embedding, reward = None, tier = None, *, source = Choice("explicit".into()), ts_ms = None))]
+    #[pyo3(signature = (embedding, reward = None, tier = None, *, source = Choice("explicit".into()), ts_ms = None),
+           text_signature = "($self, embedding, reward=None, tier=None, *, source='explicit', ts_ms=None)")]
     fn add_trajectory(
         &self,
         py: Python<'_>,
@@ -408,7 +416,8 @@ impl PyReasoningBank {
 
     /// Complete a pending trajectory with its reward (UnknownIdError if unknown, expired or
     /// already rewarded).
-    #[pyo3(signature = (trajectory_id, reward, *, source = Choice("explicit".into()), tier = None))]
+    #[pyo3(signature = (trajectory_id, reward, *, source = Choice("explicit".into()), tier = None),
+           text_signature = "($self, trajectory_id, reward, *, source='explicit', tier=None)")]
     fn set_reward(
         &self,
         py: Python<'_>,
