@@ -24,7 +24,8 @@ fn numpy_kinds(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
         .map(|t| t.bind(py))
 }
 
-fn kind_name(obj: &Bound<'_, PyAny>) -> String {
+/// The name of `obj`'s type, for messages.
+pub(crate) fn kind_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
         .map(|n| n.to_string())

@@ -29,7 +29,7 @@ use sona_reasoning::index::{HnswParams, IndexKind, IvfParams};
 use sona_reasoning::persist::{self, PatternRecord};
 use sona_reasoning::{BankConfig, GraphConfig, PruneRule, ReasoningBank};
 
-use crate::args::{Choice, FsPath, Int, Real, Setting, Size, Text};
+use crate::args::{kind_name, Choice, FsPath, Int, Real, Setting, Size, Text};
 use crate::convert::{matrix, out1, out2, slice, vector};
 use crate::errors::{guard, BindResult};
 
@@ -602,10 +602,7 @@ impl PyReasoningBank {
             let iter = it.try_iter().map_err(|_| {
                 SonaError::invalid(format!(
                     "{what}: expected an iterable of pattern ids, got {}",
-                    it.get_type()
-                        .name()
-                        .map(|n| n.to_string())
-                        .unwrap_or_else(|_| "?".into())
+                    kind_name(it)
                 ))
             })?;
             iter.map(|x| id("pattern", x?.extract::<Int>()?)).collect()
