@@ -479,3 +479,16 @@ def test_paths_and_module_names_of_the_wrong_kind_raise_documented_errors(tmp_pa
     assert np.array_equal(lora.lora_A, a0)
     lora.save(str(tmp_path / "l.st").encode())  # type: ignore[arg-type]
     assert np.array_equal(MicroLoRA.load(tmp_path / "l.st").lora_A, a0)
+
+
+def test_gradients_that_overflow_raise_numerical_error() -> None:
+    """Finite inputs near 1e38 overflow dL/dA and dL/dB: NumericalError (as `update` raises),
+    not Inf handed back; the adapter is unchanged."""
+    lora = MicroLoRA(8, seed=1)
+    lora.update(np.full(8, 0.5, np.float32), np.full(8, 0.1, np.float32))
+    a0 = lora.lora_A.copy()
+    big = np.full(8, 1e38, np.float32)
+    with pytest.raises(sona.NumericalError, match="overflows"):
+        lora.gradients(big, big)
+    assert np.array_equal(lora.lora_A, a0)
+    assert all(np.isfinite(g).all() for g in lora.gradients(np.ones(8), np.ones(8)))
