@@ -5,6 +5,8 @@ never a bare TypeError/ValueError/OverflowError/RecursionError from deep inside.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,55 @@ def test_embed_batch_of_a_non_sequence_is_invalid_input(texts: Any) -> None:
     with pytest.raises(InvalidInputError, match="sequence of str"):
         HashingEmbedder(16).embed_batch(texts)
     assert HashingEmbedder(16).embed_batch(iter(["a", "b"])).shape == (2, 16)
+
+
+def test_loaders_refuse_fifos_instead_of_blocking(tmp_path: Path) -> None:
+    """Opening a named pipe to read blocks until a writer comes (forever, for a crafted path):
+    every loader refuses it as not a regular file. In a child, so a regression times out
+    instead of hanging the session."""
+    code = f"""
+import os, shutil, sys
+import numpy as np
+import sona
+from sona import SONAConfig, SONAEngine
+from sona.ewc import EwcPlusPlus
+from sona.index import VectorIndex
+from sona.lora import BaseLoRA, MicroLoRA, load_quantized, read_peft
+from sona.reasoning import ReasoningBank
+d = {str(tmp_path)!r}
+pipe = os.path.join(d, "pipe")
+os.mkfifo(pipe)
+peft = os.path.join(d, "peft")
+MicroLoRA(8).save_peft(peft, module="model.layers.0.q_proj")
+os.remove(os.path.join(peft, "adapter_config.json"))
+os.mkfifo(os.path.join(peft, "adapter_config.json"))
+eng = os.path.join(d, "eng")
+e = SONAEngine(SONAConfig(dim=16))
+e.save(eng)
+e.close()
+os.remove(os.path.join(eng, "MANIFEST"))
+os.mkfifo(os.path.join(eng, "MANIFEST"))
+calls = [
+    lambda: VectorIndex.load(pipe),
+    lambda: ReasoningBank.load(pipe),
+    lambda: EwcPlusPlus.load(pipe),
+    lambda: MicroLoRA.load(pipe),
+    lambda: load_quantized(pipe),
+    lambda: read_peft(peft),
+    lambda: BaseLoRA.from_peft(peft),
+    lambda: MicroLoRA(8).load_peft(peft),
+    lambda: SONAEngine.load(eng),
+]
+for call in calls:
+    try:
+        call()
+    except sona.CheckpointError:
+        print("refused")
+    else:
+        print("loaded")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["refused"] * 9

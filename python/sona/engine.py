@@ -619,6 +619,8 @@ class SONAEngine:
         directory = _directory(path)
         manifest_path = directory / _MANIFEST_FILE
         try:
+            if not manifest_path.is_file():  # reading a FIFO would block until a writer came
+                raise OSError(f"{manifest_path} is missing or not a regular file")
             manifest = json.loads(manifest_path.read_text())
             if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT:
                 raise ValueError(f"not a {_MANIFEST_FORMAT} manifest")
