@@ -68,8 +68,12 @@ def test_bad_input_is_rejected() -> None:
             HashingEmbedder(dim)
     with pytest.raises(sona.ConfigError):
         HashingEmbedder(8, max_text_bytes=0)
-    with pytest.raises(OverflowError):
-        HashingEmbedder(-1)
+    # A negative or huge size is the documented ConfigError (it was a bare OverflowError).
+    for bad in (-1, 2**64, True, 8.0):
+        with pytest.raises(sona.ConfigError):
+            HashingEmbedder(bad)  # type: ignore[arg-type]
+    with pytest.raises(sona.ConfigError):
+        HashingEmbedder(8, seed=-1)
 
 
 def test_two_threads_share_one_embedder() -> None:

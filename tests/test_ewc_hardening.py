@@ -218,3 +218,39 @@ def test_loaded_checkpoint_fields_are_validated(tmp_path: Path) -> None:
         EwcPlusPlus.load(tmp_path / "junk")
     with pytest.raises(sona.CheckpointError):
         EwcPlusPlus.load(tmp_path)
+
+
+def test_the_largest_allowed_size_is_made_instantly_in_a_child() -> None:
+    """param_count = 2**31 (the element bound, 8 GiB per buffer) used to fill every buffer with
+    zeros by hand: seconds of page faults, and EwcPlusPlus's three buffers (24 GiB) an
+    out-of-memory kill. The buffers are now zero pages committed only when written. Run in a
+    child so a regression kills the child, not the test session."""
+    code = textwrap.dedent(
+        """
+        import time
+        from sona.ewc import EwcPlusPlus, OnlineFisher
+        t = time.perf_counter()
+        e = EwcPlusPlus(2**31)
+        f = OnlineFisher(2**31)
+        print(e.param_count, f.param_count, e.task_count, f.samples, time.perf_counter() - t)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    pe, pf, tasks, samples, seconds = out.stdout.split()
+    assert (int(pe), int(pf), int(tasks), int(samples)) == (2**31, 2**31, 0, 0)
+    assert float(seconds) < 5.0
+
+
+def test_paths_of_the_wrong_kind_raise_invalid_input(tmp_path: Path) -> None:
+    """Not a bare TypeError from the path conversion; bytes and path-likes are paths."""
+    ewc = EwcPlusPlus(4)
+    for bad in (None, 3, ["x"]):
+        with pytest.raises(sona.InvalidInputError, match="expected a path"):
+            ewc.save(bad)  # type: ignore[arg-type]
+        with pytest.raises(sona.InvalidInputError, match="expected a path"):
+            EwcPlusPlus.load(bad)  # type: ignore[arg-type]
+    ewc.save(str(tmp_path / "e.ck").encode())  # type: ignore[arg-type]
+    assert EwcPlusPlus.load(tmp_path / "e.ck").param_count == 4

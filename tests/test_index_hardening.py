@@ -228,3 +228,56 @@ def test_the_class_is_the_extensions_own_with_the_core_defaults() -> None:
         with pytest.raises(InvalidInputError):
             ivf.remove(bad_ids)  # type: ignore[arg-type]
     assert len(ivf) == 3
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_huge_and_denormal_finite_vectors_are_stored_as_unit_vectors(kind: str) -> None:
+    """Their squared norm overflows (1e38) or underflows (1e-45) float32, but they have a
+    direction: they are stored unit-norm and found, not refused as 'zero' (the add and the
+    search normalise by max |x| first). Zero is still refused, with the index unchanged."""
+    index = VectorIndex(4, kind)
+    huge = np.array([[3.4e38, 0, 3.4e38, 0], [0, -1e38, 0, 0]], np.float32)
+    tiny = np.array([[0, 0, 1e-45, 0]], np.float32)
+    index.add([1, 2], huge)
+    index.add([3], tiny)
+    for i in (1, 2, 3):
+        v = index.get(i)
+        assert np.isfinite(v).all() and abs(float(np.linalg.norm(v)) - 1) < 1e-5
+    assert index.search(huge[0], 1)[0].tolist() == [1]
+    assert index.search(tiny[0], 1)[0].tolist() == [3]
+    ids, sims = index.search_batch(np.vstack([huge, tiny]), 1)
+    assert ids[:, 0].tolist() == [1, 2, 3] and np.allclose(sims[:, 0], 1, atol=1e-5)
+    with pytest.raises(InvalidInputError, match="zero vector"):
+        index.add([4], np.zeros((1, 4), np.float32))
+    with pytest.raises(InvalidInputError, match="zero vector"):
+        index.search(np.array([0, -0.0, 0, 0], np.float32), 1)
+    assert sorted(index.ids().tolist()) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_id_arrays_of_any_layout_are_read(kind: str, rng: np.random.Generator) -> None:
+    """A strided or big-endian uint64 id array is valid input (it was refused as 'not
+    contiguous'); its values are what gets stored."""
+    index = VectorIndex(8, kind)
+    x = _unit_rows(rng, 3, 8)
+    index.add(np.array([10, 0, 11, 0, 12], np.uint64)[::2], x)
+    index.add(np.array([20], ">u8"), _unit_rows(rng, 1, 8))
+    index.remove(np.array([10, 99, 11], np.uint64)[::2])
+    assert sorted(index.ids().tolist()) == [12, 20]
+
+
+def test_wrong_kinds_of_argument_raise_documented_errors(tmp_path: Path) -> None:
+    """A non-str kind is a ConfigError, a non-path path an InvalidInputError (not a bare
+    TypeError from the conversion); bytes and path-likes are paths."""
+    with pytest.raises(ConfigError, match="expected a str"):
+        VectorIndex(8, None)  # type: ignore[arg-type]
+    index = VectorIndex(8)
+    index.add([1], np.ones((1, 8), np.float32))
+    for bad in (None, 3, 1.5, ["a"]):
+        with pytest.raises(InvalidInputError, match="expected a path"):
+            index.save(bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="expected a path"):
+            VectorIndex.load(bad)  # type: ignore[arg-type]
+    index.save(str(tmp_path / "a.idx").encode())  # type: ignore[arg-type]
+    assert VectorIndex.load(tmp_path / "a.idx").ids().tolist() == [1]
+    assert VectorIndex.load(str(tmp_path / "a.idx").encode()).ids().tolist() == [1]  # type: ignore[arg-type]

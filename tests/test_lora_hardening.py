@@ -443,3 +443,52 @@ def test_numpy_inputs_written_during_a_call_are_validated_as_read() -> None:
     assert outcomes["ok"] + outcomes["non_finite"] == 300
     assert m.counters()["rejected"] == before, "a NaN reached the optimizer"
     assert np.all(np.isfinite(m.lora_A)) and np.all(np.isfinite(m.lora_B))
+
+
+def test_paths_and_module_names_of_the_wrong_kind_raise_documented_errors(tmp_path: Path) -> None:
+    """A path that is not str/bytes/os.PathLike is an InvalidInputError and a non-str module a
+    ConfigError, in every saver and loader (not a bare TypeError from the conversion); bytes
+    paths work. Nothing is written and the adapter is unchanged."""
+    lora = MicroLoRA(8, seed=1)
+    lora.update(np.ones(8, np.float32), 0.1 * np.ones(8, np.float32))
+    a0 = lora.lora_A.copy()
+    peft = tmp_path / "p.safetensors"
+    lora.save_peft(peft, module="model.layers.0.q_proj")
+    calls: list[Callable[[Any], object]] = [
+        lora.save,
+        lambda p: lora.save_peft(p, module="model.layers.0.q_proj"),
+        lora.save_quantized,
+        lora.load_peft,
+        MicroLoRA.load,
+        BaseLoRA.from_peft,
+        read_peft,
+        sona.lora.load_quantized,
+    ]
+    for call in calls:
+        for bad in (None, 3, ["x"]):
+            with pytest.raises(sona.InvalidInputError, match="expected a path"):
+                call(bad)
+    for module_call in (
+        lambda: lora.load_peft(peft, 5),  # type: ignore[arg-type]
+        lambda: BaseLoRA.from_peft(peft, module=5),  # type: ignore[arg-type]
+        lambda: read_peft(peft, module=5),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(sona.ConfigError, match="expected a str"):
+            module_call()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.safetensors"]
+    assert np.array_equal(lora.lora_A, a0)
+    lora.save(str(tmp_path / "l.st").encode())  # type: ignore[arg-type]
+    assert np.array_equal(MicroLoRA.load(tmp_path / "l.st").lora_A, a0)
+
+
+def test_gradients_that_overflow_raise_numerical_error() -> None:
+    """Finite inputs near 1e38 overflow dL/dA and dL/dB: NumericalError (as `update` raises),
+    not Inf handed back; the adapter is unchanged."""
+    lora = MicroLoRA(8, seed=1)
+    lora.update(np.full(8, 0.5, np.float32), np.full(8, 0.1, np.float32))
+    a0 = lora.lora_A.copy()
+    big = np.full(8, 1e38, np.float32)
+    with pytest.raises(sona.NumericalError, match="overflows"):
+        lora.gradients(big, big)
+    assert np.array_equal(lora.lora_A, a0)
+    assert all(np.isfinite(g).all() for g in lora.gradients(np.ones(8), np.ones(8)))

@@ -240,3 +240,70 @@ def test_the_class_is_the_extensions_own_with_the_core_defaults(rng: np.random.G
     with pytest.raises(InvalidInputError):
         b.record_usage([b.patterns()[0].id, "1"], [])  # type: ignore[list-item]
     assert b.stats() == before
+
+
+def test_huge_finite_embeddings_are_stored_finite(rng: np.random.Generator) -> None:
+    """1e38 entries overflow a squared norm, not the direction: the trajectory and a search with
+    it work, and nothing stored or returned is Inf."""
+    b = ReasoningBank(D, seed=1)
+    for v in _blobs(rng, 60, 3):
+        b.add_trajectory(v, 0.5, 1)
+    b.add_trajectory(np.full(D, 1e38, np.float32), 0.5, 1)
+    b.extract_patterns()
+    assert all(np.isfinite(p.centroid).all() for p in b.patterns())
+    ids, sims = b.search_ids(np.full(D, 3.4e38, np.float32), 3)
+    assert len(ids) == 3 and np.isfinite(sims).all()
+
+
+def test_malformed_patterns_on_import_raise_invalid_input(bank: ReasoningBank) -> None:
+    """Pattern fields of the wrong type (hand-built or `dataclasses.replace`d patterns) raise
+    InvalidInputError, not a TypeError from json/asdict, and import nothing; numpy scalars in
+    integer fields are plain numbers."""
+    pats = bank.export()
+    other = ReasoningBank(D)
+    bad = [
+        {"arms": None},
+        {"arms": 5},
+        {"rewards": "x"},
+        {"exemplars": 7},
+        {"payload": 3.5},
+        {"avg_reward": np.ones(D)},
+        {"support": object()},
+        {"centroid": [[1.0], [2.0, 3.0]]},
+    ]
+    for change in bad:
+        with pytest.raises(InvalidInputError):
+            other.import_([pats[0], dataclasses.replace(pats[1], **change)])
+        assert len(other) == 0
+    p = dataclasses.replace(pats[0], support=np.int64(pats[0].support))
+    assert other.import_([p]) == 1 and other.pattern(p.id).support == pats[0].support
+
+
+def test_wrong_kinds_of_argument_raise_documented_errors(
+    bank: ReasoningBank, tmp_path: Path
+) -> None:
+    """A non-str index kind is a ConfigError; a non-str reward source, a non-iterable id list
+    and a non-path path are InvalidInputErrors (not bare TypeErrors); the bank is unchanged."""
+    with pytest.raises(ConfigError, match="expected a str"):
+        ReasoningBank(D, index=None)  # type: ignore[arg-type]
+    before = bank.stats()
+    v = np.ones(D, np.float32)
+    for src in (None, 1, b"explicit"):
+        with pytest.raises(InvalidInputError, match="expected a str"):
+            bank.add_trajectory(v, 0.5, 1, source=src)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="expected a str"):
+            bank.set_reward(0, 0.5, source=src)  # type: ignore[arg-type]
+    pid = bank.patterns()[0].id
+    for bad in (None, 5):
+        with pytest.raises(InvalidInputError, match="iterable of pattern ids"):
+            bank.record_usage(bad, [pid])  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="iterable of pattern ids"):
+            bank.record_usage([pid], bad)  # type: ignore[arg-type]
+    for bad in (None, 3):
+        with pytest.raises(InvalidInputError, match="expected a path"):
+            bank.save(bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="expected a path"):
+            ReasoningBank.load(bad)  # type: ignore[arg-type]
+    assert bank.stats() == before
+    bank.save(str(tmp_path / "b.rb").encode())  # type: ignore[arg-type]
+    assert len(ReasoningBank.load(tmp_path / "b.rb")) == len(bank)

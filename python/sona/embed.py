@@ -18,7 +18,7 @@ is how the engine validates whatever an embedder returns (shape and finite value
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
@@ -82,6 +82,8 @@ def check_embedding(x: Any, dim: int, what: str = "embedding") -> F32:
 def _texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise InvalidInputError("texts: expected a sequence of str, got one str")
+    if not isinstance(texts, Iterable):
+        raise InvalidInputError(f"texts: expected a sequence of str, got {type(texts).__name__}")
     out = list(texts)
     for i, t in enumerate(out):
         if not isinstance(t, str):

@@ -22,6 +22,7 @@ import atexit
 import enum
 import json
 import math
+import os
 import threading
 import time
 import warnings
@@ -168,9 +169,11 @@ class SONAConfig:
     @classmethod
     def from_json(cls, text: str) -> SONAConfig:
         """The configuration a JSON object describes (missing settings take their defaults)."""
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise ConfigError(f"configuration JSON must be a str, got {type(text).__name__}")
         try:
             settings = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, deep nesting
             raise ConfigError(f"configuration JSON does not parse: {exc}") from exc
         if not isinstance(settings, dict):
             raise ConfigError("configuration JSON must be an object")
@@ -341,6 +344,21 @@ def _embedder_manifest(embedder: Embedder) -> dict[str, Any] | None:
     if isinstance(embedder, HashingEmbedder):
         return {"kind": "hashing", "dim": embedder.dim, "seed": embedder.seed}
     return None
+
+
+def _directory(path: object) -> Path:
+    """``path`` (str, bytes or os.PathLike) as a Path; anything else, or a NUL byte (which no
+    file system accepts), is an InvalidInputError rather than a TypeError/ValueError from
+    ``pathlib``."""
+    try:
+        text = os.fsdecode(path)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise InvalidInputError(
+            f"expected a path (str, bytes or os.PathLike), got {type(path).__name__}"
+        ) from exc
+    if "\0" in text:
+        raise InvalidInputError(f"path {text!r:.80} contains a NUL byte")
+    return Path(text)
 
 
 class SONAEngine:
@@ -573,7 +591,7 @@ class SONAEngine:
         one is restored by :meth:`load`; another must be passed to :meth:`load` again).
         """
         self._check_open()
-        directory = Path(path)
+        directory = _directory(path)
         if directory.exists() and not directory.is_dir():
             raise CheckpointError(f"{directory} exists and is not a directory")
         directory.mkdir(parents=True, exist_ok=True)
@@ -598,9 +616,11 @@ class SONAEngine:
         Backends are code, not state: pass them again. A missing or corrupted file raises
         :class:`~sona.errors.CheckpointError`.
         """
-        directory = Path(path)
+        directory = _directory(path)
         manifest_path = directory / _MANIFEST_FILE
         try:
+            if not manifest_path.is_file():  # reading a FIFO would block until a writer came
+                raise OSError(f"{manifest_path} is missing or not a regular file")
             manifest = json.loads(manifest_path.read_text())
             if not isinstance(manifest, dict) or manifest.get("format") != _MANIFEST_FORMAT:
                 raise ValueError(f"not a {_MANIFEST_FORMAT} manifest")

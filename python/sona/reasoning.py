@@ -248,5 +248,18 @@ def _records(patterns: Iterable[Pattern], dim: int) -> tuple[str, npt.NDArray[An
             raise InvalidInputError(f"expected Pattern objects, got {type(p).__name__} {p!r:.80}")
     if not pats:
         return "[]", np.zeros((0, dim), dtype=np.float32)
-    cents = np.stack([np.asarray(p.centroid) for p in pats])
-    return json.dumps([p._record() for p in pats]), cents
+    # A field of the wrong type (a hand-built or `dataclasses.replace`d Pattern) fails here, in
+    # `json`/`asdict`/`np.stack`: it is the caller's input, not a bug, so it raises the documented
+    # class (the bank checks the values themselves, all or nothing).
+    try:
+        cents = np.stack([np.asarray(p.centroid) for p in pats])
+        return json.dumps([p._record() for p in pats], default=_plain, allow_nan=False), cents
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"malformed Pattern: {exc}") from exc
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python number ``json`` writes; anything else is refused."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} {value!r:.60} is not a valid Pattern field value")

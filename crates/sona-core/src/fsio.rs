@@ -86,7 +86,16 @@ pub fn sync_dir(dir: impl AsRef<Path>) -> Result<()> {
 /// reading it) and anything that is not a regular file.
 pub fn read_capped(path: impl AsRef<Path>, max_bytes: u64) -> Result<Vec<u8>> {
     let path = path.as_ref();
+    // Checked before `open` too: opening a FIFO for reading blocks until some writer opens it
+    // (forever, for a crafted path), and the check after `open` would come too late.
+    if !fs::metadata(path)?.is_file() {
+        return Err(SonaError::checkpoint(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
     let file = fs::File::open(path)?;
+    // Again on the open file: the path may have been replaced in between.
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(SonaError::checkpoint(format!(
@@ -125,6 +134,34 @@ pub fn read_text_capped(path: impl AsRef<Path>, max_bytes: u64) -> Result<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO (or a directory) is refused at once; opening a FIFO to read it would block until
+    /// a writer comes, i.e. forever. Run on a thread so a regression fails instead of hanging.
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            return; // no mkfifo on this machine
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let r = (read_capped(&fifo, 1 << 20), read_capped(&d, 1 << 20));
+            let _ = tx.send(r);
+        });
+        let (a, b) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO blocked");
+        for r in [a, b] {
+            assert!(
+                matches!(&r, Err(SonaError::Checkpoint(m)) if m.contains("not a regular file")),
+                "{r:?}"
+            );
+        }
+    }
 
     #[test]
     fn writes_replace_whole_files_and_leave_no_temporaries() {

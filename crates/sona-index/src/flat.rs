@@ -188,6 +188,46 @@ impl VectorIndex for FlatIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{AnyIndex, HnswParams, IndexKind, IvfParams};
+
+    /// Finite vectors whose squared norm overflows (entries near 1e38) or underflows (denormal
+    /// entries) have a direction: every kind stores and finds them, one at a time and in batches.
+    #[test]
+    fn huge_and_denormal_vectors_are_accepted_by_every_kind() {
+        let kinds = [
+            IndexKind::Flat,
+            IndexKind::Hnsw(HnswParams::default()),
+            IndexKind::Ivf(IvfParams::default()),
+        ];
+        for kind in kinds {
+            let mut idx = AnyIndex::new(4, kind).unwrap();
+            let huge = [3.4e38f32, 0.0, 3.4e38, 0.0];
+            let tiny = [0.0f32, 1e-45, 0.0, 0.0];
+            idx.add_batch(&[1, 2], &[huge, tiny].concat()).unwrap();
+            idx.add(3, &[-1e38, 0.0, 0.0, 0.0]).unwrap();
+            let h = idx.get(1).unwrap();
+            assert!(
+                (h[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6,
+                "{h:?}"
+            );
+            assert_eq!(idx.get(2).unwrap(), &[0.0, 1.0, 0.0, 0.0]);
+            assert_eq!(
+                idx.search(&[1e38, 0.0, 1e38, 0.0], 1, None).unwrap()[0].0,
+                1
+            );
+            assert_eq!(
+                idx.search(&[0.0, 1e-40, 0.0, 0.0], 1, None).unwrap()[0].0,
+                2
+            );
+            let rows = idx.search_batch(&[huge, tiny].concat(), 1, None).unwrap();
+            assert_eq!((rows[0][0].0, rows[1][0].0), (1, 2));
+            // Zero is still refused, with the index unchanged.
+            assert!(idx.add(4, &[0.0; 4]).is_err());
+            assert!(idx.add_batch(&[4], &[0.0; 4]).is_err());
+            assert!(idx.search(&[0.0, -0.0, 0.0, 0.0], 1, None).is_err());
+            assert_eq!(idx.len(), 3);
+        }
+    }
 
     #[test]
     fn add_search_remove() {

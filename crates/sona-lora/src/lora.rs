@@ -509,6 +509,15 @@ impl Lora {
         let mut gx = vec![0.0; self.config.d_in];
         self.config.frozen.apply_t(e, &mut gx);
         w.add_input_grad(e, &mut gx);
+        // Finite inputs near 1e38 overflow these products: say so, as `update` does, rather than
+        // hand back Inf.
+        for (what, g) in [("dL/dA", &ga), ("dL/dB", &gb), ("dL/dx", &gx)] {
+            if let Some(i) = g.iter().position(|v| !v.is_finite()) {
+                return Err(SonaError::Numerical(format!(
+                    "{what}[{i}] overflows f32 for this input and error; rescale them"
+                )));
+            }
+        }
         Ok((ga, gb, gx))
     }
 
@@ -734,6 +743,20 @@ mod tests {
         let mut c = LoraConfig::micro(d);
         c.optim.lr = 0.05;
         Lora::new(c).unwrap()
+    }
+
+    /// Finite inputs whose gradient products overflow are a `Numerical` error, never Inf in the
+    /// returned gradients; ordinary inputs give finite ones.
+    #[test]
+    fn gradients_that_overflow_are_refused() {
+        let m = micro(8);
+        m.update(&[0.5; 8], &[0.1; 8]).unwrap();
+        let (ga, gb, gx) = m.gradients(&[1.0; 8], &[0.5; 8]).unwrap();
+        assert!(ga.iter().chain(&gb).chain(&gx).all(|v| v.is_finite()));
+        assert!(matches!(
+            m.gradients(&[1e38; 8], &[1e38; 8]),
+            Err(SonaError::Numerical(_))
+        ));
     }
 
     #[test]

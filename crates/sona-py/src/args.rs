@@ -24,7 +24,8 @@ fn numpy_kinds(py: Python<'_>) -> PyResult<&Bound<'_, PyTuple>> {
         .map(|t| t.bind(py))
 }
 
-fn kind_name(obj: &Bound<'_, PyAny>) -> String {
+/// The name of `obj`'s type, for messages.
+pub(crate) fn kind_name(obj: &Bound<'_, PyAny>) -> String {
     obj.get_type()
         .name()
         .map(|n| n.to_string())
@@ -179,17 +180,86 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Text {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        let (py, obj) = (obj.py(), obj.to_owned());
-        match obj.cast::<pyo3::types::PyString>() {
-            Ok(s) => Ok(Text(s.to_str()?.to_owned())),
-            Err(_) => Err(to_pyerr(
-                py,
-                SonaError::Config(format!(
-                    "expected a str, got {} {}",
-                    kind_name(&obj),
-                    shown(&obj)
-                )),
-            )),
+        let py = obj.py();
+        match string(&obj)? {
+            Ok(s) => Ok(Text(s)),
+            Err(msg) => Err(to_pyerr(py, SonaError::Config(msg))),
         }
+    }
+}
+
+/// The `str` `obj` holds, or the message saying what it is instead ([`Text`] and [`Choice`] raise
+/// it as their own error class).
+fn string(obj: &Bound<'_, PyAny>) -> PyResult<Result<String, String>> {
+    Ok(match obj.cast::<pyo3::types::PyString>() {
+        Ok(s) => s
+            .to_str()
+            .map(str::to_owned)
+            .map_err(|_| format!("expected UTF-8 text, got {}", shown(obj))),
+        Err(_) => Err(format!(
+            "expected a str, got {} {}",
+            kind_name(obj),
+            shown(obj)
+        )),
+    })
+}
+
+/// A per-call choice (a reward source, ...): a `str`; anything else raises `InvalidInputError`,
+/// as an unknown value of the right kind does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Choice(pub String);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for Choice {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let py = obj.py();
+        match string(&obj)? {
+            Ok(s) => Ok(Choice(s)),
+            Err(msg) => Err(to_pyerr(py, SonaError::invalid(msg))),
+        }
+    }
+}
+
+/// A file path: `str`, `bytes` or `os.PathLike` (as `open` takes); anything else raises
+/// `InvalidInputError` (a bare `TypeError` from deep inside is not a documented error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FsPath(pub std::path::PathBuf);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for FsPath {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (py, obj) = (obj.py(), obj.to_owned());
+        // `os.fsdecode` maps bytes (undecodable ones through surrogates, which the `PathBuf`
+        // conversion encodes back) and path-likes to `str`, and refuses everything else.
+        py.import("os")?
+            .call_method1("fsdecode", (&obj,))
+            .and_then(|s| s.extract::<std::path::PathBuf>())
+            .map(FsPath)
+            .map_err(|_| {
+                to_pyerr(
+                    py,
+                    SonaError::invalid(format!(
+                        "expected a path (str, bytes or os.PathLike), got {} {}",
+                        kind_name(&obj),
+                        shown(&obj)
+                    )),
+                )
+            })
+    }
+}
+
+impl std::ops::Deref for FsPath {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for FsPath {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
     }
 }

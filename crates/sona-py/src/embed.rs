@@ -11,6 +11,7 @@ use pyo3::types::{PyList, PyString};
 use sona_core::SonaError;
 use sona_embed::HashingEmbedder as Inner;
 
+use crate::args::Size;
 use crate::convert::{out1, out2};
 use crate::errors::{guard, BindResult};
 
@@ -46,11 +47,13 @@ fn text_of(what: &str, obj: &Bound<'_, PyAny>) -> BindResult<String> {
 impl HashingEmbedder {
     #[new]
     // The literal is `Inner::DEFAULT_MAX_TEXT_BYTES` (checked below): a path would show as `...`.
-    #[pyo3(signature = (dim = 256, seed = 0, max_text_bytes = 1048576))]
-    fn new(py: Python<'_>, dim: usize, seed: u64, max_text_bytes: usize) -> PyResult<Self> {
+    // Sizes are checked `Size`s (a negative or huge seed is a ConfigError, not an OverflowError).
+    #[pyo3(signature = (dim = Size(256), seed = Size(0), max_text_bytes = Size(1048576)),
+           text_signature = "(dim=256, seed=0, max_text_bytes=1048576)")]
+    fn new(py: Python<'_>, dim: Size, seed: Size, max_text_bytes: Size) -> PyResult<Self> {
         guard(py, || {
             Ok(Self {
-                inner: Inner::with_max_text_bytes(dim, seed, max_text_bytes)?,
+                inner: Inner::with_max_text_bytes(dim.0, seed.0 as u64, max_text_bytes.0)?,
             })
         })
     }

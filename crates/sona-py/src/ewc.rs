@@ -32,7 +32,7 @@ use sona_ewc::{
     TaskBoundaryDetector as CoreDetector,
 };
 
-use crate::args::{Real, Size};
+use crate::args::{FsPath, Real, Size};
 use crate::convert::{detachable, matrix, out1, out2, vector};
 use crate::errors::{guard, BindResult};
 
@@ -427,7 +427,7 @@ impl EwcPlusPlus {
     }
 
     /// Writes the whole state (atomic, checksummed SONA checkpoint, kind "ewc").
-    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+    fn save(&self, py: Python<'_>, path: FsPath) -> PyResult<()> {
         guard(py, || {
             Ok(py.detach(|| {
                 // The lock is held only while the state is copied into the checkpoint, not during I/O.
@@ -439,7 +439,7 @@ impl EwcPlusPlus {
 
     /// Reads a state written by `save`; corrupted or mismatched files raise CheckpointError.
     #[staticmethod]
-    fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+    fn load(py: Python<'_>, path: FsPath) -> PyResult<Self> {
         guard(py, || Ok(Self::wrap(py.detach(|| CoreEwc::load(&path))?)))
     }
 }

@@ -22,7 +22,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use numpy::{
     PyArray1, PyArray2, PyArrayDescrMethods, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods,
@@ -35,7 +34,7 @@ use sona_reasoning::index::{
     load, AnyIndex, HnswParams, IdFilter, IndexKind, IvfParams, VectorIndex as _,
 };
 
-use crate::args::{Int, Size};
+use crate::args::{FsPath, Int, Size, Text};
 use crate::convert::{matrix, out1, slice, vector};
 use crate::errors::{guard, BindError, BindResult};
 
@@ -52,8 +51,10 @@ const MISSING: u64 = u64::MAX;
 /// raises `InvalidInputError`.
 fn ids(what: &str, obj: &Bound<'_, PyAny>) -> BindResult<Vec<u64>> {
     let invalid = |msg: String| BindError::from(SonaError::invalid(format!("{what}: {msg}")));
-    if let Ok(a) = obj.cast::<PyArray1<u64>>() {
-        return a.to_vec().map_err(|e| invalid(e.to_string()));
+    // A contiguous, native uint64 array is read as is; any other array (strided, big-endian)
+    // goes through `ascontiguousarray` below.
+    if let Ok(Ok(v)) = obj.cast::<PyArray1<u64>>().map(|a| a.to_vec()) {
+        return Ok(v);
     }
     let py = obj.py();
     let np = py.import("numpy")?;
@@ -242,17 +243,20 @@ pub struct PyVectorIndex {
 #[pymethods]
 impl PyVectorIndex {
     #[new]
-    #[pyo3(signature = (dim, kind = "flat", *,
+    #[pyo3(signature = (dim, kind = Text("flat".into()), *,
                         m = Size(HnswParams::default().m),
                         ef_construction = Size(HnswParams::default().ef_construction),
                         ef_search = Size(HnswParams::default().ef_search),
                         nprobe = Size(IvfParams::default().nprobe),
-                        seed = Size(HnswParams::default().seed as usize)))]
+                        seed = Size(HnswParams::default().seed as usize)),
+           // The `Text` default would show as `...`; the numeric ones live only in Rust.
+           text_signature = "(dim, kind='flat', *, m=..., ef_construction=..., ef_search=..., \
+                             nprobe=..., seed=...)")]
     #[allow(clippy::too_many_arguments)] // the Python constructor's keywords
     fn new(
         py: Python<'_>,
         dim: Size,
-        kind: &str,
+        kind: Text,
         m: Size,
         ef_construction: Size,
         ef_search: Size,
@@ -261,7 +265,7 @@ impl PyVectorIndex {
     ) -> PyResult<Self> {
         guard(py, || {
             let seed = seed.0 as u64;
-            let kind = match kind {
+            let kind = match kind.0.as_str() {
                 "flat" => IndexKind::Flat,
                 "ivf" | "approx" => IndexKind::Ivf(IvfParams {
                     nprobe: nprobe.0,
@@ -508,13 +512,13 @@ impl PyVectorIndex {
     }
 
     /// Write a checksummed checkpoint (written to a temporary file, then renamed).
-    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    fn save(&self, py: Python<'_>, path: FsPath) -> PyResult<()> {
         guard(py, || Ok(py.detach(|| self.inner.read().save(&path))?))
     }
 
     /// Read a file written by `save` (CheckpointError if corrupted or of another kind).
     #[staticmethod]
-    fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    fn load(py: Python<'_>, path: FsPath) -> PyResult<Self> {
         guard(py, || {
             let idx = py.detach(|| load(&path))?;
             Ok(PyVectorIndex {

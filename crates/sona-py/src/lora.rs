@@ -20,7 +20,6 @@
 //! concurrently may mix old and new values, as with any numpy consumer; it is never read twice and
 //! never non-finite. The copy costs less than the call's own pass over the data.
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyUntypedArrayMethods};
@@ -34,7 +33,7 @@ use sona_lora::{
     OptimConfig, QuantKind, QuantizedLora, ScaledDefaults, TwoTierLoRA as CoreTwoTier,
 };
 
-use crate::args::{Int, Real, Setting, Size, Text};
+use crate::args::{FsPath, Int, Real, Setting, Size, Text};
 use crate::convert::{matrix, out2, slice, vector};
 use crate::errors::{guard, to_pyerr, BindResult};
 
@@ -668,7 +667,7 @@ impl LoRA {
     fn save_peft(
         &self,
         py: Python<'_>,
-        path: PathBuf,
+        path: FsPath,
         module: Option<Text>,
         layer: Option<Text>,
         task_type: Option<Text>,
@@ -694,12 +693,12 @@ impl LoRA {
     /// ``lora_alpha/√r``, i.e. a SONA ``alpha`` of ``lora_alpha·√r``; DoRA, ``lora_bias`` and other
     /// features SONA cannot represent are refused.
     #[pyo3(signature = (path, module = None))]
-    fn load_peft(&self, py: Python<'_>, path: PathBuf, module: Option<String>) -> PyResult<()> {
+    fn load_peft(&self, py: Python<'_>, path: FsPath, module: Option<Text>) -> PyResult<()> {
         guard(py, || {
             let l = self.lora();
             let c = l.config();
             let ad = py.detach(|| match &module {
-                Some(m) => peft::load_peft(&path, Some(m)),
+                Some(m) => peft::load_peft(&path, Some(&m.0)),
                 None => peft::load_peft(&path, Some(&c.module))
                     .or_else(|_| peft::load_peft(&path, None)),
             })?;
@@ -720,7 +719,7 @@ impl LoRA {
 
     /// Save the full training state (weights, momentum, reward baseline, exploration RNG,
     /// counters) so that :meth:`load` resumes exactly; pending exploration tokens are not kept.
-    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    fn save(&self, py: Python<'_>, path: FsPath) -> PyResult<()> {
         guard(py, || {
             let l = self.lora();
             Ok(py.detach(|| l.save(&path))?)
@@ -729,7 +728,7 @@ impl LoRA {
 
     /// An adapter saved with :meth:`save` (CheckpointError if the file is corrupted).
     #[classmethod]
-    fn load<'py>(cls: &Bound<'py, PyType>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
+    fn load<'py>(cls: &Bound<'py, PyType>, path: FsPath) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         let l = guard(py, || Ok(py.detach(|| CoreLora::load(&path))?))?;
         tier_object(py, LoRA::own(l), cls.is_subclass_of::<BaseLoRA>()?)
@@ -747,7 +746,7 @@ impl LoRA {
     fn save_quantized<'py>(
         &self,
         py: Python<'py>,
-        path: PathBuf,
+        path: FsPath,
         kind: Text,
         group_size: Size,
     ) -> PyResult<Bound<'py, PyDict>> {
@@ -950,13 +949,13 @@ impl BaseLoRA {
     #[pyo3(signature = (path, module = None, **settings))]
     fn from_peft<'py>(
         cls: &Bound<'py, PyType>,
-        path: PathBuf,
-        module: Option<String>,
+        path: FsPath,
+        module: Option<Text>,
         settings: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         let ad = guard(py, || {
-            Ok(py.detach(|| peft::load_peft(&path, module.as_deref()))?)
+            Ok(py.detach(|| peft::load_peft(&path, module.as_ref().map(|m| m.0.as_str())))?)
         })?;
         let w = &ad.weights;
         let fixed = [
@@ -1009,11 +1008,11 @@ fn construct<'py>(
 #[allow(clippy::type_complexity)]
 fn read_peft<'py>(
     py: Python<'py>,
-    path: PathBuf,
-    module: Option<String>,
+    path: FsPath,
+    module: Option<Text>,
 ) -> PyResult<(String, f32, Arr2<'py>, Arr2<'py>)> {
     guard(py, || {
-        let ad = py.detach(|| peft::load_peft(&path, module.as_deref()))?;
+        let ad = py.detach(|| peft::load_peft(&path, module.as_ref().map(|m| m.0.as_str())))?;
         let (a, b) = weights_pair(py, &ad.weights)?;
         Ok((ad.module, ad.alpha, a, b))
     })
@@ -1026,7 +1025,7 @@ fn read_peft<'py>(
 #[pyo3(signature = (path, **settings))]
 fn load_quantized<'py>(
     py: Python<'py>,
-    path: PathBuf,
+    path: FsPath,
     settings: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let q = guard(py, || Ok(py.detach(|| QuantizedLora::load(&path))?))?;

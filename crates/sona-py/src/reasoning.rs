@@ -29,7 +29,7 @@ use sona_reasoning::index::{HnswParams, IndexKind, IvfParams};
 use sona_reasoning::persist::{self, PatternRecord};
 use sona_reasoning::{BankConfig, GraphConfig, PruneRule, ReasoningBank};
 
-use crate::args::{Int, Real, Setting, Size};
+use crate::args::{kind_name, Choice, FsPath, Int, Real, Setting, Size, Text};
 use crate::convert::{matrix, out1, out2, slice, vector};
 use crate::errors::{guard, BindResult};
 
@@ -239,12 +239,19 @@ impl PyReasoningBank {
         w_init = Setting(GraphConfig::default().w_init.into()),
         graph_decay = Setting(GraphConfig::default().decay.into()),
         w_min = Setting(GraphConfig::default().w_min.into()),
-        index = "flat",
+        index = Text("flat".into()),
         ef_search = None,
         kmeans_max_iter = Size(defaults().kmeans_max_iter),
         minibatch_threshold = Size(defaults().minibatch_threshold),
         max_exemplars = Size(defaults().max_exemplars),
-        **unknown))]
+        **unknown),
+        // As generated, but the `Text` default of `index` shown (it would read `...`).
+        text_signature = "(dim, n_tiers=..., *, seed=..., buffer_capacity=..., \
+            reservoir_capacity=..., pending_capacity=..., pending_ttl_ms=..., merge_threshold=..., \
+            merge_slack=..., max_clusters=..., min_cohesion=..., default_tier=..., alpha=..., \
+            graph_max_nodes=..., graph_max_edges=..., eta_plus=..., eta_minus=..., w_init=..., \
+            graph_decay=..., w_min=..., index='flat', ef_search=None, kmeans_max_iter=..., \
+            minibatch_threshold=..., max_exemplars=..., **unknown)")]
     #[allow(clippy::too_many_arguments)] // the Python constructor's keywords
     fn new(
         py: Python<'_>,
@@ -268,7 +275,7 @@ impl PyReasoningBank {
         w_init: Setting,
         graph_decay: Setting,
         w_min: Setting,
-        index: &str,
+        index: Text,
         ef_search: Option<Size>,
         kmeans_max_iter: Size,
         minibatch_threshold: Size,
@@ -330,7 +337,7 @@ impl PyReasoningBank {
                     decay: graph_decay.f32(),
                     w_min: w_min.f32(),
                 },
-                index: index_kind(index, ef_search, seed)?,
+                index: index_kind(&index.0, ef_search, seed)?,
             };
             Ok(PyReasoningBank {
                 inner: Arc::new(ReasoningBank::new(cfg)?),
@@ -385,21 +392,22 @@ impl PyReasoningBank {
     /// `embedding` is the (adapted) query vector. With a `reward` in [0, 1] the trajectory is
     /// complete and waits for the next extraction; without one it is pending until
     /// `set_reward`. `tier` is the tier that served it (its arm gets the reward).
-    #[pyo3(signature = (embedding, reward = None, tier = None, *, source = "explicit", ts_ms = None))]
+    #[pyo3(signature = (embedding, reward = None, tier = None, *, source = Choice("explicit".into()), ts_ms = None),
+           text_signature = "($self, embedding, reward=None, tier=None, *, source='explicit', ts_ms=None)")]
     fn add_trajectory(
         &self,
         py: Python<'_>,
         embedding: &Bound<'_, PyAny>,
         reward: Option<Real>,
         tier: Option<Int>,
-        source: &str,
+        source: Choice,
         ts_ms: Option<Int>,
     ) -> PyResult<u64> {
         guard(py, || {
             let e = slice(&vector("embedding", embedding)?).to_vec();
             let r = reward.map(self::reward).transpose()?;
             let t = tier.map(self::tier).transpose()?;
-            let s = self::source(source)?;
+            let s = self::source(&source.0)?;
             Ok(self
                 .inner
                 .add_trajectory(&e, r, t, s, ts("ts_ms", ts_ms)?)?)
@@ -408,19 +416,20 @@ impl PyReasoningBank {
 
     /// Complete a pending trajectory with its reward (UnknownIdError if unknown, expired or
     /// already rewarded).
-    #[pyo3(signature = (trajectory_id, reward, *, source = "explicit", tier = None))]
+    #[pyo3(signature = (trajectory_id, reward, *, source = Choice("explicit".into()), tier = None),
+           text_signature = "($self, trajectory_id, reward, *, source='explicit', tier=None)")]
     fn set_reward(
         &self,
         py: Python<'_>,
         trajectory_id: Int,
         reward: Real,
-        source: &str,
+        source: Choice,
         tier: Option<Int>,
     ) -> PyResult<()> {
         guard(py, || {
             let r = self::reward(reward)?;
             let t = tier.map(self::tier).transpose()?;
-            let s = self::source(source)?;
+            let s = self::source(&source.0)?;
             let i = id("pending trajectory", trajectory_id)?;
             Ok(self.inner.set_reward(i, r, s, t)?)
         })
@@ -589,13 +598,17 @@ impl PyReasoningBank {
         retrieved: &Bound<'_, PyAny>,
         used: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let ids = |it: &Bound<'_, PyAny>| -> BindResult<Vec<u64>> {
-            it.try_iter()?
-                .map(|x| id("pattern", x?.extract::<Int>()?))
-                .collect()
+        let ids = |what: &str, it: &Bound<'_, PyAny>| -> BindResult<Vec<u64>> {
+            let iter = it.try_iter().map_err(|_| {
+                SonaError::invalid(format!(
+                    "{what}: expected an iterable of pattern ids, got {}",
+                    kind_name(it)
+                ))
+            })?;
+            iter.map(|x| id("pattern", x?.extract::<Int>()?)).collect()
         };
         guard(py, || {
-            let (r, u) = (ids(retrieved)?, ids(used)?);
+            let (r, u) = (ids("retrieved", retrieved)?, ids("used", used)?);
             Ok(self.inner.record_usage(&r, &u)?)
         })
     }
@@ -693,7 +706,7 @@ impl PyReasoningBank {
 
     /// Write the whole bank (patterns, hierarchy, graph, statistics, buffers, id counters) to
     /// one versioned, CRC-checked file, atomically.
-    fn save(&self, py: Python<'_>, path: std::path::PathBuf) -> PyResult<()> {
+    fn save(&self, py: Python<'_>, path: FsPath) -> PyResult<()> {
         let bank = self.inner.clone();
         let res = py.detach(move || bank.save(path));
         guard(py, || Ok(res?))
@@ -701,7 +714,7 @@ impl PyReasoningBank {
 
     /// Read a bank written by `save` (CheckpointError if corrupted or of another kind).
     #[staticmethod]
-    fn load(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+    fn load(py: Python<'_>, path: FsPath) -> PyResult<Self> {
         let res = py.detach(move || ReasoningBank::load(path));
         guard(py, || {
             Ok(PyReasoningBank {

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use sona_core::SonaError;
 use sona_engine::router::Router;
 
+use crate::args::Size;
 use crate::convert::{mat2, out1, slice, vec1};
 use crate::errors::{guard, BindResult};
 
@@ -46,18 +47,29 @@ fn tier_of(t: i64, n: usize) -> BindResult<usize> {
 #[pymethods]
 impl PyRouter {
     #[new]
-    #[pyo3(signature = (input_dim, n_tiers, hidden = 16, rank_w = 8, rank_u = 4, seed = 0))]
+    // Checked `Size`s: a negative or huge value is a ConfigError, not an OverflowError.
+    #[pyo3(signature = (input_dim, n_tiers, hidden = Size(16), rank_w = Size(8), rank_u = Size(4),
+                        seed = Size(0)),
+           text_signature = "(input_dim, n_tiers, hidden=16, rank_w=8, rank_u=4, seed=0)")]
     fn new(
         py: Python<'_>,
-        input_dim: usize,
-        n_tiers: usize,
-        hidden: usize,
-        rank_w: usize,
-        rank_u: usize,
-        seed: u64,
+        input_dim: Size,
+        n_tiers: Size,
+        hidden: Size,
+        rank_w: Size,
+        rank_u: Size,
+        seed: Size,
     ) -> PyResult<Self> {
+        let (input_dim, n_tiers) = (input_dim.0, n_tiers.0);
         guard(py, || {
-            let r = Router::new(input_dim, n_tiers, hidden, rank_w, rank_u, seed)?;
+            let r = Router::new(
+                input_dim,
+                n_tiers,
+                hidden.0,
+                rank_w.0,
+                rank_u.0,
+                seed.0 as u64,
+            )?;
             Ok(PyRouter {
                 inner: Mutex::new(r),
                 input_dim,

@@ -145,8 +145,10 @@ pub(crate) fn unit(what: &str, v: &[f32], dim: usize) -> Result<Vec<f32>> {
 
 /// Normalises `u` in place; a zero (or unnormalisable) vector is `InvalidInput`.
 fn normalize_nonzero(what: &str, u: &mut [f32]) -> Result<()> {
+    // The norm of a finite vector is +Inf beyond `f32::MAX` (entries near 1e38), yet `normalize`
+    // still makes it unit (it divides by max |x| first): only zero has no direction.
     let n = kernels::normalize(u);
-    if !(n > 0.0 && n.is_finite()) {
+    if n == 0.0 {
         return Err(SonaError::invalid(format!(
             "{what} must be a non-zero finite vector"
         )));

@@ -159,7 +159,8 @@ pub(crate) fn unit_rows(what: &str, data: &[f32], n: usize, dim: usize) -> Resul
             } else {
                 n2
             };
-            if norm > 0.0 && norm.is_finite() {
+            // +Inf is the norm of a finite row near 1e38, which `normalize` made unit.
+            if norm > 0.0 {
                 Ok(c)
             } else {
                 Err(SonaError::invalid(format!(

@@ -261,6 +261,28 @@ fn add_record_uses_adapted_embedding_and_decision_tier() {
     );
 }
 
+/// Finite embeddings whose norm exceeds `f32::MAX` (16 entries of 1e38) or underflows (denormal
+/// entries) have a direction: they are recorded, searched and imported, never refused as zero.
+#[test]
+fn huge_and_denormal_embeddings_are_accepted() {
+    let bank = small_bank(16);
+    let (pts, label) = blobs(200, 4, 16, 0.2, 3);
+    feed(&bank, &pts, &label);
+    for v in [[1e38f32; 16], [1e-45f32; 16]] {
+        bank.add_trajectory(&v, Some(0.5), Some(0), RewardSource::Explicit, Some(1))
+            .unwrap();
+    }
+    bank.extract_patterns().unwrap();
+    let hits = bank.search(&[3.4e38; 16], 3).unwrap();
+    assert_eq!(hits.len(), 3);
+    assert!(hits.iter().all(|h| h.1.is_finite()));
+    let (recs, mut cents) = bank.export();
+    cents[..16].fill(1e38);
+    let other = small_bank(16);
+    assert_eq!(other.import(recs.clone(), &cents).unwrap(), recs.len());
+    assert!(other.export().1.iter().all(|x| x.is_finite()));
+}
+
 #[test]
 fn bad_input_leaves_bank_unchanged() {
     let bank = small_bank(4);
