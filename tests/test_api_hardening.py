@@ -15,7 +15,7 @@ import pytest
 
 from sona import SONAConfig, SONAEngine, _sona
 from sona.embed import HashingEmbedder
-from sona.errors import ConfigError, InvalidInputError
+from sona.errors import ConfigError, InvalidInputError, UnknownIdError
 
 
 @pytest.mark.parametrize("text", [None, 5, "[" * 100_000, b"\xff\xfe{", "{"])
@@ -133,3 +133,34 @@ for call in calls:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["refused"] * 9
+
+
+def test_engine_binding_arguments_of_the_wrong_kind_raise_sona_errors(tmp_path: Path) -> None:
+    # The binding itself (not only the SONAEngine wrapper) refuses wrong kinds with the
+    # documented classes, and nothing is learned from a refused call.
+    e = SONAEngine(SONAConfig(dim=16))
+    raw = e._engine
+    t = e.process(np.ones(16, np.float32)).trajectory_id
+    with pytest.raises(ConfigError):
+        _sona.Engine(None)  # type: ignore[arg-type]
+    for path_call in (lambda: _sona.Engine.load(None), lambda: raw.save(None)):
+        with pytest.raises(InvalidInputError):
+            path_call()  # type: ignore[no-untyped-call]
+    for call in (
+        lambda: e.feedback(t, 0.5, None),  # type: ignore[arg-type]
+        lambda: raw.tenant_adapter(None),
+        lambda: raw.process(np.ones(16, np.float32), 5),
+        lambda: e.feedback(t, 10**400),
+        lambda: e.feedback_batch([t], [10**400]),
+        lambda: raw.feedback(t, "0.5"),
+        lambda: raw.feedback(True, 0.5),  # bool is not an id
+    ):
+        with pytest.raises(InvalidInputError):
+            call()  # type: ignore[no-untyped-call]
+    for unknown in (-1, 2**70):
+        with pytest.raises(UnknownIdError):
+            e.feedback(unknown, 0.5)
+    assert e.stats()["feedbacks"] == 0
+    e.feedback(np.uint64(t), np.float32(0.5))  # numpy scalars are numbers
+    assert e.stats()["feedbacks"] == 1
+    e.close()

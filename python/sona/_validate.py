@@ -28,7 +28,8 @@ def as_f32(x: Any, name: str, ndim: int, shape: tuple[int | None, ...] | None = 
     else:
         try:
             arr = np.ascontiguousarray(x, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
+            # OverflowError: a Python int beyond float range (10**400) in a list.
             raise InvalidInputError(f"{name}: cannot convert to a float32 array ({exc})") from exc
         if isinstance(x, np.ndarray) and x.dtype.kind not in "fiub":
             raise InvalidInputError(f"{name}: expected a numeric array, got dtype {x.dtype}")

@@ -488,7 +488,7 @@ class SONAEngine:
         or ``"error"``. Unknown, expired or repeated ids raise :class:`~sona.errors.UnknownIdError`;
         a reward outside [0, 1] or NaN raises :class:`~sona.errors.InvalidInputError`.
         """
-        self._engine.feedback(_trajectory_id(trajectory_id), _reward(reward), source)
+        self._engine.feedback(trajectory_id, reward, source)
 
     def feedback_batch(self, trajectory_ids: Any, rewards: Any, source: str = "explicit") -> None:
         """``feedback`` for many trajectories at once (all checked before any is applied)."""
@@ -661,23 +661,6 @@ class SONAEngine:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"SONAEngine(dim={self.dim}, tiers={self.tier_names}, {state})"
-
-
-def _reward(reward: Any) -> float:
-    if isinstance(reward, bool) or not isinstance(reward, (int, float, np.integer, np.floating)):
-        raise InvalidInputError(f"reward: expected a number in [0, 1], got {type(reward).__name__}")
-    return float(reward)
-
-
-def _trajectory_id(trajectory_id: Any) -> int:
-    if isinstance(trajectory_id, bool) or not isinstance(trajectory_id, (int, np.integer)):
-        raise InvalidInputError(
-            f"trajectory_id: expected an int, got {type(trajectory_id).__name__}"
-        )
-    value = int(trajectory_id)
-    if not 0 <= value < 2**64:
-        raise UnknownIdError(f"unknown trajectory id {value}")
-    return value
 
 
 def _trajectory_ids(ids: Any) -> npt.NDArray[np.uint64]:

@@ -109,6 +109,18 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Real {
 pub(crate) struct Int(pub i128);
 
 impl Int {
+    /// As the id of a `kind` of object the core issued (ids count up from 1 and stay below
+    /// 2⁶³): anything outside `[0, 2⁶³)` cannot have been issued, so it is unknown.
+    pub(crate) fn issued_id(self, kind: &'static str) -> Result<u64, SonaError> {
+        i64::try_from(self.0)
+            .ok()
+            .and_then(|i| u64::try_from(i).ok())
+            .ok_or_else(|| SonaError::UnknownId {
+                kind,
+                id: u64::try_from(self.0).unwrap_or(u64::MAX),
+            })
+    }
+
     /// As a result count `k ≥ 1`: below raises `InvalidInputError`; above `usize` saturates.
     pub(crate) fn top_k(self) -> Result<usize, SonaError> {
         if self.0 < 1 {

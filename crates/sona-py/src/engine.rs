@@ -14,6 +14,7 @@ use sona_core::SonaError;
 use sona_engine::engine::{Decision as RDecision, Engine as REngine, FeedbackSource};
 use sona_engine::{DeepLearningResult as RDeep, EngineConfig, LearningResult as RResult};
 
+use crate::args::{Choice, FsPath, Int, Real, Text};
 use crate::convert::{mat2, out1, out2, slice, vec1};
 use crate::errors::{guard, BindResult};
 
@@ -318,9 +319,9 @@ fn ids_u64(obj: &Bound<'_, PyAny>) -> BindResult<Vec<u64>> {
 #[pymethods]
 impl PyEngine {
     #[new]
-    fn new(py: Python<'_>, config_json: &str) -> PyResult<Self> {
+    fn new(py: Python<'_>, config_json: Text) -> PyResult<Self> {
         guard(py, || {
-            let cfg = EngineConfig::from_json(config_json)?;
+            let cfg = EngineConfig::from_json(&config_json.0)?;
             let inner = py.detach(|| REngine::new(cfg))?;
             Ok(PyEngine { inner })
         })
@@ -331,10 +332,9 @@ impl PyEngine {
     /// is set and `path + ".prev"` (the previous checkpoint) loads.
     #[staticmethod]
     #[pyo3(signature = (path, fallback = false))]
-    fn load(py: Python<'_>, path: &str, fallback: bool) -> PyResult<Self> {
+    fn load(py: Python<'_>, path: FsPath, fallback: bool) -> PyResult<Self> {
         guard(py, || {
-            let p = std::path::PathBuf::from(path);
-            let inner = py.detach(|| REngine::load_with(&p, fallback))?;
+            let inner = py.detach(|| REngine::load_with(&path, fallback))?;
             Ok(PyEngine { inner })
         })
     }
@@ -361,14 +361,14 @@ impl PyEngine {
         &self,
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
-        tenant: Option<&str>,
+        tenant: Option<Choice>,
     ) -> PyResult<PyDecision> {
         guard(py, || {
             let v = vec1("x", x)?;
             let s = slice(&v);
-            let d = py.detach(|| match tenant {
+            let d = py.detach(|| match &tenant {
                 None => self.inner.process(s),
-                Some(t) => self.inner.process_tenant(s, t),
+                Some(t) => self.inner.process_tenant(s, &t.0),
             })?;
             Ok(PyDecision { inner: d })
         })
@@ -385,10 +385,10 @@ impl PyEngine {
     fn tenant_adapter<'py>(
         &self,
         py: Python<'py>,
-        tenant: &str,
+        tenant: Choice,
     ) -> PyResult<Option<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)>> {
         guard(py, || {
-            let Some(w) = py.detach(|| self.inner.tenant_micro(tenant)) else {
+            let Some(w) = py.detach(|| self.inner.tenant_micro(&tenant.0)) else {
                 return Ok(None);
             };
             let a = out2(py, w.a.clone(), w.rank, w.d_in)?;
@@ -416,20 +416,19 @@ impl PyEngine {
         })
     }
 
-    #[pyo3(signature = (trajectory_id, reward, source = "explicit"))]
+    #[pyo3(signature = (trajectory_id, reward, source = Choice("explicit".into())),
+           text_signature = "($self, trajectory_id, reward, source='explicit')")]
     fn feedback(
         &self,
         py: Python<'_>,
-        trajectory_id: i64,
-        reward: f64,
-        source: &str,
+        trajectory_id: Int,
+        reward: Real,
+        source: Choice,
     ) -> PyResult<()> {
         guard(py, || {
-            let src = FeedbackSource::parse(source)?;
-            let id = u64::try_from(trajectory_id).map_err(|_| SonaError::UnknownId {
-                kind: "trajectory",
-                id: trajectory_id as u64,
-            })?;
+            let src = FeedbackSource::parse(&source.0)?;
+            let id = trajectory_id.issued_id("trajectory")?;
+            let reward = reward.0;
             let r = reward as f32;
             if !(reward.is_finite() && (0.0..=1.0).contains(&reward)) {
                 return Err(
@@ -441,16 +440,17 @@ impl PyEngine {
         })
     }
 
-    #[pyo3(signature = (trajectory_ids, rewards, source = "explicit"))]
+    #[pyo3(signature = (trajectory_ids, rewards, source = Choice("explicit".into())),
+           text_signature = "($self, trajectory_ids, rewards, source='explicit')")]
     fn feedback_batch(
         &self,
         py: Python<'_>,
         trajectory_ids: &Bound<'_, PyAny>,
         rewards: &Bound<'_, PyAny>,
-        source: &str,
+        source: Choice,
     ) -> PyResult<()> {
         guard(py, || {
-            let src = FeedbackSource::parse(source)?;
+            let src = FeedbackSource::parse(&source.0)?;
             let ids = ids_u64(trajectory_ids)?;
             let arr = rewards
                 .cast::<PyArray1<f32>>()
@@ -488,7 +488,7 @@ impl PyEngine {
         })
     }
 
-    /// One deep ("dream") cycle; its report as a dict (see `sona_engine::loop_c`).
+    /// One deep ("dream") cycle and its report (see `sona_engine::loop_c`).
     fn deep_learn(&self, py: Python<'_>) -> PyResult<PyDeepLearningResult> {
         guard(py, || {
             let inner = py.detach(|| self.inner.deep_learn())?;
@@ -518,10 +518,9 @@ impl PyEngine {
         })
     }
 
-    fn save(&self, py: Python<'_>, path: &str) -> PyResult<()> {
+    fn save(&self, py: Python<'_>, path: FsPath) -> PyResult<()> {
         guard(py, || {
-            let p = std::path::PathBuf::from(path);
-            py.detach(|| self.inner.save(&p))?;
+            py.detach(|| self.inner.save(&path))?;
             Ok(())
         })
     }

@@ -62,13 +62,7 @@ fn tier(t: Int) -> BindResult<u8> {
 
 /// An id no bank can have issued (negative, or beyond the `i64` range of its counter) is unknown.
 fn id(kind: &'static str, i: Int) -> BindResult<u64> {
-    i64::try_from(i.0)
-        .ok()
-        .and_then(|i| u64::try_from(i).ok())
-        .ok_or_else(|| {
-            let id = u64::try_from(i.0).unwrap_or(u64::MAX);
-            SonaError::UnknownId { kind, id }.into()
-        })
+    Ok(i.issued_id(kind)?)
 }
 
 fn count(what: &str, v: Int) -> BindResult<usize> {
