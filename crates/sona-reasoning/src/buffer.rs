@@ -83,13 +83,17 @@ impl RingBuffer {
         batch.data.clear();
         batch.meta.clear();
         self.slab = batch;
-        for i in 0..newer.len() {
-            self.push(newer.meta[i], newer.row(i));
-        }
+        self.push_all(&newer);
         self.dropped = dropped;
     }
 
-    /// A copy of the contents, oldest first (for checkpoints).
+    /// Pushes every row of `slab`, oldest first.
+    fn push_all(&mut self, slab: &TrajectorySlab) {
+        for i in 0..slab.len() {
+            self.push(slab.meta[i], slab.row(i));
+        }
+    }
+
     /// Puts back a batch taken by [`take`](Self::take) (an extraction that failed), before the
     /// trajectories that arrived since; beyond the capacity the oldest are dropped and counted, as
     /// if the batch had never left.
@@ -97,15 +101,13 @@ impl RingBuffer {
         let newer = self.take();
         let before = self.dropped;
         let mut r = RingBuffer::new(batch.dim, self.cap);
-        for slab in [&batch, &newer] {
-            for i in 0..slab.len() {
-                r.push(slab.meta[i], slab.row(i));
-            }
-        }
+        r.push_all(&batch);
+        r.push_all(&newer);
         r.dropped += before;
         *self = r;
     }
 
+    /// A copy of the contents, oldest first (for checkpoints).
     pub fn snapshot(&self) -> TrajectorySlab {
         let mut c = self.clone();
         c.take()
@@ -114,9 +116,7 @@ impl RingBuffer {
     /// Rebuilds a ring from a checkpoint.
     pub fn restore(dim: usize, cap: usize, slab: TrajectorySlab, dropped: u64) -> Self {
         let mut r = RingBuffer::new(dim, cap);
-        for i in 0..slab.len() {
-            r.push(slab.meta[i], slab.row(i));
-        }
+        r.push_all(&slab);
         r.dropped = dropped;
         r
     }
