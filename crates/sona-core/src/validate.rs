@@ -110,14 +110,18 @@ pub fn element_count(what: &str, dims: &[usize]) -> Result<usize> {
 /// satisfy is a [`SonaError::Config`], never an abort.
 pub fn try_filled<T: Clone>(what: &str, n: usize, value: T) -> Result<Vec<T>> {
     let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        SonaError::Config(format!(
-            "{what}: cannot allocate {n} elements of {} bytes",
-            std::mem::size_of::<T>()
-        ))
-    })?;
+    v.try_reserve_exact(n)
+        .map_err(|_| alloc_failed::<T>(what, n))?;
     v.resize(n, value);
     Ok(v)
+}
+
+/// The error of an allocation of `n` elements of `T` the machine cannot satisfy.
+fn alloc_failed<T>(what: &str, n: usize) -> SonaError {
+    SonaError::Config(format!(
+        "{what}: cannot allocate {n} elements of {} bytes",
+        std::mem::size_of::<T>()
+    ))
 }
 
 /// `n` zeros, allocated fallibly (see [`try_filled`]) and zeroed by the allocator: large buffers
@@ -128,12 +132,7 @@ pub fn try_zeros(what: &str, n: usize) -> Result<Vec<f32>> {
     if n == 0 {
         return Ok(Vec::new());
     }
-    let fail = || {
-        SonaError::Config(format!(
-            "{what}: cannot allocate {n} elements of {} bytes",
-            std::mem::size_of::<f32>()
-        ))
-    };
+    let fail = || alloc_failed::<f32>(what, n);
     let layout = std::alloc::Layout::array::<f32>(n).map_err(|_| fail())?;
     // SAFETY: `layout` has a non-zero size (n > 0). A non-null result is an allocation of
     // `layout` by the global allocator, zero-filled, which is `n` valid `f32` zeros; `Vec` then
