@@ -76,6 +76,18 @@ impl Real {
     pub(crate) fn f32(self) -> f32 {
         self.0 as f32
     }
+
+    /// As a reward: in `[0, 1]` (checked before the `f32` rounding, so `1 + 1e-12` is refused),
+    /// else `InvalidInput`.
+    pub(crate) fn reward(self) -> Result<f32, SonaError> {
+        let r = self.0;
+        if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
+            return Err(SonaError::invalid(format!(
+                "reward must be in [0, 1], got {r}"
+            )));
+        }
+        Ok(r as f32)
+    }
 }
 
 impl<'a, 'py> FromPyObject<'a, 'py> for Real {

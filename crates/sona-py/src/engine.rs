@@ -428,13 +428,7 @@ impl PyEngine {
         guard(py, || {
             let src = FeedbackSource::parse(&source.0)?;
             let id = trajectory_id.issued_id("trajectory")?;
-            let reward = reward.0;
-            let r = reward as f32;
-            if !(reward.is_finite() && (0.0..=1.0).contains(&reward)) {
-                return Err(
-                    SonaError::invalid(format!("reward must be in [0, 1], got {reward}")).into(),
-                );
-            }
+            let r = reward.reward()?;
             py.detach(|| self.inner.feedback(id, r, src))?;
             Ok(())
         })

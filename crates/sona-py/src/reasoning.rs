@@ -40,11 +40,7 @@ fn int64(what: &str, v: Int) -> BindResult<i64> {
 }
 
 fn reward(r: Real) -> BindResult<f32> {
-    let r = r.0;
-    if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
-        return Err(SonaError::invalid(format!("reward must be in [0, 1], got {r}")).into());
-    }
-    Ok(r as f32)
+    Ok(r.reward()?)
 }
 
 fn tier(t: Int) -> BindResult<u8> {
