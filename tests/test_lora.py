@@ -148,7 +148,7 @@ def test_bad_input_raises_and_leaves_weights_unchanged(rng: np.random.Generator)
         m.reward(token, float("nan"))
     with pytest.raises(sona.UnknownIdError):
         m.reward(token + 1000, 0.5)
-    with pytest.raises(sona.UnknownIdError):
+    with pytest.raises(sona.UnknownIdError, match=r"token id -1\b"):
         m.reward(-1, 0.5)
     np.testing.assert_array_equal(m.lora_A, A)
     np.testing.assert_array_equal(m.lora_B, B)

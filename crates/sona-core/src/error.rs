@@ -28,7 +28,7 @@ pub enum SonaError {
     Config(String),
     /// An id (trajectory, pattern, token) is unknown or was already used. Python: `UnknownIdError`.
     #[error("unknown {kind} id {id}")]
-    UnknownId { kind: &'static str, id: u64 },
+    UnknownId { kind: &'static str, id: i128 },
     /// A saved file is corrupted, truncated, of another version or mismatched. Python: `CheckpointError`.
     #[error("checkpoint error: {0}")]
     Checkpoint(String),

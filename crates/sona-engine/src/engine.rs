@@ -716,7 +716,7 @@ impl Inner {
             let _ = m == Missing::Expired;
             SonaError::UnknownId {
                 kind: "trajectory (unknown, expired or already rewarded)",
-                id,
+                id: id.into(),
             }
         })?;
         // The recalled patterns' statistics and graph rows are cold in a large bank: start their
@@ -1094,7 +1094,7 @@ impl Engine {
             if !seen.insert(id) || !self.inner.pending.contains(id, now) {
                 return Err(SonaError::UnknownId {
                     kind: "trajectory (unknown, expired or repeated in the batch)",
-                    id,
+                    id: id.into(),
                 });
             }
         }

@@ -306,7 +306,7 @@ impl Inner {
             .take(id, now_ms())
             .map_err(|_| SonaError::UnknownId {
                 kind: "trajectory (unknown, expired or already rewarded)",
-                id,
+                id: id.into(),
             })?;
         let d = self.cfg.dim;
         let cents: HashMap<u64, Arc<[f32]>> = self.centroids(&entry.ids).into_iter().collect();

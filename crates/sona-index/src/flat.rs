@@ -104,10 +104,10 @@ impl VectorIndex for FlatIndex {
     }
 
     fn remove(&mut self, id: u64) -> Result<()> {
-        let s = self
-            .slot
-            .remove(&id)
-            .ok_or(SonaError::UnknownId { kind: "vector", id })?;
+        let s = self.slot.remove(&id).ok_or(SonaError::UnknownId {
+            kind: "vector",
+            id: id.into(),
+        })?;
         let last = self.ids.len() - 1;
         if s != last {
             let moved = self.ids[last];

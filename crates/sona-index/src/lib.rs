@@ -114,7 +114,10 @@ pub trait VectorIndex: Send + Sync {
         let mut seen = HashSet::with_capacity(ids.len());
         for &id in ids {
             if !self.contains(id) || !seen.insert(id) {
-                return Err(SonaError::UnknownId { kind: "vector", id });
+                return Err(SonaError::UnknownId {
+                    kind: "vector",
+                    id: id.into(),
+                });
             }
         }
         for &id in ids {

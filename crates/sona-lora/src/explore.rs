@@ -246,7 +246,7 @@ impl Explorer {
         if token == 0 || s.token != token || s.used {
             return Err(SonaError::UnknownId {
                 kind: "exploration token",
-                id: token,
+                id: token.into(),
             });
         }
         Ok(i)

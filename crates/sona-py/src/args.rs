@@ -127,10 +127,7 @@ impl Int {
         i64::try_from(self.0)
             .ok()
             .and_then(|i| u64::try_from(i).ok())
-            .ok_or_else(|| SonaError::UnknownId {
-                kind,
-                id: u64::try_from(self.0).unwrap_or(u64::MAX),
-            })
+            .ok_or(SonaError::UnknownId { kind, id: self.0 })
     }
 
     /// As a result count `k ≥ 1`: below raises `InvalidInputError`; above `usize` saturates.

@@ -499,9 +499,10 @@ impl PyVectorIndex {
         guard(py, || {
             let id = one_id(id)?;
             let idx = self.inner.read();
-            let v = idx
-                .get(id)
-                .ok_or(SonaError::UnknownId { kind: "vector", id })?;
+            let v = idx.get(id).ok_or(SonaError::UnknownId {
+                kind: "vector",
+                id: id.into(),
+            })?;
             Ok(out1(py, v.to_vec()))
         })
     }

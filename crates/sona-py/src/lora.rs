@@ -206,9 +206,9 @@ fn weights_pair<'py>(py: Python<'py>, w: &LoraWeights) -> BindResult<(Arr2<'py>,
 fn token_id(token: Int) -> Result<u64, SonaError> {
     match u64::try_from(token.0) {
         Ok(t) if (1..=i64::MAX as u64).contains(&t) => Ok(t),
-        other => Err(SonaError::UnknownId {
+        _ => Err(SonaError::UnknownId {
             kind: "exploration token",
-            id: other.unwrap_or(0),
+            id: token.0,
         }),
     }
 }

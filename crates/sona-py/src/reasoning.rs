@@ -547,7 +547,7 @@ impl PyReasoningBank {
             if found.0.is_empty() {
                 return Err(SonaError::UnknownId {
                     kind: "pattern",
-                    id: i,
+                    id: i.into(),
                 }
                 .into());
             }

@@ -694,7 +694,7 @@ impl ReasoningBank {
         let mut st = self.state.write();
         let node = st.nodes.get_mut(&pattern_id).ok_or(SonaError::UnknownId {
             kind: "pattern",
-            id: pattern_id,
+            id: pattern_id.into(),
         })?;
         node.observe_reward(tier as usize, reward, now_ms());
         Ok(())

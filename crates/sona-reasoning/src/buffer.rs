@@ -381,7 +381,7 @@ impl TrajectoryStore {
     ) -> Result<()> {
         let e = self.pending.remove(id).ok_or(SonaError::UnknownId {
             kind: "pending trajectory",
-            id,
+            id: id.into(),
         })?;
         let meta = TrajectoryMeta {
             id,

@@ -208,7 +208,7 @@ impl PatternState {
     pub fn node(&self, id: u64) -> Result<&PatternNode> {
         self.nodes.get(&id).ok_or(SonaError::UnknownId {
             kind: "pattern",
-            id,
+            id: id.into(),
         })
     }
 }

@@ -535,10 +535,10 @@ impl VectorIndex for HnswIndex {
     }
 
     fn remove(&mut self, id: u64) -> Result<()> {
-        let s = self
-            .slot_of
-            .remove(&id)
-            .ok_or(SonaError::UnknownId { kind: "vector", id })?;
+        let s = self.slot_of.remove(&id).ok_or(SonaError::UnknownId {
+            kind: "vector",
+            id: id.into(),
+        })?;
         self.deleted[s as usize] = true;
         self.n_deleted += 1;
         if self.slot_of.is_empty() {

@@ -740,7 +740,10 @@ impl VectorIndex for IvfIndex {
 
     fn remove(&mut self, id: u64) -> Result<()> {
         if !self.remove_entry(id) {
-            return Err(SonaError::UnknownId { kind: "vector", id });
+            return Err(SonaError::UnknownId {
+                kind: "vector",
+                id: id.into(),
+            });
         }
         if self.wants_training() {
             self.retrain();
