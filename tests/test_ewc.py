@@ -329,6 +329,25 @@ def test_gradient_projection_then_ewc(rng: np.random.Generator) -> None:
         EwcPlusPlus(p + 1).apply(np.zeros(p + 1), np.zeros(p + 1), projection=gpm)
 
 
+def test_project_rows_keeps_a_layer_output_on_protected_inputs(rng: np.random.Generator) -> None:
+    """The layer form: the basis spans a layer's inputs, each row of a weight gradient is projected,
+    so the step no longer changes the layer's output on those inputs."""
+    d, out = 12, 5
+    inputs = (rng.normal(size=(30, 3)) @ rng.normal(size=(3, d))).astype(np.float32)
+    gpm = GradientProjection(d, max_basis=d)
+    assert gpm.add(inputs, threshold=0.999) == 3
+    g = rng.normal(size=(out, d)).astype(np.float32)
+    pg = gpm.project_rows(g)
+    assert pg.shape == (out, d) and pg.dtype == np.float32
+    assert np.abs(pg @ inputs.T).max() < 1e-4 * np.abs(g @ inputs.T).max()
+    np.testing.assert_allclose(pg[1], gpm.project(g[1]), atol=1e-6)
+    np.testing.assert_array_equal(g, g.copy())  # the input is not modified
+    with pytest.raises(sona.DimensionError):
+        gpm.project_rows(np.zeros((2, d + 1), np.float32))
+    with pytest.raises(sona.NonFiniteError):
+        gpm.project_rows(np.full((1, d), np.nan, np.float32))
+
+
 def test_pca_mode_finds_the_real_task_boundaries_of_permuted_digits() -> None:
     from sona.evals.continual import make_tasks
 

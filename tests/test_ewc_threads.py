@@ -150,6 +150,7 @@ def light(n):
     gp.project(g)
     gp.basis_size, gp.param_count
     small.project(ms[0])
+    small.project_rows(ms[:4])
     small.basis
 run(heavy, light, 10)
 b = gp.basis

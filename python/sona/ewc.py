@@ -10,7 +10,8 @@
 - :class:`AdaptiveLambda` — λ raised on measured probe-set forgetting, lowered when the new task
   stalls.
 - :class:`GradientProjection` — optional GPM: the task gradient is projected off protected
-  directions.
+  directions (``project``), or, in the layer form, every row of a weight gradient off a basis of
+  the layer's inputs (``project_rows``).
 
 The classes are the Rust extension's own (``crates/sona-py/src/ewc.rs``: signatures, defaults and
 docstrings are written there once; ``sona/_sona.pyi`` types them). Every method takes array-likes

@@ -11,7 +11,9 @@
 //! `nalgebra`'s symmetric eigensolver in `f64`, so `n` (rows per call) is capped at [`MAX_ROWS`].
 
 use sona_core::kernels;
-use sona_core::validate::{check_matrix, check_size, check_vec, element_count, MAX_ELEMENTS};
+use sona_core::validate::{
+    check_finite, check_len, check_matrix, check_size, element_count, MAX_ELEMENTS,
+};
 use sona_core::{Result, SonaError};
 
 /// Energy share [`GradientProjection::add`] is usually asked to capture (GPM's 0.97).
@@ -59,9 +61,32 @@ impl GradientProjection {
     /// `g ← g − V Vᵀ g` in place. A gradient so large that its coefficients overflow `f32` is
     /// `Numerical` (then `grad` holds unspecified values).
     pub fn project(&self, grad: &mut [f32]) -> Result<()> {
-        check_vec("grad", grad, self.p)?;
-        self.project_unchecked(grad);
-        if !kernels::all_finite(grad) {
+        check_len("grad", grad, self.p)?;
+        self.project_each_row("grad", grad)
+    }
+
+    /// `G ← G − G Vᵀ V` for a row-major block `G` of `P`-wide rows: the layer form of GPM, where
+    /// the basis spans a layer's inputs and every output row of the weight gradient is projected
+    /// (Saha et al. 2021). Errors as [`project`](Self::project).
+    pub fn project_rows(&self, block: &mut [f32]) -> Result<()> {
+        if !block.len().is_multiple_of(self.p) {
+            return Err(SonaError::Dimension {
+                what: "block".into(),
+                expected: format!("rows of {}", self.p),
+                got: format!("{} values", block.len()),
+            });
+        }
+        self.project_each_row("block", block)
+    }
+
+    /// The body of [`project`](Self::project) and [`project_rows`](Self::project_rows) once the
+    /// length is checked: finite input, every `P`-wide row projected, finite output.
+    fn project_each_row(&self, what: &str, block: &mut [f32]) -> Result<()> {
+        check_finite(what, block)?;
+        for row in block.chunks_exact_mut(self.p) {
+            self.project_unchecked(row);
+        }
+        if !kernels::all_finite(block) {
             return Err(SonaError::Numerical(
                 "projected gradient overflowed f32 (rescale the gradient)".into(),
             ));
@@ -253,6 +278,28 @@ mod tests {
         assert!(gpm.project(&mut [0.0; 3]).is_err());
         assert!(GradientProjection::new(10, 11).is_err());
         assert!(GradientProjection::new(0, 1).is_err());
+    }
+
+    #[test]
+    fn project_rows_keeps_the_layer_output_on_protected_inputs() {
+        // Inputs of an earlier task span e0, e1; a weight update projected row by row leaves the
+        // layer's output on them unchanged and keeps what acts on e2.
+        let p = 4;
+        let mut gpm = GradientProjection::new(p, p).unwrap();
+        gpm.add(&[1.0, 2.0, 0.0, 0.0, -1.0, 0.5, 0.0, 0.0], 2, 1.0)
+            .unwrap();
+        let mut g = vec![1.0, 2.0, 3.0, 4.0, -1.0, 0.5, 0.25, 0.0];
+        gpm.project_rows(&mut g).unwrap();
+        for row in g.chunks_exact(p) {
+            assert!(row[0].abs() < 1e-6 && row[1].abs() < 1e-6, "{row:?}");
+        }
+        assert_eq!((g[2], g[3], g[6]), (3.0, 4.0, 0.25));
+        assert!(gpm.project_rows(&mut [0.0; 5]).is_err());
+        let mut nan = [0.0, f32::NAN, 0.0, 0.0];
+        assert!(matches!(
+            gpm.project_rows(&mut nan),
+            Err(SonaError::NonFinite { index: 1, .. })
+        ));
     }
 
     #[test]

@@ -22,7 +22,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use numpy::{PyArray1, PyArray2, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArray2, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use sona_core::SonaError;
 use sona_ewc::gpm::DEFAULT_THRESHOLD;
@@ -65,16 +65,12 @@ fn with_state<T: Send, R: Send>(
     }
 }
 
-/// Runs `f(state, rows, n_rows)` on a checked `n × cols` matrix argument (C-contiguous float32,
-/// finite): with the GIL released and the matrix copied when it has at least [`DETACH_AT`] floats
-/// or `always_detach`, else in place with the GIL held (see [`with_state`]).
-fn with_matrix<T: Send, R: Send>(
-    py: Python<'_>,
-    state: &Mutex<T>,
-    (what, obj, cols): (&str, &Bound<'_, PyAny>, usize),
-    always_detach: bool,
-    f: impl FnOnce(&mut T, &[f32], usize) -> Result<R, SonaError> + Send,
-) -> BindResult<R> {
+/// A checked `n × cols` matrix argument (C-contiguous float32, finite) and its `n`.
+fn matrix_of<'py>(
+    what: &str,
+    obj: &Bound<'py, PyAny>,
+    cols: usize,
+) -> BindResult<(PyReadonlyArray2<'py, f32>, usize)> {
     let m = matrix(what, obj)?;
     let (rows, got) = (m.shape()[0], m.shape()[1]);
     if got != cols {
@@ -85,6 +81,20 @@ fn with_matrix<T: Send, R: Send>(
         }
         .into());
     }
+    Ok((m, rows))
+}
+
+/// Runs `f(state, rows, n_rows)` on a checked `n × cols` matrix argument (C-contiguous float32,
+/// finite): with the GIL released and the matrix copied when it has at least [`DETACH_AT`] floats
+/// or `always_detach`, else in place with the GIL held (see [`with_state`]).
+fn with_matrix<T: Send, R: Send>(
+    py: Python<'_>,
+    state: &Mutex<T>,
+    (what, obj, cols): (&str, &Bound<'_, PyAny>, usize),
+    always_detach: bool,
+    f: impl FnOnce(&mut T, &[f32], usize) -> Result<R, SonaError> + Send,
+) -> BindResult<R> {
+    let (m, rows) = matrix_of(what, obj, cols)?;
     let detach = always_detach || detaches(m.len());
     let data = detachable(&m, detach)?;
     Ok(with_state(py, detach, state, |s| f(s, &data, rows))?)
@@ -746,6 +756,23 @@ impl GradientProjection {
             let mut out = detachable(&g, true)?.into_owned();
             with_state(py, detach, &self.inner, |p| p.project(&mut out))?;
             Ok(out1(py, out))
+        })
+    }
+
+    /// `G − G Vᵀ V` for a block `G` (`n × P`) as a new array: every row projected. The layer
+    /// form of GPM: with the basis spanning a layer's inputs, a weight gradient projected so no
+    /// longer moves the layer's output on them.
+    fn project_rows<'py>(
+        &self,
+        py: Python<'py>,
+        block: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        guard(py, || {
+            let (m, rows) = matrix_of("block", block, self.p)?;
+            let detach = detaches(m.len());
+            let mut out = detachable(&m, true)?.into_owned();
+            with_state(py, detach, &self.inner, |p| p.project_rows(&mut out))?;
+            out2(py, out, rows, self.p)
         })
     }
 
