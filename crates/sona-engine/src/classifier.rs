@@ -7,6 +7,9 @@
 //! forgetting, each optional:
 //! - EWC++: per-sample gradients of the current task feed the online Fisher, `end_task` folds the
 //!   task into the quadratic, whose gradient is added to every step;
+//! - GPM (EWC++'s gradient projection, design §4): `end_task(Some(xs))` adds the task's inputs to
+//!   each layer's protected subspace ([`LayerProjection`]); later task gradients are projected off
+//!   it before the EWC++ gradient is added. It keeps no example: only the bases;
 //! - replay: a reservoir (Algorithm R) of past examples over one fixed capacity, sampled through
 //!   [`PrioritizedReplay`] into every minibatch;
 //! - dreams: [`sona_dreams::run_cycle`] over the stored examples plus pseudo-rehearsal inputs
@@ -24,6 +27,7 @@ pub use sona_dreams::DreamConfig;
 
 use crate::adam::Adam;
 use crate::router::backward::{backward, Scratch};
+use crate::router::projection::LayerProjection;
 use crate::router::{forward, Cache, Layout};
 
 /// Most examples one call may take.
@@ -53,6 +57,11 @@ pub struct ClassifierConfig {
     /// Weigh the replay minibatch like the tasks it stands for (the number of `end_task` calls so
     /// far, as joint training would), instead of like one task.
     pub replay_balanced: bool,
+    /// GPM energy threshold in `(0, 1]`; `0` disables the projection.
+    pub gpm_threshold: f32,
+    /// Rows of a task's inputs `end_task` builds the GPM bases from (at most
+    /// [`sona_ewc::gpm::MAX_ROWS`], evenly spaced over the rows given).
+    pub gpm_examples: usize,
     pub seed: u64,
 }
 
@@ -71,6 +80,8 @@ impl Default for ClassifierConfig {
             replay_capacity: 0,
             replay_batch: 32,
             replay_balanced: false,
+            gpm_threshold: 0.0,
+            gpm_examples: 256,
             seed: 0,
         }
     }
@@ -86,17 +97,25 @@ impl ClassifierConfig {
         validate::check_size("fisher_batch", self.fisher_batch, 0, 4096)?;
         validate::check_size("replay_capacity", self.replay_capacity, 0, 1 << 20)?;
         validate::check_size("replay_batch", self.replay_batch, 0, 4096)?;
+        validate::check_range("gpm_threshold", f64::from(self.gpm_threshold), 0.0, 1.0)?;
+        validate::check_size(
+            "gpm_examples",
+            self.gpm_examples,
+            1,
+            sona_ewc::gpm::MAX_ROWS,
+        )?;
         Ok(())
     }
 }
 
-/// The learned part: parameters, optimizer, EWC++.
+/// The learned part: parameters, optimizer, EWC++ (penalty and projection).
 #[derive(Debug, Clone)]
 struct Net {
     layout: Layout,
     theta: Vec<f32>,
     adam: Adam,
     ewc: Option<EwcPlusPlus>,
+    gpm: Option<LayerProjection>,
     lr: f32,
 }
 
@@ -161,8 +180,14 @@ impl Net {
         (-(f64::from(py).max(1e-12)).ln(), 1.0 - py)
     }
 
-    /// EWC++ penalty gradient, then one Adam step; refused (nothing changes) when non-finite.
+    /// GPM projection of the task gradient, the EWC++ penalty gradient, then one Adam step;
+    /// refused (nothing changes) when non-finite.
     fn step(&mut self, grad: &mut [f32]) -> bool {
+        if let Some(g) = &self.gpm {
+            if g.project(grad).is_err() {
+                return false;
+            }
+        }
         if let Some(e) = &self.ewc {
             if e.apply(&self.theta, grad).is_err() {
                 return false;
@@ -212,6 +237,11 @@ impl RouterClassifier {
             cfg.classes,
         )?;
         let theta = layout.init(cfg.seed);
+        let gpm = if cfg.gpm_threshold > 0.0 {
+            Some(LayerProjection::new(layout)?)
+        } else {
+            None
+        };
         let ewc = if cfg.ewc_lambda > 0.0 {
             Some(EwcPlusPlus::new(
                 theta.len(),
@@ -240,6 +270,7 @@ impl RouterClassifier {
                 layout,
                 theta,
                 ewc,
+                gpm,
                 lr: cfg.lr,
             },
             rng: SeededRng::new(cfg.seed ^ 0xC1A5_51F1),
@@ -440,14 +471,58 @@ impl RouterClassifier {
         Ok(())
     }
 
-    /// Ends the current task: folds it into EWC++ (when on).
-    pub fn end_task(&mut self) -> Result<()> {
-        self.tasks_ended = self.tasks_ended.saturating_add(1);
+    /// Ends the current task: folds it into EWC++ (when on) and, with GPM on, adds the layer
+    /// inputs of `xs` (the task's examples, `n × input`; required then, ignored otherwise) to the
+    /// protected subspaces. All or nothing.
+    pub fn end_task(&mut self, xs: Option<&[f32]>) -> Result<()> {
+        let gpm = match (&self.net.gpm, xs) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(SonaError::invalid(
+                    "end_task needs the task's inputs when GPM is on (gpm_threshold > 0)",
+                ))
+            }
+            (Some(g), Some(xs)) => {
+                let n = self.check(xs, None)?;
+                Some(self.protected(g.clone(), xs, n)?)
+            }
+        };
         // No sample since the last task ended (e.g. `end_task` twice): nothing new to protect.
         if let Some(e) = self.net.ewc.as_mut().filter(|e| e.online().samples() > 0) {
             e.complete_task(&self.net.theta, None, 1.0)?;
         }
+        if gpm.is_some() {
+            self.net.gpm = gpm;
+        }
+        self.tasks_ended = self.tasks_ended.saturating_add(1);
         Ok(())
+    }
+
+    /// `g` with the layer inputs of (up to `gpm_examples` evenly spaced rows of) `xs` added.
+    fn protected(
+        &mut self,
+        mut g: LayerProjection,
+        xs: &[f32],
+        n: usize,
+    ) -> Result<LayerProjection> {
+        let (d, l) = (self.cfg.input, self.net.layout);
+        let rows = n.min(self.cfg.gpm_examples);
+        let (mut sx, mut sp, mut sh) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..rows {
+            let i = r * n / rows;
+            let x = &xs[i * d..(i + 1) * d];
+            forward(&l, &self.net.theta, None, x, &mut self.work.cache);
+            sx.extend_from_slice(x);
+            sp.extend_from_slice(&self.work.cache.p[..l.rank_w]);
+            sh.extend_from_slice(self.work.cache.h_final(l.hidden));
+        }
+        g.add_task(&sx, &sp, &sh, rows, self.cfg.gpm_threshold)?;
+        Ok(g)
+    }
+
+    /// Tasks protected by GPM and the sizes of its `x`, `p`, `h` bases (`None` when GPM is off).
+    pub fn gpm_bases(&self) -> Option<(usize, [usize; 3])> {
+        self.net.gpm.as_ref().map(|g| (g.tasks(), g.basis_sizes()))
     }
 
     /// One dream cycle over the store: prioritized replay of stored examples, distillation on
@@ -711,7 +786,7 @@ mod tests {
             .unwrap();
             m.remember(&xa, &ya).unwrap();
             for _ in 0..tasks {
-                m.end_task().unwrap();
+                m.end_task(None).unwrap();
             }
             m.fit(&xb, &yb, 1, 16).unwrap();
             m.parameters().to_vec()
@@ -730,7 +805,7 @@ mod tests {
         let (ta, tya) = task(&mut rng, [0, 1], 200);
         let mut m = RouterClassifier::new(c).unwrap();
         m.fit(&xa, &ya, 10, 16).unwrap();
-        m.end_task().unwrap();
+        m.end_task(Some(&xa)).unwrap();
         m.remember(&xa, &ya).unwrap();
         for _ in 0..20 {
             m.fit(&xb, &yb, 1, 16).unwrap();
@@ -780,5 +855,49 @@ mod tests {
         assert!(replay > none + 0.1, "replay {replay} vs none {none}");
         assert!(dream > none + 0.1, "dream {dream} vs none {none}");
         assert!(ewc > none + 0.1, "ewc {ewc} vs none {none}");
+        let gpm = forgetting(
+            ClassifierConfig {
+                gpm_threshold: 0.97,
+                ..cfg()
+            },
+            false,
+        );
+        assert!(gpm > none + 0.1, "gpm {gpm} vs none {none}");
+    }
+
+    #[test]
+    fn gpm_needs_the_task_inputs_and_keeps_state_on_error() {
+        let mut rng = SeededRng::new(5);
+        let (xa, ya) = task(&mut rng, [0, 1], 64);
+        let mut m = RouterClassifier::new(ClassifierConfig {
+            gpm_threshold: 0.9,
+            gpm_examples: 16,
+            ..cfg()
+        })
+        .unwrap();
+        m.fit(&xa, &ya, 2, 16).unwrap();
+        assert!(m.end_task(None).is_err());
+        let mut nan = xa.clone();
+        nan[3] = f32::NAN;
+        assert!(m.end_task(Some(&nan)).is_err());
+        assert!(m.end_task(Some(&xa[..7])).is_err());
+        assert_eq!(m.gpm_bases(), Some((0, [0, 0, 0])));
+        m.end_task(Some(&xa)).unwrap();
+        let (tasks, sizes) = m.gpm_bases().unwrap();
+        assert_eq!(tasks, 1);
+        assert!(sizes.iter().all(|&k| k > 0), "{sizes:?}");
+        for bad in [-0.1, 1.5, f32::NAN] {
+            assert!(RouterClassifier::new(ClassifierConfig {
+                gpm_threshold: bad,
+                ..cfg()
+            })
+            .is_err());
+        }
+        assert!(RouterClassifier::new(ClassifierConfig {
+            gpm_threshold: 0.9,
+            gpm_examples: 0,
+            ..cfg()
+        })
+        .is_err());
     }
 }

@@ -22,6 +22,7 @@
 //! offsets. The math is generic over [`Real`] so the gradient check runs in `f64`.
 
 pub mod backward;
+pub mod projection;
 pub mod standalone;
 
 pub use standalone::Router;

@@ -42,7 +42,8 @@ impl PyRouterClassifier {
     #[new]
     #[pyo3(signature = (input_dim, n_classes, hidden = 128, rank_w = 32, rank_u = 4, lr = 2e-3,
         ewc_lambda = 0.0, ewc_gamma = 0.995, fisher_batch = 8, replay_capacity = 0,
-        replay_batch = 32, seed = 0, replay_balanced = false))]
+        replay_batch = 32, seed = 0, replay_balanced = false, gpm_threshold = 0.0,
+        gpm_examples = 256))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -59,6 +60,8 @@ impl PyRouterClassifier {
         replay_batch: usize,
         seed: u64,
         replay_balanced: bool,
+        gpm_threshold: f64,
+        gpm_examples: usize,
     ) -> PyResult<Self> {
         guard(py, || {
             let cfg = ClassifierConfig {
@@ -74,6 +77,8 @@ impl PyRouterClassifier {
                 replay_capacity,
                 replay_batch,
                 replay_balanced,
+                gpm_threshold: gpm_threshold as f32,
+                gpm_examples,
                 seed,
             };
             Ok(PyRouterClassifier {
@@ -142,8 +147,18 @@ impl PyRouterClassifier {
         })
     }
 
-    fn end_task(&self, py: Python<'_>) -> PyResult<()> {
-        guard(py, || Ok(py.detach(|| self.inner.lock().end_task())?))
+    #[pyo3(signature = (xs = None))]
+    fn end_task(&self, py: Python<'_>, xs: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        guard(py, || {
+            let x = xs.map(|a| self.xs(a)).transpose()?;
+            Ok(py.detach(|| self.inner.lock().end_task(x.as_deref()))?)
+        })
+    }
+
+    /// `(tasks protected, [x, p, h] basis sizes)` of GPM, or `None` when it is off.
+    #[getter]
+    fn gpm_bases(&self, py: Python<'_>) -> Option<(usize, [usize; 3])> {
+        py.detach(|| self.inner.lock().gpm_bases())
     }
 
     #[pyo3(signature = (steps = 50, batch = 32, synthetic = 256, synthetic_batch = 16,
