@@ -47,12 +47,12 @@ def test_protection_forgets_less_than_none_on_permuted_digits() -> None:
     tasks, n_classes = continual.make_tasks("permuted", 0, cfg.n_tasks)
     res = {
         m: continual.metrics(continual.run_method(m, tasks, n_classes, cfg, 0, 100.0)[0])
-        for m in ("none", "ewc", "replay", "dream")
+        for m in ("none", "ewc", "gpm", "replay", "dream")
     }
     # Learning happened (chance is 10%) and, without protection, old tasks are forgotten.
-    assert res["none"]["LA"] > 80 and res["ewc"]["LA"] > 75
+    assert res["none"]["LA"] > 80 and res["ewc"]["LA"] > 75 and res["gpm"]["LA"] > 75
     assert res["none"]["forgetting"] > 10
-    for m in ("ewc", "replay", "dream"):
+    for m in ("ewc", "gpm", "replay", "dream"):
         assert res[m]["forgetting"] < 0.7 * res["none"]["forgetting"], (m, res)
 
 
@@ -161,19 +161,26 @@ def test_router_classifier_learns_and_rejects_bad_input_unchanged() -> None:
         _sona.RouterClassifier(6, 3).dream()
 
 
-def test_router_classifier_from_two_threads() -> None:
+@pytest.mark.parametrize("protection", ["ewc+replay", "gpm"])
+def test_router_classifier_from_two_threads(protection: str) -> None:
     import threading
 
     x, y = _blobs(60)
-    m = _sona.RouterClassifier(6, 3, hidden=16, rank_w=6, ewc_lambda=10.0, replay_capacity=30)
+    gpm = protection == "gpm"
+    m = (
+        _sona.RouterClassifier(6, 3, hidden=16, rank_w=6, gpm_threshold=0.9)
+        if gpm
+        else _sona.RouterClassifier(6, 3, hidden=16, rank_w=6, ewc_lambda=10.0, replay_capacity=30)
+    )
     errors: list[BaseException] = []
 
     def work() -> None:
         try:
             for _ in range(5):
                 m.fit(x, y, epochs=1, batch=8)
-                m.remember(x, y)
-                m.end_task()
+                if not gpm:
+                    m.remember(x, y)
+                m.end_task(x if gpm else None)
                 m.accuracy(x, y)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -183,7 +190,48 @@ def test_router_classifier_from_two_threads() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert not errors and m.stored == 30 and m.accuracy(x, y) > 0.8
+    assert not errors and m.accuracy(x, y) > 0.8
+    if gpm:
+        assert m.gpm_bases is not None and m.gpm_bases[0] == 10
+    else:
+        assert m.stored == 30
+
+
+def test_gpm_on_split_digits_forgets_less_at_the_same_learning_accuracy() -> None:
+    """The domain-incremental case the diagonal penalty barely helps: GPM's projection keeps
+    earlier pairs with new-task accuracy close to no protection (wider router, as benchmarked)."""
+    cfg = continual.ContinualConfig(n_tasks=3, split="val", hidden=256, rank_w=64)
+    tasks, n_classes = continual.make_tasks("split", 1, cfg.n_tasks)
+    none = continual.metrics(continual.run_method("none", tasks, n_classes, cfg, 1, 0.0)[0])
+    gpm = continual.metrics(continual.run_method("gpm", tasks, n_classes, cfg, 1, 0.0, 0.95)[0])
+    assert none["forgetting"] > 10, none
+    assert gpm["forgetting"] < 0.5 * none["forgetting"], (gpm, none)
+    assert gpm["LA"] > none["LA"] - 4, (gpm, none)
+
+
+def test_gpm_needs_the_task_inputs_and_reports_its_bases() -> None:
+    x, y = _blobs(60)
+    m = _sona.RouterClassifier(6, 3, hidden=16, rank_w=6, gpm_threshold=0.9, gpm_examples=32)
+    assert _sona.RouterClassifier(6, 3, hidden=16, rank_w=6).gpm_bases is None
+    assert m.gpm_bases == (0, [0, 0, 0])
+    m.fit(x, y, epochs=2, batch=8)
+    with pytest.raises(SonaError, match="needs the task's inputs"):
+        m.end_task()
+    with pytest.raises(SonaError):
+        m.end_task(x[:, :5].copy())
+    bad = x.copy()
+    bad[1, 1] = np.inf
+    with pytest.raises(SonaError):
+        m.end_task(bad)
+    assert m.gpm_bases == (0, [0, 0, 0])
+    m.end_task(x)
+    tasks, sizes = m.gpm_bases
+    assert tasks == 1 and all(0 < k for k in sizes) and sizes[0] <= 6 and sizes[1] <= 6
+    for bad_threshold in (-0.1, 1.5, float("nan")):
+        with pytest.raises(SonaError):
+            _sona.RouterClassifier(6, 3, hidden=16, rank_w=6, gpm_threshold=bad_threshold)
+    with pytest.raises(SonaError):
+        _sona.RouterClassifier(6, 3, hidden=16, rank_w=6, gpm_threshold=0.9, gpm_examples=0)
 
 
 def test_ending_a_task_twice_is_harmless() -> None:
@@ -220,9 +268,15 @@ def test_cli_width_and_later_epochs_reach_the_config() -> None:
 
     parser = argparse.ArgumentParser()
     continual.add_arguments(parser)
-    args = parser.parse_args(["--hidden", "64", "--rank-w", "16", "--later-epochs", "7"])
+    flags = "--hidden 64 --rank-w 16 --later-epochs 7 --gpm-threshold 0.9 --first-seed 5"
+    args = parser.parse_args(flags.split())
     cfg = continual.config_from_args(args)
     assert (cfg.hidden, cfg.rank_w) == (64, 16)
+    assert cfg.gpm_thresholds == {"permuted": 0.9, "split": 0.9} and cfg.first_seed == 5
+    with pytest.raises(SonaError, match="gpm-threshold"):
+        continual.config_from_args(parser.parse_args(["--gpm-threshold", "1.5"]))
+    with pytest.raises(SonaError, match="first-seed"):
+        continual.config_from_args(parser.parse_args(["--first-seed", "-1"]))
     assert cfg.later_epochs == {"ewc+replay": 7}
     default = continual.config_from_args(parser.parse_args([]))
     assert default.later_epochs == {"ewc+replay": 20}

@@ -17,6 +17,11 @@ logits under softmax cross-entropy, trained with the engine's Adam (loop B's opt
 - ``none``: fine-tuning, no protection;
 - ``ewc``: EWC++ (``sona-ewc``): per-sample gradients feed the online Fisher, each task end folds
   the task into the quadratic, whose gradient joins every step;
+- ``gpm``: EWC++'s gradient projection (``sona-ewc``'s GPM, design §4) on the router's layers:
+  each task end adds the directions holding ``gpm_threshold`` of the energy of the task's inputs to
+  each layer (image, its rank-``r_w`` projection, hidden state) to that layer's basis, and later
+  weight gradients are projected off it (gate biases and scalars are frozen after the first task).
+  No penalty, and no example is kept: only the bases;
 - ``replay``: a reservoir of past training examples, sampled through ``sona-dreams``'
   ``PrioritizedReplay`` into every minibatch;
 - ``ewc+replay``: both, with its own epochs per later task (``later_epochs``, 20);
@@ -45,15 +50,18 @@ import numpy.typing as npt
 from sona import _sona
 from sona._fsio import write_json
 from sona._plot import pyplot, save_figure
+from sona.errors import ConfigError
 from sona.metrics import continual_metrics
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 BENCHMARKS = ("permuted", "split")
-METHODS = ("none", "ewc", "replay", "ewc+replay", "dream", "joint")
+METHODS = ("none", "ewc", "gpm", "replay", "ewc+replay", "dream", "joint")
 ALL_METHODS = METHODS
 SPLITS = ("val", "test")
+#: GPM energy threshold of ``run_method`` and of a benchmark missing from ``gpm_thresholds``.
+GPM_THRESHOLD = 0.95
 
 
 @dataclass
@@ -63,6 +71,8 @@ class ContinualConfig:
     benchmarks: tuple[str, ...] = BENCHMARKS
     methods: tuple[str, ...] = METHODS
     seeds: int = 5
+    #: Seeds run are ``first_seed, …, first_seed + seeds − 1`` (tuning used 0–3; 5+ are fresh).
+    first_seed: int = 0
     n_tasks: int = 5
     epochs: int = 10
     hidden: int = 128
@@ -75,6 +85,11 @@ class ContinualConfig:
     #: already protects, so the best λ there is smaller); a missing entry uses ``lambdas``.
     lambdas_with_replay: dict[str, float] = field(
         default_factory=lambda: {"permuted": 1.0, "split": 10.0}
+    )
+    #: GPM energy threshold per benchmark for ``gpm``, chosen on validation at the default width
+    #: (the least forgetting with LA within 2 points of ``none``; see docs/benchmarks.md).
+    gpm_thresholds: dict[str, float] = field(
+        default_factory=lambda: {"permuted": 0.95, "split": 0.85}
     )
     #: Online-Fisher EMA decay per sample.
     gamma: float = 0.995
@@ -171,9 +186,11 @@ def run_method(
     cfg: ContinualConfig,
     seed: int,
     lam: float,
+    gpm_threshold: float = GPM_THRESHOLD,
 ) -> tuple[npt.NDArray[np.float64], list[float]]:
-    """Trains ``method`` over the task sequence; returns ``R`` (on ``cfg.split``) and the task-1
-    accuracy after every epoch."""
+    """Trains ``method`` over the task sequence (``lam``: EWC++ λ of the ``ewc`` methods,
+    ``gpm_threshold``: energy threshold of ``gpm``); returns ``R`` (on ``cfg.split``) and the
+    task-1 accuracy after every epoch."""
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r} (choose from {ALL_METHODS})")
     if cfg.split not in SPLITS:
@@ -196,6 +213,7 @@ def run_method(
         replay_batch=cfg.batch if "replay" in method else 0,
         seed=seed * 7919 + 17,
         replay_balanced=cfg.replay_balanced and method == "ewc+replay",
+        gpm_threshold=gpm_threshold if method == "gpm" else 0.0,
     )
     n = len(tasks)
     r = np.zeros((n, n))
@@ -212,7 +230,7 @@ def run_method(
             if method == "dream" and model.stored > 0:
                 model.dream(steps=cfg.dream_steps, synthetic=cfg.dream_synthetic)
             curve.append(model.accuracy(x0, y0))
-        model.end_task()
+        model.end_task(task.x_train if method == "gpm" else None)
         if store:
             model.remember(task.x_train, task.y_train)
         for j, t in enumerate(tasks):
@@ -246,7 +264,8 @@ def run(
     from threadpoolctl import threadpool_limits
     from tqdm import tqdm
 
-    jobs = [(b, m, s) for b in cfg.benchmarks for s in range(cfg.seeds) for m in cfg.methods]
+    seeds = range(cfg.first_seed, cfg.first_seed + cfg.seeds)
+    jobs = [(b, m, s) for b in cfg.benchmarks for s in seeds for m in cfg.methods]
     out: dict[str, Any] = {"config": asdict(cfg), "results": {}}
     raw: dict[tuple[str, str], list[tuple[npt.NDArray[np.float64], list[float]]]] = {}
     cache: dict[tuple[str, int], tuple[list[Task], int]] = {}
@@ -260,7 +279,8 @@ def run(
         lam = cfg.lambdas.get(b, 1e3)
         if m == "ewc+replay":
             lam = cfg.lambdas_with_replay.get(b, lam)
-        raw.setdefault((b, m), []).append(run_method(m, tasks, n_classes, cfg, s, lam))
+        gpm = cfg.gpm_thresholds.get(b, GPM_THRESHOLD)
+        raw.setdefault((b, m), []).append(run_method(m, tasks, n_classes, cfg, s, lam, gpm))
         if on_run is not None:
             on_run(f"{b}/{m}/seed{s}")
     for (b, m), runs in raw.items():
@@ -339,6 +359,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seeds", type=int, default=5, help="seeds (mean ± std over them)")
     parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="first seed (validation tuning used seeds 0-3; higher ones are fresh)",
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         choices=ALL_METHODS,
@@ -367,6 +393,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="EWC++ λ for every benchmark (default: the tuned per-benchmark values)",
     )
     parser.add_argument(
+        "--gpm-threshold",
+        type=float,
+        default=None,
+        help="GPM energy threshold for every benchmark (default: the tuned per-benchmark values)",
+    )
+    parser.add_argument(
         "--hidden", type=int, default=ContinualConfig.hidden, help="router hidden width H"
     )
     parser.add_argument(
@@ -389,6 +421,7 @@ def config_from_args(args: argparse.Namespace) -> ContinualConfig:
         benchmarks=BENCHMARKS if args.benchmark == "both" else (args.benchmark,),
         methods=tuple(args.methods),
         seeds=args.seeds,
+        first_seed=args.first_seed,
         epochs=args.epochs,
         n_tasks=args.tasks,
         hidden=args.hidden,
@@ -401,6 +434,12 @@ def config_from_args(args: argparse.Namespace) -> ContinualConfig:
     if args.lam is not None:
         cfg.lambdas = {b: float(args.lam) for b in BENCHMARKS}
         cfg.lambdas_with_replay = dict(cfg.lambdas)
+    if args.first_seed < 0:
+        raise ConfigError(f"--first-seed must be >= 0, got {args.first_seed}")
+    if args.gpm_threshold is not None:
+        if not 0.0 < args.gpm_threshold <= 1.0:
+            raise ConfigError(f"--gpm-threshold must be in (0, 1], got {args.gpm_threshold}")
+        cfg.gpm_thresholds = {b: float(args.gpm_threshold) for b in BENCHMARKS}
     return cfg
 
 
