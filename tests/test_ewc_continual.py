@@ -281,6 +281,18 @@ def test_cli_width_and_later_epochs_reach_the_config() -> None:
     default = continual.config_from_args(parser.parse_args([]))
     assert default.later_epochs == {"ewc+replay": 20}
     assert (default.hidden, default.rank_w) == (128, 32)
+    wide = continual.config_from_args(parser.parse_args(["--router", "wide"]))
+    assert (wide.hidden, wide.rank_w) == (512, 64)
+    assert wide.lambdas == {"permuted": 500.0, "split": 2000.0}
+    assert wide.gpm_thresholds == {"permuted": 0.93, "split": 0.95}
+    assert wide.lambdas_with_replay == default.lambdas_with_replay
+    # Explicit sizes and λ win over the preset's.
+    narrowed = continual.config_from_args(
+        parser.parse_args(["--router", "wide", "--hidden", "256", "--lambda", "7"])
+    )
+    assert (narrowed.hidden, narrowed.rank_w) == (256, 64) and narrowed.lambdas["split"] == 7.0
+    with pytest.raises(SonaError, match="unknown router preset"):
+        continual.router_config("narrow")
 
 
 def test_plot_places_curves_of_methods_with_different_epochs(tmp_path: Path) -> None:

@@ -31,6 +31,9 @@ logits under softmax cross-entropy, trained with the engine's Adam (loop B's opt
   kept only if held-out stored examples do not regress);
 - ``joint``: trained on all tasks seen so far (the upper bound).
 
+``--router wide`` trains a wider router (H 512, r_w 64) with the λ and GPM thresholds tuned for
+that width (``ROUTERS``); the default is the engine's router (H 128, r_w 32).
+
 Metrics on the accuracy matrix ``R[i][j]`` (after task i, on task j) come from ``sona-metrics``
 (:func:`sona.metrics.continual_metrics`): ``ACC``, ``BWT``, forgetting, plus ``LA`` (learning
 accuracy: mean ``R[j][j]``), all as mean ± std over seeds.
@@ -111,6 +114,29 @@ class ContinualConfig:
     dream_synthetic: int = 256
     #: Where R is measured: "test" (reported) or "val" (tuning).
     split: str = "test"
+
+
+#: Router presets: the settings each was tuned with on the validation split (docs/benchmarks.md).
+#: ``default`` is the engine's router width; ``wide`` (H 512, r_w 64) is where EWC++'s GPM meets the
+#: ⅓-forgetting target on both benchmarks (its λ and thresholds were chosen for that width, by the
+#: same rule: least forgetting with LA within 2 points of ``none``, validation seeds 0–3).
+ROUTERS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "wide": {
+        "hidden": 512,
+        "rank_w": 64,
+        "lambdas": {"permuted": 500.0, "split": 2000.0},
+        "gpm_thresholds": {"permuted": 0.93, "split": 0.95},
+    },
+}
+
+
+def router_config(router: str = "default", **overrides: Any) -> ContinualConfig:
+    """The :class:`ContinualConfig` of a router preset (``ROUTERS``), with ``overrides`` applied
+    on top (any config field)."""
+    if router not in ROUTERS:
+        raise ConfigError(f"unknown router preset {router!r} (choose from {tuple(ROUTERS)})")
+    return ContinualConfig(**{**ROUTERS[router], **overrides})
 
 
 @dataclass
@@ -399,10 +425,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="GPM energy threshold for every benchmark (default: the tuned per-benchmark values)",
     )
     parser.add_argument(
-        "--hidden", type=int, default=ContinualConfig.hidden, help="router hidden width H"
+        "--router",
+        choices=tuple(ROUTERS),
+        default="default",
+        help="router preset: default (H 128, r_w 32) or wide (H 512, r_w 64), each with the λ "
+        "and GPM thresholds tuned for it",
     )
     parser.add_argument(
-        "--rank-w", type=int, default=ContinualConfig.rank_w, help="router input rank r_w"
+        "--hidden", type=int, default=None, help="router hidden width H (default: the preset's)"
+    )
+    parser.add_argument(
+        "--rank-w", type=int, default=None, help="router input rank r_w (default: the preset's)"
     )
     parser.add_argument("--lr", type=float, default=ContinualConfig.lr, help="Adam learning rate")
     parser.add_argument(
@@ -417,15 +450,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> ContinualConfig:
-    cfg = ContinualConfig(
+    sizes = {"hidden": args.hidden, "rank_w": args.rank_w}
+    cfg = router_config(
+        args.router,
+        **{k: v for k, v in sizes.items() if v is not None},
         benchmarks=BENCHMARKS if args.benchmark == "both" else (args.benchmark,),
         methods=tuple(args.methods),
         seeds=args.seeds,
         first_seed=args.first_seed,
         epochs=args.epochs,
         n_tasks=args.tasks,
-        hidden=args.hidden,
-        rank_w=args.rank_w,
         lr=args.lr,
         split=args.split,
     )
