@@ -284,7 +284,7 @@ def test_cli_width_and_later_epochs_reach_the_config() -> None:
     wide = continual.config_from_args(parser.parse_args(["--router", "wide"]))
     assert (wide.hidden, wide.rank_w) == (512, 64)
     assert wide.lambdas == {"permuted": 500.0, "split": 2000.0}
-    assert wide.gpm_thresholds == {"permuted": 0.93, "split": 0.95}
+    assert wide.gpm_thresholds == {"permuted": 0.99, "split": 0.95}
     assert wide.lambdas_with_replay == default.lambdas_with_replay
     # Explicit sizes and λ win over the preset's.
     narrowed = continual.config_from_args(

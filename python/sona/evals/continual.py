@@ -126,7 +126,7 @@ ROUTERS: dict[str, dict[str, Any]] = {
         "hidden": 512,
         "rank_w": 64,
         "lambdas": {"permuted": 500.0, "split": 2000.0},
-        "gpm_thresholds": {"permuted": 0.93, "split": 0.95},
+        "gpm_thresholds": {"permuted": 0.99, "split": 0.95},
     },
 }
 
