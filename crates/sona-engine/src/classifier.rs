@@ -9,7 +9,8 @@
 //!   task into the quadratic, whose gradient is added to every step;
 //! - GPM (EWC++'s gradient projection, design §4): `end_task(Some(xs))` adds the task's inputs to
 //!   each layer's protected subspace ([`LayerProjection`]); later task gradients are projected off
-//!   it before the EWC++ gradient is added. It keeps no example: only the bases;
+//!   it before the EWC++ gradient is added, and so is Adam's update. It keeps no example: only the
+//!   bases;
 //! - replay: a reservoir (Algorithm R) of past examples over one fixed capacity, sampled through
 //!   [`PrioritizedReplay`] into every minibatch;
 //! - dreams: [`sona_dreams::run_cycle`] over the stored examples plus pseudo-rehearsal inputs

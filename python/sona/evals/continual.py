@@ -20,7 +20,8 @@ logits under softmax cross-entropy, trained with the engine's Adam (loop B's opt
 - ``gpm``: EWC++'s gradient projection (``sona-ewc``'s GPM, design §4) on the router's layers:
   each task end adds the directions holding ``gpm_threshold`` of the energy of the task's inputs to
   each layer (image, its rank-``r_w`` projection, hidden state) to that layer's basis, and later
-  weight gradients are projected off it (gate biases and scalars are frozen after the first task).
+  weight gradients and Adam's updates are projected off it (gate biases and scalars are frozen
+  after the first task).
   No penalty, and no example is kept: only the bases;
 - ``replay``: a reservoir of past training examples, sampled through ``sona-dreams``'
   ``PrioritizedReplay`` into every minibatch;
