@@ -49,6 +49,10 @@ def test_off_policy_estimates_track_on_policy_values() -> None:
     for k, name in enumerate(ope.TIER_NAMES[:2]):
         t = res["targets"][f"always {name}"]
         assert abs(t["estimates"]["snips"]["value"] - t["on_policy"]) < 0.1, (k, t)
+    # The fixed tiers use the whole log; the frozen router only what was logged after its
+    # checkpoint (it learned from the rest, so its choices there are not independent of the log).
+    assert {e["n"] for e in res["targets"]["always logistic"]["estimates"].values()} == {1200}
+    assert {e["n"] for e in frozen["estimates"].values()} == {600}
 
 
 def test_ope_cli_rejects_bad_settings(capsys: pytest.CaptureFixture[str]) -> None:
