@@ -182,6 +182,10 @@ def off_policy_value(
     for each logged context (one-hot for a deterministic policy). ``"dr"`` (doubly robust) also
     needs ``reward_model``, an ``(n, K)`` matrix of predicted rewards. Weights may be clipped at
     ``clip``. The interval is a normal approximation at ``level``.
+
+    The target must not have been fit on these decisions: a router trained on a log picks, on that
+    log, the actions it saw rewarded, which inflates every estimator (``sona eval ope`` measured
+    mean weights of 1.05 instead of 1). Evaluate a checkpoint on traffic logged after it was saved.
     """
     lvl = as_real(level, "level")
     if not 0.0 < lvl < 1.0:

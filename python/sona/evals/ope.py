@@ -73,14 +73,14 @@ class Log:
     frozen_at: int  # decisions logged before the frozen router was saved
 
     def since(self, start: int) -> Log:
-        """The decisions from index ``start`` on."""
+        """The decisions from index ``start`` on (``frozen_at`` counted from there, at least 0)."""
         return Log(
             self.queries[start:],
             self.tiers[start:],
             self.propensities[start:],
             self.rewards[start:],
             self.predicted[start:],
-            self.frozen_at - start,
+            max(self.frozen_at - start, 0),
         )
 
 
