@@ -181,6 +181,22 @@ impl Net {
         (-(f64::from(py).max(1e-12)).ln(), 1.0 - py)
     }
 
+    /// The inputs of the layers GPM protects — the query, `p = W₂x`, the final state `h` — for
+    /// `rows` evenly spaced rows of `xs` (`n × input`, checked), each as a `rows × width` block.
+    fn layer_inputs(&self, work: &mut Work, xs: &[f32], n: usize, rows: usize) -> [Vec<f32>; 3] {
+        let (l, d) = (self.layout, self.layout.input);
+        let (mut sx, mut sp, mut sh) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..rows {
+            let i = r * n / rows;
+            let x = &xs[i * d..(i + 1) * d];
+            forward(&l, &self.theta, None, x, &mut work.cache);
+            sx.extend_from_slice(x);
+            sp.extend_from_slice(&work.cache.p[..l.rank_w]);
+            sh.extend_from_slice(work.cache.h_final(l.hidden));
+        }
+        [sx, sp, sh]
+    }
+
     /// GPM projection of the task gradient, the EWC++ penalty gradient, then one Adam step whose
     /// update is projected again; refused (nothing changes) when non-finite. Adam divides each
     /// coordinate by its own scale, which turns a projected gradient back toward the protected
@@ -497,7 +513,9 @@ impl RouterClassifier {
             }
             (Some(g), Some(xs)) => {
                 let n = self.check(xs, None)?;
-                Some(self.protected(g.clone(), xs, n)?)
+                let rows = n.min(self.cfg.gpm_examples);
+                let [sx, sp, sh] = self.net.layer_inputs(&mut self.work, xs, n, rows);
+                Some(g.with_task(&sx, &sp, &sh, rows, self.cfg.gpm_threshold)?)
             }
         };
         // No sample since the last task ended (e.g. `end_task` twice): nothing new to protect.
@@ -509,28 +527,6 @@ impl RouterClassifier {
         }
         self.tasks_ended = self.tasks_ended.saturating_add(1);
         Ok(())
-    }
-
-    /// `g` with the layer inputs of (up to `gpm_examples` evenly spaced rows of) `xs` added.
-    fn protected(
-        &mut self,
-        mut g: LayerProjection,
-        xs: &[f32],
-        n: usize,
-    ) -> Result<LayerProjection> {
-        let (d, l) = (self.cfg.input, self.net.layout);
-        let rows = n.min(self.cfg.gpm_examples);
-        let (mut sx, mut sp, mut sh) = (Vec::new(), Vec::new(), Vec::new());
-        for r in 0..rows {
-            let i = r * n / rows;
-            let x = &xs[i * d..(i + 1) * d];
-            forward(&l, &self.net.theta, None, x, &mut self.work.cache);
-            sx.extend_from_slice(x);
-            sp.extend_from_slice(&self.work.cache.p[..l.rank_w]);
-            sh.extend_from_slice(self.work.cache.h_final(l.hidden));
-        }
-        g.add_task(&sx, &sp, &sh, rows, self.cfg.gpm_threshold)?;
-        Ok(g)
     }
 
     /// Tasks protected by GPM and the sizes of its `x`, `p`, `h` bases (`None` when GPM is off).

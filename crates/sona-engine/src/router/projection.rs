@@ -61,13 +61,26 @@ impl LayerProjection {
         rows: usize,
         threshold: f32,
     ) -> Result<()> {
+        *self = self.with_task(xs, ps, hs, rows, threshold)?;
+        Ok(())
+    }
+
+    /// These bases with a task added (as [`add_task`](Self::add_task)), leaving `self` as it is:
+    /// for a caller that must commit other state with it, all or nothing.
+    pub fn with_task(
+        &self,
+        xs: &[f32],
+        ps: &[f32],
+        hs: &[f32],
+        rows: usize,
+        threshold: f32,
+    ) -> Result<Self> {
         let mut next = self.clone();
         next.x.add(xs, rows, threshold)?;
         next.p.add(ps, rows, threshold)?;
         next.h.add(hs, rows, threshold)?;
         next.tasks += 1;
-        *self = next;
-        Ok(())
+        Ok(next)
     }
 
     /// Projects the gradient `grad` (the router's flat layout) in place; a no-op before the first
